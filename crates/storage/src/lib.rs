@@ -1,0 +1,222 @@
+//! Storage backends for Holdfast repositories.
+//!
+//! A repository is a flat set of write-once objects, each addressed by an
+//! [`ObjectKind`] and a name (a lowercase hex id, or `config`). This crate
+//! defines the [`Backend`] trait that every store implements, the error type
+//! every backend reports, the local-directory backend ([`local::LocalBackend`]),
+//! and the conformance suite ([`conformance`]) that every backend must pass.
+//!
+//! The trait is deliberately small (put, get, head, list, delete) so that a new
+//! store is cheap to add and easy to reason about. Optional features of object
+//! stores (Object Lock retention, legal holds, storage classes, restores from
+//! archival tiers) are further methods with default bodies that answer
+//! [`StorageError::Unsupported`]; [`Backend::capabilities`] tells callers which
+//! ones are real before they rely on them.
+//!
+//! Architecture invariant: this crate knows nothing of encryption, packs,
+//! snapshots or any repository semantics. It moves opaque bytes.
+
+pub mod conformance;
+mod error;
+mod kind;
+pub mod local;
+
+use std::fmt::Debug;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+pub use error::{StorageError, StorageResult};
+pub use kind::ObjectKind;
+
+/// Metadata about one stored object, as returned by [`Backend::list`] and
+/// [`Backend::head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub kind: ObjectKind,
+    pub name: String,
+    pub size: u64,
+}
+
+/// Object Lock retention mode, as in S3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Privileged users may shorten or remove the retention.
+    Governance,
+    /// Nobody can delete the object version before retain-until.
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+/// A retention to apply to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: LockMode,
+    pub until: DateTime<Utc>,
+}
+
+/// Per-write options. Backends without the matching capability ignore the
+/// storage class and reject retention or legal hold with `Unsupported`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Storage class to write into (e.g. `STANDARD_IA`, `DEEP_ARCHIVE`).
+    pub storage_class: Option<String>,
+    /// Object Lock retention to set at creation.
+    pub retention: Option<Retention>,
+    /// Place a legal hold at creation.
+    pub legal_hold: bool,
+}
+
+/// What a backend can do beyond the required operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// Object Lock retention can be set and extended.
+    pub retention: bool,
+    /// Legal holds can be placed and released.
+    pub legal_hold: bool,
+    /// Storage classes are meaningful (and archival classes exist).
+    pub storage_classes: bool,
+    /// Objects in archival classes must be restored before they can be read.
+    pub archive_restore: bool,
+    /// How many requests the backend serves well at once; callers use this to
+    /// size their upload and download parallelism.
+    pub parallelism: usize,
+}
+
+/// State of an object in an archival storage class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveState {
+    /// Readable now (not archived, or already restored).
+    Readable,
+    /// A restore is in progress.
+    Restoring,
+    /// Archived and no restore requested yet.
+    Archived,
+}
+
+/// An object store holding one repository.
+///
+/// # Contract
+///
+/// Every implementation must satisfy the following, and the shared suite in
+/// [`conformance`] checks each point:
+///
+/// 1. **Write-once.** `put` of a name that already exists fails with
+///    [`StorageError::AlreadyExists`] and leaves the stored object unchanged.
+///    The exception is a backend that cannot detect this atomically; it must
+///    then say so in its docs. No operation ever modifies an object in place.
+/// 2. **Atomic visibility.** After `put` returns `Ok`, `get`, `head` and `list`
+///    see the complete object, durably stored. Before that, they see nothing:
+///    never a partial object, even if the process is killed mid-write.
+/// 3. **Ranged reads.** `get` with a range returns exactly those bytes; a
+///    range past the end is an error ([`StorageError::InvalidRange`]), never a
+///    short read passed off as success.
+/// 4. **Listing** returns every object of a kind exactly once, with its size,
+///    in no particular order, however many objects there are.
+/// 5. **Errors name the object.** `NotFound`, `AlreadyExists` and I/O errors
+///    carry the key they concern, so messages can tell the user what is wrong.
+/// 6. **Delete** of a missing object is `NotFound`; of a locked object it is
+///    [`StorageError::Locked`] and the object stays.
+/// 7. Safe to share between threads and tasks; concurrent puts of distinct
+///    names all succeed, concurrent puts of one name succeed at most once.
+#[async_trait]
+pub trait Backend: Send + Sync + Debug {
+    /// A human-readable location, e.g. `/srv/backups/repo` or `s3://bucket/prefix`.
+    fn location(&self) -> String;
+
+    /// Optional features this backend supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Store a new object. See the contract: write-once, atomic.
+    async fn put(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> StorageResult<()>;
+
+    /// Read an object, or a byte range of it.
+    async fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes>;
+
+    /// Size and existence of one object.
+    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta>;
+
+    /// Every object of a kind.
+    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>>;
+
+    /// Remove an object. Only garbage collection and lock cleanup call this.
+    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()>;
+
+    /// Extend (never shorten) an object's Object Lock retention.
+    async fn extend_retention(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        _retention: Retention,
+    ) -> StorageResult<()> {
+        Err(StorageError::Unsupported {
+            operation: "object lock retention",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+
+    /// Place (`true`) or release (`false`) an S3 legal hold on an object.
+    async fn set_legal_hold(&self, kind: ObjectKind, name: &str, _on: bool) -> StorageResult<()> {
+        Err(StorageError::Unsupported {
+            operation: "legal hold",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+
+    /// Whether an object is readable or waits in an archival tier.
+    async fn archive_state(&self, _kind: ObjectKind, _name: &str) -> StorageResult<ArchiveState> {
+        Ok(ArchiveState::Readable)
+    }
+
+    /// Ask for an archived object to be made readable for `days` days.
+    async fn restore_archived(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        _days: u32,
+    ) -> StorageResult<()> {
+        Err(StorageError::Unsupported {
+            operation: "restore from archive",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+}
+
+/// Convenience: does an object exist? (Outside the trait, as in object_store:
+/// it is derivable from `head`.)
+pub async fn exists(backend: &dyn Backend, kind: ObjectKind, name: &str) -> StorageResult<bool> {
+    match backend.head(kind, name).await {
+        Ok(_) => Ok(true),
+        Err(StorageError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Convenience: read a whole object.
+pub async fn get_all(backend: &dyn Backend, kind: ObjectKind, name: &str) -> StorageResult<Bytes> {
+    backend.get(kind, name, None).await
+}

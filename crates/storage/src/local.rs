@@ -1,0 +1,267 @@
+//! The local-directory backend: the embedded default.
+//!
+//! Crash safety: an object is first written to a uniquely named temporary
+//! file in its final directory, fsynced, then published with `link(2)`, which
+//! fails if the final name exists (that is how write-once is enforced
+//! atomically, without a check-then-act race), and the directory is fsynced.
+//! A crash leaves at most a `.tmp-*` file behind, which `list` ignores and
+//! which nothing ever reads. On filesystems without hard links we fall back to
+//! `rename` after an existence check (documented weaker guarantee).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{
+    Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageError, StorageResult,
+};
+
+/// A repository in a directory of the local filesystem.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    root: PathBuf,
+    label: String,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root`. The directory need not exist yet; `put`
+    /// creates what it needs.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let label = root.display().to_string();
+        LocalBackend { root, label }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, kind: ObjectKind, name: &str) -> PathBuf {
+        self.root.join(kind.key(name))
+    }
+
+    fn err(&self, key: &str, e: std::io::Error) -> StorageError {
+        StorageError::from_io(&self.label, key, e)
+    }
+
+    fn put_blocking(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
+        let key = kind.key(name);
+        let path = self.path(kind, name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        if path.exists() {
+            return Err(StorageError::AlreadyExists {
+                backend: self.label.clone(),
+                key,
+            });
+        }
+        fs::create_dir_all(&dir).map_err(|e| self.err(&key, e))?;
+        let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err(&key, e));
+        }
+        let published = match fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(StorageError::AlreadyExists {
+                    backend: self.label.clone(),
+                    key: key.clone(),
+                })
+            }
+            // EPERM/ENOTSUP: no hard links here (e.g. some FUSE or FAT mounts).
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                fs::rename(&tmp, &path).map_err(|e| self.err(&key, e))
+            }
+            Err(e) => Err(self.err(&key, e)),
+        };
+        let _ = fs::remove_file(&tmp);
+        published?;
+        // Make the new directory entry durable before reporting success.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    fn get_blocking(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes> {
+        let key = kind.key(name);
+        let mut f = File::open(self.path(kind, name)).map_err(|e| self.err(&key, e))?;
+        match range {
+            None => {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf).map_err(|e| self.err(&key, e))?;
+                Ok(Bytes::from(buf))
+            }
+            Some(r) => {
+                let size = f.metadata().map_err(|e| self.err(&key, e))?.len();
+                if r.start > r.end || r.end > size {
+                    return Err(StorageError::InvalidRange {
+                        key,
+                        start: r.start,
+                        end: r.end,
+                        size,
+                    });
+                }
+                let mut buf = vec![0u8; (r.end - r.start) as usize];
+                f.seek(SeekFrom::Start(r.start))
+                    .map_err(|e| self.err(&key, e))?;
+                f.read_exact(&mut buf).map_err(|e| self.err(&key, e))?;
+                Ok(Bytes::from(buf))
+            }
+        }
+    }
+
+    fn list_blocking(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        if kind == ObjectKind::Config {
+            if let Ok(m) = fs::metadata(self.root.join("config")) {
+                out.push(ObjectMeta {
+                    kind,
+                    name: "config".into(),
+                    size: m.len(),
+                });
+            }
+            return Ok(out);
+        }
+        let dir = self.root.join(kind.dir());
+        let mut dirs = vec![dir.clone()];
+        if kind == ObjectKind::Pack {
+            dirs.clear();
+            match fs::read_dir(&dir) {
+                Ok(rd) => {
+                    for e in rd {
+                        let e = e.map_err(|e| self.err(kind.dir(), e))?;
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            dirs.push(e.path());
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(self.err(kind.dir(), e)),
+            }
+        }
+        for d in dirs {
+            let rd = match fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.err(kind.dir(), e)),
+            };
+            for e in rd {
+                let e = e.map_err(|e| self.err(kind.dir(), e))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // temporaries of interrupted writes
+                }
+                let meta = e.metadata().map_err(|e| self.err(kind.dir(), e))?;
+                if !meta.is_file() {
+                    continue;
+                }
+                out.push(ObjectMeta {
+                    kind,
+                    name,
+                    size: meta.len(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.label.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            parallelism: 4,
+            ..Capabilities::default()
+        }
+    }
+
+    async fn put(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> StorageResult<()> {
+        if opts.retention.is_some() || opts.legal_hold {
+            return Err(StorageError::Unsupported {
+                operation: "object lock on write",
+                backend: self.label.clone(),
+                key: kind.key(name),
+            });
+        }
+        let this = self.clone();
+        let name = name.to_string();
+        blocking(move || this.put_blocking(kind, &name, &data)).await
+    }
+
+    async fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes> {
+        let this = self.clone();
+        let name = name.to_string();
+        blocking(move || this.get_blocking(kind, &name, range)).await
+    }
+
+    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
+        let key = kind.key(name);
+        let m = fs::metadata(self.path(kind, name)).map_err(|e| self.err(&key, e))?;
+        Ok(ObjectMeta {
+            kind,
+            name: name.to_string(),
+            size: m.len(),
+        })
+    }
+
+    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        let this = self.clone();
+        blocking(move || this.list_blocking(kind)).await
+    }
+
+    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let key = kind.key(name);
+        fs::remove_file(self.path(kind, name)).map_err(|e| self.err(&key, e))
+    }
+}
+
+/// Run blocking filesystem work off the async executor when there is one.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StorageResult<T> + Send + 'static,
+) -> StorageResult<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::spawn_blocking(f)
+                .await
+                .map_err(|e| StorageError::Other {
+                    backend: "local".into(),
+                    detail: format!("worker thread failed: {e}"),
+                })?
+        }
+        _ => f(),
+    }
+}
