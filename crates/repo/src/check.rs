@@ -1,0 +1,232 @@
+//! Integrity checking.
+//!
+//! Structure (always): every index object opens; every pack the index names
+//! exists with a plausible size; every snapshot opens; every tree reachable
+//! from a snapshot opens and every blob it references is indexed.
+//!
+//! Data (`read_data`, or a random subset of packs): every pack is downloaded
+//! whole, its trailer must match the index, and every blob must decrypt
+//! (AES-GCM authenticates it) and hash to its id.
+//!
+//! Problems are collected, never fixed here: `check` is read-only.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use holdfast_storage::ObjectKind;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::BlobLocation;
+use crate::pack::{self, BlobType};
+use crate::repository::Repository;
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    pub read_data: bool,
+    /// Percentage (0 < p <= 100) of packs to read; implies data reading.
+    pub read_data_subset: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub packs: usize,
+    pub packs_read: usize,
+    pub blobs_read: usize,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Run a check; `progress` is told (done, total) while reading packs.
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<CheckReport> {
+    let mut r = CheckReport::default();
+    repo.load_index()?;
+    for (name, e) in repo.index_problems().corrupt {
+        r.errors.push(format!(
+            "index object {name} is unreadable: {e} (run `holdfast repair index`)"
+        ));
+    }
+    let index = repo.index();
+
+    // Packs: referenced by the index vs present in storage.
+    let stored: HashMap<String, u64> = repo
+        .block_on(repo.backend().list(ObjectKind::Pack))?
+        .into_iter()
+        .map(|m| (m.name, m.size))
+        .collect();
+    let mut pack_end: HashMap<Id, u64> = HashMap::new();
+    let mut by_pack: BTreeMap<Id, Vec<(Id, BlobLocation)>> = BTreeMap::new();
+    for (id, loc) in index.iter() {
+        let end = u64::from(loc.offset) + u64::from(loc.length);
+        let e = pack_end.entry(loc.pack).or_default();
+        *e = (*e).max(end);
+        by_pack.entry(loc.pack).or_default().push((id, loc));
+    }
+    r.packs = by_pack.len();
+    for (pack, end) in &pack_end {
+        match stored.get(&pack.to_hex()) {
+            None => r.errors.push(format!(
+                "pack {pack} is missing from storage (the index lists {} blob(s) in it)",
+                by_pack.get(pack).map_or(0, Vec::len)
+            )),
+            Some(size) if size < end => r.errors.push(format!(
+                "pack {pack} is truncated: {size} bytes stored, index needs at least {end}"
+            )),
+            _ => {}
+        }
+    }
+    let unindexed = stored
+        .keys()
+        .filter(|n| {
+            n.parse::<Id>()
+                .map_or(true, |id| !pack_end.contains_key(&id))
+        })
+        .count();
+    if unindexed > 0 {
+        r.warnings.push(format!(
+            "{unindexed} pack(s) are not in any index (left by an interrupted backup; \
+             harmless, reclaimed by garbage collection)"
+        ));
+    }
+
+    // Snapshots and trees.
+    let (snaps, bad) = repo.snapshots_with_errors()?;
+    for (name, e) in bad {
+        r.errors.push(format!("snapshot {name} is unreadable: {e}"));
+    }
+    r.snapshots = snaps.len();
+    let mut seen: HashSet<Id> = HashSet::new();
+    for s in &snaps {
+        let mut stack = vec![(s.snapshot.tree, String::from("/"))];
+        while let Some((tree_id, path)) = stack.pop() {
+            if !seen.insert(tree_id) {
+                continue;
+            }
+            r.trees += 1;
+            let tree = match repo.load_tree(&tree_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    r.errors.push(format!(
+                        "snapshot {}: tree of {path} ({}) cannot be read: {e}",
+                        s.id.short(),
+                        tree_id.short()
+                    ));
+                    continue;
+                }
+            };
+            for n in &tree.nodes {
+                let child = format!("{}{}", path, n.name.display());
+                if let Some(sub) = n.subtree {
+                    stack.push((sub, format!("{child}/")));
+                }
+                for b in &n.content {
+                    match index.get(b) {
+                        Some(l) if l.blob_type == BlobType::Data => {}
+                        Some(_) => r.errors.push(format!(
+                            "snapshot {}: {child} references blob {} which is not a data blob",
+                            s.id.short(),
+                            b.short()
+                        )),
+                        None => r.errors.push(format!(
+                            "snapshot {}: {child} references blob {} which is in no index",
+                            s.id.short(),
+                            b.short()
+                        )),
+                    }
+                }
+            }
+        }
+    }
+
+    // Data.
+    let pct = match (opts.read_data, opts.read_data_subset) {
+        (_, Some(p)) => p.clamp(0.0, 100.0),
+        (true, None) => 100.0,
+        (false, None) => 0.0,
+    };
+    if pct > 0.0 {
+        let mut packs: Vec<_> = by_pack.keys().copied().collect();
+        if pct < 100.0 {
+            use rand::seq::SliceRandom;
+            packs.shuffle(&mut rand::thread_rng());
+            let n = ((packs.len() as f64 * pct / 100.0).ceil() as usize).max(1);
+            packs.truncate(n.min(packs.len()));
+        }
+        let total = packs.len() as u64;
+        for (i, pack_id) in packs.iter().enumerate() {
+            progress(i as u64, total);
+            if !stored.contains_key(&pack_id.to_hex()) {
+                continue; // already reported missing
+            }
+            r.packs_read += 1;
+            let expected = by_pack.get(pack_id).cloned().unwrap_or_default();
+            check_pack(repo, *pack_id, &expected, &mut r);
+        }
+        progress(total, total);
+    }
+    Ok(r)
+}
+
+fn check_pack(
+    repo: &Repository,
+    pack_id: Id,
+    expected: &[(Id, BlobLocation)],
+    r: &mut CheckReport,
+) {
+    let what = format!("pack {pack_id}");
+    let bytes = match repo.block_on(
+        repo.backend()
+            .get(ObjectKind::Pack, &pack_id.to_hex(), None),
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            r.errors.push(format!("{what} cannot be read: {e}"));
+            return;
+        }
+    };
+    if Id::of_stored(&bytes) != pack_id {
+        r.errors.push(format!(
+            "{what} is damaged: its content does not hash to its name"
+        ));
+    }
+    match pack::read_info(repo.key(), &bytes, &what) {
+        Ok(info) => {
+            let in_trailer: HashSet<Id> = info.entries.iter().map(|e| e.id).collect();
+            for (id, _) in expected {
+                if !in_trailer.contains(id) {
+                    r.errors.push(format!(
+                        "{what}: trailer does not list blob {} that the index places there",
+                        id.short()
+                    ));
+                }
+            }
+        }
+        Err(e) => r.errors.push(format!("{what}: trailer unreadable: {e}")),
+    }
+    for (id, loc) in expected {
+        let s = loc.offset as usize;
+        let e = s + loc.length as usize;
+        if e > bytes.len() {
+            r.errors
+                .push(format!("{what}: blob {} lies past the end", id.short()));
+            continue;
+        }
+        r.blobs_read += 1;
+        if let Err(err) = repo.decode_blob(id, loc, &bytes[s..e]) {
+            r.errors
+                .push(format!("{what}: blob {} is damaged: {err}", id.short()));
+        }
+    }
+}

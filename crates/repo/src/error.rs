@@ -1,0 +1,73 @@
+//! The repository error type.
+//!
+//! Each variant names what is wrong and, where it helps, what to do. The CLI
+//! maps variants to exit codes (see README), so variants are split by what an
+//! operator does next rather than by where they arise.
+
+use holdfast_storage::StorageError;
+use thiserror::Error;
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum RepoError {
+    #[error("{location} is not a Holdfast repository (no config object); run `holdfast init` to create one")]
+    NotARepository { location: String },
+
+    #[error("a repository already exists at {location}")]
+    AlreadyInitialized { location: String },
+
+    #[error("repository {location} uses format version {found}, newer than this holdfast supports (up to {supported}); upgrade holdfast")]
+    UnsupportedVersion {
+        location: String,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("wrong password: none of the {slots} key slot(s) of {location} opens with it")]
+    WrongPassword { location: String, slots: usize },
+
+    #[error("corrupt {object}: {detail}")]
+    Corrupt { object: String, detail: String },
+
+    #[error("blob {blob} is not in the index (referenced by {referenced_by})")]
+    MissingBlob { blob: String, referenced_by: String },
+
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+
+    #[error("snapshot prefix {prefix:?} is ambiguous: it matches {count} snapshots")]
+    AmbiguousSnapshot { prefix: String, count: usize },
+
+    #[error("key slot {0} not found")]
+    KeyNotFound(String),
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RepoError {
+    pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> RepoError {
+        RepoError::Corrupt {
+            object: object.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> RepoError {
+        RepoError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

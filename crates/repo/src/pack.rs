@@ -1,0 +1,258 @@
+//! Packs: many encrypted blobs in one write-once object.
+//!
+//! Layout (all integers little-endian; see docs/format.md):
+//!
+//! ```text
+//! header   "HFPK" | version u8 | salt [32]                       37 bytes, clear
+//! blob*    AES-256-GCM(pack key, nonce = offset, aad = type)     encoded blob + 16-byte tag
+//! trailer  AES-256-GCM(pack key, nonce = NONCE_TRAILER, aad = header)
+//!          of: count u32, then per blob: type u8 | id [32] | offset u32 | length u32 | raw_len u32
+//! footer   trailer length u32
+//! ```
+//!
+//! The nonce of a blob is its byte offset inside the pack, unique by
+//! construction. The trailer lets `repair index` rebuild the index from packs
+//! alone. The pack's name is the plain BLAKE3 of its bytes.
+
+use crate::crypto::{new_salt, MasterKey, ObjectCipher, NONCE_TRAILER, SALT_LEN};
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+
+pub const PACK_MAGIC: &[u8; 4] = b"HFPK";
+pub const PACK_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 4 + 1 + SALT_LEN;
+const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+
+/// What a blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum BlobType {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobType {
+    fn from_u8(v: u8) -> Option<BlobType> {
+        match v {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// One blob's place in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub blob_type: BlobType,
+    pub id: Id,
+    pub offset: u32,
+    /// Stored length including the GCM tag.
+    pub length: u32,
+    /// Length of the plaintext data.
+    pub raw_len: u32,
+}
+
+/// A pack's name, salt and blobs: what an index records about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackInfo {
+    pub id: Id,
+    pub salt: [u8; SALT_LEN],
+    pub entries: Vec<PackEntry>,
+}
+
+/// Builds one pack in memory.
+pub struct PackWriter {
+    cipher: ObjectCipher,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(key: &MasterKey, capacity: usize) -> PackWriter {
+        let salt = new_salt();
+        let mut buf = Vec::with_capacity(capacity + 64 * 1024);
+        buf.extend_from_slice(PACK_MAGIC);
+        buf.push(PACK_VERSION);
+        buf.extend_from_slice(&salt);
+        PackWriter {
+            cipher: key.cipher_for(&salt),
+            buf,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Append one encoded blob (flag + body, see `compress`).
+    pub fn add(&mut self, blob_type: BlobType, id: Id, encoded: &[u8], raw_len: usize) {
+        let offset = self.buf.len();
+        let sealed = self.cipher.seal(offset as u64, &[blob_type as u8], encoded);
+        self.buf.extend_from_slice(&sealed);
+        self.entries.push(PackEntry {
+            blob_type,
+            id,
+            offset: offset as u32,
+            length: sealed.len() as u32,
+            raw_len: raw_len as u32,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seal the trailer; returns the pack's id, bytes and description.
+    pub fn finish(mut self) -> (Vec<u8>, PackInfo) {
+        let mut t = Vec::with_capacity(4 + self.entries.len() * ENTRY_LEN);
+        t.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            t.push(e.blob_type as u8);
+            t.extend_from_slice(&e.id.0);
+            t.extend_from_slice(&e.offset.to_le_bytes());
+            t.extend_from_slice(&e.length.to_le_bytes());
+            t.extend_from_slice(&e.raw_len.to_le_bytes());
+        }
+        let header = self.buf[..HEADER_LEN].to_vec();
+        let sealed = self.cipher.seal(NONCE_TRAILER, &header, &t);
+        self.buf.extend_from_slice(&sealed);
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let id = Id::of_stored(&self.buf);
+        let mut salt = [0u8; SALT_LEN];
+        salt.copy_from_slice(&self.buf[5..HEADER_LEN]);
+        let info = PackInfo {
+            id,
+            salt,
+            entries: self.entries,
+        };
+        (self.buf, info)
+    }
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(w)
+}
+
+/// Parse a pack header; returns the pack's cipher.
+pub fn header_cipher(key: &MasterKey, header: &[u8], what: &str) -> Result<ObjectCipher> {
+    if header.len() < HEADER_LEN || &header[..4] != PACK_MAGIC {
+        return Err(RepoError::corrupt(what, "not a pack (bad magic)"));
+    }
+    if header[4] != PACK_VERSION {
+        return Err(RepoError::corrupt(
+            what,
+            format!("unknown pack version {}", header[4]),
+        ));
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&header[5..HEADER_LEN]);
+    Ok(key.cipher_for(&salt))
+}
+
+/// Decrypt one blob read from `pack` at `offset`.
+pub fn open_blob(
+    cipher: &ObjectCipher,
+    blob_type: BlobType,
+    offset: u32,
+    sealed: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
+    cipher.open(u64::from(offset), &[blob_type as u8], sealed, what)
+}
+
+/// Read the trailer of a complete pack.
+pub fn read_trailer(key: &MasterKey, pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    read_info(key, pack, what).map(|i| i.entries)
+}
+
+/// Read a complete pack's salt and trailer.
+pub fn read_info(key: &MasterKey, pack: &[u8], what: &str) -> Result<PackInfo> {
+    if pack.len() < HEADER_LEN + 4 {
+        return Err(RepoError::corrupt(what, "truncated pack"));
+    }
+    let cipher = header_cipher(key, &pack[..HEADER_LEN], what)?;
+    let tlen = read_u32(pack, pack.len() - 4) as usize;
+    if tlen + 4 + HEADER_LEN > pack.len() {
+        return Err(RepoError::corrupt(what, "truncated pack (trailer length)"));
+    }
+    let tstart = pack.len() - 4 - tlen;
+    let t = cipher.open(
+        NONCE_TRAILER,
+        &pack[..HEADER_LEN],
+        &pack[tstart..pack.len() - 4],
+        &format!("{what} trailer"),
+    )?;
+    if t.len() < 4 {
+        return Err(RepoError::corrupt(what, "empty trailer"));
+    }
+    let n = read_u32(&t, 0) as usize;
+    if t.len() != 4 + n * ENTRY_LEN {
+        return Err(RepoError::corrupt(what, "trailer length mismatch"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let b = &t[4 + i * ENTRY_LEN..4 + (i + 1) * ENTRY_LEN];
+        let blob_type = BlobType::from_u8(b[0])
+            .ok_or_else(|| RepoError::corrupt(what, format!("unknown blob type {}", b[0])))?;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&b[1..33]);
+        let e = PackEntry {
+            blob_type,
+            id: Id(id),
+            offset: read_u32(b, 33),
+            length: read_u32(b, 37),
+            raw_len: read_u32(b, 41),
+        };
+        if e.offset as usize + e.length as usize > tstart {
+            return Err(RepoError::corrupt(
+                what,
+                "trailer entry points past the blobs",
+            ));
+        }
+        out.push(e);
+    }
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&pack[5..HEADER_LEN]);
+    Ok(PackInfo {
+        id: Id::of_stored(pack),
+        salt,
+        entries: out,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip_and_corruption() {
+        let key = MasterKey::generate();
+        let mut w = PackWriter::new(&key, 1024);
+        let blobs: Vec<Vec<u8>> = vec![b"\x00hello".to_vec(), b"\x00world!".to_vec()];
+        for (i, b) in blobs.iter().enumerate() {
+            w.add(BlobType::Data, Id([i as u8; 32]), b, b.len() - 1);
+        }
+        let (bytes, info) = w.finish();
+        let entries = info.entries.clone();
+        assert_eq!(info.id, Id::of_stored(&bytes));
+        assert_eq!(read_info(&key, &bytes, "p").unwrap(), info);
+        let parsed = read_trailer(&key, &bytes, "p").unwrap();
+        assert_eq!(parsed, entries);
+        let c = header_cipher(&key, &bytes[..HEADER_LEN], "p").unwrap();
+        for (e, b) in entries.iter().zip(&blobs) {
+            let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&open_blob(&c, e.blob_type, e.offset, s, "b").unwrap(), b);
+        }
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN + 2] ^= 0x40;
+        let e = entries[0];
+        let s = &bad[e.offset as usize..(e.offset + e.length) as usize];
+        assert!(open_blob(&c, e.blob_type, e.offset, s, "b").is_err());
+        assert!(read_trailer(&key, &bytes[..bytes.len() - 3], "p").is_err());
+        assert!(read_trailer(&MasterKey::generate(), &bytes, "p").is_err());
+    }
+}

@@ -1,0 +1,531 @@
+//! An open repository: backend, master key, config and the loaded index.
+//!
+//! The API is synchronous; storage I/O runs on a tokio runtime whose handle
+//! the caller passes in (the CLI owns one runtime for the process). This
+//! keeps CPU-bound pipelines in plain threads and lets any backend, local or
+//! remote, be driven the same way. Never call these methods from inside an
+//! async task: they block.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
+use tokio::runtime::Handle;
+
+use crate::chunker::Gear;
+use crate::compress;
+use crate::config::{self, RepoConfig};
+use crate::crypto::MasterKey;
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+use crate::index::{self, BlobLocation, Index};
+use crate::keys::{KdfParams, KeySlot};
+use crate::object;
+use crate::pack::{self, PackInfo};
+use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
+use crate::tree::Tree;
+
+/// Index objects that could not be read when the index was loaded.
+#[derive(Debug, Clone, Default)]
+pub struct IndexProblems {
+    pub corrupt: Vec<(String, String)>,
+}
+
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    rt: Handle,
+    key: MasterKey,
+    key_slot: String,
+    config: RepoConfig,
+    index: RwLock<Arc<Index>>,
+    index_problems: RwLock<IndexProblems>,
+    put_opts: PutOptions,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.backend.location())
+            .finish()
+    }
+}
+
+impl Repository {
+    /// Create a new repository in an empty store.
+    pub fn init(
+        backend: Arc<dyn Backend>,
+        rt: Handle,
+        password: &[u8],
+        kdf: KdfParams,
+        config: RepoConfig,
+    ) -> Result<Repository> {
+        let location = backend.location();
+        match rt.block_on(backend.head(ObjectKind::Config, "config")) {
+            Ok(_) => return Err(RepoError::AlreadyInitialized { location }),
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        config.chunker.validate().map_err(RepoError::Invalid)?;
+        let key = MasterKey::generate();
+        let slot = KeySlot::create(&key, password, kdf, "initial")?;
+        let slot_bytes =
+            serde_json::to_vec_pretty(&slot).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let slot_name = Id::of_stored(&slot_bytes).to_hex();
+        let put_opts = put_options(&config);
+        // Key first, config last: a crash in between leaves no config, so
+        // the store is still "not a repository" and init can be rerun.
+        rt.block_on(backend.put(
+            ObjectKind::Key,
+            &slot_name,
+            Bytes::from(slot_bytes),
+            &put_opts,
+        ))?;
+        let cfg_bytes = config::encode(&key, &config)?;
+        rt.block_on(backend.put(
+            ObjectKind::Config,
+            "config",
+            Bytes::from(cfg_bytes),
+            &put_opts,
+        ))?;
+        Ok(Repository {
+            backend,
+            rt,
+            key,
+            key_slot: slot_name,
+            config,
+            index: RwLock::new(Arc::new(Index::new())),
+            index_problems: RwLock::new(IndexProblems::default()),
+            put_opts,
+        })
+    }
+
+    /// Read the format version without any key (fails clearly on a store
+    /// that is not a repository, or a newer format).
+    pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
+        let location = backend.location();
+        let bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository { location })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        config::read_version(&bytes, &location)
+    }
+
+    /// Open an existing repository with a password. Does not load the index
+    /// (see [`Repository::load_index`]).
+    pub fn open(backend: Arc<dyn Backend>, rt: Handle, password: &[u8]) -> Result<Repository> {
+        let location = backend.location();
+        Repository::probe(backend.as_ref(), &rt)?;
+        let cfg_bytes = rt.block_on(backend.get(ObjectKind::Config, "config", None))?;
+        let slots = rt.block_on(backend.list(ObjectKind::Key))?;
+        for meta in &slots {
+            let bytes = rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?;
+            let slot: KeySlot = match serde_json::from_slice(&bytes) {
+                Ok(s) => s,
+                Err(_) => continue, // a damaged slot must not lock out the others
+            };
+            if let Some(key) = slot.open(password)? {
+                let config = config::decode(&key, &cfg_bytes, &location)?;
+                let put_opts = put_options(&config);
+                return Ok(Repository {
+                    backend,
+                    rt,
+                    key,
+                    key_slot: meta.name.clone(),
+                    config,
+                    index: RwLock::new(Arc::new(Index::new())),
+                    index_problems: RwLock::new(IndexProblems::default()),
+                    put_opts,
+                });
+            }
+        }
+        Err(RepoError::WrongPassword {
+            location,
+            slots: slots.len(),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn runtime(&self) -> &Handle {
+        &self.rt
+    }
+
+    /// Options for every object this repository writes (Object Lock, if configured).
+    pub fn put_options(&self) -> &PutOptions {
+        &self.put_opts
+    }
+
+    pub fn gear(&self) -> Gear {
+        Gear::from_key(self.key.chunker_key())
+    }
+
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// The id of the key slot this session opened with.
+    pub fn current_key(&self) -> &str {
+        &self.key_slot
+    }
+
+    // ---- index ------------------------------------------------------------
+
+    /// Load every index object. Unreadable ones are recorded in
+    /// [`Repository::index_problems`] rather than failing the load: the data
+    /// they describe is still in the packs, and `repair index` can rebuild them.
+    pub fn load_index(&self) -> Result<()> {
+        let metas = self.block_on(self.backend.list(ObjectKind::Index))?;
+        let par = self.backend.capabilities().parallelism.max(2);
+        let backend = self.backend.clone();
+        let names: Vec<String> = metas.into_iter().map(|m| m.name).collect();
+        let fetched = self.block_on(async move {
+            let sem = Arc::new(tokio::sync::Semaphore::new(par));
+            let mut tasks = Vec::new();
+            for name in names {
+                let b = backend.clone();
+                let sem = sem.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _p = sem.acquire().await;
+                    let r = b.get(ObjectKind::Index, &name, None).await;
+                    (name, r)
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                if let Ok(x) = t.await {
+                    out.push(x);
+                }
+            }
+            out
+        });
+        let mut idx = Index::new();
+        let mut problems = IndexProblems::default();
+        for (name, r) in fetched {
+            let what = format!("index object {name}");
+            let parsed = r
+                .map_err(RepoError::from)
+                .and_then(|b| object::open(&self.key, &b, &what))
+                .and_then(|p| index::decode(&p, &what));
+            match parsed {
+                Ok(packs) => packs.iter().for_each(|p| idx.add_pack(p)),
+                Err(e) => problems.corrupt.push((name, e.to_string())),
+            }
+        }
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(idx);
+        *self
+            .index_problems
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = problems;
+        Ok(())
+    }
+
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn index_problems(&self) -> IndexProblems {
+        self.index_problems
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Add freshly written packs to the in-memory index.
+    pub(crate) fn extend_index(&self, packs: &[PackInfo]) {
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        // Clones only if a reader still holds the previous index.
+        let idx = Arc::make_mut(&mut guard);
+        for p in packs {
+            idx.add_pack(p);
+        }
+    }
+
+    /// Write one index object describing `packs` (already durable).
+    pub fn write_index(&self, packs: &[PackInfo]) -> Result<Id> {
+        write_index_object(
+            self.backend.as_ref(),
+            &self.rt,
+            &self.key,
+            &self.put_opts,
+            packs,
+        )
+    }
+
+    // ---- blobs ------------------------------------------------------------
+
+    /// Read, decrypt, decode and verify one blob.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.index().get(id).ok_or_else(|| RepoError::MissingBlob {
+            blob: id.to_hex(),
+            referenced_by: "caller".into(),
+        })?;
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
+        let sealed = self.block_on(self.backend.get(
+            ObjectKind::Pack,
+            &loc.pack.to_hex(),
+            Some(range),
+        ))?;
+        self.decode_blob(id, &loc, &sealed)
+    }
+
+    /// Decrypt, decode and verify a blob's stored bytes.
+    pub fn decode_blob(&self, id: &Id, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = format!("blob {} in pack {}", id.short(), loc.pack);
+        let cipher = self.key.cipher_for(&loc.salt);
+        let encoded = pack::open_blob(&cipher, loc.blob_type, loc.offset, sealed, &what)?;
+        let data = compress::decode(&encoded, loc.raw_len as usize, &what)?;
+        if self.key.blob_id(&data) != *id {
+            return Err(RepoError::corrupt(what, "content does not hash to its id"));
+        }
+        Ok(data)
+    }
+
+    /// Fetch several blobs of one pack with a single ranged read covering
+    /// them all; each blob's result is independent (one corrupt blob does not
+    /// fail the others). A failed read fails all of them.
+    pub fn fetch_pack_blobs(
+        &self,
+        pack: Id,
+        blobs: &[(Id, BlobLocation)],
+    ) -> Vec<(Id, Result<Vec<u8>>)> {
+        let Some(start) = blobs.iter().map(|(_, l)| u64::from(l.offset)).min() else {
+            return Vec::new();
+        };
+        let end = blobs
+            .iter()
+            .map(|(_, l)| u64::from(l.offset) + u64::from(l.length))
+            .max()
+            .unwrap_or(start);
+        let got = self.block_on(self.backend.get(
+            ObjectKind::Pack,
+            &pack.to_hex(),
+            Some(start..end),
+        ));
+        match got {
+            Ok(bytes) => blobs
+                .iter()
+                .map(|(id, loc)| {
+                    let s = (u64::from(loc.offset) - start) as usize;
+                    let e = s + loc.length as usize;
+                    (*id, self.decode_blob(id, loc, &bytes[s..e]))
+                })
+                .collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                blobs
+                    .iter()
+                    .map(|(id, _)| {
+                        (
+                            *id,
+                            Err(RepoError::corrupt(
+                                format!("pack {pack}"),
+                                format!("cannot read: {msg}"),
+                            )),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.read_blob(id).map_err(|e| match e {
+            RepoError::MissingBlob { blob, .. } => RepoError::MissingBlob {
+                blob,
+                referenced_by: "a snapshot (tree)".into(),
+            },
+            e => e,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::corrupt(format!("tree {}", id.short()), e.to_string()))
+    }
+
+    // ---- snapshots --------------------------------------------------------
+
+    /// Every readable snapshot, oldest first. Unreadable ones are returned
+    /// separately so listings can warn instead of failing.
+    pub fn snapshots_with_errors(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
+        let metas = self.block_on(self.backend.list(ObjectKind::Snapshot))?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for m in metas {
+            let what = format!("snapshot {}", m.name);
+            let r = self
+                .block_on(self.backend.get(ObjectKind::Snapshot, &m.name, None))
+                .map_err(RepoError::from)
+                .and_then(|b| object::open_json::<Snapshot>(&self.key, &b, &what));
+            match (r, m.name.parse::<Id>()) {
+                (Ok(snapshot), Ok(id)) => out.push(SnapshotEntry { id, snapshot }),
+                (Err(e), _) => bad.push((m.name, e.to_string())),
+                (_, Err(e)) => bad.push((m.name, e.to_string())),
+            }
+        }
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok((out, bad))
+    }
+
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        Ok(self.snapshots_with_errors()?.0)
+    }
+
+    /// Resolve `latest`, a full id or a unique id prefix, within `filter`.
+    pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
+        let all: Vec<_> = self
+            .snapshots()?
+            .into_iter()
+            .filter(|s| filter.matches(&s.snapshot))
+            .collect();
+        if spec == "latest" {
+            return all
+                .into_iter()
+                .last()
+                .ok_or_else(|| RepoError::SnapshotNotFound(describe(spec, filter)));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        let mut hits: Vec<_> = all
+            .into_iter()
+            .filter(|s| s.id.to_hex().starts_with(&spec_l))
+            .collect();
+        match hits.len() {
+            0 => Err(RepoError::SnapshotNotFound(describe(spec, filter))),
+            1 => Ok(hits.remove(0)),
+            n => Err(RepoError::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+                count: n,
+            }),
+        }
+    }
+
+    /// Write a snapshot manifest: the commit point of a backup.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let bytes = object::seal_json(&self.key, snap)?;
+        let id = Id::of_stored(&bytes);
+        self.block_on(self.backend.put(
+            ObjectKind::Snapshot,
+            &id.to_hex(),
+            Bytes::from(bytes),
+            &self.put_opts,
+        ))?;
+        Ok(id)
+    }
+
+    // ---- keys -------------------------------------------------------------
+
+    pub fn list_keys(&self) -> Result<Vec<(String, KeySlot)>> {
+        let metas = self.block_on(self.backend.list(ObjectKind::Key))?;
+        let mut out = Vec::new();
+        for m in metas {
+            let bytes = self.block_on(self.backend.get(ObjectKind::Key, &m.name, None))?;
+            let slot: KeySlot = serde_json::from_slice(&bytes)
+                .map_err(|e| RepoError::corrupt(format!("key slot {}", m.name), e.to_string()))?;
+            out.push((m.name, slot));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    /// Add a key slot for `password`; returns its id.
+    pub fn add_key(&self, password: &[u8], kdf: KdfParams, label: &str) -> Result<String> {
+        let slot = KeySlot::create(&self.key, password, kdf, label)?;
+        let bytes =
+            serde_json::to_vec_pretty(&slot).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let name = Id::of_stored(&bytes).to_hex();
+        self.block_on(self.backend.put(
+            ObjectKind::Key,
+            &name,
+            Bytes::from(bytes),
+            &PutOptions::default(),
+        ))?;
+        Ok(name)
+    }
+
+    /// Remove a key slot by id or unique prefix. Refuses the last slot and
+    /// (unless `allow_current`) the one this session opened with.
+    pub fn remove_key(&self, spec: &str, allow_current: bool) -> Result<String> {
+        let keys = self.list_keys()?;
+        let hits: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(spec)).collect();
+        let name = match hits.as_slice() {
+            [] => return Err(RepoError::KeyNotFound(spec.to_string())),
+            [(n, _)] => n.clone(),
+            _ => {
+                return Err(RepoError::Invalid(format!(
+                    "key prefix {spec:?} is ambiguous"
+                )))
+            }
+        };
+        if keys.len() == 1 {
+            return Err(RepoError::Invalid(
+                "refusing to remove the last key slot: the repository would become unreadable"
+                    .into(),
+            ));
+        }
+        if name == self.key_slot && !allow_current {
+            return Err(RepoError::Invalid(format!(
+                "key {} is the one you opened the repository with; use another password to remove it",
+                &name[..8]
+            )));
+        }
+        self.block_on(self.backend.delete(ObjectKind::Key, &name))?;
+        Ok(name)
+    }
+}
+
+fn describe(spec: &str, f: &SnapshotFilter) -> String {
+    let mut s = spec.to_string();
+    if let Some(src) = &f.source {
+        s.push_str(&format!(" with source {src:?}"));
+    }
+    if !f.tags.is_empty() {
+        s.push_str(&format!(" with tags {:?}", f.tags));
+    }
+    if let Some(k) = &f.kind {
+        s.push_str(&format!(" of kind {k:?}"));
+    }
+    s
+}
+
+fn put_options(cfg: &RepoConfig) -> PutOptions {
+    let retention = cfg.lock.as_ref().map(|l| holdfast_storage::Retention {
+        mode: if l.mode.eq_ignore_ascii_case("compliance") {
+            holdfast_storage::LockMode::Compliance
+        } else {
+            holdfast_storage::LockMode::Governance
+        },
+        until: chrono::Utc::now() + chrono::Duration::days(i64::from(l.days)),
+    });
+    PutOptions {
+        retention,
+        ..PutOptions::default()
+    }
+}
+
+pub(crate) fn write_index_object(
+    backend: &dyn Backend,
+    rt: &Handle,
+    key: &MasterKey,
+    opts: &PutOptions,
+    packs: &[PackInfo],
+) -> Result<Id> {
+    let bytes = object::seal(key, &index::encode(packs));
+    let id = Id::of_stored(&bytes);
+    rt.block_on(backend.put(ObjectKind::Index, &id.to_hex(), Bytes::from(bytes), opts))?;
+    Ok(id)
+}

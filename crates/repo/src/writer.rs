@@ -1,0 +1,433 @@
+//! The blob writer: the back half of every backup pipeline.
+//!
+//! Callers (file walkers, database dump readers) chunk their input and
+//! [`BlobWriter::submit`] each chunk. A pool of worker threads, one per core,
+//! hashes, deduplicates, compresses and encrypts chunks into per-worker packs;
+//! full packs are uploaded as tokio tasks, at most `parallelism` at a time.
+//! Every queue is bounded, so memory stays bounded whatever the input size:
+//! roughly (workers + uploads in flight) × pack size, plus the queued chunks.
+//!
+//! Crash safety: index objects are written only for packs whose upload
+//! finished, and the caller writes its snapshot only after [`BlobWriter::finish`]
+//! returned. A crash at any point therefore leaves, at worst, packs that no
+//! index or snapshot mentions; they cost space until GC, never correctness.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Receiver, Sender};
+use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+
+use crate::chunker::{ChunkerParams, StreamChunker};
+use crate::compress::Encoder;
+use crate::crypto::MasterKey;
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+use crate::index::Index;
+use crate::pack::{BlobType, PackInfo, PackWriter};
+use crate::repository::{write_index_object, Repository};
+
+/// Packs indexed per index object written during a backup, so that a crash
+/// late in a long backup keeps most of the uploaded data usable for dedup.
+const INDEX_EVERY_PACKS: usize = 32;
+
+/// What a writer added to the repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    pub blobs_added: u64,
+    /// Plaintext bytes of the new blobs.
+    pub data_added: u64,
+    /// Bytes of packs written.
+    pub stored_added: u64,
+}
+
+struct Job {
+    blob_type: BlobType,
+    data: Vec<u8>,
+    reply: Sender<Result<Id>>,
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    rt: Handle,
+    key: MasterKey,
+    put_opts: PutOptions,
+    index: Arc<Index>,
+    claimed: Mutex<HashSet<Id>>,
+    pack_size: usize,
+    level: i32,
+    sem: Arc<Semaphore>,
+    uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    unindexed: Mutex<Vec<PackInfo>>,
+    indexed: Mutex<Vec<PackInfo>>,
+    error: Mutex<Option<String>>,
+    blobs_added: AtomicU64,
+    data_added: AtomicU64,
+    stored_added: AtomicU64,
+    tree_packer: Mutex<(Option<PackWriter>, Option<Encoder>)>,
+}
+
+/// A blob id that a worker is still computing.
+pub struct PendingBlob(Receiver<Result<Id>>);
+
+impl PendingBlob {
+    pub fn wait(self) -> Result<Id> {
+        self.0
+            .recv()
+            .unwrap_or_else(|_| Err(RepoError::Invalid("blob writer stopped early".into())))
+    }
+}
+
+/// Concurrent writer of blobs into packs. Create one per backup.
+pub struct BlobWriter {
+    shared: Arc<Shared>,
+    jobs: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl BlobWriter {
+    /// A writer with one worker per available core.
+    pub fn new(repo: &Repository) -> BlobWriter {
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        BlobWriter::with_threads(repo, threads)
+    }
+
+    pub fn with_threads(repo: &Repository, threads: usize) -> BlobWriter {
+        let threads = threads.max(1);
+        let par = repo.backend().capabilities().parallelism.clamp(1, 64);
+        let shared = Arc::new(Shared {
+            backend: repo.backend().clone(),
+            rt: repo.runtime().clone(),
+            key: repo.key().clone(),
+            put_opts: repo.put_options().clone(),
+            index: repo.index(),
+            claimed: Mutex::new(HashSet::new()),
+            pack_size: repo.config().pack_size as usize,
+            level: repo.config().compression_level,
+            sem: Arc::new(Semaphore::new(par)),
+            uploads: Mutex::new(Vec::new()),
+            unindexed: Mutex::new(Vec::new()),
+            indexed: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            blobs_added: AtomicU64::new(0),
+            data_added: AtomicU64::new(0),
+            stored_added: AtomicU64::new(0),
+            tree_packer: Mutex::new((None, None)),
+        });
+        let (tx, rx) = bounded::<Job>(threads * 2);
+        let workers = (0..threads)
+            .map(|i| {
+                let rx = rx.clone();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("holdfast-pack-{i}"))
+                    .spawn(move || worker(shared, rx))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        BlobWriter {
+            shared,
+            jobs: Some(tx),
+            workers,
+        }
+    }
+
+    /// Queue a chunk; blocks when the workers are saturated (backpressure).
+    pub fn submit(&self, blob_type: BlobType, data: Vec<u8>) -> Result<PendingBlob> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let (reply, rx) = bounded(1);
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
+        jobs.send(Job {
+            blob_type,
+            data,
+            reply,
+        })
+        .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
+        Ok(PendingBlob(rx))
+    }
+
+    /// Store one blob now, on the calling thread (used for trees, which are
+    /// small and whose ids the caller needs immediately).
+    pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<Id> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let s = &self.shared;
+        let id = s.key.blob_id(data);
+        if !s.claim(&id) {
+            return Ok(id);
+        }
+        let full = {
+            let mut guard = s.tree_packer.lock().unwrap_or_else(|e| e.into_inner());
+            let (packer, enc) = &mut *guard;
+            if enc.is_none() {
+                *enc = Some(Encoder::new(s.level)?);
+            }
+            let encoded = enc.as_mut().map(|e| e.encode(data)).unwrap_or_default();
+            let p = packer.get_or_insert_with(|| PackWriter::new(&s.key, s.pack_size));
+            p.add(blob_type, id, &encoded, data.len());
+            s.count(data.len());
+            if p.len() >= s.pack_size {
+                packer.take()
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            s.upload(p);
+        }
+        Ok(id)
+    }
+
+    /// Chunk a whole stream and store its chunks; returns the ordered blob ids
+    /// and the number of bytes read. Used for single large streams such as
+    /// database dumps.
+    pub fn write_stream<R: std::io::Read>(
+        &self,
+        reader: R,
+        params: ChunkerParams,
+        gear: crate::chunker::Gear,
+    ) -> Result<(Vec<Id>, u64, R)> {
+        let mut chunker = StreamChunker::new(reader, gear, params);
+        let mut pending = std::collections::VecDeque::new();
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        loop {
+            let chunk = chunker
+                .next_chunk()
+                .map_err(|e| RepoError::io("reading the stream to back up", e))?;
+            let Some(chunk) = chunk else { break };
+            total += chunk.len() as u64;
+            pending.push_back(self.submit(BlobType::Data, chunk)?);
+            // Keep the in-order result list short without stalling the workers.
+            while pending.len() > 64 {
+                if let Some(p) = pending.pop_front() {
+                    ids.push(p.wait()?);
+                }
+            }
+        }
+        for p in pending {
+            ids.push(p.wait()?);
+        }
+        Ok((ids, total, chunker.into_inner()))
+    }
+
+    fn failed(&self) -> Option<RepoError> {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|m| RepoError::Invalid(m.clone()))
+    }
+
+    /// Flush every pack, wait for uploads, write the index and add the new
+    /// packs to the repository's in-memory index. Only after this returns
+    /// `Ok` may a snapshot refer to the blobs.
+    pub fn finish(mut self, repo: &Repository) -> Result<WriteStats> {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            if w.join().is_err() {
+                self.shared.fail("a pack worker thread panicked".into());
+            }
+        }
+        let s = self.shared.clone();
+        let tree = {
+            let mut g = s.tree_packer.lock().unwrap_or_else(|e| e.into_inner());
+            g.0.take()
+        };
+        if let Some(p) = tree {
+            if !p.is_empty() {
+                s.upload(p);
+            }
+        }
+        let handles: Vec<_> =
+            std::mem::take(&mut *s.uploads.lock().unwrap_or_else(|e| e.into_inner()));
+        s.rt.block_on(async {
+            for h in handles {
+                if let Err(e) = h.await {
+                    s.fail(format!("an upload task failed: {e}"));
+                }
+            }
+        });
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        s.flush_index()?;
+        let indexed = std::mem::take(&mut *s.indexed.lock().unwrap_or_else(|e| e.into_inner()));
+        repo.extend_index(&indexed);
+        Ok(WriteStats {
+            blobs_added: s.blobs_added.load(Ordering::Relaxed),
+            data_added: s.data_added.load(Ordering::Relaxed),
+            stored_added: s.stored_added.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Statistics so far (for progress display).
+    pub fn stats(&self) -> WriteStats {
+        WriteStats {
+            blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
+            data_added: self.shared.data_added.load(Ordering::Relaxed),
+            stored_added: self.shared.stored_added.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
+    let mut enc = match Encoder::new(s.level) {
+        Ok(e) => e,
+        Err(e) => {
+            s.fail(e.to_string());
+            return;
+        }
+    };
+    let mut packer: Option<PackWriter> = None;
+    for job in rx {
+        let id = s.key.blob_id(&job.data);
+        if s.claim(&id) {
+            let encoded = enc.encode(&job.data);
+            let p = packer.get_or_insert_with(|| PackWriter::new(&s.key, s.pack_size));
+            p.add(job.blob_type, id, &encoded, job.data.len());
+            s.count(job.data.len());
+            if p.len() >= s.pack_size {
+                if let Some(full) = packer.take() {
+                    s.upload(full);
+                }
+            }
+        }
+        let _ = job.reply.send(Ok(id));
+    }
+    if let Some(p) = packer {
+        if !p.is_empty() {
+            s.upload(p);
+        }
+    }
+}
+
+impl Shared {
+    /// True if this blob is new to the repository and this session: the
+    /// caller must store it. Exactly one caller wins per id.
+    fn claim(&self, id: &Id) -> bool {
+        !self.index.contains(id)
+            && self
+                .claimed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*id)
+    }
+
+    fn count(&self, raw: usize) {
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
+        self.data_added.fetch_add(raw as u64, Ordering::Relaxed);
+    }
+
+    fn fail(&self, msg: String) {
+        let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if e.is_none() {
+            *e = Some(msg);
+        }
+    }
+
+    /// Seal a pack and upload it in the background. Blocks while too many
+    /// uploads are in flight.
+    fn upload(self: &Arc<Self>, p: PackWriter) {
+        let (bytes, info) = p.finish();
+        self.stored_added
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let permit = match self.rt.block_on(self.sem.clone().acquire_owned()) {
+            Ok(p) => p,
+            Err(_) => return self.fail("upload limiter closed".into()),
+        };
+        let s = self.clone();
+        let h = self.rt.spawn(async move {
+            let name = info.id.to_hex();
+            let r = s
+                .backend
+                .put(ObjectKind::Pack, &name, Bytes::from(bytes), &s.put_opts)
+                .await;
+            drop(permit);
+            match r {
+                // Same name means same bytes (names are content hashes).
+                Ok(()) | Err(StorageError::AlreadyExists { .. }) => {
+                    let batch = {
+                        let mut u = s.unindexed.lock().unwrap_or_else(|e| e.into_inner());
+                        u.push(info);
+                        if u.len() >= INDEX_EVERY_PACKS {
+                            std::mem::take(&mut *u)
+                        } else {
+                            Vec::new()
+                        }
+                    };
+                    if !batch.is_empty() {
+                        if let Err(e) = s.write_index_async(batch).await {
+                            s.fail(format!("writing an index object: {e}"));
+                        }
+                    }
+                }
+                Err(e) => s.fail(format!("uploading pack {name}: {e}")),
+            }
+        });
+        self.uploads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(h);
+    }
+
+    async fn write_index_async(&self, batch: Vec<PackInfo>) -> Result<()> {
+        let bytes = crate::object::seal(&self.key, &crate::index::encode(&batch));
+        let id = Id::of_stored(&bytes);
+        self.backend
+            .put(
+                ObjectKind::Index,
+                &id.to_hex(),
+                Bytes::from(bytes),
+                &self.put_opts,
+            )
+            .await?;
+        self.indexed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+        Ok(())
+    }
+
+    fn flush_index(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.unindexed.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        write_index_object(
+            self.backend.as_ref(),
+            &self.rt,
+            &self.key,
+            &self.put_opts,
+            &batch,
+        )?;
+        self.indexed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(batch);
+        Ok(())
+    }
+}
