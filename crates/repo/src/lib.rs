@@ -23,6 +23,7 @@ pub mod index;
 pub mod keys;
 pub mod object;
 pub mod pack;
+pub mod reader;
 pub mod repository;
 pub mod snapshot;
 pub mod tree;

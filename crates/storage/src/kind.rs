@@ -23,10 +23,12 @@ pub enum ObjectKind {
     Lock,
     /// Append-only audit trail entries.
     Audit,
+    /// Manifests of archived PostgreSQL WAL files, named by WAL file name.
+    Wal,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 7] = [
+    pub const ALL: [ObjectKind; 8] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -34,6 +36,7 @@ impl ObjectKind {
         ObjectKind::Snapshot,
         ObjectKind::Lock,
         ObjectKind::Audit,
+        ObjectKind::Wal,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -46,6 +49,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
             ObjectKind::Audit => "audit",
+            ObjectKind::Wal => "wal",
         }
     }
 
@@ -74,6 +78,7 @@ impl ObjectKind {
             "snapshots" => ObjectKind::Snapshot,
             "locks" => ObjectKind::Lock,
             "audit" => ObjectKind::Audit,
+            "wal" => ObjectKind::Wal,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -98,6 +103,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Snapshot => "snapshot",
             ObjectKind::Lock => "lock",
             ObjectKind::Audit => "audit",
+            ObjectKind::Wal => "wal",
         };
         f.write_str(s)
     }
