@@ -1,0 +1,261 @@
+//! Multipart upload of large objects, write-once like single puts.
+//!
+//! 1. A `HeadObject` pre-check refuses a name that already exists before
+//!    any part is sent (a cheap answer, not the guarantee).
+//! 2. `CreateMultipartUpload` with the storage class, Object Lock settings,
+//!    CRC32C checksums and the put id.
+//! 3. Parts go up concurrently (each a retried request holding one of the
+//!    backend's permits), each with its own CRC32C.
+//! 4. `CompleteMultipartUpload` with `If-None-Match: *`: the atomic
+//!    write-once guard; a `412` is [`StorageError::AlreadyExists`].
+//!
+//! Any failure aborts the upload (`AbortMultipartUpload`), and so does
+//! dropping the future mid-way (a guard spawns the abort), so no parts are
+//! left behind to be billed. One case cannot be cleaned up: a
+//! `CreateMultipartUpload` whose answer was lost leaves an upload we never
+//! learn the id of; a bucket lifecycle rule `AbortIncompleteMultipartUpload`
+//! (e.g. after 7 days) covers it.
+
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockLegalHoldStatus,
+    ObjectLockMode, StorageClass,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use holdfast_storage::{PutOptions, StorageError, StorageResult};
+use tokio::task::JoinSet;
+
+use crate::backend::{crc32c_b64, Op, S3Backend, PUT_ID_META};
+use crate::config::MIN_PART_SIZE;
+use crate::failure::Failure;
+
+/// S3's cap on the number of parts of one upload.
+const MAX_PARTS: usize = 10_000;
+
+/// Aborts the upload when dropped while still armed (error or cancellation).
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    armed: bool,
+}
+
+impl AbortGuard {
+    async fn abort_now(mut self) {
+        self.armed = false;
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let req = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.upload_id);
+            rt.spawn(async move {
+                let _ = req.send().await;
+            });
+        }
+    }
+}
+
+/// Part size for `len` bytes: the configured size, grown if needed to stay
+/// within S3's 10 000 parts.
+fn part_size(configured: usize, len: usize) -> usize {
+    configured.max(MIN_PART_SIZE).max(len.div_ceil(MAX_PARTS))
+}
+
+pub(crate) async fn put(
+    backend: &S3Backend,
+    key: &str,
+    data: Bytes,
+    class: Option<StorageClass>,
+    opts: &PutOptions,
+    put_id: &str,
+) -> StorageResult<()> {
+    let inner = &backend.inner;
+    let cfg = &inner.cfg;
+
+    // 1. Cheap refusal before uploading megabytes for nothing.
+    match inner.head_raw(key).await {
+        Ok(_) => {
+            return Err(StorageError::AlreadyExists {
+                backend: inner.label.clone(),
+                key: key.to_string(),
+            })
+        }
+        Err(StorageError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+
+    // 2. Create.
+    let out = inner
+        .retrier
+        .run(Some(cfg.request_timeout), || {
+            let mut req = inner
+                .client
+                .create_multipart_upload()
+                .bucket(&cfg.bucket)
+                .key(key)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .metadata(PUT_ID_META, put_id)
+                .set_storage_class(class.clone());
+            if let Some(r) = &opts.retention {
+                req = req
+                    .object_lock_mode(ObjectLockMode::from(r.mode.as_str()))
+                    .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+                        r.until.timestamp(),
+                    ));
+            }
+            if opts.legal_hold {
+                req = req.object_lock_legal_hold_status(ObjectLockLegalHoldStatus::On);
+            }
+            async move { req.send().await.map_err(Failure::from_sdk) }
+        })
+        .await;
+    let upload_id = match &out.result {
+        Ok(r) => match r.upload_id() {
+            Some(id) => id.to_string(),
+            None => {
+                return Err(StorageError::Other {
+                    backend: inner.label.clone(),
+                    detail: format!("CreateMultipartUpload for {key} returned no upload id"),
+                })
+            }
+        },
+        Err(_) => return Err(inner.to_error(Op::Put, key, &out)),
+    };
+    let guard = AbortGuard {
+        client: inner.client.clone(),
+        bucket: cfg.bucket.clone(),
+        key: key.to_string(),
+        upload_id: upload_id.clone(),
+        armed: true,
+    };
+
+    // 3. Parts, concurrently; the backend's semaphore bounds the requests.
+    let size = part_size(cfg.multipart_part_size, data.len());
+    let upload_id = Arc::new(upload_id);
+    let mut tasks = JoinSet::new();
+    for (i, start) in (0..data.len()).step_by(size).enumerate() {
+        let part = data.slice(start..(start + size).min(data.len()));
+        let backend = backend.clone();
+        let key = key.to_string();
+        let upload_id = upload_id.clone();
+        tasks.spawn(
+            async move { upload_part(&backend, &key, &upload_id, i as i32 + 1, part).await },
+        );
+    }
+    let mut parts = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let res = joined.unwrap_or_else(|e| {
+            Err(StorageError::Other {
+                backend: inner.label.clone(),
+                detail: format!("upload of a part of {key} failed: {e}"),
+            })
+        });
+        match res {
+            Ok(p) => parts.push(p),
+            Err(e) => {
+                tasks.abort_all();
+                guard.abort_now().await;
+                return Err(e);
+            }
+        }
+    }
+    parts.sort_by_key(|p| p.part_number());
+
+    // 4. Complete, atomically and only if the name is still free.
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(parts))
+        .build();
+    let out = inner
+        .retrier
+        .run(Some(cfg.request_timeout), || {
+            let req = inner
+                .client
+                .complete_multipart_upload()
+                .bucket(&cfg.bucket)
+                .key(key)
+                .upload_id(upload_id.as_str())
+                .multipart_upload(completed.clone())
+                .if_none_match("*");
+            async move { req.send().await.map(|_| ()).map_err(Failure::from_sdk) }
+        })
+        .await;
+    if out.result.is_ok() {
+        let mut guard = guard;
+        guard.armed = false;
+        return Ok(());
+    }
+    guard.abort_now().await;
+    inner.finish_put(key, put_id, out).await
+}
+
+async fn upload_part(
+    backend: &S3Backend,
+    key: &str,
+    upload_id: &str,
+    number: i32,
+    part: Bytes,
+) -> StorageResult<CompletedPart> {
+    let inner = &backend.inner;
+    let crc = crc32c_b64(&part);
+    let out = inner
+        .retrier
+        .run(Some(inner.attempt_timeout(part.len() as u64)), || {
+            let req = inner
+                .client
+                .upload_part()
+                .bucket(&inner.cfg.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(part.clone()))
+                .content_length(part.len() as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(&crc);
+            async move { req.send().await.map_err(Failure::from_sdk) }
+        })
+        .await;
+    match &out.result {
+        Ok(r) => Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(r.e_tag().map(str::to_string))
+            .checksum_crc32_c(crc)
+            .build()),
+        Err(_) => Err(inner.to_error(Op::Put, key, &out)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn part_sizes_respect_s3_limits() {
+        const MIB: usize = 1024 * 1024;
+        assert_eq!(part_size(8 * MIB, 20 * MIB), 8 * MIB);
+        assert_eq!(part_size(MIB, 20 * MIB), 5 * MIB);
+        let huge = 200_000 * MIB;
+        assert!(huge.div_ceil(part_size(8 * MIB, huge)) <= MAX_PARTS);
+    }
+}
