@@ -94,17 +94,30 @@ pub struct StreamChunker<R> {
 
 impl<R: Read> StreamChunker<R> {
     pub fn new(source: R, gear: Gear, params: ChunkerParams) -> Self {
+        StreamChunker::with_buffer(source, gear, params, Vec::new())
+    }
+
+    /// Like [`StreamChunker::new`] but reusing `buf` (see [`StreamChunker::into_parts`]):
+    /// a backup of many small files must not allocate and zero twice the
+    /// maximum chunk size for each of them.
+    pub fn with_buffer(source: R, gear: Gear, params: ChunkerParams, mut buf: Vec<u8>) -> Self {
         let masks = select_masks(params.avg as usize, Normalization::Level1);
+        buf.resize(2 * params.max as usize, 0);
         StreamChunker {
             source,
             gear,
             params,
             masks,
-            buf: vec![0u8; 2 * params.max as usize],
+            buf,
             start: 0,
             end: 0,
             eof: false,
         }
+    }
+
+    /// Take back the source and the buffer for reuse.
+    pub fn into_parts(self) -> (R, Vec<u8>) {
+        (self.source, self.buf)
     }
 
     fn fill(&mut self) -> std::io::Result<()> {

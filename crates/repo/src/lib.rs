@@ -24,8 +24,10 @@ pub mod keys;
 pub mod object;
 pub mod pack;
 pub mod reader;
+pub mod repair;
 pub mod repository;
 pub mod snapshot;
+pub mod stats;
 pub mod tree;
 pub mod writer;
 

@@ -1,0 +1,597 @@
+//! One function per subcommand: open, call the library, print.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use holdfast_repo::check::{check, CheckOptions};
+use holdfast_repo::config::RepoConfig;
+use holdfast_repo::keys::KdfParams;
+use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
+use holdfast_repo::tree::NodeKind;
+use holdfast_repo::Repository;
+use holdfast_sources::backup::{self, BackupOptions};
+use holdfast_sources::restore::{self, RestoreOptions};
+use holdfast_sources::{diff, walk, Progress};
+use serde_json::json;
+
+use crate::args::*;
+use crate::exit;
+use crate::open;
+use crate::ui::{self, Bar};
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let rt = open::runtime()?;
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init(g, &rt, a),
+        Command::Backup(a) => backup_cmd(g, &rt, a),
+        Command::Snapshots(a) => snapshots(g, &rt, a),
+        Command::Ls(a) => ls(g, &rt, a),
+        Command::Restore(a) => restore_cmd(g, &rt, a),
+        Command::Check(a) => check_cmd(g, &rt, a),
+        Command::Key(k) => key(g, &rt, k),
+        Command::Stats(a) => stats(g, &rt, a),
+        Command::Diff(a) => diff_cmd(g, &rt, a),
+        Command::Repair(RepairCommand::Index) => repair_index(g, &rt),
+    }
+}
+
+fn info(g: &Global, msg: impl AsRef<str>) {
+    if !g.quiet && !g.json {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+fn filter(s: &SnapshotSelect) -> SnapshotFilter {
+    SnapshotFilter {
+        source: s.source.clone(),
+        tags: s.tags.clone(),
+        kind: None,
+    }
+}
+
+fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
+    if memory_mib < 1 || iterations < 1 {
+        bail!("--kdf-memory-mib and --kdf-iterations must be at least 1");
+    }
+    Ok(KdfParams {
+        m_cost: memory_mib * 1024,
+        t_cost: iterations,
+        p_cost: 1,
+    })
+}
+
+fn init(g: &Global, rt: &tokio::runtime::Runtime, a: InitArgs) -> Result<i32> {
+    let b = open::backend(g, rt)?;
+    let pw = open::password(g, "new repository password: ")?;
+    if pw.is_empty() {
+        bail!("refusing an empty password");
+    }
+    let mut cfg = RepoConfig::new();
+    cfg.compression_level = a.compression;
+    let repo = Repository::init(
+        b,
+        rt.handle().clone(),
+        &pw,
+        kdf(a.kdf_memory_mib, a.kdf_iterations)?,
+        cfg,
+    )?;
+    if g.json {
+        ui::print_json(&json!({
+            "location": repo.location(),
+            "id": repo.config().id,
+            "format_version": holdfast_repo::config::FORMAT_VERSION,
+        }))?;
+    } else {
+        info(
+            g,
+            format!(
+                "created repository {} at {}",
+                repo.config().id.short(),
+                repo.location()
+            ),
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn default_source(paths: &[std::path::PathBuf]) -> Result<String> {
+    let mut abs: Vec<String> = paths
+        .iter()
+        .map(|p| backup::normalize(p).map(|p| p.display().to_string()))
+        .collect::<Result<_, _>>()?;
+    abs.sort();
+    Ok(format!("{}:{}", holdfast_repo::hostname(), abs.join(",")))
+}
+
+fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result<i32> {
+    if a.paths.is_empty() {
+        bail!("nothing to back up: give at least one path");
+    }
+    for p in &a.paths {
+        if std::fs::symlink_metadata(p).is_err() {
+            bail!("source path {} does not exist", p.display());
+        }
+    }
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    warn_index_problems(g, &repo);
+    let source = match a.source {
+        Some(s) => s,
+        None => default_source(&a.paths)?,
+    };
+    let parent = if a.force {
+        None
+    } else {
+        let f = SnapshotFilter {
+            source: Some(source.clone()),
+            tags: Vec::new(),
+            kind: Some("files".into()),
+        };
+        repo.snapshots()?
+            .into_iter()
+            .rev()
+            .find(|s| f.matches(&s.snapshot))
+    };
+    if let Some(p) = &parent {
+        info(g, format!("using parent snapshot {}", p.id.short()));
+    }
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), ui::interactive(g.json, g.quiet), "backup");
+    let opts = BackupOptions {
+        source,
+        tags: a.tags,
+        parent,
+    };
+    let res = backup::backup(&repo, &a.paths, &opts, &progress);
+    bar.finish();
+    let out = res?;
+    for w in &out.warnings {
+        eprintln!("holdfast: warning: {w}");
+    }
+    let s = &out.snapshot.summary;
+    if g.json {
+        ui::print_json(&json!({
+            "snapshot": out.id,
+            "source": out.snapshot.source,
+            "summary": s,
+            "warnings": out.warnings,
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {} dirs, {} total",
+            out.id.short(),
+            s.files_new + s.files_changed + s.files_unchanged,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.dirs,
+            ui::bytes(s.total_bytes)
+        );
+        println!(
+            "read {}, added {} of new data ({} stored) in {:.2}s",
+            ui::bytes(s.bytes_read),
+            ui::bytes(s.data_added),
+            ui::bytes(s.stored_added),
+            s.duration_secs
+        );
+    }
+    if out.warnings.is_empty() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "holdfast: {} file(s) could not be read and are not in the snapshot",
+            out.warnings.len()
+        );
+        Ok(exit::PARTIAL_BACKUP)
+    }
+}
+
+fn warn_index_problems(g: &Global, repo: &Repository) {
+    for (name, e) in repo.index_problems().corrupt {
+        if !g.quiet {
+            eprintln!("holdfast: warning: index object {name} is unreadable ({e}); run `holdfast repair index`");
+        }
+    }
+}
+
+fn snapshot_json(s: &SnapshotEntry) -> serde_json::Value {
+    let mut v = serde_json::to_value(&s.snapshot).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("id".into(), json!(s.id));
+        o.insert("short_id".into(), json!(s.id.short()));
+    }
+    v
+}
+
+fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let f = filter(&a.select);
+    let (list, bad) = repo.snapshots_with_errors()?;
+    for (name, e) in &bad {
+        eprintln!("holdfast: warning: snapshot {name} is unreadable: {e}");
+    }
+    let list: Vec<_> = list
+        .into_iter()
+        .filter(|s| f.matches(&s.snapshot))
+        .collect();
+    if g.json {
+        ui::print_json(&list.iter().map(snapshot_json).collect::<Vec<_>>())?;
+        return Ok(exit::OK);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10} {:<20} {:<10} {:<12} {:>12}  source / paths",
+        "id", "time", "kind", "tags", "size"
+    )?;
+    for s in &list {
+        let sn = &s.snapshot;
+        writeln!(
+            out,
+            "{:<10} {:<20} {:<10} {:<12} {:>12}  {} {}",
+            s.id.short(),
+            sn.time.format("%Y-%m-%d %H:%M:%S"),
+            sn.kind,
+            sn.tags.join(","),
+            ui::bytes(sn.summary.total_bytes),
+            sn.source,
+            sn.paths.join(" ")
+        )?;
+    }
+    writeln!(out, "{} snapshot(s)", list.len())?;
+    Ok(exit::OK)
+}
+
+fn ls(g: &Global, rt: &tokio::runtime::Runtime, a: LsArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
+    let prefix = a.path.unwrap_or_else(|| "/".into());
+    if prefix != "/" {
+        walk::lookup(&repo, snap.snapshot.tree, prefix.as_bytes())?;
+    }
+    let mut entries = Vec::new();
+    let mut out = std::io::stdout().lock();
+    walk::walk(
+        &repo,
+        snap.snapshot.tree,
+        prefix.as_bytes(),
+        &mut |path, n| {
+            let p = String::from_utf8_lossy(path).into_owned();
+            if g.json {
+                entries.push(json!({
+                    "path": p, "type": n.kind, "size": n.size, "mode": format!("{:o}", n.mode),
+                    "uid": n.uid, "gid": n.gid, "mtime": n.mtime.sec,
+                }));
+            } else if a.long {
+                let _ = writeln!(
+                    out,
+                    "{} {:>5} {:>5} {:>12} {} {}",
+                    mode_string(n.kind, n.mode),
+                    n.uid,
+                    n.gid,
+                    n.size,
+                    chrono::DateTime::from_timestamp(n.mtime.sec, 0)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
+                    p
+                );
+            } else {
+                let _ = writeln!(out, "{p}");
+            }
+            Ok(())
+        },
+    )?;
+    if g.json {
+        ui::print_json(&entries)?;
+    }
+    Ok(exit::OK)
+}
+
+fn mode_string(kind: NodeKind, mode: u32) -> String {
+    let t = match kind {
+        NodeKind::Dir => 'd',
+        NodeKind::Symlink => 'l',
+        NodeKind::Fifo => 'p',
+        NodeKind::Chardev => 'c',
+        NodeKind::Blockdev => 'b',
+        NodeKind::Socket => 's',
+        NodeKind::File => '-',
+    };
+    let mut s = String::from(t);
+    for shift in [6, 3, 0] {
+        let b = (mode >> shift) & 7;
+        s.push(if b & 4 != 0 { 'r' } else { '-' });
+        s.push(if b & 2 != 0 { 'w' } else { '-' });
+        s.push(if b & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    warn_index_problems(g, &repo);
+    let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(
+        progress.clone(),
+        ui::interactive(g.json, g.quiet),
+        "restore",
+    );
+    let opts = RestoreOptions {
+        includes: a.includes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        overwrite: a.overwrite,
+        threads: 0,
+    };
+    let started = std::time::Instant::now();
+    let res = restore::restore(&repo, &snap, &a.target, &opts, &progress);
+    bar.finish();
+    let out = res.with_context(|| {
+        format!(
+            "restoring snapshot {} to {}",
+            snap.id.short(),
+            a.target.display()
+        )
+    })?;
+    for f in &out.failed {
+        eprintln!("holdfast: error: not restored: {f}");
+    }
+    if g.json {
+        ui::print_json(&json!({
+            "snapshot": snap.id,
+            "target": a.target,
+            "restored": out,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2}s",
+            snap.id.short(),
+            a.target.display(),
+            out.files,
+            out.dirs,
+            ui::bytes(out.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if out.failed.is_empty() {
+        Ok(exit::OK)
+    } else {
+        eprintln!(
+            "holdfast: {} item(s) could not be restored",
+            out.failed.len()
+        );
+        Ok(exit::INTEGRITY)
+    }
+}
+
+fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i32> {
+    if let Some(p) = a.read_data_subset {
+        if !(p > 0.0 && p <= 100.0) {
+            bail!("--read-data-subset takes a percentage in (0, 100], got {p}");
+        }
+    }
+    let repo = open::open(g, rt)?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        read_data_subset: a.read_data_subset,
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = Bar::start(progress.clone(), ui::interactive(g.json, g.quiet), "check");
+    let p2 = progress.clone();
+    let report = check(&repo, &opts, &move |done, total| {
+        p2.files.store(done, std::sync::atomic::Ordering::Relaxed);
+        p2.total_bytes
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+        p2.bytes.store(done, std::sync::atomic::Ordering::Relaxed);
+    });
+    bar.finish();
+    let report = report?;
+    if g.json {
+        ui::print_json(&json!({"ok": report.ok(), "report": report}))?;
+    } else {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        if !g.quiet {
+            println!(
+                "checked {} snapshot(s), {} tree(s), {} pack(s); read {} pack(s), {} blob(s): {}",
+                report.snapshots,
+                report.trees,
+                report.packs,
+                report.packs_read,
+                report.blobs_read,
+                if report.ok() {
+                    "no errors".to_string()
+                } else {
+                    format!("{} error(s)", report.errors.len())
+                }
+            );
+        }
+    }
+    Ok(if report.ok() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    })
+}
+
+fn new_password(g: &Global, a: &KeyAddArgs) -> Result<Vec<u8>> {
+    let pw = match &a.new_password_file {
+        Some(f) => open::read_password_file(f)?,
+        None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            let p1 = rpassword::prompt_password("new password: ")?;
+            let p2 = rpassword::prompt_password("repeat new password: ")?;
+            if p1 != p2 {
+                bail!("the passwords do not match");
+            }
+            p1.into_bytes()
+        }
+        None => bail!("no new password: pass --new-password-file or run on a terminal"),
+    };
+    let _ = g;
+    if pw.is_empty() {
+        bail!("refusing an empty password");
+    }
+    Ok(pw)
+}
+
+fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    match k {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                let v: Vec<_> = keys
+                    .iter()
+                    .map(|(id, s)| json!({
+                        "id": id, "current": id == repo.current_key(), "created": s.created,
+                        "hostname": s.hostname, "username": s.username, "label": s.label,
+                        "kdf": s.kdf, "memory_kib": s.params.m_cost, "iterations": s.params.t_cost,
+                    }))
+                    .collect();
+                ui::print_json(&v)?;
+            } else {
+                for (id, s) in &keys {
+                    println!(
+                        "{} {:<8} {} {}@{} {}",
+                        if id == repo.current_key() { "*" } else { " " },
+                        &id[..8],
+                        s.created.format("%Y-%m-%d %H:%M:%S"),
+                        s.username,
+                        s.hostname,
+                        s.label
+                    );
+                }
+            }
+        }
+        KeyCommand::Add(a) => {
+            let pw = new_password(g, &a)?;
+            let id = repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?;
+            if g.json {
+                ui::print_json(&json!({"added": id}))?;
+            } else {
+                info(g, format!("added key {}", &id[..8]));
+            }
+        }
+        KeyCommand::Remove { id } => {
+            let removed = repo.remove_key(&id, false)?;
+            if g.json {
+                ui::print_json(&json!({"removed": removed}))?;
+            } else {
+                info(g, format!("removed key {}", &removed[..8]));
+            }
+        }
+        KeyCommand::Passwd(a) => {
+            let pw = new_password(g, &a)?;
+            let old = repo.current_key().to_string();
+            let id = repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?;
+            // The new slot is durable before the old one goes: a crash in
+            // between leaves both passwords working, never neither.
+            repo.remove_key(&old, true)?;
+            if g.json {
+                ui::print_json(&json!({"added": id, "removed": old}))?;
+            } else {
+                info(
+                    g,
+                    format!("password changed (key {} replaces {})", &id[..8], &old[..8]),
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn stats(g: &Global, rt: &tokio::runtime::Runtime, a: StatsArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    let snaps = match &a.snapshot {
+        Some(s) => vec![repo.find_snapshot(s, &filter(&a.select))?],
+        None => {
+            let f = filter(&a.select);
+            repo.snapshots()?
+                .into_iter()
+                .filter(|s| f.matches(&s.snapshot))
+                .collect()
+        }
+    };
+    let s = holdfast_repo::stats::stats(&repo, &snaps)?;
+    if g.json {
+        ui::print_json(&s)?;
+    } else {
+        println!("snapshots:          {}", s.snapshots);
+        println!("files (all snaps):  {}", s.files);
+        println!("logical size:       {}", ui::bytes(s.logical_bytes));
+        println!(
+            "unique data:        {} in {} blobs",
+            ui::bytes(s.unique_bytes),
+            s.unique_blobs
+        );
+        println!("stored size:        {}", ui::bytes(s.stored_bytes));
+        println!("dedup ratio:        {:.2}x", s.dedup_ratio);
+        println!("compression ratio:  {:.2}x", s.compression_ratio);
+        println!("overall ratio:      {:.2}x", s.total_ratio);
+        println!(
+            "packs in repo:      {} ({})",
+            s.packs,
+            ui::bytes(s.repository_pack_bytes)
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn diff_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: DiffArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    let f = SnapshotFilter::default();
+    let sa = repo.find_snapshot(&a.a, &f)?;
+    let sb = repo.find_snapshot(&a.b, &f)?;
+    let d = diff::diff(&repo, sa.snapshot.tree, sb.snapshot.tree)?;
+    if g.json {
+        ui::print_json(&d)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for e in &d {
+            writeln!(out, "{} {}", e.change.symbol(), e.path)?;
+        }
+        let count = |c| d.iter().filter(|e| e.change == c).count();
+        writeln!(
+            out,
+            "{} added, {} removed, {} modified, {} metadata only",
+            count(diff::Change::Added),
+            count(diff::Change::Removed),
+            count(diff::Change::Modified),
+            count(diff::Change::Metadata)
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let r = holdfast_repo::repair::repair_index(&repo)?;
+    if g.json {
+        ui::print_json(&r)?;
+    } else {
+        for u in &r.unreadable_packs {
+            eprintln!("warning: {u}");
+        }
+        println!(
+            "scanned {} unindexed pack(s), reindexed {}, removed {} unreadable index object(s)",
+            r.packs_scanned,
+            r.packs_reindexed,
+            r.removed_index_objects.len()
+        );
+    }
+    Ok(if r.unreadable_packs.is_empty() {
+        exit::OK
+    } else {
+        exit::INTEGRITY
+    })
+}

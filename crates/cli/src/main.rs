@@ -1,0 +1,59 @@
+//! `holdfast`: the one binary. It parses arguments, opens the repository,
+//! calls the libraries and prints; all behaviour lives in the library crates.
+//!
+//! Errors are `anyhow` here (and only here); the exit code is derived from
+//! the typed library error at the bottom of the chain (see [`exit_code`]).
+
+mod args;
+mod commands;
+mod open;
+mod ui;
+
+use clap::Parser;
+use holdfast_repo::RepoError;
+use holdfast_sources::SourceError;
+
+/// Exit codes (also in `holdfast --help` and the README).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const ERROR: i32 = 1;
+    pub const PARTIAL_BACKUP: i32 = 3;
+    pub const INTEGRITY: i32 = 4;
+    pub const NOT_A_REPOSITORY: i32 = 10;
+    pub const WRONG_PASSWORD: i32 = 12;
+    pub const UNSUPPORTED_VERSION: i32 = 13;
+}
+
+fn main() {
+    let cli = args::Cli::parse();
+    let code = match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("holdfast: error: {e:#}");
+            exit_code(&e)
+        }
+    };
+    std::process::exit(code);
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return repo_code(r);
+        }
+        if let Some(SourceError::Repo(r)) = cause.downcast_ref::<SourceError>() {
+            return repo_code(r);
+        }
+    }
+    exit::ERROR
+}
+
+fn repo_code(r: &RepoError) -> i32 {
+    match r {
+        RepoError::NotARepository { .. } => exit::NOT_A_REPOSITORY,
+        RepoError::WrongPassword { .. } => exit::WRONG_PASSWORD,
+        RepoError::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
+        RepoError::Corrupt { .. } | RepoError::MissingBlob { .. } => exit::INTEGRITY,
+        _ => exit::ERROR,
+    }
+}

@@ -1,0 +1,51 @@
+//! Errors of backup and restore operations.
+
+use std::path::PathBuf;
+
+use holdfast_repo::RepoError;
+use thiserror::Error;
+
+pub type SourceResult<T> = Result<T, SourceError>;
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    #[error("source path {path} does not exist")]
+    MissingSource { path: PathBuf },
+
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("no space left on device while writing {path}; free space on the target (nothing in the repository was changed)")]
+    NoSpace { path: PathBuf },
+
+    #[error("refusing to overwrite {count} existing file(s), e.g. {first}; pass --overwrite to replace them")]
+    WouldOverwrite { count: usize, first: PathBuf },
+
+    #[error("path {0} is not in the snapshot")]
+    NotInSnapshot(String),
+
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl SourceError {
+    pub fn write(path: impl Into<PathBuf>, e: std::io::Error) -> SourceError {
+        let path = path.into();
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            SourceError::NoSpace { path }
+        } else {
+            SourceError::Write { path, source: e }
+        }
+    }
+}
