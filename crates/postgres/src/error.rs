@@ -1,0 +1,121 @@
+//! The error type of the PostgreSQL sources and restore targets.
+//!
+//! Variants are split by what the operator does next: fix the connection,
+//! fix the server configuration, pick another target, or look at a tool's
+//! own message (which we always carry along, since pg_dump and pg_restore
+//! say precisely what went wrong).
+
+use thiserror::Error;
+
+pub type Result<T, E = PgError> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum PgError {
+    #[error("invalid connection string: {0}")]
+    Dsn(String),
+
+    #[error("cannot connect to PostgreSQL at {target}: {detail}")]
+    Connect { target: String, detail: String },
+
+    #[error("PostgreSQL query failed ({what}): {detail}")]
+    Query { what: String, detail: String },
+
+    #[error("cannot run {tool} ({path}): {source}; set HOLDFAST_PG_BINDIR to the directory holding the PostgreSQL client tools")]
+    ToolMissing {
+        tool: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{tool} failed ({status}); nothing was committed. Its output:\n{stderr}")]
+    ToolFailed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("database {database:?} already exists and is not empty; pass --clean to drop and recreate it")]
+    TargetNotEmpty { database: String },
+
+    #[error("database {0:?} does not exist on the server")]
+    NoSuchDatabase(String),
+
+    #[error("snapshot {snapshot} is a {found} snapshot, not {expected}")]
+    WrongKind {
+        snapshot: String,
+        found: String,
+        expected: String,
+    },
+
+    #[error("{0}")]
+    Invalid(String),
+
+    #[error("WAL file {name} is not in the archive{cluster}")]
+    WalNotFound { name: String, cluster: String },
+
+    #[error("WAL file {name} was already archived with different content (archived size {existing_size}, new size {new_size}); refusing to overwrite. Two clusters may be archiving into one repository under the same system identifier, or the archive belongs to another timeline history")]
+    WalConflict {
+        name: String,
+        existing_size: u64,
+        new_size: u64,
+    },
+
+    #[error("the WAL archive has a gap: segment {missing} is missing, so recovery cannot go past {last_present}. {hint}")]
+    WalGap {
+        missing: String,
+        last_present: String,
+        hint: String,
+    },
+
+    #[error("restore target {path} is not empty; choose an empty or new directory")]
+    DatadirNotEmpty { path: String },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Repo(#[from] holdfast_repo::RepoError),
+}
+
+impl PgError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> PgError {
+        PgError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn query(what: impl Into<String>, e: tokio_postgres::Error) -> PgError {
+        PgError::Query {
+            what: what.into(),
+            detail: describe_pg_error(&e),
+        }
+    }
+}
+
+/// tokio-postgres' Display of a server error is just "db error"; the useful
+/// part (message, detail, hint) lives in the `DbError` source.
+pub(crate) fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(&format!(": {inner}"));
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,645 @@
+//! Logical backups: `pg_dump` streamed into the repository, `pg_restore` back.
+//!
+//! Backup: for each database we open a REPEATABLE READ transaction, export
+//! its snapshot and hand it to `pg_dump --snapshot`, so the exact per-table
+//! row counts we record (counted on our connection, concurrently with the
+//! dump) describe precisely the data in the dump. `pg_dump -Fc -Z0` writes
+//! uncompressed custom format to a pipe that goes straight into the
+//! content-defined chunker with the DATABASE chunk sizes: no temp file, and
+//! yesterday's unchanged table data yields the same chunks again. The
+//! snapshot is saved only after every dump exited 0 and every pack and
+//! index object is durable; any failure leaves no snapshot.
+//!
+//! Restore: creates the database (or drops and recreates it with `clean`),
+//! refuses a non-empty one, and runs `pg_restore` streaming from the
+//! repository on stdin (one job) or from a temporary file (parallel jobs,
+//! which need a seekable archive).
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use holdfast_repo::chunker::ChunkerParams;
+use holdfast_repo::reader::ContentReader;
+use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, Summary};
+use holdfast_repo::tree::Tree;
+use holdfast_repo::writer::BlobWriter;
+use holdfast_repo::{Id, Repository};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::conn::{Dsn, PgTools};
+use crate::error::{PgError, Result};
+use crate::fstree;
+use crate::tool;
+
+pub const KIND_LOGICAL: &str = "postgres-logical";
+const GLOBALS_FILE: &str = "globals.sql";
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct LogicalBackupOptions {
+    /// Databases to dump; empty means the DSN's database, or every
+    /// connectable non-template database when the DSN names none.
+    pub databases: Vec<String>,
+    /// Snapshot source name; default `postgres:<host>:<port>`.
+    pub source: Option<String>,
+    pub tags: Vec<String>,
+    pub tools: PgTools,
+    /// Dump roles and tablespaces with `pg_dumpall --globals-only`.
+    pub globals: bool,
+    /// Record exact per-table row counts (a `count(*)` per table in the
+    /// dump's snapshot). Costs a scan of each table.
+    pub row_counts: bool,
+}
+
+impl Default for LogicalBackupOptions {
+    fn default() -> Self {
+        LogicalBackupOptions {
+            databases: Vec::new(),
+            source: None,
+            tags: Vec::new(),
+            tools: PgTools::discover(),
+            globals: true,
+            row_counts: true,
+        }
+    }
+}
+
+/// Per-database facts recorded in `Snapshot.meta["databases"]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// File of the dump in the snapshot tree.
+    pub file: String,
+    pub size_bytes: u64,
+    pub dump_bytes: u64,
+    pub encoding: String,
+    /// `schema.table` -> rows, as of the dump's snapshot.
+    #[serde(default)]
+    pub row_counts: BTreeMap<String, u64>,
+}
+
+/// A finished backup.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    pub id: Id,
+    pub snapshot: Snapshot,
+}
+
+/// Dump `opts.databases` (and globals) into a new `postgres-logical`
+/// snapshot. The caller should have loaded the repository index so that
+/// unchanged data deduplicates.
+pub fn backup_logical(
+    repo: &Repository,
+    dsn: &Dsn,
+    opts: &LogicalBackupOptions,
+) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = chrono::Utc::now();
+    let rt = repo.runtime().clone();
+    let admin = dsn.connect(&rt)?;
+    let server_version: String = query_one(&rt, &admin, "SHOW server_version", "server version")?;
+    let databases = if !opts.databases.is_empty() {
+        opts.databases.clone()
+    } else if let Some(d) = dsn.dbname() {
+        vec![d.to_string()]
+    } else {
+        let rows = rt
+            .block_on(admin.query(
+                "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1",
+                &[],
+            ))
+            .map_err(|e| PgError::query("listing databases", e))?;
+        rows.iter().map(|r| r.get::<_, String>(0)).collect()
+    };
+    for db in &databases {
+        let exists = rt
+            .block_on(admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db]))
+            .map_err(|e| PgError::query("looking up the database", e))?;
+        if exists.is_none() {
+            return Err(PgError::NoSuchDatabase(db.clone()));
+        }
+    }
+    drop(admin);
+
+    let writer = BlobWriter::new(repo);
+    let mut tree = Tree::default();
+    let mut infos: BTreeMap<String, DatabaseInfo> = BTreeMap::new();
+    let mut total = 0u64;
+    for db in &databases {
+        let file = dump_file_name(db);
+        let (ids, info) = dump_one(repo, &writer, dsn, db, &file, opts)?;
+        total += info.dump_bytes;
+        tree.nodes
+            .push(fstree::generated_file(&file, info.dump_bytes, ids));
+        infos.insert(db.clone(), info);
+    }
+    let mut globals_meta = serde_json::Value::Null;
+    if opts.globals {
+        let first = databases.first().map(String::as_str).unwrap_or("postgres");
+        let (ids, size, without_passwords) = dump_globals(repo, &writer, dsn, first, &opts.tools)?;
+        total += size;
+        tree.nodes
+            .push(fstree::generated_file(GLOBALS_FILE, size, ids));
+        globals_meta = serde_json::json!({
+            "file": GLOBALS_FILE,
+            "bytes": size,
+            "role_passwords": !without_passwords,
+        });
+    }
+    let root = fstree::save_tree(&writer, tree)?;
+    let stats = writer.finish(repo)?;
+
+    let mut meta = BTreeMap::new();
+    meta.insert("server_version".into(), server_version.into());
+    meta.insert("server".into(), dsn.display().into());
+    meta.insert(
+        "databases".into(),
+        serde_json::to_value(&infos).map_err(|e| PgError::Invalid(e.to_string()))?,
+    );
+    if !globals_meta.is_null() {
+        meta.insert("globals".into(), globals_meta);
+    }
+    meta.insert("dump_format".into(), "custom, uncompressed (pg_dump -Fc -Z0)".into());
+    let snapshot = Snapshot {
+        time,
+        hostname: holdfast_repo::hostname(),
+        username: holdfast_repo::username(),
+        source: opts
+            .source
+            .clone()
+            .unwrap_or_else(|| default_source(dsn)),
+        kind: KIND_LOGICAL.into(),
+        tags: opts.tags.clone(),
+        paths: databases.clone(),
+        tree: root,
+        parent: None,
+        summary: Summary {
+            files_new: databases.len() as u64,
+            total_bytes: total,
+            bytes_read: total,
+            blobs_added: stats.blobs_added,
+            data_added: stats.data_added,
+            stored_added: stats.stored_added,
+            duration_secs: started.elapsed().as_secs_f64(),
+            ..Summary::default()
+        },
+        program_version: env!("CARGO_PKG_VERSION").into(),
+        meta,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot })
+}
+
+pub(crate) fn default_source(dsn: &Dsn) -> String {
+    let d = dsn.display();
+    // user@host:port/db -> postgres:host:port
+    let hostport = d
+        .split_once('@')
+        .map(|(_, r)| r)
+        .unwrap_or(&d)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    format!("postgres:{hostport}")
+}
+
+/// Database names may hold any character but NUL; keep tree names to one
+/// path component.
+fn dump_file_name(db: &str) -> String {
+    let mut s = String::new();
+    for c in db.chars() {
+        match c {
+            '/' => s.push_str("%2F"),
+            '%' => s.push_str("%25"),
+            c => s.push(c),
+        }
+    }
+    if s == "globals" {
+        // would be fine, but avoid any confusion with globals.sql
+        s.push('_');
+    }
+    format!("{s}.pgdump")
+}
+
+fn query_one(rt: &tokio::runtime::Handle, c: &Client, sql: &str, what: &str) -> Result<String> {
+    let row = rt
+        .block_on(c.query_one(sql, &[]))
+        .map_err(|e| PgError::query(what, e))?;
+    Ok(row.get(0))
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn dump_one(
+    repo: &Repository,
+    writer: &BlobWriter,
+    dsn: &Dsn,
+    db: &str,
+    file: &str,
+    opts: &LogicalBackupOptions,
+) -> Result<(Vec<Id>, DatabaseInfo)> {
+    let rt = repo.runtime().clone();
+    let dsn = dsn.with_dbname(db);
+    let client = dsn.connect(&rt)?;
+    rt.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
+        .map_err(|e| PgError::query("starting the dump transaction", e))?;
+    let snap = query_one(&rt, &client, "SELECT pg_export_snapshot()", "exporting a snapshot")?;
+    let row = rt
+        .block_on(client.query_one(
+            "SELECT pg_database_size(current_database()), pg_encoding_to_char(encoding) \
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        ))
+        .map_err(|e| PgError::query("database size", e))?;
+    let size: i64 = row.get(0);
+    let encoding: String = row.get(1);
+    let tables: Vec<(String, String)> = if opts.row_counts {
+        rt.block_on(client.query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
+             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
+            &[],
+        ))
+        .map_err(|e| PgError::query("listing tables", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    } else {
+        Vec::new()
+    };
+
+    let args = vec![
+        "--format=custom".to_string(),
+        "--compress=0".to_string(),
+        format!("--snapshot={snap}"),
+        "--no-password".to_string(),
+    ];
+    let mut env = dsn.tool_env();
+    env.retain(|(k, _)| k != "PGDATABASE");
+    env.push(("PGDATABASE".into(), db.to_string()));
+    let mut running = tool::spawn(&opts.tools.pg_dump, &args, &env, false, true)?;
+    let stdout = running
+        .child
+        .stdout
+        .take()
+        .ok_or_else(|| PgError::Invalid("pg_dump has no stdout pipe".into()))?;
+
+    // Count rows on our connection (same snapshot) while pg_dump streams.
+    let counter = {
+        let rt = rt.clone();
+        std::thread::spawn(move || -> (Client, Result<BTreeMap<String, u64>>) {
+            let mut counts = BTreeMap::new();
+            for (schema, table) in tables {
+                let sql = format!(
+                    "SELECT count(*) FROM {}.{}",
+                    quote_ident(&schema),
+                    quote_ident(&table)
+                );
+                match rt.block_on(client.query_one(&sql, &[])) {
+                    Ok(r) => {
+                        let n: i64 = r.get(0);
+                        counts.insert(format!("{schema}.{table}"), n as u64);
+                    }
+                    Err(e) => {
+                        return (
+                            client,
+                            Err(PgError::query(format!("counting rows of {schema}.{table}"), e)),
+                        )
+                    }
+                }
+            }
+            (client, Ok(counts))
+        })
+    };
+
+    let streamed = writer.write_stream(stdout, ChunkerParams::DATABASE, repo.gear());
+    let (ids, bytes) = match streamed {
+        Ok((ids, bytes, _stdout)) => match running.finish() {
+            Ok(_) => (ids, bytes),
+            Err(e) => {
+                let _ = counter.join();
+                return Err(e);
+            }
+        },
+        Err(e) => {
+            let stderr = running.abort();
+            let _ = counter.join();
+            return Err(PgError::Invalid(format!(
+                "storing the dump of {db} failed: {e}; pg_dump said: {}",
+                stderr.trim()
+            )));
+        }
+    };
+    let (client, counts) = counter
+        .join()
+        .map_err(|_| PgError::Invalid("the row counting thread panicked".into()))?;
+    let counts = counts?;
+    let _ = rt.block_on(client.batch_execute("COMMIT"));
+    if bytes == 0 {
+        return Err(PgError::ToolFailed {
+            tool: "pg_dump".into(),
+            status: "exit status 0".into(),
+            stderr: "it wrote nothing".into(),
+        });
+    }
+    Ok((
+        ids,
+        DatabaseInfo {
+            file: file.to_string(),
+            size_bytes: size.max(0) as u64,
+            dump_bytes: bytes,
+            encoding,
+            row_counts: counts,
+        },
+    ))
+}
+
+/// Returns blob ids, size, and whether role passwords had to be left out.
+fn dump_globals(
+    repo: &Repository,
+    writer: &BlobWriter,
+    dsn: &Dsn,
+    db: &str,
+    tools: &PgTools,
+) -> Result<(Vec<Id>, u64, bool)> {
+    let env = dsn.tool_env();
+    for without_passwords in [false, true] {
+        let mut args = vec![
+            "--globals-only".to_string(),
+            "--no-password".to_string(),
+            format!("--database={db}"),
+        ];
+        if without_passwords {
+            // Non-superusers (managed services) cannot read pg_authid.
+            args.push("--no-role-passwords".into());
+        }
+        let mut running = tool::spawn(&tools.pg_dumpall, &args, &env, false, true)?;
+        let stdout = running
+            .child
+            .stdout
+            .take()
+            .ok_or_else(|| PgError::Invalid("pg_dumpall has no stdout pipe".into()))?;
+        // The output is small: buffer it so a failed first attempt stores nothing.
+        let mut buf = Vec::new();
+        let mut stdout = stdout;
+        std::io::Read::read_to_end(&mut stdout, &mut buf)
+            .map_err(|e| PgError::io("reading pg_dumpall output", e))?;
+        match running.finish() {
+            Ok(_) => {
+                let (ids, n, _) =
+                    writer.write_stream(&buf[..], ChunkerParams::DATABASE, repo.gear())?;
+                return Ok((ids, n, without_passwords));
+            }
+            Err(e) if !without_passwords && e.to_string().contains("pg_authid") => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(PgError::Invalid("pg_dumpall failed".into()))
+}
+
+/// Where and how to restore.
+#[derive(Debug, Clone)]
+pub struct LogicalRestoreOptions {
+    /// Database to create and restore into.
+    pub database: String,
+    /// Which database of the snapshot; may be omitted when it holds one.
+    pub source_database: Option<String>,
+    /// Parallel `pg_restore` jobs; more than one needs a temporary file.
+    pub jobs: usize,
+    /// Drop and recreate the target database if it exists.
+    pub clean: bool,
+    /// Skip ownership (for targets without the original roles).
+    pub no_owner: bool,
+    pub tools: PgTools,
+    /// Directory for the temporary archive when `jobs > 1`.
+    pub temp_dir: Option<PathBuf>,
+}
+
+impl LogicalRestoreOptions {
+    pub fn new(database: impl Into<String>) -> Self {
+        LogicalRestoreOptions {
+            database: database.into(),
+            source_database: None,
+            jobs: 1,
+            clean: false,
+            no_owner: false,
+            tools: PgTools::discover(),
+            temp_dir: None,
+        }
+    }
+}
+
+/// What a logical restore did; `expected_row_counts` come from the snapshot
+/// so drills can compare.
+#[derive(Debug, Clone)]
+pub struct LogicalRestoreReport {
+    pub database: String,
+    pub source_database: String,
+    pub bytes: u64,
+    pub expected_row_counts: BTreeMap<String, u64>,
+    pub duration_secs: f64,
+}
+
+/// The per-database facts of a logical snapshot.
+pub fn snapshot_databases(snap: &Snapshot) -> Result<BTreeMap<String, DatabaseInfo>> {
+    let v = snap
+        .meta
+        .get("databases")
+        .cloned()
+        .ok_or_else(|| PgError::Invalid("snapshot has no database list".into()))?;
+    serde_json::from_value(v)
+        .map_err(|e| PgError::Invalid(format!("snapshot database list is malformed: {e}")))
+}
+
+pub fn restore_logical(
+    repo: &Arc<Repository>,
+    snap: &SnapshotEntry,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+) -> Result<LogicalRestoreReport> {
+    let started = Instant::now();
+    if snap.snapshot.kind != KIND_LOGICAL {
+        return Err(PgError::WrongKind {
+            snapshot: snap.id.short(),
+            found: snap.snapshot.kind.clone(),
+            expected: KIND_LOGICAL.into(),
+        });
+    }
+    let dbs = snapshot_databases(&snap.snapshot)?;
+    let source_db = match &opts.source_database {
+        Some(d) => d.clone(),
+        None if dbs.len() == 1 => dbs.keys().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(PgError::Invalid(format!(
+                "snapshot {} holds several databases ({}); say which one to restore",
+                snap.id.short(),
+                dbs.keys().cloned().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    let info = dbs.get(&source_db).cloned().ok_or_else(|| {
+        PgError::Invalid(format!(
+            "snapshot {} has no database {source_db:?} (it has: {})",
+            snap.id.short(),
+            dbs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let tree = repo.load_tree(&snap.snapshot.tree)?;
+    let node = tree.find(info.file.as_bytes()).cloned().ok_or_else(|| {
+        PgError::Invalid(format!("snapshot tree lacks the dump file {}", info.file))
+    })?;
+
+    let rt = repo.runtime().clone();
+    let target = &opts.database;
+    let maint_db = match dsn.dbname() {
+        Some(d) if d != target => d.to_string(),
+        _ => "postgres".to_string(),
+    };
+    let admin = dsn.with_dbname(&maint_db).connect(&rt)?;
+    let exists = rt
+        .block_on(admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[target]))
+        .map_err(|e| PgError::query("looking up the target database", e))?
+        .is_some();
+    let mut create = !exists;
+    if exists {
+        let empty = database_is_empty(&rt, &dsn.with_dbname(target))?;
+        if !empty && !opts.clean {
+            return Err(PgError::TargetNotEmpty {
+                database: target.clone(),
+            });
+        }
+        if opts.clean {
+            rt.block_on(admin.batch_execute(&format!(
+                "DROP DATABASE {} WITH (FORCE)",
+                quote_ident(target)
+            )))
+            .map_err(|e| PgError::query(format!("dropping database {target}"), e))?;
+            create = true;
+        }
+    }
+    if create {
+        let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(target));
+        if !info.encoding.is_empty() {
+            sql.push_str(&format!(" ENCODING '{}'", info.encoding.replace('\'', "''")));
+        }
+        rt.block_on(admin.batch_execute(&sql))
+            .map_err(|e| PgError::query(format!("creating database {target}"), e))?;
+    }
+    drop(admin);
+
+    let mut env = dsn.tool_env();
+    env.retain(|(k, _)| k != "PGDATABASE");
+    let mut args = vec![
+        format!("--dbname=dbname='{}'", target.replace('\\', "\\\\").replace('\'', "\\'")),
+        "--exit-on-error".to_string(),
+        "--no-password".to_string(),
+    ];
+    if opts.no_owner {
+        args.push("--no-owner".into());
+    }
+    let reader = ContentReader::new(repo.clone(), node.content.clone(), 8);
+    if opts.jobs <= 1 {
+        // A failed restore rolls back entirely rather than leaving half a database.
+        args.push("--single-transaction".into());
+        let mut running = tool::spawn(&opts.tools.pg_restore, &args, &env, true, false)?;
+        let stdin = running
+            .child
+            .stdin
+            .take()
+            .ok_or_else(|| PgError::Invalid("pg_restore has no stdin pipe".into()))?;
+        let feeder = std::thread::spawn(move || -> std::io::Result<u64> {
+            let mut reader = reader;
+            let mut w = BufWriter::with_capacity(1 << 20, stdin);
+            let n = std::io::copy(&mut reader, &mut w)?;
+            w.flush()?;
+            Ok(n)
+        });
+        let fed = feeder
+            .join()
+            .map_err(|_| PgError::Invalid("the restore feeder thread panicked".into()))?;
+        // pg_restore's own failure explains a broken pipe better than we can.
+        running.finish()?;
+        fed.map_err(|e| PgError::io("streaming the dump into pg_restore", e))?;
+    } else {
+        let tmp = match &opts.temp_dir {
+            Some(d) => tempfile::Builder::new().prefix("holdfast-restore-").tempfile_in(d),
+            None => tempfile::Builder::new().prefix("holdfast-restore-").tempfile(),
+        }
+        .map_err(|e| PgError::io("creating a temporary file for the parallel restore", e))?;
+        {
+            let mut reader = reader;
+            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
+            std::io::copy(&mut reader, &mut w)
+                .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
+            w.flush()
+                .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
+        }
+        args.push(format!("--jobs={}", opts.jobs));
+        args.push(tmp.path().display().to_string());
+        tool::spawn(&opts.tools.pg_restore, &args, &env, false, false)?.finish()?;
+    }
+    Ok(LogicalRestoreReport {
+        database: target.clone(),
+        source_database: source_db,
+        bytes: node.size,
+        expected_row_counts: info.row_counts,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// True when a database holds no user objects (tables, views, sequences,
+/// functions, schemas other than `public`).
+fn database_is_empty(rt: &tokio::runtime::Handle, dsn: &Dsn) -> Result<bool> {
+    let c = dsn.connect(rt)?;
+    let row = rt
+        .block_on(c.query_one(
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
+                  + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                     WHERE n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%') \
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('public', 'information_schema') \
+                     AND nspname NOT LIKE 'pg\\_%')",
+            &[],
+        ))
+        .map_err(|e| PgError::query("checking whether the target database is empty", e))?;
+    let n: i64 = row.get(0);
+    Ok(n == 0)
+}
+
+/// Exact row counts of every user table of a database, for comparing a
+/// restore against the snapshot's record.
+pub fn table_row_counts(
+    rt: &tokio::runtime::Handle,
+    dsn: &Dsn,
+    database: &str,
+) -> Result<BTreeMap<String, u64>> {
+    let c = dsn.with_dbname(database).connect(rt)?;
+    let tables: Vec<(String, String)> = rt
+        .block_on(c.query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
+             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
+            &[],
+        ))
+        .map_err(|e| PgError::query("listing tables", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (s, t) in tables {
+        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&s), quote_ident(&t));
+        let r = rt
+            .block_on(c.query_one(&sql, &[]))
+            .map_err(|e| PgError::query(format!("counting rows of {s}.{t}"), e))?;
+        let n: i64 = r.get(0);
+        out.insert(format!("{s}.{t}"), n as u64);
+    }
+    Ok(out)
+}
