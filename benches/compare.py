@@ -1,0 +1,641 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: holdfast against restic (and rustic, borg where installed).
+
+One run, one machine, one corpus. The standard corpus
+(shared/bench/gen_corpus.py) is generated once; every tool gets its own
+`cp -a` copy of it, so all tools back up byte-identical trees. The phases are
+interleaved across tools so that background noise (other builds on the box)
+lands on every tool alike:
+
+    for each repetition:
+        copy the pristine corpus for every tool
+        init            tool A, tool B, ...
+        full backup     tool A, tool B, ...
+        mutate          every copy, same seed (identical "next day" data)
+        incremental     tool A, tool B, ...
+        restore latest  tool A, tool B, ...   (into an empty directory)
+        verify          every restored tree against that tool's mutated source
+
+Every measured phase is one child process; we record its wall time, its CPU
+time (user + sys, from wait4) and its peak RSS (ru_maxrss from wait4), plus the
+repository's size after each backup. With --repeat N the medians are reported
+and the tool order rotates between repetitions.
+
+Python 3 standard library only. See benches/README.md.
+
+Exit status: 0 all phases ran and every restore verified; 1 a tool failed or a
+restored tree differs from its source; 2 bad usage or missing prerequisites.
+"""
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PASSWORD = "holdfast-bench-password"
+
+PHASES = ("init", "full", "incremental", "restore")
+TABLE_PHASES = (("full", "full backup"), ("incremental", "incremental backup"), ("restore", "restore"))
+METRICS = (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("peak_rss_mib", "peak RSS MiB"))
+
+# Targets, as holdfast/restic ratios (lower is better). Keyed by (phase, metric).
+TARGETS = {
+    ("full", "wall_s"): 0.5,
+    ("incremental", "wall_s"): 0.5,
+    ("restore", "wall_s"): 0.5,
+    ("full", "peak_rss_mib"): 1.0,
+    ("incremental", "peak_rss_mib"): 1.0,
+    ("restore", "peak_rss_mib"): 1.0,
+    ("repo_after_full", "size_mib"): 1.0,
+    ("repo_after_incremental", "size_mib"): 1.0,
+}
+
+
+def die(msg, code=2):
+    print(f"compare.py: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def say(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- tools
+
+
+class Tool:
+    """One backup program: how to init, back up and restore with it."""
+
+    name = "?"
+
+    def __init__(self, home):
+        self.home = home                      # this tool's scratch directory
+        self.repo = os.path.join(home, "repo")
+        self.src = os.path.join(home, "corpus")
+        self.restore_dir = os.path.join(home, "restore")
+        self.log = os.path.join(home, "commands.log")
+
+    # Subclasses fill these in.
+    def env(self):
+        return {}
+
+    def version(self):
+        return ""
+
+    def init_cmd(self):
+        raise NotImplementedError
+
+    def backup_cmd(self, label):
+        raise NotImplementedError
+
+    def restore_cmd(self, label):
+        """(argv, cwd) restoring the latest snapshot into self.restore_dir."""
+        raise NotImplementedError
+
+    def full_env(self):
+        e = dict(os.environ)
+        e.update(self.env())
+        return e
+
+
+class Holdfast(Tool):
+    name = "holdfast"
+
+    def __init__(self, home, binary):
+        super().__init__(home)
+        self.bin = binary
+
+    def env(self):
+        return {"HOLDFAST_REPOSITORY": self.repo, "HOLDFAST_PASSWORD": PASSWORD}
+
+    def version(self):
+        return capture([self.bin, "--version"])
+
+    def init_cmd(self):
+        return [self.bin, "init"]
+
+    def backup_cmd(self, label):
+        return [self.bin, "backup", self.src, "--source", "bench", "--json"]
+
+    def restore_cmd(self, label):
+        return [self.bin, "restore", "latest", "--target", self.restore_dir], None
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def env(self):
+        return {
+            "RESTIC_REPOSITORY": self.repo,
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_CACHE_DIR": os.path.join(self.home, "cache"),
+        }
+
+    def version(self):
+        return capture(["restic", "version"])
+
+    def init_cmd(self):
+        # Repository format v2 (0.14+) is the one with compression.
+        return ["restic", "init", "--repository-version", "2"]
+
+    def backup_cmd(self, label):
+        return ["restic", "backup", "--compression", "auto", self.src]
+
+    def restore_cmd(self, label):
+        return ["restic", "restore", "latest", "--target", self.restore_dir], None
+
+
+class Rustic(Tool):
+    name = "rustic"
+
+    def env(self):
+        return {
+            "RUSTIC_REPOSITORY": self.repo,
+            "RUSTIC_PASSWORD": PASSWORD,
+            "RUSTIC_CACHE_DIR": os.path.join(self.home, "cache"),
+        }
+
+    def version(self):
+        return capture(["rustic", "--version"])
+
+    def init_cmd(self):
+        return ["rustic", "init"]
+
+    def backup_cmd(self, label):
+        return ["rustic", "backup", self.src]
+
+    def restore_cmd(self, label):
+        return ["rustic", "restore", "latest", self.restore_dir], None
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def env(self):
+        return {
+            "BORG_REPO": self.repo,
+            "BORG_PASSPHRASE": PASSWORD,
+            # Keep borg's cache, keys and security dir out of $HOME.
+            "BORG_BASE_DIR": os.path.join(self.home, "base"),
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+        }
+
+    def version(self):
+        return capture(["borg", "--version"])
+
+    def init_cmd(self):
+        return ["borg", "init", "-e", "repokey-blake2"]
+
+    def backup_cmd(self, label):
+        return ["borg", "create", "--compression", "zstd,3", f"::{label}", self.src]
+
+    def restore_cmd(self, label):
+        # borg extracts into the current directory.
+        return ["borg", "extract", "::incremental"], self.restore_dir
+
+
+def capture(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({e})"
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def measure(argv, env, cwd, log):
+    """Run one child; return wall, CPU (user+sys) and peak RSS from wait4."""
+    with open(log, "ab") as lf:
+        lf.write(f"\n$ {' '.join(argv)}{'   (in ' + cwd + ')' if cwd else ''}\n".encode())
+        lf.flush()
+        out_fd, out_path = tempfile.mkstemp(prefix="stdout-", dir=os.path.dirname(log))
+        try:
+            with os.fdopen(out_fd, "wb") as out:
+                t0 = time.perf_counter()
+                p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=lf)
+                _, status, ru = os.wait4(p.pid, 0)
+                wall = time.perf_counter() - t0
+                p.returncode = os.waitstatus_to_exitcode(status)
+            with open(out_path, "rb") as f:
+                stdout = f.read()
+        finally:
+            os.unlink(out_path)
+        lf.write(stdout[-20000:])
+        lf.write(f"\n# rc={p.returncode} wall={wall:.2f}s user={ru.ru_utime:.2f}s "
+                 f"sys={ru.ru_stime:.2f}s maxrss={ru.ru_maxrss}KiB\n".encode())
+    return {
+        "rc": p.returncode,
+        "wall_s": wall,
+        "user_s": ru.ru_utime,
+        "sys_s": ru.ru_stime,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "peak_rss_mib": ru.ru_maxrss / 1024.0,   # Linux: KiB
+        "stdout": stdout.decode("utf-8", "replace"),
+    }
+
+
+def dir_size(path):
+    """(apparent bytes, allocated bytes, file count) of everything under path."""
+    apparent = allocated = files = 0
+    for d, dirs, fs in os.walk(path):
+        for n in fs + dirs:
+            try:
+                st = os.lstat(os.path.join(d, n))
+            except FileNotFoundError:
+                continue
+            allocated += st.st_blocks * 512
+            if n in fs:
+                apparent += st.st_size
+                files += 1
+    return apparent, allocated, files
+
+
+# ---------------------------------------------------------------- verifying
+
+
+def tree_manifest(root):
+    """{relative path: ('d',) | ('l', target) | ('f', size, sha256)} for a tree."""
+    out = {}
+    for d, dirs, fs in os.walk(root):
+        rel_d = os.path.relpath(d, root)
+        for n in dirs + fs:
+            p = os.path.join(d, n)
+            rel = os.path.normpath(os.path.join(rel_d, n))
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[rel] = ("l", os.readlink(p))
+            elif os.path.isdir(p):
+                out[rel] = ("d",)
+            elif os.path.isfile(p):
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    while True:
+                        b = f.read(1 << 20)
+                        if not b:
+                            break
+                        h.update(b)
+                out[rel] = ("f", st.st_size, h.hexdigest())
+            else:
+                out[rel] = ("other", st.st_mode)
+    return out
+
+
+def manifest_digest(m):
+    h = hashlib.sha256()
+    for k in sorted(m):
+        h.update(json.dumps([k, list(m[k])]).encode())
+    return h.hexdigest()
+
+
+def diff_manifests(want, got, limit=10):
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    differ = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    problems = []
+    for label, keys in (("missing", missing), ("extra", extra), ("differs", differ)):
+        for k in keys[:limit]:
+            problems.append(f"{label}: {k}")
+        if len(keys) > limit:
+            problems.append(f"{label}: ... {len(keys) - limit} more")
+    return {"missing": len(missing), "extra": len(extra), "differs": len(differ),
+            "examples": problems}
+
+
+def restored_root(tool):
+    """Where the restored copy of tool.src ended up inside tool.restore_dir.
+
+    holdfast, restic and borg all mirror the absolute source path under the
+    target (borg without the leading slash); anything else is searched for.
+    """
+    cand = os.path.join(tool.restore_dir, tool.src.lstrip("/"))
+    if os.path.isdir(cand):
+        return cand
+    base = os.path.basename(tool.src)
+    for d, dirs, _ in os.walk(tool.restore_dir):
+        if base in dirs:
+            return os.path.join(d, base)
+    return tool.restore_dir
+
+
+# ---------------------------------------------------------------- the run
+
+
+def run_checked(argv, **kw):
+    r = subprocess.run(argv, **kw)
+    if r.returncode != 0:
+        die(f"{' '.join(argv)} failed with exit code {r.returncode}", 1)
+    return r
+
+
+def find_gen_corpus(explicit):
+    cands = [explicit] if explicit else [
+        os.environ.get("HOLDFAST_GEN_CORPUS"),
+        os.path.join(ROOT, "..", "shared", "bench", "gen_corpus.py"),
+        os.path.join(ROOT, "shared", "bench", "gen_corpus.py"),
+        "/work/shared/bench/gen_corpus.py",
+    ]
+    for c in cands:
+        if c and os.path.isfile(c):
+            return os.path.abspath(c)
+    die("cannot find gen_corpus.py; pass --gen-corpus PATH")
+
+
+def find_holdfast(explicit):
+    if explicit:
+        return os.path.abspath(explicit)
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    return os.path.join(target, "release", "holdfast")
+
+
+def make_tools(names, home, holdfast_bin):
+    tools, skipped = [], {}
+    for n in names:
+        d = os.path.join(home, n)
+        if n == "holdfast":
+            if not os.access(holdfast_bin, os.X_OK):
+                die(f"{holdfast_bin} not found: run `cargo build --release -p holdfast-cli` "
+                    "(or pass --holdfast PATH / --build)")
+            tools.append(Holdfast(d, holdfast_bin))
+        elif n in ("restic", "rustic", "borg"):
+            if shutil.which(n) is None:
+                skipped[n] = "not installed"
+                continue
+            tools.append({"restic": Restic, "rustic": Rustic, "borg": Borg}[n](d))
+        else:
+            die(f"unknown tool {n!r} (know holdfast, restic, rustic, borg)")
+    return tools, skipped
+
+
+def one_repetition(rep, tools, pristine, args, gen):
+    """Run every phase for every tool; returns {tool: {...}} and verify failures."""
+    order = tools[rep % len(tools):] + tools[:rep % len(tools)]
+    res = {t.name: {"phases": {}, "repo": {}} for t in tools}
+    failures = []
+
+    say(f"repetition {rep + 1}: copying the corpus for {', '.join(t.name for t in order)}")
+    for t in tools:
+        if os.path.exists(t.home):
+            shutil.rmtree(t.home)
+        os.makedirs(t.home)
+        run_checked(["cp", "-a", pristine, t.src])
+
+    def phase(name, argv_of, label=None):
+        for t in order:
+            os.sync()  # flush earlier phases' dirty pages outside the timed window
+            argv, cwd = argv_of(t)
+            r = measure(argv, t.full_env(), cwd, t.log)
+            stdout = r.pop("stdout")
+            if t.name == "holdfast" and name in ("full", "incremental"):
+                try:
+                    r["holdfast_summary"] = json.loads(stdout).get("summary")
+                except ValueError:
+                    pass
+            res[t.name]["phases"][name] = r
+            ok = "ok" if r["rc"] == 0 else f"FAILED rc={r['rc']} (see {t.log})"
+            say(f"  {name:<12} {t.name:<9} wall {r['wall_s']:8.2f}s  cpu {r['cpu_s']:8.2f}s  "
+                f"rss {r['peak_rss_mib']:8.1f} MiB  {ok}")
+            if r["rc"] != 0:
+                failures.append(f"{t.name}: {name} exited {r['rc']} (log: {t.log})")
+            if label:
+                app, alloc, n = dir_size(t.repo)
+                res[t.name]["repo"][label] = {"apparent_bytes": app, "allocated_bytes": alloc, "files": n}
+
+    phase("init", lambda t: (t.init_cmd(), None))
+    phase("full", lambda t: (t.backup_cmd("full"), None), label="after_full")
+
+    say("mutating every copy (same seed)")
+    for t in tools:
+        run_checked([sys.executable, gen, "mutate", t.src, "--seed", str(args.mutate_seed)],
+                    stdout=subprocess.DEVNULL)
+
+    phase("incremental", lambda t: (t.backup_cmd("incremental"), None), label="after_incremental")
+
+    for t in tools:
+        os.makedirs(t.restore_dir)
+    phase("restore", lambda t: t.restore_cmd("incremental"))
+
+    say("verifying restored trees byte for byte")
+    digests = {}
+    for t in tools:
+        want = tree_manifest(t.src)
+        digests[t.name] = manifest_digest(want)
+        root = restored_root(t)
+        got = tree_manifest(root)
+        d = diff_manifests(want, got)
+        ok = d["missing"] == d["extra"] == d["differs"] == 0
+        d.update({"ok": ok, "restored_root": root, "files": sum(1 for v in want.values() if v[0] == "f"),
+                  "bytes": sum(v[1] for v in want.values() if v[0] == "f")})
+        res[t.name]["verify"] = d
+        if ok:
+            say(f"  verify {t.name:<9} OK ({d['files']} files, {d['bytes'] / 2**20:.0f} MiB)")
+        else:
+            say(f"  verify {t.name:<9} MISMATCH: {d['missing']} missing, {d['extra']} extra, "
+                f"{d['differs']} differ")
+            for e in d["examples"]:
+                print(f"      {e}")
+            failures.append(f"{t.name}: restored tree differs from the source")
+        shutil.rmtree(t.restore_dir)
+    if len(set(digests.values())) != 1:
+        failures.append("the tools' mutated source copies differ (mutate is not deterministic?)")
+        say("  source copies DIFFER between tools: " + json.dumps(digests))
+    return res, failures
+
+
+def median_of(runs, tool, path):
+    vals = []
+    for r in runs:
+        v = r.get(tool)
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return statistics.median(vals) if vals else None
+
+
+def summarize(runs, tools):
+    """Median per tool, per phase and metric, plus repository sizes in MiB."""
+    out = {}
+    for t in tools:
+        s = {}
+        for ph in PHASES:
+            s[ph] = {m: median_of(runs, t, ("phases", ph, m))
+                     for m in ("wall_s", "cpu_s", "user_s", "sys_s", "peak_rss_mib")}
+        for lab in ("after_full", "after_incremental"):
+            app = median_of(runs, t, ("repo", lab, "apparent_bytes"))
+            alloc = median_of(runs, t, ("repo", lab, "allocated_bytes"))
+            s["repo_" + lab] = {
+                "size_mib": None if app is None else app / 2**20,
+                "disk_mib": None if alloc is None else alloc / 2**20,
+            }
+        out[t] = s
+    return out
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def render_table(summary, tool_names, base="holdfast", ref="restic"):
+    """The results table as text, and the list of target verdicts."""
+    rows = []   # (phase label, metric label, key)
+    for ph, ph_label in TABLE_PHASES:
+        for i, (m, m_label) in enumerate(METRICS):
+            rows.append((ph_label if i == 0 else "", m_label, (ph, m)))
+    rows.append(("repository size", "after full MiB", ("repo_after_full", "size_mib")))
+    rows.append(("", "after incremental MiB", ("repo_after_incremental", "size_mib")))
+    rows.append(("repository on disk", "after full MiB (du)", ("repo_after_full", "disk_mib")))
+    rows.append(("", "after incr. MiB (du)", ("repo_after_incremental", "disk_mib")))
+
+    have_ratio = base in summary and ref in summary
+    head = ["phase", "metric"] + tool_names + ([f"{base}/{ref}", "target", "verdict"] if have_ratio else [])
+    lines, verdicts = [], []
+    body = []
+    for ph_label, m_label, key in rows:
+        cells = [ph_label, m_label]
+        for t in tool_names:
+            v = summary[t].get(key[0], {}).get(key[1])
+            cells.append(fmt(v, 1 if key[1] in ("peak_rss_mib", "size_mib", "disk_mib") else 2))
+        if have_ratio:
+            a = summary[base].get(key[0], {}).get(key[1])
+            b = summary[ref].get(key[0], {}).get(key[1])
+            ratio = a / b if a is not None and b else None
+            cells.append(fmt(ratio, 2) + "x" if ratio is not None else "-")
+            tgt = TARGETS.get(key)
+            if tgt is not None:
+                verdict = "PASS" if ratio is not None and ratio <= tgt else "MISS"
+                cells += [f"<= {tgt:.1f}x", verdict]
+                verdicts.append({"phase": key[0], "metric": key[1], "ratio": ratio,
+                                 "target": tgt, "verdict": verdict})
+            else:
+                cells += ["", ""]
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+
+    def line(cells):
+        return "  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i])
+                         for i, c in enumerate(cells)).rstrip()
+    lines.append(line(head))
+    lines.append("  ".join("-" * w for w in widths))
+    for i, cells in enumerate(body):
+        if i and cells[0]:
+            lines.append("")
+        lines.append(line(cells))
+    return "\n".join(lines), verdicts
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size-mb", type=int, default=1024, help="corpus size (default 1024)")
+    p.add_argument("--workdir", help="scratch directory (default: a new temp dir); "
+                   "a corpus generated there is reused by later runs with the same size and seed")
+    p.add_argument("--keep", action="store_true", help="keep corpus copies and repositories afterwards")
+    p.add_argument("--repeat", type=int, default=1, help="repetitions; medians are reported (default 1)")
+    p.add_argument("--tools", default="holdfast,restic,rustic,borg",
+                   help="comma-separated; tools not installed are skipped (default: %(default)s)")
+    p.add_argument("--holdfast", help="holdfast binary (default: target/release/holdfast)")
+    p.add_argument("--build", action="store_true", help="cargo build --release -p holdfast-cli first")
+    p.add_argument("--gen-corpus", help="path to gen_corpus.py (default: shared/bench/gen_corpus.py)")
+    p.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
+    p.add_argument("--mutate-seed", type=int, default=2, help="mutation seed (default 2)")
+    p.add_argument("--json-out", help="write all measurements and the summary here")
+    args = p.parse_args()
+    if args.repeat < 1 or args.size_mb < 1:
+        die("--repeat and --size-mb must be at least 1")
+
+    gen = find_gen_corpus(args.gen_corpus)
+    if args.build:
+        say("building holdfast (release)")
+        run_checked(["cargo", "build", "--release", "-p", "holdfast-cli"], cwd=ROOT)
+    hf_bin = find_holdfast(args.holdfast)
+
+    own_workdir = args.workdir is None
+    work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="holdfast-bench-"))
+    os.makedirs(work, exist_ok=True)
+    runs_home = os.path.join(work, "tools")
+    tools, skipped = make_tools([n.strip() for n in args.tools.split(",") if n.strip()], runs_home, hf_bin)
+    if not tools:
+        die("no tool to run")
+    for n, why in skipped.items():
+        say(f"skipping {n}: {why}")
+
+    pristine = os.path.join(work, f"corpus-{args.size_mb}mb-seed{args.seed}")
+    marker = pristine + ".complete"
+    if os.path.exists(marker):
+        say(f"reusing corpus {pristine}")
+    else:
+        if os.path.exists(pristine):
+            shutil.rmtree(pristine)
+        say(f"generating a {args.size_mb} MiB corpus in {pristine}")
+        run_checked([sys.executable, gen, "create", pristine, "--size-mb", str(args.size_mb),
+                     "--seed", str(args.seed)])
+        open(marker, "w").close()
+    c_bytes, _, c_files = dir_size(pristine)
+
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": os.getloadavg(),
+        "corpus": {"path": pristine, "size_mb_arg": args.size_mb, "seed": args.seed,
+                   "mutate_seed": args.mutate_seed, "files": c_files, "bytes": c_bytes},
+        "repeat": args.repeat,
+        "versions": {t.name: t.version() for t in tools},
+        "skipped": skipped,
+        "commands": {t.name: {"init": t.init_cmd(), "backup": t.backup_cmd("LABEL"),
+                              "restore": t.restore_cmd("LABEL")[0]} for t in tools},
+    }
+    say(f"corpus: {c_files} files, {c_bytes / 2**20:.0f} MiB; tools: "
+        + ", ".join(f"{n} ({v})" for n, v in meta["versions"].items()))
+
+    runs, failures = [], []
+    try:
+        for rep in range(args.repeat):
+            r, f = one_repetition(rep, tools, pristine, args, gen)
+            runs.append(r)
+            failures += [f"repetition {rep + 1}: {x}" for x in f]
+    finally:
+        if not args.keep:
+            shutil.rmtree(runs_home, ignore_errors=True)
+            if own_workdir:
+                shutil.rmtree(work, ignore_errors=True)
+    meta["loadavg_end"] = os.getloadavg()
+
+    names = [t.name for t in tools]
+    summary = summarize(runs, names)
+    table, verdicts = render_table(summary, names)
+    print()
+    print(f"corpus {c_bytes / 2**20:.0f} MiB in {c_files} files; {args.repeat} repetition(s)"
+          f"{' (medians)' if args.repeat > 1 else ''}; {os.cpu_count()} CPUs; "
+          f"load avg {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}")
+    print(table)
+    if verdicts:
+        missed = [v for v in verdicts if v["verdict"] == "MISS"]
+        print(f"\ntargets: {len(verdicts) - len(missed)} of {len(verdicts)} met")
+    if failures:
+        print("\nFAILURES:")
+        for f in failures:
+            print(f"  {f}")
+
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"meta": meta, "runs": runs, "summary": summary, "targets": verdicts,
+                       "failures": failures, "table": table}, f, indent=2)
+        say(f"wrote {args.json_out}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
