@@ -46,11 +46,40 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 /// with varying ids, dates, numbers and notes.
 fn json_lines(n: usize) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "patient", "encounter", "observation", "condition", "medication", "allergy",
-        "procedure", "immunization", "diagnostic", "report", "practitioner", "hypertension",
-        "diabetes", "asthma", "oral", "daily", "tablet", "mg", "blood", "pressure",
-        "systolic", "glucose", "fasting", "follow", "up", "referral", "discharge", "normal",
-        "abnormal", "negative", "positive", "history", "family", "smoker",
+        "patient",
+        "encounter",
+        "observation",
+        "condition",
+        "medication",
+        "allergy",
+        "procedure",
+        "immunization",
+        "diagnostic",
+        "report",
+        "practitioner",
+        "hypertension",
+        "diabetes",
+        "asthma",
+        "oral",
+        "daily",
+        "tablet",
+        "mg",
+        "blood",
+        "pressure",
+        "systolic",
+        "glucose",
+        "fasting",
+        "follow",
+        "up",
+        "referral",
+        "discharge",
+        "normal",
+        "abnormal",
+        "negative",
+        "positive",
+        "history",
+        "family",
+        "smoker",
     ];
     const TYPES: &[&str] = &["Observation", "Condition", "MedicationRequest", "Encounter"];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -146,7 +175,11 @@ fn compression(c: &mut Criterion) {
     let mut enc = Encoder::new(3).unwrap();
     let text_enc = enc.encode(&text);
     assert_eq!(text_enc[0], FLAG_ZSTD, "JSON must take the zstd path");
-    assert_eq!(enc.encode(&random)[0], FLAG_RAW, "random data must hit the raw fallback");
+    assert_eq!(
+        enc.encode(&random)[0],
+        FLAG_RAW,
+        "random data must hit the raw fallback"
+    );
     eprintln!(
         "compression: 1 MiB JSON -> {} bytes ({:.1}%)",
         text_enc.len(),
@@ -155,7 +188,9 @@ fn compression(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("compression");
     g.throughput(Throughput::Bytes(MIB as u64));
-    g.bench_function("zstd3_json_1MiB", |b| b.iter(|| enc.encode(black_box(&text))));
+    g.bench_function("zstd3_json_1MiB", |b| {
+        b.iter(|| enc.encode(black_box(&text)))
+    });
     g.bench_function("zstd3_random_1MiB_raw_fallback", |b| {
         b.iter(|| enc.encode(black_box(&random)))
     });

@@ -41,9 +41,9 @@ impl ChunkerParams {
             && self.min < self.avg
             && self.avg < self.max
             && self.max <= 64 * 1024 * 1024
-            && self.min % 2 == 0
-            && self.avg % 2 == 0
-            && self.max % 2 == 0;
+            && self.min.is_multiple_of(2)
+            && self.avg.is_multiple_of(2)
+            && self.max.is_multiple_of(2);
         if ok {
             Ok(())
         } else {

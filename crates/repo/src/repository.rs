@@ -26,6 +26,9 @@ use crate::pack::{self, PackInfo};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
 
+/// An object that could not be read: (name, reason).
+pub type Unreadable = (String, String);
+
 /// Index objects that could not be read when the index was loaded.
 #[derive(Debug, Clone, Default)]
 pub struct IndexProblems {
@@ -362,7 +365,7 @@ impl Repository {
 
     /// Every readable snapshot, oldest first. Unreadable ones are returned
     /// separately so listings can warn instead of failing.
-    pub fn snapshots_with_errors(&self) -> Result<(Vec<SnapshotEntry>, Vec<(String, String)>)> {
+    pub fn snapshots_with_errors(&self) -> Result<(Vec<SnapshotEntry>, Vec<Unreadable>)> {
         let metas = self.block_on(self.backend.list(ObjectKind::Snapshot))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -438,7 +441,7 @@ impl Repository {
                 .map_err(|e| RepoError::corrupt(format!("key slot {}", m.name), e.to_string()))?;
             out.push((m.name, slot));
         }
-        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        out.sort_by_key(|k| k.1.created);
         Ok(out)
     }
 
