@@ -38,6 +38,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::S3Config;
 use crate::failure::{Failure, FailureKind};
+use crate::keylock::KeyLocks;
 use crate::retry::{Outcome, Retrier};
 
 /// User metadata naming the write that created an object, so that a put
@@ -68,6 +69,8 @@ pub(crate) struct Inner {
     pub lock_enabled: Option<bool>,
     /// Cached success of [`S3Backend::check_lock_ready`].
     pub lock_ready: OnceCell<()>,
+    /// Concurrent puts of one key in this process queue up.
+    pub writing: KeyLocks,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -118,6 +121,7 @@ impl S3Backend {
             versioned: AtomicBool::new(false),
             lock_enabled: None,
             lock_ready: OnceCell::new(),
+            writing: KeyLocks::default(),
         };
         inner.probe_bucket().await?;
         let versioning = inner.bucket_versioning().await;
@@ -384,8 +388,20 @@ impl Inner {
                     .map_err(Failure::from_sdk)
             })
             .await;
-        match out.result {
+        match &out.result {
             Ok(v) => Ok(v.status().cloned()),
+            // A 200 the SDK could not parse (moto, for one, names the root
+            // element GetBucketVersioningResponse): read the status ourselves.
+            Err(f) if f.status == Some(200) && f.raw_body.is_some() => {
+                let body = f.raw_body.as_deref().unwrap_or("");
+                Ok(if body.contains("<Status>Enabled</Status>") {
+                    Some(BucketVersioningStatus::Enabled)
+                } else if body.contains("<Status>Suspended</Status>") {
+                    Some(BucketVersioningStatus::Suspended)
+                } else {
+                    None
+                })
+            }
             Err(_) => Err(self.to_error(Op::Bucket, &format!("bucket {bucket}"), &out)),
         }
     }
@@ -498,9 +514,7 @@ impl Inner {
                         .as_deref()
                         .is_some_and(|m| m.to_ascii_lowercase().contains("object lock"))
                 {
-                    if let Err(e) = self.check_lock_ready().await {
-                        return Err(e);
-                    }
+                    self.check_lock_ready().await?;
                 }
                 Err(self.to_error(Op::Put, key, &out))
             }
@@ -624,7 +638,7 @@ impl Inner {
         match out.result {
             Ok(()) => Ok(()),
             Err(ref f) if f.is_access_denied() => {
-                if self.version_is_locked(key, version, &f).await {
+                if self.version_is_locked(key, version, f).await {
                     Err(StorageError::Locked {
                         key: key.to_string(),
                     })
@@ -638,39 +652,24 @@ impl Inner {
     }
 
     /// After an AccessDenied on a delete: is the version under Object Lock?
+    /// Read from HeadObject (which reports lock mode, retain-until and legal
+    /// hold), as GetObjectRetention is missing on some S3-compatible servers.
     async fn version_is_locked(&self, key: &str, version: &str, denied: &Failure) -> bool {
-        let hold = self
-            .client
-            .get_object_legal_hold()
-            .bucket(&self.cfg.bucket)
-            .key(key)
-            .version_id(version)
-            .send()
-            .await;
-        if let Ok(h) = &hold {
-            if h.legal_hold().and_then(|l| l.status()) == Some(&ObjectLockLegalHoldStatus::On) {
-                return true;
-            }
+        let mut req = self.client.head_object().bucket(&self.cfg.bucket).key(key);
+        if version != "null" {
+            req = req.version_id(version);
         }
-        let retention = self
-            .client
-            .get_object_retention()
-            .bucket(&self.cfg.bucket)
-            .key(key)
-            .version_id(version)
-            .send()
-            .await;
-        match retention {
-            Ok(r) => r
-                .retention()
-                .and_then(|r| r.retain_until_date())
-                .is_some_and(|d| d.secs() > Utc::now().timestamp()),
+        match req.send().await {
+            Ok(h) => {
+                h.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On)
+                    || h.object_lock_retain_until_date()
+                        .is_some_and(|d| d.secs() > Utc::now().timestamp())
+            }
             // Could not read the lock state: trust the server's words.
-            Err(_) if hold.is_err() => denied
+            Err(_) => denied
                 .message
                 .as_deref()
                 .is_some_and(|m| m.to_ascii_lowercase().contains("object lock")),
-            Err(_) => false,
         }
     }
 
@@ -726,7 +725,7 @@ impl Inner {
             }
             Ok(_) => Ok(()),
             Err(ref f) if f.is_access_denied() => {
-                if self.version_is_locked(key, "null", &f).await {
+                if self.version_is_locked(key, "null", f).await {
                     Err(StorageError::Locked {
                         key: key.to_string(),
                     })
@@ -738,49 +737,104 @@ impl Inner {
         }
     }
 
+    /// The object's current retention, read from HeadObject (see
+    /// [`Inner::version_is_locked`] for why not GetObjectRetention).
     async fn current_retention(&self, key: &str) -> StorageResult<Option<Retention>> {
-        let out = self
+        let h = self.head_raw(key).await?;
+        let mode = match h.object_lock_mode() {
+            Some(ObjectLockMode::Compliance) => LockMode::Compliance,
+            Some(ObjectLockMode::Governance) => LockMode::Governance,
+            _ => return Ok(None),
+        };
+        let Some(until) = h.object_lock_retain_until_date() else {
+            return Ok(None);
+        };
+        let until = Utc
+            .timestamp_opt(until.secs(), 0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Ok(Some(Retention { mode, until }))
+    }
+
+    /// Extend (never shorten) the retention of `key`.
+    pub async fn extend_retention_key(&self, key: &str, retention: Retention) -> StorageResult<()> {
+        let inner = self;
+        let key = key.to_string();
+        let current = inner.current_retention(&key).await?;
+        let wanted = match current {
+            None => retention,
+            Some(cur) => Retention {
+                mode: if cur.mode == LockMode::Compliance || retention.mode == LockMode::Compliance
+                {
+                    LockMode::Compliance
+                } else {
+                    LockMode::Governance
+                },
+                until: cur.until.max(retention.until),
+            },
+        };
+        let same =
+            |c: Retention| c.mode == wanted.mode && c.until.timestamp() >= wanted.until.timestamp();
+        if current.is_some_and(same) {
+            return Ok(()); // already at least as long and as strict
+        }
+        let body = ObjectLockRetention::builder()
+            .mode(ObjectLockRetentionMode::from(wanted.mode.as_str()))
+            .retain_until_date(s3_date(wanted.until))
+            .build();
+        let out = inner
             .retrier
-            .run(Some(self.cfg.request_timeout), || async {
-                self.client
-                    .get_object_retention()
-                    .bucket(&self.cfg.bucket)
-                    .key(key)
+            .run(Some(inner.cfg.request_timeout), || async {
+                inner
+                    .client
+                    .put_object_retention()
+                    .bucket(&inner.cfg.bucket)
+                    .key(&key)
+                    .retention(body.clone())
                     .send()
                     .await
+                    .map(|_| ())
                     .map_err(Failure::from_sdk)
             })
             .await;
         match out.result {
-            Ok(r) => {
-                let Some(ret) = r.retention() else {
-                    return Ok(None);
-                };
-                let mode = match ret.mode() {
-                    Some(ObjectLockRetentionMode::Compliance) => LockMode::Compliance,
-                    Some(ObjectLockRetentionMode::Governance) => LockMode::Governance,
-                    _ => return Ok(None),
-                };
-                let Some(until) = ret.retain_until_date() else {
-                    return Ok(None);
-                };
-                let until = Utc
-                    .timestamp_opt(until.secs(), 0)
-                    .single()
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
-                Ok(Some(Retention { mode, until }))
-            }
-            Err(ref f)
-                if f.code_is("NoSuchObjectLockConfiguration")
-                    || f.code_is("ObjectLockConfigurationNotFoundError") =>
-            {
-                Ok(None)
-            }
+            Ok(()) => Ok(()),
+            Err(_) => Err(inner.to_error(Op::Retention, &key, &out)),
+        }
+    }
+
+    /// Place or release the legal hold of `key`.
+    pub async fn set_legal_hold_key(&self, key: &str, on: bool) -> StorageResult<()> {
+        let inner = self;
+        let key = key.to_string();
+        let status = if on {
+            ObjectLockLegalHoldStatus::On
+        } else {
+            ObjectLockLegalHoldStatus::Off
+        };
+        let hold = ObjectLockLegalHold::builder().status(status).build();
+        let out = inner
+            .retrier
+            .run(Some(inner.cfg.request_timeout), || async {
+                inner
+                    .client
+                    .put_object_legal_hold()
+                    .bucket(&inner.cfg.bucket)
+                    .key(&key)
+                    .legal_hold(hold.clone())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(Failure::from_sdk)
+            })
+            .await;
+        match out.result {
+            Ok(()) => Ok(()),
             Err(ref f) if f.code_is("InvalidRequest") => {
-                self.check_lock_ready().await?;
-                Err(self.to_error(Op::Retention, key, &out))
+                inner.check_lock_ready().await?;
+                Err(inner.to_error(Op::LegalHold, &key, &out))
             }
-            Err(_) => Err(self.to_error(Op::Retention, key, &out)),
+            Err(_) => Err(inner.to_error(Op::LegalHold, &key, &out)),
         }
     }
 }
@@ -858,6 +912,7 @@ impl Backend for S3Backend {
             self.check_lock_ready().await?;
         }
         let class = inner.storage_class(kind, opts);
+        let _writing = inner.writing.lock(&key).await;
         let put_id = format!("{:032x}", rand::random::<u128>());
         if data.len() > inner.cfg.multipart_threshold {
             crate::multipart::put(self, &key, data, class, opts, &put_id).await
@@ -1052,83 +1107,13 @@ impl Backend for S3Backend {
         name: &str,
         retention: Retention,
     ) -> StorageResult<()> {
-        let inner = &self.inner;
-        let key = inner.key(kind, name);
-        let current = inner.current_retention(&key).await?;
-        let wanted = match current {
-            None => retention,
-            Some(cur) => Retention {
-                mode: if cur.mode == LockMode::Compliance || retention.mode == LockMode::Compliance
-                {
-                    LockMode::Compliance
-                } else {
-                    LockMode::Governance
-                },
-                until: cur.until.max(retention.until),
-            },
-        };
-        let same =
-            |c: Retention| c.mode == wanted.mode && c.until.timestamp() >= wanted.until.timestamp();
-        if current.is_some_and(same) {
-            return Ok(()); // already at least as long and as strict
-        }
-        let body = ObjectLockRetention::builder()
-            .mode(ObjectLockRetentionMode::from(wanted.mode.as_str()))
-            .retain_until_date(s3_date(wanted.until))
-            .build();
-        let out = inner
-            .retrier
-            .run(Some(inner.cfg.request_timeout), || async {
-                inner
-                    .client
-                    .put_object_retention()
-                    .bucket(&inner.cfg.bucket)
-                    .key(&key)
-                    .retention(body.clone())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(Failure::from_sdk)
-            })
-            .await;
-        match out.result {
-            Ok(()) => Ok(()),
-            Err(_) => Err(inner.to_error(Op::Retention, &key, &out)),
-        }
+        let key = self.inner.key(kind, name);
+        self.inner.extend_retention_key(&key, retention).await
     }
 
     async fn set_legal_hold(&self, kind: ObjectKind, name: &str, on: bool) -> StorageResult<()> {
-        let inner = &self.inner;
-        let key = inner.key(kind, name);
-        let status = if on {
-            ObjectLockLegalHoldStatus::On
-        } else {
-            ObjectLockLegalHoldStatus::Off
-        };
-        let hold = ObjectLockLegalHold::builder().status(status).build();
-        let out = inner
-            .retrier
-            .run(Some(inner.cfg.request_timeout), || async {
-                inner
-                    .client
-                    .put_object_legal_hold()
-                    .bucket(&inner.cfg.bucket)
-                    .key(&key)
-                    .legal_hold(hold.clone())
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(Failure::from_sdk)
-            })
-            .await;
-        match out.result {
-            Ok(()) => Ok(()),
-            Err(ref f) if f.code_is("InvalidRequest") => {
-                self.check_lock_ready().await?;
-                Err(inner.to_error(Op::LegalHold, &key, &out))
-            }
-            Err(_) => Err(inner.to_error(Op::LegalHold, &key, &out)),
-        }
+        let key = self.inner.key(kind, name);
+        self.inner.set_legal_hold_key(&key, on).await
     }
 
     async fn archive_state(&self, kind: ObjectKind, name: &str) -> StorageResult<ArchiveState> {

@@ -43,6 +43,10 @@ pub(crate) struct Failure {
     pub bucket_region: Option<String>,
     /// `Content-Range` of the response, if any (416 answers carry the size).
     pub content_range: Option<String>,
+    /// The start of the response body of a service error, when it is text.
+    /// Some S3-compatible servers answer `200` with a body the SDK cannot
+    /// parse; callers that can read what they need from it do.
+    pub raw_body: Option<String>,
 }
 
 impl fmt::Display for Failure {
@@ -68,13 +72,16 @@ impl Failure {
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
         let detail = DisplayErrorContext(&err).to_string();
-        let (status, bucket_region, content_range) = match err.raw_response() {
+        let (status, bucket_region, content_range, raw_body) = match err.raw_response() {
             Some(r) => (
                 Some(r.status().as_u16()),
                 r.headers().get("x-amz-bucket-region").map(str::to_string),
                 r.headers().get("content-range").map(str::to_string),
+                r.body()
+                    .bytes()
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(4096)]).into_owned()),
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let kind = match &err {
             SdkError::ServiceError(_) => FailureKind::Service,
@@ -109,6 +116,7 @@ impl Failure {
             detail,
             bucket_region,
             content_range,
+            raw_body,
         }
     }
 
@@ -122,6 +130,7 @@ impl Failure {
             detail: detail.into(),
             bucket_region: None,
             content_range: None,
+            raw_body: None,
         }
     }
 
@@ -197,6 +206,7 @@ mod tests {
             detail: String::new(),
             bucket_region: None,
             content_range: None,
+            raw_body: None,
         }
     }
 

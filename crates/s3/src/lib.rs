@@ -24,6 +24,7 @@ pub mod backend;
 mod client;
 pub mod config;
 mod failure;
+mod keylock;
 pub mod multipart;
 pub mod retry;
 

@@ -9,12 +9,14 @@
 //! 4. `CompleteMultipartUpload` with `If-None-Match: *`: the atomic
 //!    write-once guard; a `412` is [`StorageError::AlreadyExists`].
 //!
-//! Any failure aborts the upload (`AbortMultipartUpload`), and so does
-//! dropping the future mid-way (a guard spawns the abort), so no parts are
-//! left behind to be billed. One case cannot be cleaned up: a
-//! `CreateMultipartUpload` whose answer was lost leaves an upload we never
-//! learn the id of; a bucket lifecycle rule `AbortIncompleteMultipartUpload`
-//! (e.g. after 7 days) covers it.
+//! Any failure aborts the upload (`AbortMultipartUpload`, retried), and so
+//! does dropping the future mid-way (a guard spawns the abort), so no parts
+//! are left behind to be billed. A `CreateMultipartUpload` whose answer was
+//! lost leaves an upload we never learn the id of: after such a retry, the
+//! other uploads of that exact key are listed and aborted once ours is done
+//! (another process uploading the very same key at that moment would lose
+//! its upload and fail, never corrupt anything). What a crash leaves is for
+//! a bucket lifecycle rule `AbortIncompleteMultipartUpload` (e.g. 7 days).
 
 use std::sync::Arc;
 
@@ -23,7 +25,6 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockLegalHoldStatus,
     ObjectLockMode, StorageClass,
 };
-use aws_sdk_s3::Client;
 use bytes::Bytes;
 use holdfast_storage::{PutOptions, StorageError, StorageResult};
 use tokio::task::JoinSet;
@@ -37,8 +38,7 @@ const MAX_PARTS: usize = 10_000;
 
 /// Aborts the upload when dropped while still armed (error or cancellation).
 struct AbortGuard {
-    client: Client,
-    bucket: String,
+    backend: S3Backend,
     key: String,
     upload_id: String,
     armed: bool,
@@ -47,14 +47,7 @@ struct AbortGuard {
 impl AbortGuard {
     async fn abort_now(mut self) {
         self.armed = false;
-        let _ = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&self.upload_id)
-            .send()
-            .await;
+        abort(&self.backend, &self.key, &self.upload_id).await;
     }
 }
 
@@ -64,17 +57,35 @@ impl Drop for AbortGuard {
             return;
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let req = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(&self.upload_id);
-            rt.spawn(async move {
-                let _ = req.send().await;
-            });
+            let (backend, key, id) = (
+                self.backend.clone(),
+                self.key.clone(),
+                self.upload_id.clone(),
+            );
+            rt.spawn(async move { abort(&backend, &key, &id).await });
         }
     }
+}
+
+/// AbortMultipartUpload, retried like any request; best effort (a failure
+/// leaves parts for the bucket's lifecycle rule to clean).
+async fn abort(backend: &S3Backend, key: &str, upload_id: &str) {
+    let inner = &backend.inner;
+    let _ = inner
+        .retrier
+        .run(Some(inner.cfg.request_timeout), || async {
+            inner
+                .client
+                .abort_multipart_upload()
+                .bucket(&inner.cfg.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(Failure::from_sdk)
+        })
+        .await;
 }
 
 /// Part size for `len` bytes: the configured size, grown if needed to stay
@@ -131,6 +142,10 @@ pub(crate) async fn put(
             async move { req.send().await.map_err(Failure::from_sdk) }
         })
         .await;
+    // A lost answer to CreateMultipartUpload leaves an upload we never
+    // learn the id of; after such a retry, abort any other upload of this
+    // exact key (the key lock keeps this process's writers out of the way).
+    let create_ambiguous = out.ambiguous;
     let upload_id = match &out.result {
         Ok(r) => match r.upload_id() {
             Some(id) => id.to_string(),
@@ -141,19 +156,41 @@ pub(crate) async fn put(
                 })
             }
         },
-        Err(_) => return Err(inner.to_error(Op::Put, key, &out)),
+        Err(_) => {
+            if create_ambiguous {
+                abort_strays(backend, key, None).await;
+            }
+            return Err(inner.to_error(Op::Put, key, &out));
+        }
     };
+    let result = upload_and_complete(backend, key, data, opts, put_id, &upload_id).await;
+    if create_ambiguous {
+        abort_strays(backend, key, Some(&upload_id)).await;
+    }
+    result
+}
+
+/// Steps 3 and 4: parts, then the conditional Complete.
+async fn upload_and_complete(
+    backend: &S3Backend,
+    key: &str,
+    data: Bytes,
+    opts: &PutOptions,
+    put_id: &str,
+    upload_id: &str,
+) -> StorageResult<()> {
+    let inner = &backend.inner;
+    let cfg = &inner.cfg;
     let guard = AbortGuard {
-        client: inner.client.clone(),
-        bucket: cfg.bucket.clone(),
+        backend: backend.clone(),
         key: key.to_string(),
-        upload_id: upload_id.clone(),
+        upload_id: upload_id.to_string(),
         armed: true,
     };
 
     // 3. Parts, concurrently; the backend's semaphore bounds the requests.
     let size = part_size(cfg.multipart_part_size, data.len());
-    let upload_id = Arc::new(upload_id);
+    let upload_id: Arc<str> = Arc::from(upload_id);
     let mut tasks = JoinSet::new();
     for (i, start) in (0..data.len()).step_by(size).enumerate() {
         let part = data.slice(start..(start + size).min(data.len()));
@@ -195,7 +232,7 @@ pub(crate) async fn put(
                 .complete_multipart_upload()
                 .bucket(&cfg.bucket)
                 .key(key)
-                .upload_id(upload_id.as_str())
+                .upload_id(&*upload_id)
                 .multipart_upload(completed.clone())
                 .if_none_match("*");
             async move { req.send().await.map(|_| ()).map_err(Failure::from_sdk) }
@@ -204,10 +241,52 @@ pub(crate) async fn put(
     if out.result.is_ok() {
         let mut guard = guard;
         guard.armed = false;
-        return Ok(());
+        return ensure_lock(backend, key, opts).await;
     }
     guard.abort_now().await;
     inner.finish_put(key, put_id, out).await
+}
+
+/// Abort every in-progress upload of exactly `key` except `ours`. Best effort.
+async fn abort_strays(backend: &S3Backend, key: &str, ours: Option<&str>) {
+    let inner = &backend.inner;
+    let out = inner
+        .retrier
+        .run(Some(inner.cfg.request_timeout), || async {
+            inner
+                .client
+                .list_multipart_uploads()
+                .bucket(&inner.cfg.bucket)
+                .prefix(key)
+                .send()
+                .await
+                .map_err(Failure::from_sdk)
+        })
+        .await;
+    let Ok(list) = out.result else {
+        return;
+    };
+    for u in list.uploads() {
+        match (u.key(), u.upload_id()) {
+            (Some(k), Some(id)) if k == key && Some(id) != ours => abort(backend, key, id).await,
+            _ => {}
+        }
+    }
+}
+
+/// Make sure the Object Lock settings asked for at creation are on the
+/// completed object. S3 applies them from CreateMultipartUpload, but some
+/// S3-compatible servers (moto among them) drop them there; a lock the
+/// caller asked for must not silently be missing, so check and set it.
+async fn ensure_lock(backend: &S3Backend, key: &str, opts: &PutOptions) -> StorageResult<()> {
+    let inner = &backend.inner;
+    if let Some(r) = opts.retention {
+        inner.extend_retention_key(key, r).await?;
+    }
+    if opts.legal_hold {
+        inner.set_legal_hold_key(key, true).await?;
+    }
+    Ok(())
 }
 
 async fn upload_part(
