@@ -132,12 +132,12 @@ impl Dsn {
         let mut config = self.config.clone();
         config.application_name("holdfast");
         let target = self.display();
-        let (client, connection) = rt
-            .block_on(config.connect(NoTls))
-            .map_err(|e| PgError::Connect {
-                target: target.clone(),
-                detail: describe_pg_error(&e),
-            })?;
+        let (client, connection) =
+            rt.block_on(config.connect(NoTls))
+                .map_err(|e| PgError::Connect {
+                    target: target.clone(),
+                    detail: describe_pg_error(&e),
+                })?;
         rt.spawn(async move {
             // Errors surface on the client's next query; nothing to add here.
             let _ = connection.await;

@@ -150,8 +150,9 @@ pub(crate) fn lay_out(
                         .ok_or_else(|| {
                             PgError::Invalid(format!("symlink {} has no target", path.display()))
                         })?;
-                    std::os::unix::fs::symlink(&target, &path)
-                        .map_err(|e| PgError::io(format!("creating symlink {}", path.display()), e))?;
+                    std::os::unix::fs::symlink(&target, &path).map_err(|e| {
+                        PgError::io(format!("creating symlink {}", path.display()), e)
+                    })?;
                     if opts.chown {
                         let _ = std::os::unix::fs::lchown(&path, Some(node.uid), Some(node.gid));
                     }
@@ -162,7 +163,7 @@ pub(crate) fn lay_out(
         }
     }
     // Biggest first, so one huge relation segment does not start last.
-    files.sort_by(|a, b| b.node.size.cmp(&a.node.size));
+    files.sort_by_key(|f| std::cmp::Reverse(f.node.size));
     stats.files = files.len() as u64;
     stats.bytes = files.iter().map(|f| f.node.size).sum();
     let queue = Arc::new(Mutex::new(VecDeque::from(files)));

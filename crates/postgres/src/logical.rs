@@ -53,6 +53,8 @@ pub struct LogicalBackupOptions {
     /// Record exact per-table row counts (a `count(*)` per table in the
     /// dump's snapshot). Costs a scan of each table.
     pub row_counts: bool,
+    /// Chunk sizes for the dump stream.
+    pub chunker: ChunkerParams,
 }
 
 impl Default for LogicalBackupOptions {
@@ -64,8 +66,22 @@ impl Default for LogicalBackupOptions {
             tools: PgTools::discover(),
             globals: true,
             row_counts: true,
+            chunker: dump_chunker_from_env().unwrap_or(ChunkerParams::DATABASE),
         }
     }
+}
+
+/// `HOLDFAST_PG_DUMP_CHUNK=min,avg,max` (bytes) overrides the dump chunk
+/// sizes, for benchmarking.
+fn dump_chunker_from_env() -> Option<ChunkerParams> {
+    let v = std::env::var("HOLDFAST_PG_DUMP_CHUNK").ok()?;
+    let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    let p = ChunkerParams {
+        min: *n.first()?,
+        avg: *n.get(1)?,
+        max: *n.get(2)?,
+    };
+    p.validate().ok().map(|_| p)
 }
 
 /// Per-database facts recorded in `Snapshot.meta["databases"]`.
@@ -162,15 +178,19 @@ pub fn backup_logical(
     if !globals_meta.is_null() {
         meta.insert("globals".into(), globals_meta);
     }
-    meta.insert("dump_format".into(), "custom, uncompressed (pg_dump -Fc -Z0)".into());
+    meta.insert(
+        "dump_chunker".into(),
+        serde_json::to_value(opts.chunker).map_err(|e| PgError::Invalid(e.to_string()))?,
+    );
+    meta.insert(
+        "dump_format".into(),
+        "custom, uncompressed (pg_dump -Fc -Z0)".into(),
+    );
     let snapshot = Snapshot {
         time,
         hostname: holdfast_repo::hostname(),
         username: holdfast_repo::username(),
-        source: opts
-            .source
-            .clone()
-            .unwrap_or_else(|| default_source(dsn)),
+        source: opts.source.clone().unwrap_or_else(|| default_source(dsn)),
         kind: KIND_LOGICAL.into(),
         tags: opts.tags.clone(),
         paths: databases.clone(),
@@ -248,7 +268,12 @@ fn dump_one(
     let client = dsn.connect(&rt)?;
     rt.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         .map_err(|e| PgError::query("starting the dump transaction", e))?;
-    let snap = query_one(&rt, &client, "SELECT pg_export_snapshot()", "exporting a snapshot")?;
+    let snap = query_one(
+        &rt,
+        &client,
+        "SELECT pg_export_snapshot()",
+        "exporting a snapshot",
+    )?;
     let row = rt
         .block_on(client.query_one(
             "SELECT pg_database_size(current_database()), pg_encoding_to_char(encoding) \
@@ -309,7 +334,10 @@ fn dump_one(
                     Err(e) => {
                         return (
                             client,
-                            Err(PgError::query(format!("counting rows of {schema}.{table}"), e)),
+                            Err(PgError::query(
+                                format!("counting rows of {schema}.{table}"),
+                                e,
+                            )),
                         )
                     }
                 }
@@ -318,7 +346,7 @@ fn dump_one(
         })
     };
 
-    let streamed = writer.write_stream(stdout, ChunkerParams::DATABASE, repo.gear());
+    let streamed = writer.write_stream(stdout, opts.chunker, repo.gear());
     let (ids, bytes) = match streamed {
         Ok((ids, bytes, _stdout)) => match running.finish() {
             Ok(_) => (ids, bytes),
@@ -526,7 +554,10 @@ pub fn restore_logical(
     if create {
         let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(target));
         if !info.encoding.is_empty() {
-            sql.push_str(&format!(" ENCODING '{}'", info.encoding.replace('\'', "''")));
+            sql.push_str(&format!(
+                " ENCODING '{}'",
+                info.encoding.replace('\'', "''")
+            ));
         }
         rt.block_on(admin.batch_execute(&sql))
             .map_err(|e| PgError::query(format!("creating database {target}"), e))?;
@@ -536,7 +567,10 @@ pub fn restore_logical(
     let mut env = dsn.tool_env();
     env.retain(|(k, _)| k != "PGDATABASE");
     let mut args = vec![
-        format!("--dbname=dbname='{}'", target.replace('\\', "\\\\").replace('\'', "\\'")),
+        format!(
+            "--dbname=dbname='{}'",
+            target.replace('\\', "\\\\").replace('\'', "\\'")
+        ),
         "--exit-on-error".to_string(),
         "--no-password".to_string(),
     ];
@@ -568,8 +602,12 @@ pub fn restore_logical(
         fed.map_err(|e| PgError::io("streaming the dump into pg_restore", e))?;
     } else {
         let tmp = match &opts.temp_dir {
-            Some(d) => tempfile::Builder::new().prefix("holdfast-restore-").tempfile_in(d),
-            None => tempfile::Builder::new().prefix("holdfast-restore-").tempfile(),
+            Some(d) => tempfile::Builder::new()
+                .prefix("holdfast-restore-")
+                .tempfile_in(d),
+            None => tempfile::Builder::new()
+                .prefix("holdfast-restore-")
+                .tempfile(),
         }
         .map_err(|e| PgError::io("creating a temporary file for the parallel restore", e))?;
         {
@@ -634,7 +672,11 @@ pub fn table_row_counts(
         .collect();
     let mut out = BTreeMap::new();
     for (s, t) in tables {
-        let sql = format!("SELECT count(*) FROM {}.{}", quote_ident(&s), quote_ident(&t));
+        let sql = format!(
+            "SELECT count(*) FROM {}.{}",
+            quote_ident(&s),
+            quote_ident(&t)
+        );
         let r = rt
             .block_on(c.query_one(&sql, &[]))
             .map_err(|e| PgError::query(format!("counting rows of {s}.{t}"), e))?;

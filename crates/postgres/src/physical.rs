@@ -76,7 +76,7 @@ impl Default for PhysicalBackupOptions {
         let block_size = std::env::var("HOLDFAST_PG_BLOCK_SIZE")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|b| *b >= 8192 && b % 8192 == 0)
+            .filter(|b| *b >= 8192 && b.is_multiple_of(8192))
             .unwrap_or(DEFAULT_BLOCK_SIZE);
         PhysicalBackupOptions {
             pgdata: None,
@@ -127,7 +127,10 @@ struct WalkDir {
 enum WalkEntry {
     Dir(WalkDir),
     /// A leaf node; for files to read, `read` indexes `to_read`.
-    Leaf { node: Node, read: Option<usize> },
+    Leaf {
+        node: Node,
+        read: Option<usize>,
+    },
 }
 
 struct ToRead {
@@ -188,10 +191,11 @@ impl Walker<'_> {
             let child_rel = rel.join(&name);
             // Tablespace links and a linked pg_wal are followed: the tree
             // holds their contents as directories.
-            let follow = lmd.file_type().is_symlink()
-                && (rel_s == "pg_tblspc" || (top && nb == b"pg_wal"));
+            let follow =
+                lmd.file_type().is_symlink() && (rel_s == "pg_tblspc" || (top && nb == b"pg_wal"));
             let md = if follow {
-                fs::metadata(&path).map_err(|e| PgError::io(format!("stat {}", path.display()), e))?
+                fs::metadata(&path)
+                    .map_err(|e| PgError::io(format!("stat {}", path.display()), e))?
             } else {
                 lmd
             };
@@ -356,7 +360,7 @@ pub fn backup_physical(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = Utc::now();
-    if opts.block_size < 8192 || opts.block_size % 8192 != 0 {
+    if opts.block_size < 8192 || !opts.block_size.is_multiple_of(8192) {
         return Err(PgError::Invalid(format!(
             "block size {} is not a multiple of 8 KiB",
             opts.block_size
@@ -416,14 +420,11 @@ pub fn backup_physical(
 
     // Parent: the newest physical snapshot of this cluster.
     let parent = if opts.incremental {
-        repo.snapshots()?
-            .into_iter()
-            .filter(|s| {
-                s.snapshot.kind == KIND_PHYSICAL
-                    && s.snapshot.meta.get("system_identifier")
-                        == Some(&serde_json::Value::String(sysid.to_string()))
-            })
-            .next_back()
+        repo.snapshots()?.into_iter().rfind(|s| {
+            s.snapshot.kind == KIND_PHYSICAL
+                && s.snapshot.meta.get("system_identifier")
+                    == Some(&serde_json::Value::String(sysid.to_string()))
+        })
     } else {
         None
     };
@@ -549,12 +550,19 @@ pub fn backup_physical(
         if let WalkEntry::Dir(d) = e {
             if d.node.as_ref().map(|n| n.name.0.as_slice()) == Some(b"pg_wal") {
                 for n in wal_nodes.drain(..) {
-                    d.entries.push(WalkEntry::Leaf { node: n, read: None });
+                    d.entries.push(WalkEntry::Leaf {
+                        node: n,
+                        read: None,
+                    });
                 }
                 let status = pgdata.join("pg_wal").join("archive_status");
                 if let Ok(md) = fs::metadata(&status) {
                     d.entries.push(WalkEntry::Dir(WalkDir {
-                        node: Some(fstree::node_from_meta(b"archive_status", NodeKind::Dir, &md)),
+                        node: Some(fstree::node_from_meta(
+                            b"archive_status",
+                            NodeKind::Dir,
+                            &md,
+                        )),
                         entries: Vec::new(),
                     }));
                 }
@@ -622,7 +630,9 @@ pub fn backup_physical(
 
 fn root_owner(p: &Path) -> (u32, u32) {
     use std::os::unix::fs::MetadataExt;
-    fs::metadata(p).map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
+    fs::metadata(p)
+        .map(|m| (m.uid(), m.gid()))
+        .unwrap_or((0, 0))
 }
 
 fn fetch_archived(repo: &Repository, cluster: u64, name: &str) -> Result<Vec<u8>> {
@@ -632,7 +642,10 @@ fn fetch_archived(repo: &Repository, cluster: u64, name: &str) -> Result<Vec<u8>
              raise wal_keep_size or enable archiving with holdfast wal-push"
         ))
     })?;
-    if m.blobs.first().is_some_and(|b| repo.index().get(b).is_none()) {
+    if m.blobs
+        .first()
+        .is_some_and(|b| repo.index().get(b).is_none())
+    {
         repo.load_index()?;
     }
     let mut out = Vec::with_capacity(m.size as usize);
@@ -693,11 +706,7 @@ pub struct PhysicalRestoreReport {
 /// A `restore_command` running `program wal-fetch %f %p` with the
 /// repository location and password file in its environment (the server
 /// process has neither on its own).
-pub fn restore_command(
-    program: &Path,
-    env: &[(&str, &str)],
-    cluster: Option<u64>,
-) -> String {
+pub fn restore_command(program: &Path, env: &[(&str, &str)], cluster: Option<u64>) -> String {
     let mut s = String::new();
     for (k, v) in env {
         s.push_str(&format!("{k}={} ", shell_quote(v)));
@@ -714,8 +723,7 @@ pub fn restore_command(
 /// Quote for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@,+".contains(&b))
     {
         s.to_string()
@@ -757,7 +765,11 @@ fn check_archive(
     let stop = wal::segment_number(stop_wal, seg_size)
         .ok_or_else(|| PgError::Invalid(format!("bad stop WAL name {stop_wal}")))?;
     let segments = wal::archived_segments(repo, cluster, seg_size)?;
-    let timeline = snap.meta.get("timeline").and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+    let timeline = snap
+        .meta
+        .get("timeline")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(1) as u32;
     let mut n = stop + 1;
     let mut last_present = stop_wal.to_string();
     loop {
@@ -849,8 +861,16 @@ pub fn restore_physical(
         Err(e) => return Err(PgError::io(format!("reading {}", datadir.display()), e)),
     }
     let chown = fstree::effective_uid_is_root();
-    let uid = s.meta.get("datadir_uid").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
-    let gid = s.meta.get("datadir_gid").and_then(|v| v.as_u64()).unwrap_or(0) as u32;
+    let uid = s
+        .meta
+        .get("datadir_uid")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
+    let gid = s
+        .meta
+        .get("datadir_gid")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0) as u32;
     let stats = fstree::lay_out(
         repo,
         &s.tree,
@@ -949,7 +969,10 @@ pub fn recovery_points(
     for c in wal::archived_clusters(repo)? {
         clusters.insert(c, None);
     }
-    for s in snapshots.iter().filter(|s| s.snapshot.kind == KIND_PHYSICAL) {
+    for s in snapshots
+        .iter()
+        .filter(|s| s.snapshot.kind == KIND_PHYSICAL)
+    {
         if let Some(c) = snapshot_cluster(&s.snapshot) {
             let e = clusters.entry(c).or_insert(None);
             if e.is_none_or(|prev| prev.snapshot.time <= s.snapshot.time) {
@@ -997,10 +1020,13 @@ pub fn recovery_points(
                         p.latest_recoverable_time = Some(m.archived_at);
                     }
                 }
-                let tl = s.snapshot.meta.get("timeline").and_then(|v| v.as_u64()).unwrap_or(1);
-                p.wal_gap_at = chain
-                    .gap
-                    .map(|n| wal::segment_name(tl as u32, n, seg_size));
+                let tl = s
+                    .snapshot
+                    .meta
+                    .get("timeline")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(1);
+                p.wal_gap_at = chain.gap.map(|n| wal::segment_name(tl as u32, n, seg_size));
             }
         }
         out.push(p);

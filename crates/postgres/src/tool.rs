@@ -35,7 +35,11 @@ pub(crate) fn spawn(
     let mut cmd = Command::new(path);
     cmd.args(args)
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(if stdout { Stdio::piped() } else { Stdio::null() })
+        .stdout(if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);

@@ -207,7 +207,12 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
     }
 }
 
-fn same_or_conflict(existing: &WalManifest, name: &str, hash: &str, size: u64) -> Result<PushOutcome> {
+fn same_or_conflict(
+    existing: &WalManifest,
+    name: &str,
+    hash: &str,
+    size: u64,
+) -> Result<PushOutcome> {
     if existing.blake3 == hash && existing.size == size {
         Ok(PushOutcome::AlreadyArchived)
     } else {
@@ -244,7 +249,10 @@ pub fn wal_fetch(
             repo.load_index()?;
         }
     }
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".holdfast-wal-")
         .tempfile_in(dir)
@@ -292,7 +300,11 @@ pub fn segment_number(name: &str, segment_size: u64) -> Option<u64> {
 /// Segment file name of a linear number on a timeline.
 pub fn segment_name(timeline: u32, number: u64, segment_size: u64) -> String {
     let per_log = 0x1_0000_0000u64 / segment_size.max(1);
-    format!("{timeline:08X}{:08X}{:08X}", number / per_log, number % per_log)
+    format!(
+        "{timeline:08X}{:08X}{:08X}",
+        number / per_log,
+        number % per_log
+    )
 }
 
 /// Archived segments of one cluster: linear number -> names (one per timeline).
@@ -363,7 +375,10 @@ mod tests {
     fn segment_numbers_round_trip() {
         let s = DEFAULT_SEGMENT_SIZE;
         assert_eq!(segment_number("000000010000000000000001", s), Some(1));
-        assert_eq!(segment_number("0000000100000001000000FF", s), Some(256 + 255));
+        assert_eq!(
+            segment_number("0000000100000001000000FF", s),
+            Some(256 + 255)
+        );
         assert_eq!(segment_name(1, 256 + 255, s), "0000000100000001000000FF");
         assert_eq!(segment_number("00000002.history", s), None);
         let mut m = BTreeMap::new();

@@ -45,8 +45,8 @@ fn run() -> Result<(), PgError> {
         .map_err(|_| PgError::Invalid("HOLDFAST_REPOSITORY is not set".into()))?;
     let pw_file = std::env::var("HOLDFAST_PASSWORD_FILE")
         .map_err(|_| PgError::Invalid("HOLDFAST_PASSWORD_FILE is not set".into()))?;
-    let password = std::fs::read(&pw_file)
-        .map_err(|e| PgError::io(format!("reading {pw_file}"), e))?;
+    let password =
+        std::fs::read(&pw_file).map_err(|e| PgError::io(format!("reading {pw_file}"), e))?;
     let password = password.strip_suffix(b"\n").unwrap_or(&password).to_vec();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
