@@ -41,22 +41,31 @@ impl Encoder {
 
     /// Encode `data` as flag + body.
     pub fn encode(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(data, &mut out);
+        out
+    }
+
+    /// Append the encoding of `data` (flag + body) to `out`. Used by the
+    /// pack writer to encode straight into the pack buffer: on the backup
+    /// hot path every avoided copy of a 1 MiB chunk counts.
+    pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
         if self.level > 0 && self.worth_compressing(data) {
-            let mut out = Vec::with_capacity(data.len() / 2 + 64);
-            out.push(FLAG_ZSTD);
             let bound = zstd::zstd_safe::compress_bound(data.len());
-            out.resize(1 + bound, 0);
-            if let Ok(n) = self.full.compress_to_buffer(data, &mut out[1..]) {
+            out.push(FLAG_ZSTD);
+            out.resize(start + 1 + bound, 0);
+            if let Ok(n) = self.full.compress_to_buffer(data, &mut out[start + 1..]) {
                 if n < data.len() {
-                    out.truncate(1 + n);
-                    return out;
+                    out.truncate(start + 1 + n);
+                    return;
                 }
             }
+            out.truncate(start);
         }
-        let mut out = Vec::with_capacity(data.len() + 1);
+        out.reserve(data.len() + 1);
         out.push(FLAG_RAW);
         out.extend_from_slice(data);
-        out
     }
 
     fn worth_compressing(&mut self, data: &[u8]) -> bool {
@@ -80,6 +89,15 @@ impl Encoder {
     pub fn level(&self) -> i32 {
         self.level
     }
+}
+
+/// Like [`decode`], consuming the buffer: a raw blob costs no copy.
+pub fn decode_owned(mut encoded: Vec<u8>, raw_len: usize, what: &str) -> Result<Vec<u8>> {
+    if encoded.first() == Some(&FLAG_RAW) {
+        encoded.remove(0);
+        return Ok(encoded);
+    }
+    decode(&encoded, raw_len, what)
 }
 
 /// Decode flag + body back to the data; `what` names the blob for errors.

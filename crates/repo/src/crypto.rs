@@ -14,7 +14,7 @@
 //!   object, which a counter (the blob's offset) guarantees; the number of
 //!   messages under one key stays small.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 
 use crate::error::{RepoError, Result};
@@ -106,6 +106,32 @@ impl ObjectCipher {
                 },
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+    }
+
+    /// Encrypt `buf[start..]` in place and append the tag.
+    pub fn seal_in_place(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
+        let tag = self
+            .aead
+            .encrypt_in_place_detached(&nonce(counter), aad, &mut buf[start..])
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        buf.extend_from_slice(&tag);
+    }
+
+    /// Decrypt and authenticate `buf` (ciphertext || tag) in place; on
+    /// success `buf` holds the plaintext.
+    pub fn open_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
+        self.aead
+            .decrypt_in_place(&nonce(counter), aad, buf)
+            .map_err(|_| RepoError::Corrupt {
+                object: what.to_string(),
+                detail: "authentication failed (the data was modified, truncated or is not from this repository)".into(),
+            })
     }
 
     /// Decrypt and authenticate; `what` names the object for the error.

@@ -70,7 +70,9 @@ pub struct PackWriter {
 impl PackWriter {
     pub fn new(key: &MasterKey, capacity: usize) -> PackWriter {
         let salt = new_salt();
-        let mut buf = Vec::with_capacity(capacity + 64 * 1024);
+        // Room for one more maximal chunk past the target size, so closing a
+        // pack never reallocates (and copies) the whole buffer.
+        let mut buf = Vec::with_capacity(capacity + 9 * 1024 * 1024);
         buf.extend_from_slice(PACK_MAGIC);
         buf.push(PACK_VERSION);
         buf.extend_from_slice(&salt);
@@ -83,14 +85,27 @@ impl PackWriter {
 
     /// Append one encoded blob (flag + body, see `compress`).
     pub fn add(&mut self, blob_type: BlobType, id: Id, encoded: &[u8], raw_len: usize) {
+        self.add_with(blob_type, id, raw_len, |buf| buf.extend_from_slice(encoded));
+    }
+
+    /// Append one blob whose encoding `write` appends to the pack buffer;
+    /// it is then encrypted in place (no intermediate copies).
+    pub fn add_with(
+        &mut self,
+        blob_type: BlobType,
+        id: Id,
+        raw_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let offset = self.buf.len();
-        let sealed = self.cipher.seal(offset as u64, &[blob_type as u8], encoded);
-        self.buf.extend_from_slice(&sealed);
+        write(&mut self.buf);
+        self.cipher
+            .seal_in_place(offset as u64, &[blob_type as u8], &mut self.buf, offset);
         self.entries.push(PackEntry {
             blob_type,
             id,
             offset: offset as u32,
-            length: sealed.len() as u32,
+            length: (self.buf.len() - offset) as u32,
             raw_len: raw_len as u32,
         });
     }

@@ -22,7 +22,7 @@ use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
 use crate::keys::{KdfParams, KeySlot};
 use crate::object;
-use crate::pack::{self, PackInfo};
+use crate::pack::PackInfo;
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
 
@@ -293,8 +293,14 @@ impl Repository {
     pub fn decode_blob(&self, id: &Id, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = format!("blob {} in pack {}", id.short(), loc.pack);
         let cipher = self.key.cipher_for(&loc.salt);
-        let encoded = pack::open_blob(&cipher, loc.blob_type, loc.offset, sealed, &what)?;
-        let data = compress::decode(&encoded, loc.raw_len as usize, &what)?;
+        let mut buf = sealed.to_vec();
+        cipher.open_in_place(
+            u64::from(loc.offset),
+            &[loc.blob_type as u8],
+            &mut buf,
+            &what,
+        )?;
+        let data = compress::decode_owned(buf, loc.raw_len as usize, &what)?;
         if self.key.blob_id(&data) != *id {
             return Err(RepoError::corrupt(what, "content does not hash to its id"));
         }

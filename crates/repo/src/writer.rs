@@ -175,9 +175,10 @@ impl BlobWriter {
             if enc.is_none() {
                 *enc = Some(Encoder::new(s.level)?);
             }
-            let encoded = enc.as_mut().map(|e| e.encode(data)).unwrap_or_default();
             let p = packer.get_or_insert_with(|| PackWriter::new(&s.key, s.pack_size));
-            p.add(blob_type, id, &encoded, data.len());
+            if let Some(e) = enc.as_mut() {
+                p.add_with(blob_type, id, data.len(), |buf| e.encode_into(data, buf));
+            }
             s.count(data.len());
             if p.len() >= s.pack_size {
                 packer.take()
@@ -306,9 +307,10 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
     for job in rx {
         let id = s.key.blob_id(&job.data);
         if s.claim(&id) {
-            let encoded = enc.encode(&job.data);
             let p = packer.get_or_insert_with(|| PackWriter::new(&s.key, s.pack_size));
-            p.add(job.blob_type, id, &encoded, job.data.len());
+            p.add_with(job.blob_type, id, job.data.len(), |buf| {
+                enc.encode_into(&job.data, buf)
+            });
             s.count(job.data.len());
             if p.len() >= s.pack_size {
                 if let Some(full) = packer.take() {
