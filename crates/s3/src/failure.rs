@@ -11,7 +11,7 @@ use std::error::Error as StdError;
 use std::fmt;
 
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// How a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Failure {
     where
         E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
     {
-        let detail = DisplayErrorContext(&err).to_string();
+        let detail = error_chain(&err);
         let (status, bucket_region, content_range, raw_body) = match err.raw_response() {
             Some(r) => (
                 Some(r.status().as_u16()),
@@ -179,6 +179,20 @@ impl Failure {
     pub fn is_access_denied(&self) -> bool {
         self.status == Some(403) && !self.code_is("InvalidObjectState")
     }
+}
+
+/// `outer: cause: root cause`, each level's Display once (no Debug dumps).
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !s.is_empty() && !parts.last().is_some_and(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Does the error's source chain hold an error of type `T`?

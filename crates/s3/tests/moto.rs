@@ -561,6 +561,7 @@ async fn errors_name_what_is_wrong() {
         .await
         .unwrap_err();
     let msg = err.to_string();
+    println!("{msg}");
     assert!(matches!(err, StorageError::Config { .. }), "{err:?}");
     assert!(
         msg.contains("no-such-bucket") && msg.contains("does not exist") && msg.contains("create"),
@@ -579,12 +580,30 @@ async fn errors_name_what_is_wrong() {
         .await
         .unwrap_err();
     let msg = err.to_string();
+    println!("{msg}");
     assert!(matches!(err, StorageError::Config { .. }), "{err:?}");
     assert!(
         msg.contains(&endpoint) && msg.contains("cannot reach"),
         "{msg}"
     );
     assert!(start.elapsed() < Duration::from_secs(10), "fails fast");
+
+    // Credentials the server refuses.
+    let strict = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let err = S3Backend::connect(strict.config("any-bucket", ""))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    println!("{msg}");
+    assert!(
+        matches!(err, StorageError::PermissionDenied { .. }),
+        "{err:?}"
+    );
+    assert!(
+        msg.contains("any-bucket") && msg.contains("credentials") && msg.contains("policy"),
+        "{msg}"
+    );
+    drop(strict);
 
     // Plain HTTP without consent.
     let mut cfg = moto.config("bucket", "");
@@ -598,6 +617,7 @@ async fn errors_name_what_is_wrong() {
     cfg.require_object_lock = true;
     let err = S3Backend::connect(cfg).await.unwrap_err();
     let msg = err.to_string();
+    println!("{msg}");
     assert!(matches!(err, StorageError::Config { .. }), "{err:?}");
     assert!(
         msg.contains("plain") && msg.contains("not versioned") && msg.contains("Object Lock"),
@@ -641,6 +661,7 @@ async fn errors_name_what_is_wrong() {
     cfg.require_object_lock = true;
     let err = S3Backend::connect(cfg).await.unwrap_err();
     let msg = err.to_string();
+    println!("{msg}");
     assert!(
         msg.contains("versioned-only") && msg.contains("does not have Object Lock enabled"),
         "{msg}"

@@ -66,11 +66,18 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Self::start_with_env(&[])
+    }
+
+    /// Start with extra environment variables (e.g. moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=0`, which makes it check credentials).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let bin = moto_binary();
         for _ in 0..5 {
             let port = free_port();
             let mut child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
