@@ -34,6 +34,18 @@ pub struct Global {
     /// No progress and no informational messages.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// S3: custom endpoint (MinIO, Ceph RGW, Garage, R2...).
+    #[arg(long, env = "HOLDFAST_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3: path-style addressing (endpoint/bucket/key).
+    #[arg(long, global = true)]
+    pub s3_path_style: bool,
+    /// S3: allow a plain-HTTP endpoint (test servers, trusted networks).
+    #[arg(long, global = true)]
+    pub s3_allow_http: bool,
+    /// S3: region to sign for (default AWS_REGION, else us-east-1).
+    #[arg(long, global = true)]
+    pub s3_region: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -70,6 +82,31 @@ pub enum Command {
     /// Rebuild repository metadata from the data that is there.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Archive a PostgreSQL WAL file (use as archive_command: holdfast wal-push %p).
+    WalPush(WalPushArgs),
+    /// Fetch an archived WAL file (restore_command: holdfast wal-fetch %f %p);
+    /// exits 9 when the file is not archived.
+    WalFetch(WalFetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// Path of the WAL file (%p).
+    pub path: PathBuf,
+    /// Cluster system identifier (default: from the file or ./global/pg_control).
+    #[arg(long)]
+    pub cluster: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// WAL file name (%f).
+    pub name: String,
+    /// Where to write it (%p).
+    pub dest: PathBuf,
+    /// Cluster system identifier (default: from ./global/pg_control).
+    #[arg(long)]
+    pub cluster: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +120,13 @@ pub struct InitArgs {
     /// zstd level for data (0 disables compression).
     #[arg(long, default_value_t = 3)]
     pub compression: i32,
+    /// S3 Object Lock mode for every object written (needs a bucket with
+    /// Object Lock enabled).
+    #[arg(long, value_parser = ["governance", "compliance"], requires = "lock_days")]
+    pub lock_mode: Option<String>,
+    /// Object Lock retention period in days.
+    #[arg(long, requires = "lock_mode", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub lock_days: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +143,18 @@ pub struct BackupArgs {
     /// Re-read every file instead of trusting the parent snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Logical PostgreSQL backup (pg_dump) of the server at this DSN.
+    #[arg(long, value_name = "DSN", conflicts_with = "postgres_physical")]
+    pub postgres: Option<String>,
+    /// Database to dump with --postgres (repeatable; default: the DSN's, or all).
+    #[arg(long = "database", value_name = "NAME", requires = "postgres")]
+    pub databases: Vec<String>,
+    /// Physical base backup of the cluster at this DSN (run on its host).
+    #[arg(long, value_name = "DSN")]
+    pub postgres_physical: Option<String>,
+    /// Data directory of the cluster (default: the server's data_directory).
+    #[arg(long, value_name = "DIR", requires = "postgres_physical")]
+    pub pgdata: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -125,8 +181,8 @@ pub struct RestoreArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
     /// Directory to restore into.
-    #[arg(long, short)]
-    pub target: PathBuf,
+    #[arg(long, short, required_unless_present_any = ["to_postgres", "to_datadir"])]
+    pub target: Option<PathBuf>,
     /// Restore only this path of the snapshot (repeatable).
     #[arg(long = "include")]
     pub includes: Vec<String>,
@@ -135,6 +191,37 @@ pub struct RestoreArgs {
     pub overwrite: bool,
     #[command(flatten)]
     pub select: SnapshotSelect,
+    /// Restore a logical PostgreSQL snapshot into the server at this DSN.
+    #[arg(long, value_name = "DSN", conflicts_with_all = ["target", "to_datadir"])]
+    pub to_postgres: Option<String>,
+    /// Database to create and restore into (with --to-postgres).
+    #[arg(long, value_name = "NAME", requires = "to_postgres")]
+    pub database: Option<String>,
+    /// Which database of the snapshot (when it holds several).
+    #[arg(long, value_name = "NAME", requires = "to_postgres")]
+    pub from_database: Option<String>,
+    /// Parallel pg_restore jobs.
+    #[arg(long, default_value_t = 1, requires = "to_postgres")]
+    pub jobs: usize,
+    /// Drop and recreate the target database if it exists.
+    #[arg(long, requires = "to_postgres")]
+    pub clean: bool,
+    /// Do not restore object ownership.
+    #[arg(long, requires = "to_postgres")]
+    pub no_owner: bool,
+    /// Restore a physical PostgreSQL snapshot into this (new or empty) data directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "target")]
+    pub to_datadir: Option<PathBuf>,
+    /// Recover to this time (RFC 3339; UTC if no zone) instead of the end of the backup.
+    #[arg(long, value_name = "TIMESTAMP", requires = "to_datadir")]
+    pub until: Option<String>,
+    /// Recover through all archived WAL.
+    #[arg(long, requires = "to_datadir")]
+    pub until_latest: bool,
+    /// Keep archive_mode in the restored cluster (off by default, so a copy
+    /// never archives into the original's archive).
+    #[arg(long, requires = "to_datadir")]
+    pub keep_archiving: bool,
 }
 
 #[derive(Debug, Args)]

@@ -25,15 +25,23 @@ pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
         Command::Init(a) => init(g, &rt, a),
+        Command::Backup(a) if a.postgres.is_some() || a.postgres_physical.is_some() => {
+            crate::postgres::backup(g, &rt, a)
+        }
         Command::Backup(a) => backup_cmd(g, &rt, a),
         Command::Snapshots(a) => snapshots(g, &rt, a),
         Command::Ls(a) => ls(g, &rt, a),
+        Command::Restore(a) if a.to_postgres.is_some() || a.to_datadir.is_some() => {
+            crate::postgres::restore(g, &rt, a)
+        }
         Command::Restore(a) => restore_cmd(g, &rt, a),
         Command::Check(a) => check_cmd(g, &rt, a),
         Command::Key(k) => key(g, &rt, k),
         Command::Stats(a) => stats(g, &rt, a),
         Command::Diff(a) => diff_cmd(g, &rt, a),
         Command::Repair(RepairCommand::Index) => repair_index(g, &rt),
+        Command::WalPush(a) => crate::postgres::wal_push(g, &rt, a),
+        Command::WalFetch(a) => crate::postgres::wal_fetch(g, &rt, a),
     }
 }
 
@@ -63,13 +71,19 @@ fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
 }
 
 fn init(g: &Global, rt: &tokio::runtime::Runtime, a: InitArgs) -> Result<i32> {
-    let b = open::backend(g, rt)?;
+    let b = open::backend_with(g, rt, a.lock_mode.is_some())?;
     let pw = open::password(g, "new repository password: ")?;
     if pw.is_empty() {
         bail!("refusing an empty password");
     }
     let mut cfg = RepoConfig::new();
     cfg.compression_level = a.compression;
+    if let (Some(mode), Some(days)) = (&a.lock_mode, a.lock_days) {
+        cfg.lock = Some(holdfast_repo::config::LockConfig {
+            mode: mode.clone(),
+            days,
+        });
+    }
     let repo = Repository::init(
         b,
         rt.handle().clone(),
@@ -216,8 +230,11 @@ fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Resu
         .into_iter()
         .filter(|s| f.matches(&s.snapshot))
         .collect();
+    let points = crate::postgres::recovery_points(&repo, &list)?;
     if g.json {
-        ui::print_json(&list.iter().map(snapshot_json).collect::<Vec<_>>())?;
+        let mut values: Vec<_> = list.iter().map(snapshot_json).collect();
+        crate::postgres::annotate(&mut values, &list, &points);
+        ui::print_json(&values)?;
         return Ok(exit::OK);
     }
     let mut out = std::io::stdout().lock();
@@ -241,6 +258,8 @@ fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Resu
         )?;
     }
     writeln!(out, "{} snapshot(s)", list.len())?;
+    drop(out);
+    crate::postgres::print_points(&points)?;
     Ok(exit::OK)
 }
 
@@ -315,6 +334,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     repo.load_index()?;
     warn_index_problems(g, &repo);
     let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
+    let target = a.target.clone().context("--target is required")?;
     let progress = Arc::new(Progress::default());
     let bar = Bar::start(
         progress.clone(),
@@ -327,13 +347,13 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         threads: 0,
     };
     let started = std::time::Instant::now();
-    let res = restore::restore(&repo, &snap, &a.target, &opts, &progress);
+    let res = restore::restore(&repo, &snap, &target, &opts, &progress);
     bar.finish();
     let out = res.with_context(|| {
         format!(
             "restoring snapshot {} to {}",
             snap.id.short(),
-            a.target.display()
+            target.display()
         )
     })?;
     for f in &out.failed {
@@ -342,7 +362,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     if g.json {
         ui::print_json(&json!({
             "snapshot": snap.id,
-            "target": a.target,
+            "target": target,
             "restored": out,
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
@@ -350,7 +370,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2}s",
             snap.id.short(),
-            a.target.display(),
+            target.display(),
             out.files,
             out.dirs,
             ui::bytes(out.bytes),

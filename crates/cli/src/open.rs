@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use holdfast_repo::Repository;
+use holdfast_s3::{S3Backend, S3Config};
 use holdfast_storage::local::LocalBackend;
 use holdfast_storage::Backend;
 use tokio::runtime::Runtime;
@@ -24,12 +25,34 @@ pub fn runtime() -> Result<Runtime> {
 }
 
 pub fn backend(g: &Global, rt: &Runtime) -> Result<Arc<dyn Backend>> {
+    backend_with(g, rt, false)
+}
+
+/// The backend for the repository URL; `object_lock` asks an S3 backend to
+/// insist on a bucket with Object Lock (for `init --lock-mode`).
+pub fn backend_with(g: &Global, rt: &Runtime, object_lock: bool) -> Result<Arc<dyn Backend>> {
     let Some(url) = g.repo.as_deref() else {
         bail!("no repository given: pass --repo PATH or set HOLDFAST_REPOSITORY");
     };
-    let _ = rt;
-    if let Some(rest) = url.strip_prefix("s3://") {
-        bail!("s3://{rest}: the S3 backend is not built into this holdfast yet");
+    if url.starts_with("s3://") {
+        let mut cfg = S3Config::from_url(url)?;
+        if let Some(e) = &g.s3_endpoint {
+            cfg.endpoint = Some(e.clone());
+        }
+        if let Some(r) = &g.s3_region {
+            cfg.region = r.clone();
+        }
+        cfg.path_style |= g.s3_path_style;
+        cfg.allow_http |= g.s3_allow_http;
+        cfg.require_object_lock |= object_lock;
+        let b = rt.block_on(S3Backend::connect(cfg))?;
+        if object_lock {
+            rt.block_on(b.check_lock_ready())?;
+        }
+        return Ok(Arc::new(b));
+    }
+    if object_lock {
+        bail!("{url}: Object Lock needs an object store that supports it (an s3:// repository)");
     }
     let path = url.strip_prefix("file://").unwrap_or(url);
     Ok(Arc::new(LocalBackend::new(Path::new(path))))
