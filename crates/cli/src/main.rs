@@ -7,6 +7,7 @@
 mod args;
 mod commands;
 mod open;
+mod postgres;
 mod ui;
 
 use clap::Parser;
@@ -42,6 +43,9 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             return repo_code(r);
         }
         if let Some(SourceError::Repo(r)) = cause.downcast_ref::<SourceError>() {
+            return repo_code(r);
+        }
+        if let Some(holdfast_postgres::PgError::Repo(r)) = cause.downcast_ref() {
             return repo_code(r);
         }
     }

@@ -1,0 +1,326 @@
+//! PostgreSQL commands: logical and physical backups, restores into a
+//! server or a data directory, and the WAL archive commands. The behaviour
+//! lives in `holdfast-postgres`; this module parses, opens and prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use holdfast_postgres::{
+    self as pg, Dsn, LogicalBackupOptions, LogicalRestoreOptions, PgError, PhysicalBackupOptions,
+    PhysicalRestoreOptions, RecoveryTarget,
+};
+use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
+use holdfast_repo::Repository;
+use serde_json::json;
+use tokio::runtime::Runtime;
+
+use crate::args::{BackupArgs, Global, RestoreArgs, WalFetchArgs, WalPushArgs};
+use crate::exit;
+use crate::open;
+use crate::ui;
+
+/// Exit status of `wal-fetch` for a file that is not archived. Any non-zero
+/// status ends archive recovery; a distinct one lets scripts tell "end of
+/// archive" from a broken repository.
+pub const WAL_NOT_FOUND: i32 = 9;
+
+fn info(g: &Global, msg: impl AsRef<str>) {
+    if !g.quiet && !g.json {
+        eprintln!("{}", msg.as_ref());
+    }
+}
+
+/// `holdfast backup --postgres DSN` / `--postgres-physical DSN`.
+pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
+    if !a.paths.is_empty() {
+        bail!("give either paths or --postgres/--postgres-physical, not both");
+    }
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    let out = if let Some(dsn) = &a.postgres {
+        let dsn = Dsn::parse(dsn)?;
+        let opts = LogicalBackupOptions {
+            databases: a.databases.clone(),
+            source: a.source.clone(),
+            tags: a.tags.clone(),
+            ..LogicalBackupOptions::default()
+        };
+        info(g, format!("dumping {} ...", dsn.display()));
+        pg::backup_logical(&repo, &dsn, &opts)?
+    } else if let Some(dsn) = &a.postgres_physical {
+        if !a.databases.is_empty() {
+            bail!("--database applies to logical backups (--postgres); a physical backup covers the whole cluster");
+        }
+        let dsn = Dsn::parse(dsn)?;
+        let opts = PhysicalBackupOptions {
+            pgdata: a.pgdata.clone(),
+            source: a.source.clone(),
+            tags: a.tags.clone(),
+            incremental: !a.force,
+            ..PhysicalBackupOptions::default()
+        };
+        info(g, format!("base backup of {} ...", dsn.display()));
+        pg::backup_physical(&repo, &dsn, &opts)?
+    } else {
+        bail!("internal: no PostgreSQL source");
+    };
+    let s = &out.snapshot.summary;
+    if g.json {
+        ui::print_json(&json!({
+            "snapshot": out.id,
+            "source": out.snapshot.source,
+            "kind": out.snapshot.kind,
+            "summary": s,
+            "meta": out.snapshot.meta,
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "snapshot {} saved ({}, source {}): {} read, {} new data, {} stored in {:.2}s",
+            out.id.short(),
+            out.snapshot.kind,
+            out.snapshot.source,
+            ui::bytes(s.bytes_read),
+            ui::bytes(s.data_added),
+            ui::bytes(s.stored_added),
+            s.duration_secs
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `holdfast restore SNAPSHOT --to-postgres DSN` / `--to-datadir DIR`.
+pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    repo.load_index()?;
+    let mut f = SnapshotFilter {
+        source: a.select.source.clone(),
+        tags: a.select.tags.clone(),
+        kind: None,
+    };
+    if let Some(dsn) = &a.to_postgres {
+        f.kind = Some(pg::KIND_LOGICAL.into());
+        let snap = repo.find_snapshot(&a.snapshot, &f)?;
+        let Some(db) = a.database.clone() else {
+            bail!("--to-postgres needs --database NAME (the database to create)");
+        };
+        let dsn = Dsn::parse(dsn)?;
+        let mut o = LogicalRestoreOptions::new(db);
+        o.source_database = a.from_database.clone();
+        o.jobs = a.jobs.max(1);
+        o.clean = a.clean;
+        o.no_owner = a.no_owner;
+        let rep = pg::restore_logical(&repo, &snap, &dsn, &o)
+            .with_context(|| format!("restoring snapshot {}", snap.id.short()))?;
+        if g.json {
+            ui::print_json(&json!({
+                "snapshot": snap.id,
+                "database": rep.database,
+                "source_database": rep.source_database,
+                "bytes": rep.bytes,
+                "expected_row_counts": rep.expected_row_counts,
+                "seconds": rep.duration_secs,
+            }))?;
+        } else if !g.quiet {
+            println!(
+                "restored database {} of snapshot {} into {} ({}) in {:.2}s",
+                rep.source_database,
+                snap.id.short(),
+                rep.database,
+                ui::bytes(rep.bytes),
+                rep.duration_secs
+            );
+        }
+        return Ok(exit::OK);
+    }
+    let Some(dir) = &a.to_datadir else {
+        bail!("internal: no PostgreSQL restore target");
+    };
+    f.kind = Some(pg::KIND_PHYSICAL.into());
+    let snap = repo.find_snapshot(&a.snapshot, &f)?;
+    let target = match (&a.until, a.until_latest) {
+        (Some(_), true) => bail!("give --until or --until-latest, not both"),
+        (Some(t), false) => RecoveryTarget::Time(parse_time(t)?),
+        (None, true) => RecoveryTarget::Latest,
+        (None, false) => RecoveryTarget::Immediate,
+    };
+    let mut o = PhysicalRestoreOptions::new(target);
+    o.keep_archiving = a.keep_archiving;
+    o.restore_command = Some(restore_command(g, &snap)?);
+    let rep = pg::restore_physical(&repo, &snap, dir, &o).with_context(|| {
+        format!(
+            "restoring snapshot {} to {}",
+            snap.id.short(),
+            dir.display()
+        )
+    })?;
+    if g.json {
+        ui::print_json(&json!({
+            "snapshot": snap.id,
+            "datadir": rep.datadir,
+            "files": rep.files,
+            "bytes": rep.bytes,
+            "cluster": rep.cluster.to_string(),
+            "wal_through": rep.wal_through,
+            "target": format!("{target:?}"),
+            "seconds": rep.duration_secs,
+        }))?;
+    } else if !g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} in {:.2}s; recovery target {}{}",
+            snap.id.short(),
+            dir.display(),
+            rep.files,
+            ui::bytes(rep.bytes),
+            rep.duration_secs,
+            match target {
+                RecoveryTarget::Immediate => "end of backup".to_string(),
+                RecoveryTarget::Latest => "latest archived WAL".to_string(),
+                RecoveryTarget::Time(t) => t.to_rfc3339(),
+            },
+            rep.wal_through
+                .map(|w| format!(" (WAL through {w})"))
+                .unwrap_or_default()
+        );
+        println!(
+            "start the server on {} to replay WAL (pg_ctl -D {} start)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&chrono::Utc));
+        }
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    bail!("cannot read time {s:?}: use RFC 3339, e.g. 2025-01-31T13:45:00Z (times without zone are UTC)")
+}
+
+/// The restore_command the restored server runs: this binary, the
+/// repository and a password file, all absolute, in its environment.
+fn restore_command(g: &Global, snap: &SnapshotEntry) -> Result<String> {
+    let exe = std::env::current_exe().context("finding the holdfast binary")?;
+    let repo = g
+        .repo
+        .as_deref()
+        .context("no repository given")?
+        .to_string();
+    let repo = if repo.contains("://") {
+        repo
+    } else {
+        absolute(Path::new(&repo))?.display().to_string()
+    };
+    let Some(pw) = &g.password_file else {
+        bail!("point-in-time restores need --password-file (or HOLDFAST_PASSWORD_FILE): the server's restore_command reads the repository password from it; it must be readable by the PostgreSQL server user");
+    };
+    let pw = absolute(pw)?.display().to_string();
+    Ok(pg::restore_command(
+        &exe,
+        &[
+            ("HOLDFAST_REPOSITORY", repo.as_str()),
+            ("HOLDFAST_PASSWORD_FILE", pw.as_str()),
+        ],
+        pg::physical::snapshot_cluster(&snap.snapshot),
+    ))
+}
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("current directory")?
+        .join(p))
+}
+
+/// `holdfast wal-push PATH` (archive_command).
+pub fn wal_push(g: &Global, rt: &Runtime, a: WalPushArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let outcome = pg::wal_push(&repo, &a.path, a.cluster)?;
+    if g.json {
+        ui::print_json(&json!({"file": a.path, "outcome": format!("{outcome:?}")}))?;
+    } else if outcome == pg::PushOutcome::AlreadyArchived {
+        info(
+            g,
+            format!(
+                "{} was already archived with identical content",
+                a.path.display()
+            ),
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `holdfast wal-fetch NAME DEST` (restore_command).
+pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    match pg::wal_fetch(&repo, &a.name, &a.dest, a.cluster) {
+        Ok(_) => Ok(exit::OK),
+        Err(e @ PgError::WalNotFound { .. }) => {
+            // Routine at the end of recovery: one line, no "error:" noise.
+            if !g.quiet {
+                eprintln!("holdfast: {e}");
+            }
+            Ok(WAL_NOT_FOUND)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// For `holdfast snapshots`: the recoverable point of every cluster, added
+/// to each physical snapshot's JSON (`cluster_recovery`) and printed after
+/// the table.
+pub fn recovery_points(
+    repo: &Repository,
+    list: &[SnapshotEntry],
+) -> Result<Vec<pg::ClusterRecoveryPoint>> {
+    Ok(pg::recovery_points(repo, list)?)
+}
+
+pub fn annotate(
+    values: &mut [serde_json::Value],
+    list: &[SnapshotEntry],
+    points: &[pg::ClusterRecoveryPoint],
+) {
+    for (v, s) in values.iter_mut().zip(list) {
+        let Some(c) = pg::physical::snapshot_cluster(&s.snapshot) else {
+            continue;
+        };
+        if let (Some(o), Some(p)) = (
+            v.as_object_mut(),
+            points.iter().find(|p| p.cluster == c.to_string()),
+        ) {
+            o.insert("cluster_recovery".into(), json!(p));
+        }
+    }
+}
+
+pub fn print_points(points: &[pg::ClusterRecoveryPoint]) -> Result<()> {
+    for p in points {
+        println!(
+            "cluster {}: latest recoverable point {}{}{}",
+            p.cluster,
+            p.latest_recoverable_time
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "none (no base backup)".into()),
+            p.last_wal_segment
+                .as_ref()
+                .map(|w| format!(", WAL through {w}"))
+                .unwrap_or_default(),
+            p.wal_gap_at
+                .as_ref()
+                .map(|w| format!(", GAP: segment {w} is missing"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The `holdfast` binary against a real PostgreSQL 15 cluster: a logical
+//! round trip and the WAL archive commands.
+
+#[path = "../../postgres/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{Cluster, PASSWORD};
+
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        let dir = common::shared_tempdir();
+        std::fs::write(dir.path().join("pw"), "cli repo password").unwrap();
+        let c = Cli { dir };
+        let out = c.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
+        assert!(out.status.success(), "init: {out:?}");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .env("HOLDFAST_REPOSITORY", self.dir.path().join("repo"))
+            .env("HOLDFAST_PASSWORD_FILE", self.dir.path().join("pw"))
+            .env("HOLDFAST_PG_BINDIR", common::BIN)
+            .args(args)
+            .output()
+            .expect("run holdfast")
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn logical_backup_and_restore_round_trip() {
+    let pg = Cluster::new("");
+    pg.psql("postgres", "CREATE DATABASE shop");
+    pg.psql(
+        "shop",
+        "CREATE TABLE item (id serial PRIMARY KEY, name text, doc jsonb, pic bytea); \
+         INSERT INTO item(name, doc, pic) SELECT 'item ' || g, jsonb_build_object('g', g), decode(md5(g::text), 'hex') \
+         FROM generate_series(1, 5000) g; CREATE VIEW cheap AS SELECT * FROM item WHERE id < 10;",
+    );
+    let before = pg.plain_dump("shop");
+    let cli = Cli::new();
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let out = cli.run(&["--json", "backup", "--postgres", &dsn, "--database", "shop"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&out, "backup")).unwrap();
+    assert_eq!(v["kind"], "postgres-logical");
+    assert_eq!(
+        v["meta"]["databases"]["shop"]["row_counts"]["public.item"],
+        5000
+    );
+
+    let out = cli.run(&["--json", "snapshots"]);
+    let list: serde_json::Value = serde_json::from_str(&ok(&out, "snapshots")).unwrap();
+    assert_eq!(list[0]["kind"], "postgres-logical");
+
+    let out = cli.run(&[
+        "restore",
+        "latest",
+        "--to-postgres",
+        &dsn,
+        "--database",
+        "shop2",
+        "--jobs",
+        "2",
+    ]);
+    ok(&out, "restore");
+    assert_eq!(pg.plain_dump("shop2"), before);
+
+    // Existing non-empty database: refused, with the way out named.
+    let out = cli.run(&[
+        "restore",
+        "latest",
+        "--to-postgres",
+        &dsn,
+        "--database",
+        "shop2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--clean"),
+        "{out:?}"
+    );
+    let out = cli.run(&[
+        "restore",
+        "latest",
+        "--to-postgres",
+        &dsn,
+        "--database",
+        "shop2",
+        "--clean",
+    ]);
+    ok(&out, "restore --clean");
+    assert_eq!(pg.plain_dump("shop2"), before);
+
+    // Wrong password for the server: clear error, non-zero exit, no snapshot.
+    let bad = format!("postgresql://postgres:nope@127.0.0.1:{}/shop", pg.port);
+    let out = cli.run(&["backup", "--postgres", &bad]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains(":nope@"), "password leaked: {err}");
+}
+
+#[test]
+fn wal_push_and_fetch_commands() {
+    let cli = Cli::new();
+    let dir = common::shared_tempdir();
+    let seg = dir.path().join("0000000100000000000000A1");
+    let content: Vec<u8> = (0..1_500_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&seg, &content).unwrap();
+    let seg_s = seg.display().to_string();
+    ok(&cli.run(&["wal-push", "--cluster", "99", &seg_s]), "push");
+    ok(
+        &cli.run(&["wal-push", "--cluster", "99", &seg_s]),
+        "push again (same content)",
+    );
+    std::fs::write(&seg, b"different").unwrap();
+    let out = cli.run(&["wal-push", "--cluster", "99", &seg_s]);
+    assert!(!out.status.success(), "conflicting push must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("different content"));
+
+    let dest = dir.path().join("RECOVERYXLOG");
+    let dest_s = dest.display().to_string();
+    ok(
+        &cli.run(&[
+            "wal-fetch",
+            "--cluster",
+            "99",
+            "0000000100000000000000A1",
+            &dest_s,
+        ]),
+        "fetch",
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), content);
+    let out = cli.run(&[
+        "wal-fetch",
+        "--cluster",
+        "99",
+        "0000000100000000000000A2",
+        &dest_s,
+    ]);
+    assert_eq!(out.status.code(), Some(9), "{out:?}");
+    assert!(Path::new(&dest).exists());
+}
