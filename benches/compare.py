@@ -27,11 +27,13 @@ Exit status: 0 all phases ran and every restore verified; 1 a tool failed or a
 restored tree differs from its source; 2 bad usage or missing prerequisites.
 """
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
 import platform
 import shutil
+import stat
 import statistics
 import subprocess
 import sys
@@ -44,7 +46,8 @@ PASSWORD = "holdfast-bench-password"
 
 PHASES = ("init", "full", "incremental", "restore")
 TABLE_PHASES = (("full", "full backup"), ("incremental", "incremental backup"), ("restore", "restore"))
-METRICS = (("wall_s", "wall s"), ("cpu_s", "CPU s"), ("peak_rss_mib", "peak RSS MiB"))
+METRICS = (("wall_s", "wall s"), ("cpu_s", "CPU s (user+sys)"), ("sys_s", "  of which sys s"),
+           ("peak_rss_mib", "peak RSS MiB"))
 
 # Targets, as holdfast/restic ratios (lower is better). Keyed by (phase, metric).
 TARGETS = {
@@ -264,30 +267,37 @@ def dir_size(path):
 # ---------------------------------------------------------------- verifying
 
 
+def _hash_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                break
+            h.update(b)   # hashlib releases the GIL for large buffers
+    return h.hexdigest()
+
+
 def tree_manifest(root):
     """{relative path: ('d',) | ('l', target) | ('f', size, sha256)} for a tree."""
-    out = {}
+    out, files = {}, []
     for d, dirs, fs in os.walk(root):
         rel_d = os.path.relpath(d, root)
         for n in dirs + fs:
             p = os.path.join(d, n)
             rel = os.path.normpath(os.path.join(rel_d, n))
             st = os.lstat(p)
-            if os.path.islink(p):
+            if stat.S_ISLNK(st.st_mode):
                 out[rel] = ("l", os.readlink(p))
-            elif os.path.isdir(p):
+            elif stat.S_ISDIR(st.st_mode):
                 out[rel] = ("d",)
-            elif os.path.isfile(p):
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    while True:
-                        b = f.read(1 << 20)
-                        if not b:
-                            break
-                        h.update(b)
-                out[rel] = ("f", st.st_size, h.hexdigest())
+            elif stat.S_ISREG(st.st_mode):
+                files.append((rel, p, st.st_size))
             else:
                 out[rel] = ("other", st.st_mode)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for (rel, _, size), digest in zip(files, pool.map(_hash_file, [f[1] for f in files])):
+            out[rel] = ("f", size, digest)
     return out
 
 
@@ -512,7 +522,7 @@ def render_table(summary, tool_names, base="holdfast", ref="restic"):
             a = summary[base].get(key[0], {}).get(key[1])
             b = summary[ref].get(key[0], {}).get(key[1])
             ratio = a / b if a is not None and b else None
-            cells.append(fmt(ratio, 2) + "x" if ratio is not None else "-")
+            cells.append(fmt(ratio, 3) + "x" if ratio is not None else "-")
             tgt = TARGETS.get(key)
             if tgt is not None:
                 verdict = "PASS" if ratio is not None and ratio <= tgt else "MISS"
@@ -593,6 +603,8 @@ def main():
                    "mutate_seed": args.mutate_seed, "files": c_files, "bytes": c_bytes},
         "repeat": args.repeat,
         "versions": {t.name: t.version() for t in tools},
+        "holdfast_binary": hf_bin if any(t.name == "holdfast" for t in tools) else None,
+        "git_head": capture(["git", "-C", ROOT, "rev-parse", "HEAD"]),
         "skipped": skipped,
         "commands": {t.name: {"init": t.init_cmd(), "backup": t.backup_cmd("LABEL"),
                               "restore": t.restore_cmd("LABEL")[0]} for t in tools},
