@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+"""PostgreSQL benchmark: holdfast vs pg_dump (+zstd) and pgBackRest, side by side.
+
+Builds the synthetic EHR database (shared/bench/ehr_db.sql), applies one day
+of changes (ehr_day.sql) and measures, in one run on one cluster:
+
+  logical   pg_dump -Fc -Z0 alone; pg_dump -Fc -Z0 | zstd -3;
+            holdfast backup --postgres day 1 and day 2 (bytes stored on day 2
+            vs a full compressed dump); holdfast restore --to-postgres --jobs 2
+  physical  pgBackRest (zstd 3, aes-256-cbc, process-max 2) full and
+            incremental; holdfast backup --postgres-physical full and day 2;
+            restore of both (file layout), WAL replay reported separately.
+
+Usage (as root or as a user that can run the PostgreSQL server binaries):
+  python3 benches/postgres_bench.py [--patients 60000] [--work /tmp/hfpgbench]
+      [--holdfast target/release/holdfast] [--bindir /usr/lib/postgresql/15/bin]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def sh(cmd, env=None, check=True, capture=False, as_pg=False, stdin=None):
+    if as_pg and os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--"] + cmd
+    r = subprocess.run(cmd, env=env, check=False, stdout=subprocess.PIPE if capture else None,
+                       stderr=subprocess.PIPE, stdin=stdin, text=True)
+    if check and r.returncode != 0:
+        sys.exit(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr}")
+    return r
+
+
+def timed(fn):
+    t = time.monotonic()
+    out = fn()
+    return time.monotonic() - t, out
+
+
+def du(path):
+    total = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dp, f)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def mb(n):
+    return f"{n / 1e6:,.1f} MB"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patients", type=int, default=60000)
+    ap.add_argument("--work", default="/tmp/hfpgbench")
+    ap.add_argument("--holdfast", default=str(ROOT / "target/release/holdfast"))
+    ap.add_argument("--bindir", default="/usr/lib/postgresql/15/bin")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args()
+
+    os.umask(0)  # the server user (archive_command) and we share the repositories
+    work = Path(a.work)
+    if work.exists():
+        # stop anything left from an earlier run, then start clean
+        for d in ("data", "restore-hf", "restore-pgbr"):
+            if (work / d / "postmaster.pid").exists():
+                sh([f"{a.bindir}/pg_ctl", "-D", str(work / d), "-m", "immediate", "stop"], check=False, as_pg=True)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    os.chmod(work, 0o777)
+    hf = str(Path(a.holdfast).resolve())
+    if not Path(hf).exists():
+        sys.exit(f"{hf} missing: cargo build --release -p holdfast-cli")
+    B = lambda t: f"{a.bindir}/{t}"
+    data, sock = work / "data", work / "sock"
+    sock.mkdir()
+    port = free_port()
+    pw = work / "hf-password"
+    pw.write_text("bench password\n")
+    hf_log_repo, hf_phys_repo = work / "hf-logical", work / "hf-physical"
+    hf_env = lambda repo: dict(os.environ, HOLDFAST_REPOSITORY=str(repo), HOLDFAST_PASSWORD_FILE=str(pw),
+                               HOLDFAST_PG_BINDIR=a.bindir)
+    for r in (hf_log_repo, hf_phys_repo):
+        sh([hf, "init"], env=hf_env(r))
+
+    # pgBackRest: zstd 3, AES-256-CBC, 2 processes, local repository
+    pgbr_conf = work / "pgbackrest.conf"
+    pgbr_repo = work / "pgbr-repo"
+    pgbr_conf.write_text(f"""[global]
+repo1-path={pgbr_repo}
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-cipher-pass
+compress-type=zst
+compress-level=3
+process-max=2
+start-fast=y
+log-level-console=warn
+log-level-file=off
+lock-path={work}/pgbr-lock
+spool-path={work}/pgbr-spool
+
+[bench]
+pg1-path={data}
+pg1-port={port}
+pg1-socket-path={sock}
+pg1-user=postgres
+""")
+    pgbr = lambda *args: ["pgbackrest", f"--config={pgbr_conf}", "--stanza=bench", *args]
+
+    sh([B("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+       as_pg=True, capture=True)
+    archive = (f"HOLDFAST_REPOSITORY={hf_phys_repo} HOLDFAST_PASSWORD_FILE={pw} {hf} -q wal-push %p && "
+               f"pgbackrest --config={pgbr_conf} --stanza=bench archive-push %p")
+    with open(data / "postgresql.conf", "a") as f:
+        f.write(f"""
+listen_addresses = '127.0.0.1'
+port = {port}
+unix_socket_directories = '{sock}'
+shared_buffers = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+wal_level = replica
+archive_mode = on
+archive_command = '{archive.replace("'", "''")}'
+""")
+    log = work / "server.log"
+    sh([B("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"], as_pg=True, capture=True)
+    psql = lambda db, sql: sh(["psql", "-X", "-Atq", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", str(port),
+                               "-U", "postgres", "-d", db, "-c", sql], capture=True).stdout.strip()
+    dsn = f"host=127.0.0.1 port={port} user=postgres dbname=ehr"
+    results = {}
+    try:
+        psql("postgres", "CREATE DATABASE ehr")
+        t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
+                                 "-v", f"patients={a.patients}", "-f", str(SHARED / "bench/ehr_db.sql"), "ehr"],
+                                capture=True))
+        psql("ehr", "VACUUM; CHECKPOINT")
+        dbsize = int(psql("ehr", "SELECT pg_database_size('ehr')"))
+        print(f"built ehr ({a.patients} patients): {mb(dbsize)} in {t:.1f}s", flush=True)
+        results["db_bytes"] = dbsize
+        sh(pgbr("stanza-create"), as_pg=True, capture=True)
+
+        pgenv = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(port), PGUSER="postgres")
+        dumpfile = work / "ehr.dump.zst"
+
+        def logical_round(day):
+            r = {}
+            r["pg_dump_s"], _ = timed(lambda: sh(["bash", "-c", f"{B('pg_dump')} -Fc -Z0 ehr > /dev/null"], env=pgenv))
+            r["pg_dump_zstd_s"], _ = timed(lambda: sh(
+                ["bash", "-o", "pipefail", "-c", f"{B('pg_dump')} -Fc -Z0 ehr | zstd -q -3 -T1 > {dumpfile}"], env=pgenv))
+            r["dump_zstd_bytes"] = dumpfile.stat().st_size
+            before = du(hf_log_repo)
+            r["hf_logical_s"], _ = timed(lambda: sh([hf, "-q", "backup", "--postgres", dsn, "--database", "ehr"],
+                                                    env=hf_env(hf_log_repo)))
+            r["hf_logical_added_bytes"] = du(hf_log_repo) - before
+            print(f"day {day} logical: {r}", flush=True)
+            return r
+
+        def physical_round(day, pgbr_type):
+            r = {}
+            before = du(hf_phys_repo)
+            psql("postgres", "CHECKPOINT")
+            r["hf_physical_s"], _ = timed(lambda: sh(
+                [hf, "-q", "backup", "--postgres-physical", dsn.replace("dbname=ehr", "dbname=postgres"),
+                 "--pgdata", str(data)], env=hf_env(hf_phys_repo)))
+            r["hf_physical_added_bytes"] = du(hf_phys_repo) - before
+            before = du(pgbr_repo)
+            r["pgbr_s"], _ = timed(lambda: sh(pgbr(f"--type={pgbr_type}", "backup"), as_pg=True, capture=True))
+            r["pgbr_added_bytes"] = du(pgbr_repo) - before
+            print(f"day {day} physical: {r}", flush=True)
+            return r
+
+        results["day1_logical"] = logical_round(1)
+        results["day1_physical"] = physical_round(1, "full")
+        t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
+                                 "-v", "day=2", "-f", str(SHARED / "bench/ehr_day.sql"), "ehr"], capture=True))
+        psql("ehr", "CHECKPOINT")
+        print(f"applied day 2 in {t:.1f}s", flush=True)
+        results["day2_logical"] = logical_round(2)
+        results["day2_physical"] = physical_round(2, "incr")
+
+        # logical restore (pg_restore -j2 through holdfast)
+        t, _ = timed(lambda: sh([hf, "-q", "restore", "latest", "--to-postgres", dsn.replace("dbname=ehr", "dbname=postgres"),
+                                 "--database", "ehr_restored", "--jobs", "2"], env=hf_env(hf_log_repo)))
+        results["hf_logical_restore_j2_s"] = t
+        t, _ = timed(lambda: sh(["bash", "-o", "pipefail", "-c",
+                                 f"zstd -dq -c {dumpfile} > {work}/ehr.dump && {B('createdb')} ehr_pgr && "
+                                 f"{B('pg_restore')} -j2 -d ehr_pgr {work}/ehr.dump"], env=pgenv))
+        results["pg_restore_j2_s"] = t
+        psql("postgres", "DROP DATABASE ehr_restored; DROP DATABASE ehr_pgr")
+        (work / "ehr.dump").unlink()
+
+        # physical restores: files, then WAL replay to consistency, separately
+        def replay(datadir):
+            p2 = free_port()
+            with open(datadir / "postgresql.conf", "a") as f:
+                f.write(f"\nport = {p2}\narchive_mode = off\n")
+            t0 = time.monotonic()
+            sh([B("pg_ctl"), "-D", str(datadir), "-l", str(work / f"replay-{datadir.name}.log"), "-w", "-t", "600", "start"],
+               as_pg=True, capture=True)
+            while True:
+                r = sh(["psql", "-X", "-Atq", "-h", str(sock), "-p", str(p2), "-U", "postgres", "-d", "postgres",
+                        "-c", "SELECT pg_is_in_recovery()"], capture=True, check=False)
+                if r.returncode == 0 and r.stdout.strip() == "f":
+                    break
+                time.sleep(0.05)
+            t = time.monotonic() - t0
+            n = sh(["psql", "-X", "-Atq", "-h", str(sock), "-p", str(p2), "-U", "postgres", "-d", "ehr",
+                    "-c", "SELECT count(*) FROM observation"], capture=True).stdout.strip()
+            sh([B("pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], as_pg=True, capture=True)
+            return t, n
+
+        rh = work / "restore-hf"
+        t, _ = timed(lambda: sh([hf, "-q", "restore", "latest", "--to-datadir", str(rh)], env=hf_env(hf_phys_repo)))
+        results["hf_physical_restore_s"] = t
+        results["hf_replay_s"], results["hf_restored_rows"] = replay(rh)
+        rp = work / "restore-pgbr"
+        rp.mkdir(mode=0o700)
+        shutil.chown(rp, "postgres", "postgres") if os.geteuid() == 0 else None
+        t, _ = timed(lambda: sh(pgbr(f"--pg1-path={rp}", "--type=immediate", "--target-action=promote", "restore"),
+                                as_pg=True, capture=True))
+        results["pgbr_restore_s"] = t
+        results["pgbr_replay_s"], results["pgbr_restored_rows"] = replay(rp)
+        results["source_rows"] = psql("ehr", "SELECT count(*) FROM observation")
+    finally:
+        sh([B("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], as_pg=True, check=False, capture=True)
+
+    d1l, d2l, d1p, d2p = (results[k] for k in ("day1_logical", "day2_logical", "day1_physical", "day2_physical"))
+    rows = [
+        ("pg_dump -Fc -Z0 alone", f"{d1l['pg_dump_s']:.2f} s", "", ""),
+        ("pg_dump -Fc -Z0 | zstd -3", f"{d1l['pg_dump_zstd_s']:.2f} s", mb(d1l["dump_zstd_bytes"]), ""),
+        ("holdfast logical day 1", f"{d1l['hf_logical_s']:.2f} s", mb(d1l["hf_logical_added_bytes"]),
+         f"{d1l['hf_logical_s'] / d1l['pg_dump_s']:.2f}x pg_dump (target <= 1.2)"),
+        ("holdfast logical day 2", f"{d2l['hf_logical_s']:.2f} s", mb(d2l["hf_logical_added_bytes"]),
+         f"{d2l['hf_logical_added_bytes'] / d2l['dump_zstd_bytes']:.0%} of a full dump.zst (target <= 35%); "
+         f"{d2l['hf_logical_s'] / d2l['pg_dump_s']:.2f}x pg_dump"),
+        ("holdfast restore --to-postgres -j2", f"{results['hf_logical_restore_j2_s']:.2f} s", "",
+         f"{results['hf_logical_restore_j2_s'] / results['pg_restore_j2_s']:.2f}x pg_restore -j2 from a file"),
+        ("pg_restore -j2 (unzstd + restore)", f"{results['pg_restore_j2_s']:.2f} s", "", ""),
+        ("pgBackRest full", f"{d1p['pgbr_s']:.2f} s", mb(d1p["pgbr_added_bytes"]), ""),
+        ("holdfast physical full", f"{d1p['hf_physical_s']:.2f} s", mb(d1p["hf_physical_added_bytes"]),
+         f"{d1p['hf_physical_s'] / d1p['pgbr_s']:.2f}x pgBackRest time (target <= 0.7)"),
+        ("pgBackRest incremental (day 2)", f"{d2p['pgbr_s']:.2f} s", mb(d2p["pgbr_added_bytes"]), ""),
+        ("holdfast physical day 2", f"{d2p['hf_physical_s']:.2f} s", mb(d2p["hf_physical_added_bytes"]),
+         f"{d2p['hf_physical_added_bytes'] / max(d2p['pgbr_added_bytes'], 1):.2f}x bytes (target <= 0.7), "
+         f"{d2p['hf_physical_s'] / d2p['pgbr_s']:.2f}x time (target <= 0.7)"),
+        ("pgBackRest restore (files)", f"{results['pgbr_restore_s']:.2f} s", "",
+         f"WAL replay to consistency {results['pgbr_replay_s']:.2f} s"),
+        ("holdfast restore --to-datadir (files)", f"{results['hf_physical_restore_s']:.2f} s", "",
+         f"{results['hf_physical_restore_s'] / results['pgbr_restore_s']:.2f}x pgBackRest (target <= 1.0); "
+         f"WAL replay {results['hf_replay_s']:.2f} s"),
+    ]
+    print(f"\nEHR database {mb(results['db_bytes'])} ({a.patients} patients); rows after restore: "
+          f"holdfast {results['hf_restored_rows']}, pgBackRest {results['pgbr_restored_rows']}, source {results['source_rows']}\n")
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    print(f"{'what':<{w[0]}}  {'wall':>{w[1]}}  {'stored':>{w[2]}}  ratio")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
