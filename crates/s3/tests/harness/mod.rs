@@ -62,6 +62,7 @@ fn free_port() -> u16 {
 pub struct Moto {
     child: Child,
     pub port: u16,
+    log: PathBuf,
 }
 
 impl Moto {
@@ -73,23 +74,33 @@ impl Moto {
     /// `INITIAL_NO_AUTH_ACTION_COUNT=0`, which makes it check credentials).
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let bin = moto_binary();
+        let mut last_log = String::new();
         for _ in 0..5 {
             let port = free_port();
+            // The server's log goes to a file: a pipe nobody reads would fill
+            // up and block it. Read back if it fails to start.
+            let log = std::env::temp_dir().join(format!("holdfast-moto-{port}.log"));
+            let log_file = std::fs::File::create(&log).expect("create moto log file");
             let mut child = Command::new(&bin)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(log_file)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}. {INSTALL_HINT}", bin.display()));
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // exited (port taken?): try another port
+                if let Ok(Some(status)) = child.try_wait() {
+                    // Exited: port taken meanwhile, or a broken install.
+                    last_log = format!(
+                        "{status}: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                    break;
                 }
                 if StdStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Moto { child, port };
+                    return Moto { child, port, log };
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
@@ -97,8 +108,12 @@ impl Moto {
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            let _ = std::fs::remove_file(&log);
         }
-        panic!("moto_server failed to start 5 times");
+        panic!(
+            "{} failed to start 5 times; last output: {last_log}\n{INSTALL_HINT}",
+            bin.display()
+        );
     }
 
     pub fn endpoint(&self) -> String {
@@ -154,6 +169,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
