@@ -154,7 +154,7 @@ archive_command = '{archive.replace("'", "''")}'
         t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
                                  "-v", f"patients={a.patients}", "-f", str(SHARED / "bench/ehr_db.sql"), "ehr"],
                                 capture=True))
-        psql("ehr", "VACUUM; CHECKPOINT")
+        psql("ehr", "VACUUM"); psql("ehr", "CHECKPOINT")
         dbsize = int(psql("ehr", "SELECT pg_database_size('ehr')"))
         print(f"built ehr ({a.patients} patients): {mb(dbsize)} in {t:.1f}s", flush=True)
         results["db_bytes"] = dbsize
@@ -207,7 +207,7 @@ archive_command = '{archive.replace("'", "''")}'
                                  f"zstd -dq -c {dumpfile} > {work}/ehr.dump && {B('createdb')} ehr_pgr && "
                                  f"{B('pg_restore')} -j2 -d ehr_pgr {work}/ehr.dump"], env=pgenv))
         results["pg_restore_j2_s"] = t
-        psql("postgres", "DROP DATABASE ehr_restored; DROP DATABASE ehr_pgr")
+        psql("postgres", "DROP DATABASE ehr_restored"); psql("postgres", "DROP DATABASE ehr_pgr")
         (work / "ehr.dump").unlink()
 
         # physical restores: files, then WAL replay to consistency, separately

@@ -658,7 +658,8 @@ fn fetch_archived(repo: &Repository, cluster: u64, name: &str) -> Result<Vec<u8>
 /// How far recovery should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryTarget {
-    /// Stop as soon as the backup is consistent (needs no archive).
+    /// Stop at the end of the backup: crash recovery from the WAL stored in
+    /// the snapshot (needs no archive, writes no recovery.signal).
     Immediate,
     /// Replay every archived segment.
     Latest,
@@ -882,24 +883,29 @@ pub fn restore_physical(
         },
     )?;
 
+    // End of backup: the snapshot holds the WAL up to its stop segment, so
+    // plain crash recovery from backup_label reaches consistency from
+    // pg_wal alone (as after pg_basebackup), with no archive round trips and
+    // no new timeline. Later targets need archive recovery.
+    let archive_recovery = opts.target != RecoveryTarget::Immediate;
     let mut conf = format!(
         "\n# Added by holdfast: restore of snapshot {} (backup of {})\n",
         snap.id.short(),
         s.time.to_rfc3339()
     );
     let lit = |v: &str| format!("'{}'", v.replace('\'', "''"));
-    if let Some(cmd) = &opts.restore_command {
-        conf.push_str(&format!("restore_command = {}\n", lit(cmd)));
+    if archive_recovery {
+        if let Some(cmd) = &opts.restore_command {
+            conf.push_str(&format!("restore_command = {}\n", lit(cmd)));
+        }
+        if let RecoveryTarget::Time(t) = opts.target {
+            conf.push_str(&format!(
+                "recovery_target_time = {}\n",
+                lit(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+            ));
+        }
+        conf.push_str("recovery_target_action = 'promote'\n");
     }
-    match opts.target {
-        RecoveryTarget::Immediate => conf.push_str("recovery_target = 'immediate'\n"),
-        RecoveryTarget::Latest => {}
-        RecoveryTarget::Time(t) => conf.push_str(&format!(
-            "recovery_target_time = {}\n",
-            lit(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
-        )),
-    }
-    conf.push_str("recovery_target_action = 'promote'\n");
     if !opts.keep_archiving {
         conf.push_str("archive_mode = 'off'\n");
     }
@@ -914,10 +920,15 @@ pub fn restore_physical(
         f.write_all(conf.as_bytes())
             .map_err(|e| PgError::io(format!("writing {}", auto.display()), e))?;
     }
-    let signal = datadir.join("recovery.signal");
-    fs::write(&signal, b"").map_err(|e| PgError::io(format!("writing {}", signal.display()), e))?;
+    let mut written = vec![auto];
+    if archive_recovery {
+        let signal = datadir.join("recovery.signal");
+        fs::write(&signal, b"")
+            .map_err(|e| PgError::io(format!("writing {}", signal.display()), e))?;
+        written.push(signal);
+    }
     use std::os::unix::fs::PermissionsExt;
-    for p in [&auto, &signal] {
+    for p in &written {
         let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o600));
         if chown {
             std::os::unix::fs::chown(p, Some(uid), Some(gid))
