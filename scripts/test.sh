@@ -20,7 +20,7 @@ fi
 
 if [ ! -x .venv/bin/moto_server ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'moto[server]'
+  .venv/bin/pip install -q --disable-pip-version-check 'moto[server]==5.2.5'
 fi
 export HOLDFAST_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 

@@ -345,6 +345,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         includes: a.includes.iter().map(|s| s.as_bytes().to_vec()).collect(),
         overwrite: a.overwrite,
         threads: 0,
+        max_retrieval_wait: None,
     };
     let started = std::time::Instant::now();
     let res = restore::restore(&repo, &snap, &target, &opts, &progress);
@@ -367,6 +368,12 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
     } else if !g.quiet {
+        if out.retrieval_seconds > 0.0 {
+            println!(
+                "waited {:.1}s for packs to be retrieved from archival storage",
+                out.retrieval_seconds
+            );
+        }
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2}s",
             snap.id.short(),

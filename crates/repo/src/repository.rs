@@ -355,6 +355,61 @@ impl Repository {
         }
     }
 
+    /// Make sure every pack in `packs` can be read: packs in an archival
+    /// storage class get a restore request, then we poll (backing off from
+    /// one second to a minute) until all are readable or `max_wait` passes.
+    /// Returns how long we waited (it counts toward a restore's RTO).
+    pub fn ensure_readable(
+        &self,
+        packs: &[Id],
+        days: u32,
+        max_wait: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        use holdfast_storage::ArchiveState;
+        let started = std::time::Instant::now();
+        if !self.backend.capabilities().archive_restore || packs.is_empty() {
+            return Ok(std::time::Duration::ZERO);
+        }
+        let mut waiting: Vec<Id> = Vec::new();
+        for p in packs {
+            let name = p.to_hex();
+            match self.block_on(self.backend.archive_state(ObjectKind::Pack, &name))? {
+                ArchiveState::Readable => {}
+                ArchiveState::Restoring => waiting.push(*p),
+                ArchiveState::Archived => {
+                    self.block_on(self.backend.restore_archived(ObjectKind::Pack, &name, days))?;
+                    waiting.push(*p);
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(std::time::Duration::ZERO);
+        }
+        let mut pause = std::time::Duration::from_millis(200);
+        while !waiting.is_empty() {
+            if started.elapsed() > max_wait {
+                return Err(RepoError::Invalid(format!(
+                    "{} pack(s) still being retrieved from archival storage after {:?} (e.g. {}); try again later",
+                    waiting.len(),
+                    max_wait,
+                    waiting[0]
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_secs(60));
+            let mut still = Vec::new();
+            for p in waiting {
+                if self.block_on(self.backend.archive_state(ObjectKind::Pack, &p.to_hex()))?
+                    != ArchiveState::Readable
+                {
+                    still.push(p);
+                }
+            }
+            waiting = still;
+        }
+        Ok(started.elapsed())
+    }
+
     pub fn load_tree(&self, id: &Id) -> Result<Tree> {
         let bytes = self.read_blob(id).map_err(|e| match e {
             RepoError::MissingBlob { blob, .. } => RepoError::MissingBlob {

@@ -187,7 +187,7 @@ impl BlobWriter {
             }
         };
         if let Some(p) = full {
-            s.upload(p);
+            s.upload(p, true);
         }
         Ok(id)
     }
@@ -251,7 +251,7 @@ impl BlobWriter {
         };
         if let Some(p) = tree {
             if !p.is_empty() {
-                s.upload(p);
+                s.upload(p, true);
             }
         }
         let handles: Vec<_> =
@@ -314,7 +314,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             s.count(job.data.len());
             if p.len() >= s.pack_size {
                 if let Some(full) = packer.take() {
-                    s.upload(full);
+                    s.upload(full, false);
                 }
             }
         }
@@ -322,7 +322,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
     }
     if let Some(p) = packer {
         if !p.is_empty() {
-            s.upload(p);
+            s.upload(p, false);
         }
     }
 }
@@ -352,8 +352,8 @@ impl Shared {
     }
 
     /// Seal a pack and upload it in the background. Blocks while too many
-    /// uploads are in flight.
-    fn upload(self: &Arc<Self>, p: PackWriter) {
+    /// uploads are in flight. `metadata` marks packs of trees.
+    fn upload(self: &Arc<Self>, p: PackWriter, metadata: bool) {
         let (bytes, info) = p.finish();
         self.stored_added
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -364,9 +364,13 @@ impl Shared {
         let s = self.clone();
         let h = self.rt.spawn(async move {
             let name = info.id.to_hex();
+            let opts = PutOptions {
+                metadata,
+                ..s.put_opts.clone()
+            };
             let r = s
                 .backend
-                .put(ObjectKind::Pack, &name, Bytes::from(bytes), &s.put_opts)
+                .put(ObjectKind::Pack, &name, Bytes::from(bytes), &opts)
                 .await;
             drop(permit);
             match r {

@@ -234,7 +234,9 @@ impl Inner {
     /// Storage class for a new object of `kind`.
     pub fn storage_class(&self, kind: ObjectKind, opts: &PutOptions) -> Option<StorageClass> {
         let class = opts.storage_class.as_deref().or(match kind {
-            ObjectKind::Pack => self.cfg.storage_class_data.as_deref(),
+            // Packs of trees are metadata: listing and planning must never
+            // wait for a retrieval from an archival class.
+            ObjectKind::Pack if !opts.metadata => self.cfg.storage_class_data.as_deref(),
             _ => self.cfg.storage_class_meta.as_deref(),
         })?;
         Some(StorageClass::from(class))

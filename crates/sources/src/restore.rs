@@ -45,6 +45,9 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Fetch/decrypt/write threads; 0 picks from cores and backend.
     pub threads: usize,
+    /// How long to wait for packs in archival storage to be retrieved
+    /// (default 48 hours, the slowest Deep Archive tier).
+    pub max_retrieval_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -53,6 +56,8 @@ pub struct RestoreOutcome {
     pub dirs: u64,
     pub links: u64,
     pub bytes: u64,
+    /// Seconds spent waiting for packs to come back from archival storage.
+    pub retrieval_seconds: f64,
     /// Files that could not be restored, with the reason.
     pub failed: Vec<String>,
 }
@@ -234,6 +239,17 @@ pub fn restore(
             work.push((pack, run));
         }
     }
+    // Packs in an archival class are retrieved first; the wait is reported.
+    let needed: Vec<Id> = {
+        let mut v: Vec<Id> = work.iter().map(|(p, _)| *p).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let max_wait = opts
+        .max_retrieval_wait
+        .unwrap_or(std::time::Duration::from_secs(48 * 3600));
+    out.retrieval_seconds = repo.ensure_readable(&needed, 7, max_wait)?.as_secs_f64();
     let threads = if opts.threads > 0 {
         opts.threads
     } else {

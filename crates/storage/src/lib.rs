@@ -75,6 +75,10 @@ pub struct PutOptions {
     pub retention: Option<Retention>,
     /// Place a legal hold at creation.
     pub legal_hold: bool,
+    /// The object holds metadata (e.g. a pack of trees) even if its kind
+    /// is `Pack`: backends with storage classes keep it in the metadata
+    /// class so that listing and planning never need a retrieval.
+    pub metadata: bool,
 }
 
 /// What a backend can do beyond the required operations.

@@ -1,0 +1,270 @@
+//! The core flow (backup, incremental, restore, check) on S3, through the
+//! real binary against a real S3 server (moto) on 127.0.0.1; plus Object
+//! Lock repositories and restores from an archival storage class.
+
+mod common;
+#[path = "../../s3/tests/harness/mod.rs"]
+mod harness;
+
+use std::fs;
+use std::process::Command;
+
+use common::*;
+use harness::Moto;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn hf(moto: &Moto, url: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.env("HOLDFAST_REPOSITORY", url)
+        .env("HOLDFAST_PASSWORD", PASSWORD)
+        .env("HOLDFAST_S3_ENDPOINT", moto.endpoint())
+        .env("HOLDFAST_S3_PATH_STYLE", "true")
+        .env("HOLDFAST_S3_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("HOLDFAST_PASSWORD_FILE")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn ok(mut c: Command, args: &[&str]) -> std::process::Output {
+    let out = c.args(args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "holdfast {args:?}: {}",
+        stderr(&out)
+    );
+    out
+}
+
+fn tree(root: &std::path::Path) {
+    fs::create_dir_all(root.join("scans")).unwrap();
+    // Larger than the pack size, so packs are multipart uploads.
+    fs::write(root.join("scans/big.pdf"), noise(20_000_000, 3)).unwrap();
+    fs::write(root.join("notes.txt"), text(3_000_000, 4)).unwrap();
+    for i in 0..20 {
+        fs::write(
+            root.join(format!("scans/page{i}.tif")),
+            noise(50_000, 100 + i),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn backup_restore_check_on_s3() {
+    let moto = Moto::start();
+    runtime().block_on(moto.create_bucket("holdfast-e2e"));
+    let env = Env::new();
+    let src = env.path("src");
+    tree(&src);
+    let url = "s3://holdfast-e2e/clinic/docs";
+    ok(
+        hf(&moto, url),
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+    let first = ok(hf(&moto, url), &["backup", src.to_str().unwrap(), "--json"]);
+    let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(first["summary"]["files_new"], 22);
+    fs::write(src.join("notes.txt"), text(3_100_000, 5)).unwrap();
+    let second = ok(hf(&moto, url), &["backup", src.to_str().unwrap(), "--json"]);
+    let second: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(second["summary"]["files_unchanged"], 21, "{second}");
+    let target = env.path("restored");
+    ok(
+        hf(&moto, url),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+    let check = ok(hf(&moto, url), &["check", "--read-data", "--json"]);
+    let check: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(check["ok"], true, "{check}");
+    let snaps = ok(hf(&moto, url), &["snapshots", "--json"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(snaps.as_array().unwrap().len(), 2);
+    // Wrong password and a missing bucket fail clearly here too.
+    let wrong = hf(&moto, url)
+        .env("HOLDFAST_PASSWORD", "nope")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(12));
+    let missing = hf(&moto, "s3://no-such-bucket/x")
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        stderr(&missing).contains("no-such-bucket does not exist"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn object_lock_repository() {
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("plain-bucket"));
+    rt.block_on(moto.create_lock_bucket("worm-bucket"));
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("record.json"), text(100_000, 9)).unwrap();
+
+    let refused = hf(&moto, "s3://plain-bucket/r")
+        .args(["init", "--lock-mode", "governance", "--lock-days", "30"])
+        .output()
+        .unwrap();
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("not versioned"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let url = "s3://worm-bucket/r";
+    ok(
+        hf(&moto, url),
+        &[
+            "init",
+            "--lock-mode",
+            "compliance",
+            "--lock-days",
+            "30",
+            "--kdf-memory-mib",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ],
+    );
+    ok(hf(&moto, url), &["backup", src.to_str().unwrap()]);
+    // Every object written carries a retain-until date.
+    let admin = moto.admin();
+    let listed = rt
+        .block_on(
+            admin
+                .list_objects_v2()
+                .bucket("worm-bucket")
+                .prefix("r/snapshots/")
+                .send(),
+        )
+        .unwrap();
+    let key = listed.contents()[0].key().unwrap().to_string();
+    let head = rt
+        .block_on(admin.head_object().bucket("worm-bucket").key(&key).send())
+        .unwrap();
+    assert!(
+        head.object_lock_retain_until_date().is_some(),
+        "snapshot is locked"
+    );
+    assert_eq!(
+        head.object_lock_mode().map(|m| m.as_str()),
+        Some("COMPLIANCE")
+    );
+    let target = env.path("out");
+    ok(
+        hf(&moto, url),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    ok(hf(&moto, url), &["check", "--read-data"]);
+    let local_lock = Env::new();
+    let e = local_lock.run(["init", "--lock-mode", "governance", "--lock-days", "1"]);
+    assert!(
+        stderr(&e).contains("Object Lock needs an object store"),
+        "{}",
+        stderr(&e)
+    );
+}
+
+#[test]
+fn restore_from_deep_archive_retrieves_and_reports_the_wait() {
+    let moto = Moto::start();
+    runtime().block_on(moto.create_bucket("cold-bucket"));
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("old-scan.pdf"), noise(2_000_000, 11)).unwrap();
+    let url = "s3://cold-bucket/archive";
+    let cold = |c: &mut Command| {
+        c.env("HOLDFAST_S3_STORAGE_CLASS_DATA", "DEEP_ARCHIVE");
+    };
+    let mut c = hf(&moto, url);
+    cold(&mut c);
+    ok(
+        c,
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+    let mut c = hf(&moto, url);
+    cold(&mut c);
+    ok(c, &["backup", src.to_str().unwrap()]);
+    // Data packs are in DEEP_ARCHIVE and unreadable; tree packs stay hot.
+    let rt = runtime();
+    let admin = moto.admin();
+    let objects = rt
+        .block_on(
+            admin
+                .list_objects_v2()
+                .bucket("cold-bucket")
+                .prefix("archive/data/")
+                .send(),
+        )
+        .unwrap();
+    let mut archived = 0;
+    for o in objects.contents() {
+        let key = o.key().unwrap();
+        let head = rt
+            .block_on(admin.head_object().bucket("cold-bucket").key(key).send())
+            .unwrap();
+        if head.storage_class().map(|c| c.as_str()) == Some("DEEP_ARCHIVE") {
+            archived += 1;
+            let get = rt.block_on(admin.get_object().bucket("cold-bucket").key(key).send());
+            assert!(
+                get.is_err(),
+                "an archived pack cannot be read before a restore"
+            );
+        }
+    }
+    assert!(archived >= 1, "data packs are archived");
+    assert!(
+        objects.contents().len() > archived,
+        "the tree pack stays hot"
+    );
+    // Metadata stays hot: listing and planning need no retrieval.
+    ok(hf(&moto, url), &["snapshots"]);
+    ok(hf(&moto, url), &["ls", "latest"]);
+    let target = env.path("out");
+    let out = ok(
+        hf(&moto, url),
+        &[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["restored"]["retrieval_seconds"].as_f64().unwrap() > 0.0,
+        "the wait is reported: {v}"
+    );
+    assert_eq!(
+        fs::read(
+            target
+                .join(src.strip_prefix("/").unwrap())
+                .join("old-scan.pdf")
+        )
+        .unwrap(),
+        noise(2_000_000, 11)
+    );
+}
