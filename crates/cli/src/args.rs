@@ -272,8 +272,12 @@ pub struct StatsArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    /// The older snapshot (id, prefix or `latest`).
     pub a: String,
+    /// The newer snapshot (id, prefix or `latest`).
     pub b: String,
+    #[command(flatten)]
+    pub select: SnapshotSelect,
 }
 
 #[derive(Debug, Subcommand)]

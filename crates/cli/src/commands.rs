@@ -576,7 +576,7 @@ fn stats(g: &Global, rt: &tokio::runtime::Runtime, a: StatsArgs) -> Result<i32> 
 fn diff_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: DiffArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
     repo.load_index()?;
-    let f = SnapshotFilter::default();
+    let f = filter(&a.select);
     let sa = repo.find_snapshot(&a.a, &f)?;
     let sb = repo.find_snapshot(&a.b, &f)?;
     let d = diff::diff(&repo, sa.snapshot.tree, sb.snapshot.tree)?;
