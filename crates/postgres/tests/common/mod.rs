@@ -423,8 +423,9 @@ impl TestRepo {
     pub fn wal_tool(&self) -> PathBuf {
         let dst = self.dir.path().join("holdfast-wal");
         if !dst.exists() {
-            let src = option_env!("CARGO_BIN_EXE_holdfast-wal")
-                .expect("the holdfast-wal tool is built only for holdfast-postgres tests");
+            let Some(src) = option_env!("CARGO_BIN_EXE_holdfast-wal") else {
+                panic!("the holdfast-wal tool is built only for holdfast-postgres tests");
+            };
             std::fs::copy(src, &dst).expect("copy wal tool");
             std::fs::set_permissions(&dst, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .expect("chmod");
