@@ -16,9 +16,10 @@ lands on every tool alike:
         restore latest  tool A, tool B, ...   (into an empty directory)
         verify          every restored tree against that tool's mutated source
 
-Every measured phase is one child process; we record its wall time, its CPU
-time (user + sys, from wait4) and its peak RSS (ru_maxrss from wait4), plus the
-repository's size after each backup. With --repeat N the medians are reported
+Every measured phase is one command; we record its wall time, its CPU time
+(user + sys, from wait4) and its peak RSS (ru_maxrss from wait4, taken by a
+small intermediate process so that the harness's own memory does not leak
+into it; see _RUNNER), plus the repository's size after each backup. With --repeat N the medians are reported
 and the tool order rotates between repetitions.
 
 Python 3 standard library only. See benches/README.md.
@@ -216,34 +217,72 @@ def capture(argv):
 # ---------------------------------------------------------------- measuring
 
 
+# The measured command is started by this small intermediate, not by us.
+# Linux carries a process's peak RSS across fork+exec: a child forked from
+# this harness (tens of MiB once it holds tree manifests) would report at
+# least the harness's own RSS as its ru_maxrss. The intermediate is a fresh
+# `python3 -S` (about 7 MiB), so the floor it leaves is small and the same for
+# every tool; it times the command, reaps it with wait4 and reports the
+# command's own rusage on a pipe.
+_RUNNER = r"""
+import json, os, sys, time
+fd = int(sys.argv[1]); argv = sys.argv[2:]
+os.set_inheritable(fd, False)
+t0 = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    except OSError as e:
+        os.write(2, ("cannot run %s: %s\n" % (argv[0], e)).encode())
+    os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+os.write(fd, json.dumps({"rc": os.waitstatus_to_exitcode(status), "wall_s": wall,
+                         "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+                         "maxrss_kib": ru.ru_maxrss}).encode())
+"""
+
+
 def measure(argv, env, cwd, log):
-    """Run one child; return wall, CPU (user+sys) and peak RSS from wait4."""
+    """Run one command; return its wall time, CPU (user+sys) and peak RSS (wait4)."""
     with open(log, "ab") as lf:
         lf.write(f"\n$ {' '.join(argv)}{'   (in ' + cwd + ')' if cwd else ''}\n".encode())
         lf.flush()
         out_fd, out_path = tempfile.mkstemp(prefix="stdout-", dir=os.path.dirname(log))
+        r, w = os.pipe()
         try:
             with os.fdopen(out_fd, "wb") as out:
-                t0 = time.perf_counter()
-                p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=lf)
-                _, status, ru = os.wait4(p.pid, 0)
-                wall = time.perf_counter() - t0
-                p.returncode = os.waitstatus_to_exitcode(status)
+                p = subprocess.Popen([sys.executable, "-S", "-c", _RUNNER, str(w)] + list(argv),
+                                     env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=lf, pass_fds=(w,))
+                os.close(w)
+                w = -1
+                with os.fdopen(r, "rb") as rf:
+                    r = -1
+                    report = rf.read()
+                p.wait()
             with open(out_path, "rb") as f:
                 stdout = f.read()
         finally:
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
             os.unlink(out_path)
+        try:
+            m = json.loads(report)
+        except ValueError:
+            m = {"rc": p.returncode or 1, "wall_s": 0.0, "user_s": 0.0, "sys_s": 0.0, "maxrss_kib": 0}
         lf.write(stdout[-20000:])
-        lf.write(f"\n# rc={p.returncode} wall={wall:.2f}s user={ru.ru_utime:.2f}s "
-                 f"sys={ru.ru_stime:.2f}s maxrss={ru.ru_maxrss}KiB\n".encode())
+        lf.write(f"\n# rc={m['rc']} wall={m['wall_s']:.2f}s user={m['user_s']:.2f}s "
+                 f"sys={m['sys_s']:.2f}s maxrss={m['maxrss_kib']}KiB\n".encode())
     return {
-        "rc": p.returncode,
-        "wall_s": wall,
-        "user_s": ru.ru_utime,
-        "sys_s": ru.ru_stime,
-        "cpu_s": ru.ru_utime + ru.ru_stime,
-        "peak_rss_mib": ru.ru_maxrss / 1024.0,   # Linux: KiB
+        "rc": m["rc"],
+        "wall_s": m["wall_s"],
+        "user_s": m["user_s"],
+        "sys_s": m["sys_s"],
+        "cpu_s": m["user_s"] + m["sys_s"],
+        "peak_rss_mib": m["maxrss_kib"] / 1024.0,   # Linux: KiB
         "stdout": stdout.decode("utf-8", "replace"),
     }
 
