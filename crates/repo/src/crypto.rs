@@ -134,6 +134,32 @@ impl ObjectCipher {
             })
     }
 
+    /// Decrypt and authenticate `buf` (ciphertext || 16-byte tag) where it
+    /// lies; returns the plaintext part of `buf`.
+    pub fn open_in_slice<'a>(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &'a mut [u8],
+        what: &str,
+    ) -> Result<&'a mut [u8]> {
+        let corrupt = || {
+            RepoError::Corrupt {
+            object: what.to_string(),
+            detail: "authentication failed (the data was modified, truncated or is not from this repository)".into(),
+        }
+        };
+        if buf.len() < TAG_LEN {
+            return Err(corrupt());
+        }
+        let (ct, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
+        let tag = aes_gcm::Tag::clone_from_slice(tag);
+        self.aead
+            .decrypt_in_place_detached(&nonce(counter), aad, ct, &tag)
+            .map_err(|_| corrupt())?;
+        Ok(ct)
+    }
+
     /// Decrypt and authenticate; `what` names the object for the error.
     pub fn open(&self, counter: u64, aad: &[u8], ciphertext: &[u8], what: &str) -> Result<Vec<u8>> {
         self.aead

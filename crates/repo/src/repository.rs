@@ -308,15 +308,18 @@ impl Repository {
     }
 
     /// Fetch several blobs of one pack with a single ranged read covering
-    /// them all; each blob's result is independent (one corrupt blob does not
-    /// fail the others). A failed read fails all of them.
-    pub fn fetch_pack_blobs(
+    /// them all, and hand each blob's verified plaintext to `visit`. Blobs
+    /// are decrypted in place inside the fetched buffer, so a raw blob is
+    /// never copied; each blob's result is independent (one corrupt blob
+    /// does not fail the others). A failed read fails all of them.
+    pub fn visit_pack_blobs(
         &self,
         pack: Id,
         blobs: &[(Id, BlobLocation)],
-    ) -> Vec<(Id, Result<Vec<u8>>)> {
+        visit: &mut dyn FnMut(&Id, Result<&[u8]>),
+    ) {
         let Some(start) = blobs.iter().map(|(_, l)| u64::from(l.offset)).min() else {
-            return Vec::new();
+            return;
         };
         let end = blobs
             .iter()
@@ -328,31 +331,81 @@ impl Repository {
             &pack.to_hex(),
             Some(start..end),
         ));
-        match got {
-            Ok(bytes) => blobs
-                .iter()
-                .map(|(id, loc)| {
-                    let s = (u64::from(loc.offset) - start) as usize;
-                    let e = s + loc.length as usize;
-                    (*id, self.decode_blob(id, loc, &bytes[s..e]))
-                })
-                .collect(),
+        let mut buf: Vec<u8> = match got {
+            // Zero-copy when the backend handed us a uniquely owned buffer.
+            Ok(bytes) => Vec::from(bytes),
             Err(e) => {
                 let msg = e.to_string();
-                blobs
-                    .iter()
-                    .map(|(id, _)| {
-                        (
-                            *id,
-                            Err(RepoError::corrupt(
-                                format!("pack {pack}"),
-                                format!("cannot read: {msg}"),
-                            )),
-                        )
-                    })
-                    .collect()
+                for (id, _) in blobs {
+                    visit(
+                        id,
+                        Err(RepoError::corrupt(
+                            format!("pack {pack}"),
+                            format!("cannot read: {msg}"),
+                        )),
+                    );
+                }
+                return;
             }
+        };
+        let mut scratch = Vec::new();
+        for (id, loc) in blobs {
+            let s = (u64::from(loc.offset) - start) as usize;
+            let e = s + loc.length as usize;
+            let what = format!("blob {} in pack {}", id.short(), loc.pack);
+            let cipher = self.key.cipher_for(&loc.salt);
+            let plain = match cipher.open_in_slice(
+                u64::from(loc.offset),
+                &[loc.blob_type as u8],
+                &mut buf[s..e],
+                &what,
+            ) {
+                Ok(p) => p,
+                Err(err) => {
+                    visit(id, Err(err));
+                    continue;
+                }
+            };
+            let data: Result<&[u8]> = match plain.split_first() {
+                Some((&compress::FLAG_RAW, body)) => Ok(body),
+                Some((&compress::FLAG_ZSTD, body)) => {
+                    scratch.clear();
+                    scratch.reserve(loc.raw_len as usize);
+                    match zstd::bulk::Decompressor::new()
+                        .and_then(|mut d| d.decompress_to_buffer(body, &mut scratch))
+                    {
+                        Ok(_) => Ok(&scratch[..]),
+                        Err(err) => Err(RepoError::corrupt(what.clone(), format!("zstd: {err}"))),
+                    }
+                }
+                _ => Err(RepoError::corrupt(what.clone(), "unknown blob encoding")),
+            };
+            let data = data.and_then(|d| {
+                if self.key.blob_id(d) == *id {
+                    Ok(d)
+                } else {
+                    Err(RepoError::corrupt(
+                        what.clone(),
+                        "content does not hash to its id",
+                    ))
+                }
+            });
+            visit(id, data);
         }
+    }
+
+    /// Like [`Repository::visit_pack_blobs`], returning owned copies (for
+    /// callers that need the data after the read; costs one copy per blob).
+    pub fn fetch_pack_blobs(
+        &self,
+        pack: Id,
+        blobs: &[(Id, BlobLocation)],
+    ) -> Vec<(Id, Result<Vec<u8>>)> {
+        let mut out = Vec::with_capacity(blobs.len());
+        self.visit_pack_blobs(pack, blobs, &mut |id, r| {
+            out.push((*id, r.map(<[u8]>::to_vec)))
+        });
+        out
     }
 
     /// Make sure every pack in `packs` can be read: packs in an archival

@@ -36,6 +36,8 @@ use crate::Progress;
 
 /// Blobs closer than this in one pack are fetched with one ranged read.
 const COALESCE_GAP: u64 = 512 * 1024;
+/// ...up to this many bytes per read, which bounds each thread's buffer.
+const MAX_READ: u64 = 8 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -229,7 +231,9 @@ pub fn restore(
         let mut end = 0u64;
         for i in list {
             let off = u64::from(uses[i].loc.offset);
-            if !run.is_empty() && off > end + COALESCE_GAP {
+            let run_start = run.first().map_or(off, |&f| u64::from(uses[f].loc.offset));
+            let run_end = off + u64::from(uses[i].loc.length);
+            if !run.is_empty() && (off > end + COALESCE_GAP || run_end - run_start > MAX_READ) {
                 work.push((pack, std::mem::take(&mut run)));
             }
             end = off + u64::from(uses[i].loc.length);
@@ -274,17 +278,20 @@ pub fn restore(
                     }
                     let wanted: Vec<(Id, BlobLocation)> =
                         list.iter().map(|&i| (uses[i].id, uses[i].loc)).collect();
-                    let results = repo.fetch_pack_blobs(pack, &wanted);
-                    for (&ui, (_, res)) in list.iter().zip(results) {
+                    let mut next = list.iter();
+                    repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
+                        let Some(&ui) = next.next() else { return };
                         let u = &uses[ui];
                         match res {
                             Ok(data) => {
                                 for &(fi, off) in &u.targets {
                                     let f = &files[fi];
-                                    if f.failed.lock().map(|g| g.is_some()).unwrap_or(true) {
+                                    if stop.load(Ordering::Relaxed)
+                                        || f.failed.lock().map(|g| g.is_some()).unwrap_or(true)
+                                    {
                                         continue;
                                     }
-                                    if let Err(e) = write_at(&f.path, &data, off) {
+                                    if let Err(e) = write_at(&f.path, data, off) {
                                         let err = SourceError::write(&f.path, e);
                                         if matches!(err, SourceError::NoSpace { .. }) {
                                             stop.store(true, Ordering::Relaxed);
@@ -309,7 +316,7 @@ pub fn restore(
                                 }
                             }
                         }
-                    }
+                    });
                 }
             });
         }

@@ -193,7 +193,9 @@ impl Backend for LocalBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            parallelism: 4,
+            // A local disk gains nothing from more writers in flight, and
+            // each in-flight pack is 16 MiB of memory.
+            parallelism: 2,
             ..Capabilities::default()
         }
     }
