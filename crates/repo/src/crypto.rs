@@ -14,8 +14,7 @@
 //!   object, which a counter (the blob's offset) guarantees; the number of
 //!   messages under one key stays small.
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::error::{RepoError, Result};
 use crate::id::Id;
@@ -72,16 +71,18 @@ impl MasterKey {
         h.update(salt);
         let key = h.finalize();
         ObjectCipher {
-            aead: Aes256Gcm::new_from_slice(key.as_bytes()).expect("32-byte key"),
+            aead: LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, key.as_bytes()).expect("a 32-byte AES-256 key"),
+            ),
         }
     }
 }
 
-/// AES-256-GCM under one object's derived key. Nonces are 96-bit counters
+/// AES-256-GCM (ring) under one object's derived key. Nonces are 96-bit counters
 /// supplied by the caller (blob offsets inside a pack; reserved values for
 /// trailers and whole objects), unique per key by construction.
 pub struct ObjectCipher {
-    aead: Aes256Gcm,
+    aead: LessSafeKey,
 }
 
 /// Nonce counter reserved for the encrypted body of a whole (non-pack) object.
@@ -89,49 +90,36 @@ pub const NONCE_OBJECT: u64 = u64::MAX;
 /// Nonce counter reserved for a pack's trailer.
 pub const NONCE_TRAILER: u64 = u64::MAX - 1;
 
-fn nonce(counter: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+fn nonce(counter: u64) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&counter.to_be_bytes());
-    Nonce::from(n)
+    // Unique per key by construction: see the module docs.
+    Nonce::assume_unique_for_key(n)
+}
+
+fn auth_failed(what: &str) -> RepoError {
+    RepoError::Corrupt {
+        object: what.to_string(),
+        detail: "authentication failed (the data was modified, truncated or is not from this repository)"
+            .into(),
+    }
 }
 
 impl ObjectCipher {
     pub fn seal(&self, counter: u64, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        self.aead
-            .encrypt(
-                &nonce(counter),
-                Payload {
-                    msg: plaintext,
-                    aad,
-                },
-            )
-            .expect("AES-GCM encryption of an in-memory buffer cannot fail")
+        let mut buf = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        buf.extend_from_slice(plaintext);
+        self.seal_in_place(counter, aad, &mut buf, 0);
+        buf
     }
 
     /// Encrypt `buf[start..]` in place and append the tag.
     pub fn seal_in_place(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>, start: usize) {
         let tag = self
             .aead
-            .encrypt_in_place_detached(&nonce(counter), aad, &mut buf[start..])
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), &mut buf[start..])
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        buf.extend_from_slice(&tag);
-    }
-
-    /// Decrypt and authenticate `buf` (ciphertext || tag) in place; on
-    /// success `buf` holds the plaintext.
-    pub fn open_in_place(
-        &self,
-        counter: u64,
-        aad: &[u8],
-        buf: &mut Vec<u8>,
-        what: &str,
-    ) -> Result<()> {
-        self.aead
-            .decrypt_in_place(&nonce(counter), aad, buf)
-            .map_err(|_| RepoError::Corrupt {
-                object: what.to_string(),
-                detail: "authentication failed (the data was modified, truncated or is not from this repository)".into(),
-            })
+        buf.extend_from_slice(tag.as_ref());
     }
 
     /// Decrypt and authenticate `buf` (ciphertext || 16-byte tag) where it
@@ -143,37 +131,30 @@ impl ObjectCipher {
         buf: &'a mut [u8],
         what: &str,
     ) -> Result<&'a mut [u8]> {
-        let corrupt = || {
-            RepoError::Corrupt {
-            object: what.to_string(),
-            detail: "authentication failed (the data was modified, truncated or is not from this repository)".into(),
-        }
-        };
-        if buf.len() < TAG_LEN {
-            return Err(corrupt());
-        }
-        let (ct, tag) = buf.split_at_mut(buf.len() - TAG_LEN);
-        let tag = aes_gcm::Tag::clone_from_slice(tag);
         self.aead
-            .decrypt_in_place_detached(&nonce(counter), aad, ct, &tag)
-            .map_err(|_| corrupt())?;
-        Ok(ct)
+            .open_in_place(nonce(counter), Aad::from(aad), buf)
+            .map_err(|_| auth_failed(what))
+    }
+
+    /// Decrypt and authenticate `buf` (ciphertext || tag) in place; on
+    /// success `buf` holds the plaintext.
+    pub fn open_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
+        let n = self.open_in_slice(counter, aad, buf, what)?.len();
+        buf.truncate(n);
+        Ok(())
     }
 
     /// Decrypt and authenticate; `what` names the object for the error.
     pub fn open(&self, counter: u64, aad: &[u8], ciphertext: &[u8], what: &str) -> Result<Vec<u8>> {
-        self.aead
-            .decrypt(
-                &nonce(counter),
-                Payload {
-                    msg: ciphertext,
-                    aad,
-                },
-            )
-            .map_err(|_| RepoError::Corrupt {
-                object: what.to_string(),
-                detail: "authentication failed (the data was modified, truncated or is not from this repository)".into(),
-            })
+        let mut buf = ciphertext.to_vec();
+        self.open_in_place(counter, aad, &mut buf, what)?;
+        Ok(buf)
     }
 }
 

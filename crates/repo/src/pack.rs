@@ -69,10 +69,17 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn new(key: &MasterKey, capacity: usize) -> PackWriter {
+        PackWriter::with_buffer(key, capacity, Vec::new())
+    }
+
+    /// Like [`PackWriter::new`], reusing `buf` (cleared) for the pack bytes:
+    /// a buffer whose pages are already mapped costs no page faults.
+    pub fn with_buffer(key: &MasterKey, capacity: usize, mut buf: Vec<u8>) -> PackWriter {
         let salt = new_salt();
+        buf.clear();
         // Room for one more maximal chunk past the target size, so closing a
         // pack never reallocates (and copies) the whole buffer.
-        let mut buf = Vec::with_capacity(capacity + 9 * 1024 * 1024);
+        buf.reserve(capacity + 9 * 1024 * 1024);
         buf.extend_from_slice(PACK_MAGIC);
         buf.push(PACK_VERSION);
         buf.extend_from_slice(&salt);
