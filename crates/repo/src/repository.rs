@@ -349,6 +349,7 @@ impl Repository {
             }
         };
         let mut scratch = Vec::new();
+        let mut dctx: Option<zstd::bulk::Decompressor<'static>> = None;
         for (id, loc) in blobs {
             let s = (u64::from(loc.offset) - start) as usize;
             let e = s + loc.length as usize;
@@ -371,9 +372,15 @@ impl Repository {
                 Some((&compress::FLAG_ZSTD, body)) => {
                     scratch.clear();
                     scratch.reserve(loc.raw_len as usize);
-                    match zstd::bulk::Decompressor::new()
-                        .and_then(|mut d| d.decompress_to_buffer(body, &mut scratch))
-                    {
+                    // One decompression context per read, not per blob.
+                    if dctx.is_none() {
+                        dctx = zstd::bulk::Decompressor::new().ok();
+                    }
+                    let res = match dctx.as_mut() {
+                        Some(d) => d.decompress_to_buffer(body, &mut scratch),
+                        None => Err(std::io::Error::other("cannot create a zstd context")),
+                    };
+                    match res {
                         Ok(_) => Ok(&scratch[..]),
                         Err(err) => Err(RepoError::corrupt(what.clone(), format!("zstd: {err}"))),
                     }

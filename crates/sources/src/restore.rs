@@ -157,14 +157,19 @@ pub fn restore(
                     }
                     primaries.insert((node.dev, node.inode), files.len());
                 }
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)
-                    .map_err(|e| SourceError::write(&path, e))?;
-                f.set_len(node.size)
-                    .map_err(|e| SourceError::write(&path, e))?;
+                // Files with content are created by the worker that writes
+                // their first blob, so file creation (costly on ext4 for
+                // thousands of files) runs in parallel with the data.
+                if node.content.is_empty() {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&path)
+                        .map_err(|e| SourceError::write(&path, e))?;
+                    f.set_len(node.size)
+                        .map_err(|e| SourceError::write(&path, e))?;
+                }
                 progress.total_bytes.fetch_add(node.size, Ordering::Relaxed);
                 files.push(FileState {
                     path,
@@ -376,7 +381,13 @@ pub fn restore(
 
 fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
     // Opening per blob keeps the number of open files bounded whatever the
-    // restore's size; the cost is negligible next to 1 MiB of content.
-    let f = OpenOptions::new().write(true).open(path)?;
+    // restore's size; the cost is negligible next to 1 MiB of content. The
+    // target was checked to be absent (or removed) when planning, so the
+    // first blob creates the file and later ones extend it.
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
     f.write_all_at(data, offset)
 }
