@@ -133,8 +133,11 @@ impl S3Config {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             min_throughput: 256 * 1024,
-            multipart_threshold: 8 * MIB,
-            multipart_part_size: 8 * MIB,
+            // Above the 16 MiB pack size (plus one maximal chunk): a pack is
+            // one PUT, as with restic, while larger objects (configured
+            // bigger packs) still go multipart. Each request costs money.
+            multipart_threshold: 32 * MIB,
+            multipart_part_size: 16 * MIB,
             restore_tier: "Standard".to_string(),
         }
     }

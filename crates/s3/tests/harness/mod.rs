@@ -188,6 +188,9 @@ pub fn config_for(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
     c.request_timeout = Duration::from_secs(10);
     c.base_backoff = Duration::from_millis(20);
     c.max_backoff = Duration::from_millis(500);
+    // Small enough that the conformance suite's 20 MiB object is multipart.
+    c.multipart_threshold = 8 * 1024 * 1024;
+    c.multipart_part_size = 8 * 1024 * 1024;
     c
 }
 
