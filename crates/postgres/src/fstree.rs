@@ -1,23 +1,25 @@
 //! Trees in and out: building snapshot trees from files we produce or walk,
 //! and laying a tree back out on disk.
 //!
-//! Restores are parallel across files (a pool of threads, each streaming one
-//! file through a [`ContentReader`] that itself prefetches blobs), because a
-//! data directory is thousands of small files plus a few huge ones, and
-//! either shape alone leaves cores idle with a sequential copy.
+//! Restores create every file at its final size, then read the blobs pack
+//! by pack (nearby blobs coalesced into one ranged read) on a pool of
+//! threads that write each blob where it belongs, as the document restore
+//! does: a data directory is thousands of small files plus a few huge ones
+//! cut into 64 KiB blocks, and a request per block costs more than its bytes.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs;
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use holdfast_repo::index::BlobLocation;
 use holdfast_repo::pack::BlobType;
-use holdfast_repo::reader::ContentReader;
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Timestamp, Tree};
 use holdfast_repo::writer::BlobWriter;
 use holdfast_repo::{Id, Repository};
+use holdfast_storage::ObjectKind;
 
 use crate::error::{PgError, Result};
 
@@ -86,14 +88,17 @@ pub(crate) fn save_tree(writer: &BlobWriter, mut tree: Tree) -> Result<Id> {
     Ok(writer.save(BlobType::Tree, &json)?)
 }
 
+/// Blobs closer than this in one pack are fetched with one ranged read.
+const COALESCE_GAP: u64 = 512 * 1024;
+/// Longest single ranged read (bounds memory: threads × this).
+const MAX_READ: u64 = 16 * 1024 * 1024;
+
 /// Options for laying a tree out on disk.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LayOut {
     /// Restore numeric ownership (only possible, and only done, as root).
     pub chown: bool,
     pub threads: usize,
-    /// Blobs each file reader prefetches.
-    pub ahead: usize,
 }
 
 /// What a restore wrote.
@@ -162,40 +167,11 @@ pub(crate) fn lay_out(
             }
         }
     }
-    // Biggest first, so one huge relation segment does not start last.
-    files.sort_by_key(|f| std::cmp::Reverse(f.node.size));
     stats.files = files.len() as u64;
     stats.bytes = files.iter().map(|f| f.node.size).sum();
-    let queue = Arc::new(Mutex::new(VecDeque::from(files)));
-    let first_error: Arc<Mutex<Option<PgError>>> = Arc::new(Mutex::new(None));
-    let handles: Vec<_> = (0..opts.threads.max(1))
-        .map(|_| {
-            let queue = queue.clone();
-            let repo = repo.clone();
-            let first_error = first_error.clone();
-            std::thread::spawn(move || loop {
-                if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let job = match queue.lock() {
-                    Ok(mut q) => q.pop_front(),
-                    Err(_) => return,
-                };
-                let Some(job) = job else { return };
-                if let Err(e) = write_file(&repo, &job, opts) {
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    return;
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        let _ = h.join();
-    }
-    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(e);
+    write_contents(repo, &files, opts)?;
+    for f in &files {
+        set_attrs(&f.path, &f.node, opts)?;
     }
     // Directory modes last: a read-only directory would refuse its files.
     for (path, node) in dirs.iter().rev() {
@@ -204,25 +180,218 @@ pub(crate) fn lay_out(
     Ok(stats)
 }
 
-fn write_file(repo: &Arc<Repository>, job: &FileJob, opts: LayOut) -> Result<()> {
-    let ctx = |what: &str| format!("{what} {}", job.path.display());
-    let f = fs::File::create(&job.path).map_err(|e| PgError::io(ctx("creating"), e))?;
-    let mut out = BufWriter::with_capacity(1 << 20, f);
-    let mut reader = ContentReader::new(repo.clone(), job.node.content.clone(), opts.ahead);
-    let n = std::io::copy(&mut reader, &mut out).map_err(|e| PgError::io(ctx("restoring"), e))?;
-    if n != job.node.size {
-        return Err(PgError::Invalid(format!(
-            "{}: restored {n} bytes but the snapshot says {}",
-            job.path.display(),
-            job.node.size
-        )));
+/// One blob and where it goes: (file index, offset in the file).
+struct BlobUse {
+    id: Id,
+    loc: BlobLocation,
+    targets: Vec<(usize, u64)>,
+}
+
+/// Create every file at its final size, then fetch the blobs grouped by
+/// pack and coalesced into ranged reads, on a pool of threads that decrypt,
+/// verify and `pwrite` each blob to every offset that needs it. A data
+/// directory is thousands of files cut into 64 KiB blocks: one ranged read
+/// per run of a pack instead of one request (and thread) per block.
+fn write_contents(repo: &Arc<Repository>, files: &[FileJob], opts: LayOut) -> Result<()> {
+    let index = repo.index();
+    let mut uses: Vec<BlobUse> = Vec::new();
+    let mut by_blob: HashMap<Id, usize> = HashMap::new();
+    let mut remaining: Vec<AtomicU64> = Vec::with_capacity(files.len());
+    for (fi, f) in files.iter().enumerate() {
+        let file = fs::File::create(&f.path)
+            .map_err(|e| PgError::io(format!("creating {}", f.path.display()), e))?;
+        if f.node.size > 0 {
+            file.set_len(f.node.size)
+                .map_err(|e| PgError::io(format!("sizing {}", f.path.display()), e))?;
+        }
+        let mut offset = 0u64;
+        for b in &f.node.content {
+            let loc = index.get(b).ok_or_else(|| {
+                PgError::Invalid(format!(
+                    "{}: blob {} is not in the index (run `holdfast check`)",
+                    f.path.display(),
+                    b.short()
+                ))
+            })?;
+            let ui = *by_blob.entry(*b).or_insert_with(|| {
+                uses.push(BlobUse {
+                    id: *b,
+                    loc,
+                    targets: Vec::new(),
+                });
+                uses.len() - 1
+            });
+            uses[ui].targets.push((fi, offset));
+            offset += u64::from(loc.raw_len);
+        }
+        if offset != f.node.size {
+            return Err(PgError::Invalid(format!(
+                "{}: its blocks hold {offset} bytes but the snapshot says {}",
+                f.path.display(),
+                f.node.size
+            )));
+        }
+        remaining.push(AtomicU64::new(offset));
     }
-    let mut f = out
-        .into_inner()
-        .map_err(|e| PgError::io(ctx("writing"), e.into_error()))?;
-    f.flush().map_err(|e| PgError::io(ctx("writing"), e))?;
-    drop(f);
-    set_attrs(&job.path, &job.node, opts)
+    // Group by pack, in pack order, coalescing nearby blobs into one read.
+    let mut by_pack: BTreeMap<Id, Vec<usize>> = BTreeMap::new();
+    for (i, u) in uses.iter().enumerate() {
+        by_pack.entry(u.loc.pack).or_default().push(i);
+    }
+    let mut work: VecDeque<(Id, Vec<usize>)> = VecDeque::new();
+    for (pack, mut list) in by_pack {
+        list.sort_by_key(|&i| uses[i].loc.offset);
+        let mut run: Vec<usize> = Vec::new();
+        let (mut start, mut end) = (0u64, 0u64);
+        for i in list {
+            let off = u64::from(uses[i].loc.offset);
+            let len = u64::from(uses[i].loc.length);
+            if !run.is_empty() && (off > end + COALESCE_GAP || off + len - start > MAX_READ) {
+                work.push_back((pack, std::mem::take(&mut run)));
+            }
+            if run.is_empty() {
+                start = off;
+            }
+            end = off + len;
+            run.push(i);
+        }
+        if !run.is_empty() {
+            work.push_back((pack, run));
+        }
+    }
+    let queue = Mutex::new(work);
+    let first_error: Mutex<Option<PgError>> = Mutex::new(None);
+    let failed = || first_error.lock().map(|e| e.is_some()).unwrap_or(true);
+    std::thread::scope(|s| {
+        for _ in 0..opts.threads.max(1) {
+            let (queue, first_error, uses, remaining) = (&queue, &first_error, &uses, &remaining);
+            s.spawn(move || {
+                // The file the last blob went to: a pack holds runs of one file.
+                let mut open: Option<(usize, fs::File)> = None;
+                loop {
+                    if failed() {
+                        return;
+                    }
+                    let job = match queue.lock() {
+                        Ok(mut q) => q.pop_front(),
+                        Err(_) => return,
+                    };
+                    let Some((pack, list)) = job else { return };
+                    let wanted: Vec<(Id, BlobLocation)> =
+                        list.iter().map(|&i| (uses[i].id, uses[i].loc)).collect();
+                    let results = fetch_run(repo, pack, &wanted);
+                    for (&ui, res) in list.iter().zip(results) {
+                        let u = &uses[ui];
+                        let r = res
+                            .map_err(|e| {
+                                let (fi, _) = u.targets[0];
+                                PgError::Invalid(format!(
+                                    "restoring {}: {e}",
+                                    files[fi].path.display()
+                                ))
+                            })
+                            .and_then(|data| {
+                                for &(fi, off) in &u.targets {
+                                    write_at(&mut open, files, fi, &data, off)?;
+                                    remaining[fi].fetch_sub(data.len() as u64, Ordering::Relaxed);
+                                }
+                                Ok(())
+                            });
+                        if let Err(e) = r {
+                            if let Ok(mut slot) = first_error.lock() {
+                                slot.get_or_insert(e);
+                            }
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(e);
+    }
+    for (f, left) in files.iter().zip(&remaining) {
+        if left.load(Ordering::Relaxed) != 0 {
+            return Err(PgError::Invalid(format!(
+                "{}: content incomplete",
+                f.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One ranged read covering `blobs` (all in `pack`), each blob decrypted,
+/// decoded and verified against its id on its own.
+fn fetch_run(
+    repo: &Repository,
+    pack: Id,
+    blobs: &[(Id, BlobLocation)],
+) -> Vec<holdfast_repo::Result<Vec<u8>>> {
+    let start = blobs
+        .iter()
+        .map(|(_, l)| u64::from(l.offset))
+        .min()
+        .unwrap_or(0);
+    let end = blobs
+        .iter()
+        .map(|(_, l)| u64::from(l.offset) + u64::from(l.length))
+        .max()
+        .unwrap_or(start);
+    let got = repo.block_on(
+        repo.backend()
+            .get(ObjectKind::Pack, &pack.to_hex(), Some(start..end)),
+    );
+    match got {
+        Ok(bytes) => blobs
+            .iter()
+            .map(|(id, loc)| {
+                let s = (u64::from(loc.offset) - start) as usize;
+                match bytes.get(s..s + loc.length as usize) {
+                    Some(sealed) => repo.decode_blob(id, loc, sealed),
+                    None => Err(holdfast_repo::RepoError::corrupt(
+                        format!("pack {pack}"),
+                        "shorter than the index says",
+                    )),
+                }
+            })
+            .collect(),
+        Err(e) => {
+            let msg = e.to_string();
+            blobs
+                .iter()
+                .map(|_| {
+                    Err(holdfast_repo::RepoError::corrupt(
+                        format!("pack {pack}"),
+                        format!("cannot read: {msg}"),
+                    ))
+                })
+                .collect()
+        }
+    }
+}
+
+fn write_at(
+    open: &mut Option<(usize, fs::File)>,
+    files: &[FileJob],
+    fi: usize,
+    data: &[u8],
+    off: u64,
+) -> Result<()> {
+    let path = &files[fi].path;
+    if open.as_ref().map(|(i, _)| *i) != Some(fi) {
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| PgError::io(format!("opening {}", path.display()), e))?;
+        *open = Some((fi, f));
+    }
+    let Some((_, f)) = open.as_ref() else {
+        return Err(PgError::Invalid("no open file".into()));
+    };
+    f.write_all_at(data, off)
+        .map_err(|e| PgError::io(format!("writing {}", path.display()), e))
 }
 
 fn set_attrs(path: &Path, node: &Node, opts: LayOut) -> Result<()> {

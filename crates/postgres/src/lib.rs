@@ -18,6 +18,7 @@
 //! prints.
 
 pub mod conn;
+mod dumpscan;
 mod error;
 mod fstree;
 pub mod logical;

@@ -69,6 +69,9 @@ pub struct PhysicalBackupOptions {
     /// Wait in `pg_backup_stop` until the last segment is archived; default:
     /// when `archive_mode` is on.
     pub wait_for_archive: Option<bool>,
+    /// zstd level of the blocks; default the repository's
+    /// (`HOLDFAST_PG_PHYSICAL_LEVEL` overrides, for measuring).
+    pub compression_level: Option<i32>,
 }
 
 impl Default for PhysicalBackupOptions {
@@ -85,6 +88,9 @@ impl Default for PhysicalBackupOptions {
             block_size,
             incremental: true,
             wait_for_archive: None,
+            compression_level: std::env::var("HOLDFAST_PG_PHYSICAL_LEVEL")
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
         }
     }
 }
@@ -452,7 +458,10 @@ pub fn backup_physical(
         row.get(0)
     };
 
-    let writer = BlobWriter::new(repo);
+    let writer = match opts.compression_level {
+        Some(level) => BlobWriter::with_level(repo, level),
+        None => BlobWriter::new(repo),
+    };
     // From here on, any error must end the backup on the server.
     let copied = (|| -> Result<(WalkDir, Vec<ToRead>, u64, u64, u64)> {
         let mut w = Walker {
@@ -879,7 +888,6 @@ pub fn restore_physical(
         LayOut {
             chown,
             threads: opts.threads,
-            ahead: 4,
         },
     )?;
 

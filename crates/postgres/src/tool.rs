@@ -77,6 +77,19 @@ pub(crate) fn spawn(
     })
 }
 
+/// Grow a pipe to 1 MiB (Linux; best effort). A dump arrives through a
+/// 64 KiB pipe in many small reads, each a context switch between the tool
+/// and us; a wider pipe lets both sides work in larger batches.
+pub(crate) fn widen_pipe<F: std::os::unix::io::AsRawFd>(fd: &F) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: fcntl on a descriptor we own; failure is harmless.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = fd;
+}
+
 impl Running {
     /// Wait for exit; a non-zero status becomes [`PgError::ToolFailed`]
     /// carrying the tool's stderr. Returns stderr on success (warnings).

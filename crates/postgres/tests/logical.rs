@@ -60,6 +60,50 @@ fn opts(dbs: &[&str]) -> LogicalBackupOptions {
     }
 }
 
+/// Row counts are read from the dump stream, not counted with a second
+/// scan, and must still equal `count(*)` in every awkward case.
+#[test]
+fn row_counts_from_the_dump_stream_equal_count_star() {
+    let pg = Cluster::new("");
+    let tr = TestRepo::new();
+    pg.psql("postgres", "CREATE DATABASE rc");
+    pg.psql(
+        "rc",
+        r#"
+CREATE TABLE parent (k int, v text);
+CREATE TABLE child (extra int) INHERITS (parent);
+CREATE TABLE grandchild () INHERITS (child);
+INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 10) g;
+INSERT INTO child SELECT g, 'c', g FROM generate_series(1, 7) g;
+INSERT INTO grandchild SELECT g, E'multi\nline\\.', g FROM generate_series(1, 5) g;
+CREATE TABLE nocols ();
+INSERT INTO nocols SELECT FROM generate_series(1, 4);
+CREATE TABLE empty (k int);
+CREATE TABLE "We.ird ""name""" (t text);
+INSERT INTO "We.ird ""name""" VALUES (E'\\.'), ('.'), (E'a\rb'), (E'\n');
+CREATE TABLE parted (k int) PARTITION BY RANGE (k);
+CREATE TABLE parted_lo PARTITION OF parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE parted_hi PARTITION OF parted FOR VALUES FROM (100) TO (1000);
+INSERT INTO parted SELECT g FROM generate_series(0, 299) g;
+SELECT lo_from_bytea(0, decode(repeat('0a', 1000), 'hex'));
+"#,
+    );
+    let dsn = pg.dsn_parsed("postgres");
+    tr.repo.load_index().expect("index");
+    let out = backup_logical(&tr.repo, &dsn, &opts(&["rc"])).expect("backup");
+    let dbs = holdfast_postgres::logical::snapshot_databases(&out.snapshot).unwrap();
+    let info = &dbs["rc"];
+    assert_eq!(info.row_counts_source, "dump");
+    assert_eq!(info.row_counts["public.parent"], 22);
+    assert_eq!(info.row_counts["public.child"], 12);
+    assert_eq!(info.row_counts["public.nocols"], 4);
+    assert_eq!(info.row_counts["public.empty"], 0);
+    assert_eq!(info.row_counts["public.We.ird \"name\""], 4);
+    assert_eq!(info.row_counts["public.parted_hi"], 200);
+    let counts = table_row_counts(tr.rt.handle(), &dsn, "rc").unwrap();
+    assert_eq!(counts, info.row_counts);
+}
+
 #[test]
 fn many_types_round_trip_with_row_counts_and_clean() {
     let pg = Cluster::new("");
@@ -76,6 +120,7 @@ fn many_types_round_trip_with_row_counts_and_clean() {
     let info = &dbs["src"];
     assert_eq!(info.row_counts["app.things"], 3001);
     assert_eq!(info.row_counts["public.plain"], 500);
+    assert_eq!(info.row_counts_source, "dump");
     assert!(info.size_bytes > 0 && info.dump_bytes > 0);
     assert!(out.snapshot.meta["server_version"]
         .as_str()
