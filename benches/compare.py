@@ -22,6 +22,12 @@ small intermediate process so that the harness's own memory does not leak
 into it; see _RUNNER), plus the repository's size after each backup. With --repeat N the medians are reported
 and the tool order rotates between repetitions.
 
+With --s3 the repositories live in one local S3 server (moto) instead of
+directories: one bucket per tool, reached through a counting proxy
+(benches/s3proxy.py, run in a thread of this process) so that every phase also
+reports its S3 requests (PUT/GET/HEAD/LIST/DELETE) per tool. A fresh moto
+server is started for every repetition.
+
 Python 3 standard library only. See benches/README.md.
 
 Exit status: 0 all phases ran and every restore verified; 1 a tool failed or a
@@ -34,14 +40,22 @@ import json
 import os
 import platform
 import shutil
+import socket
 import stat
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import s3proxy  # noqa: E402  (benches/s3proxy.py, beside this file)
+
 ROOT = os.path.dirname(HERE)
 PASSWORD = "holdfast-bench-password"
 
@@ -61,6 +75,31 @@ TARGETS = {
     ("repo_after_full", "size_mib"): 1.0,
     ("repo_after_incremental", "size_mib"): 1.0,
 }
+
+# S3 mode: the issue's targets, wall time and PUT requests (both holdfast/restic).
+S3_TARGETS = {
+    ("full", "wall_s"): 0.6,
+    ("incremental", "wall_s"): 0.6,
+    ("restore", "wall_s"): 0.6,
+    ("full", "req_PUT"): 1.0,
+    ("incremental", "req_PUT"): 1.0,
+}
+# Request rows per phase in S3 mode: (key in the phase summary, label).
+S3_METRICS = (
+    ("req_PUT", "PUT requests (all)"),
+    ("req_put_object", "  PutObject"),
+    ("req_upload_part", "  UploadPart"),
+    ("req_mpu_create_complete", "  Create+Complete MPU"),
+    ("req_GET", "GET requests"),
+    ("req_HEAD", "HEAD requests"),
+    ("req_LIST", "LIST requests"),
+    ("req_DELETE", "DELETE requests"),
+    ("req_OTHER", "other requests"),
+    ("mib_sent", "MiB sent (PUT bodies)"),
+    ("mib_received", "MiB received (GET bodies)"),
+)
+S3_TOOLS = ("holdfast", "restic")
+S3_PREFIX = "repo"
 
 
 def die(msg, code=2):
@@ -86,6 +125,12 @@ class Tool:
         self.src = os.path.join(home, "corpus")
         self.restore_dir = os.path.join(home, "restore")
         self.log = os.path.join(home, "commands.log")
+        self.s3 = None                        # S3Server in --s3 mode
+        self.bucket = None
+
+    def use_s3(self, server):
+        self.s3 = server
+        self.bucket = f"bench-{self.name}"
 
     # Subclasses fill these in.
     def env(self):
@@ -118,6 +163,17 @@ class Holdfast(Tool):
         self.bin = binary
 
     def env(self):
+        if self.s3:
+            return {
+                "HOLDFAST_REPOSITORY": f"s3://{self.bucket}/{S3_PREFIX}",
+                "HOLDFAST_PASSWORD": PASSWORD,
+                "HOLDFAST_S3_ENDPOINT": self.s3.endpoint,
+                "HOLDFAST_S3_PATH_STYLE": "true",
+                "HOLDFAST_S3_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+                "AWS_REGION": "us-east-1",
+            }
         return {"HOLDFAST_REPOSITORY": self.repo, "HOLDFAST_PASSWORD": PASSWORD}
 
     def version(self):
@@ -137,24 +193,35 @@ class Restic(Tool):
     name = "restic"
 
     def env(self):
-        return {
+        e = {
             "RESTIC_REPOSITORY": self.repo,
             "RESTIC_PASSWORD": PASSWORD,
             "RESTIC_CACHE_DIR": os.path.join(self.home, "cache"),
         }
+        if self.s3:
+            e.update({
+                "RESTIC_REPOSITORY": f"s3:{self.s3.endpoint}/{self.bucket}/{S3_PREFIX}",
+                "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test",
+            })
+        return e
+
+    def restic(self):
+        # minio-go already picks path-style for an IP endpoint; say it explicitly.
+        return ["restic", "-o", "s3.bucket-lookup=path"] if self.s3 else ["restic"]
 
     def version(self):
         return capture(["restic", "version"])
 
     def init_cmd(self):
         # Repository format v2 (0.14+) is the one with compression.
-        return ["restic", "init", "--repository-version", "2"]
+        return self.restic() + ["init", "--repository-version", "2"]
 
     def backup_cmd(self, label):
-        return ["restic", "backup", "--compression", "auto", self.src]
+        return self.restic() + ["backup", "--compression", "auto", self.src]
 
     def restore_cmd(self, label):
-        return ["restic", "restore", "latest", "--target", self.restore_dir], None
+        return self.restic() + ["restore", "latest", "--target", self.restore_dir], None
 
 
 class Rustic(Tool):
@@ -212,6 +279,114 @@ def capture(argv):
         return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
     except (OSError, subprocess.SubprocessError) as e:
         return f"unknown ({e})"
+
+
+# ---------------------------------------------------------------- S3 mode
+
+
+def find_moto():
+    cands = [os.environ.get("HOLDFAST_MOTO_SERVER"),
+             os.path.join(ROOT, ".venv", "bin", "moto_server"),
+             "/tmp/motovenv/bin/moto_server",
+             shutil.which("moto_server")]
+    for c in cands:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    die("moto_server not found (needed by --s3): set HOLDFAST_MOTO_SERVER, or install it with "
+        "`python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` at the workspace root")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class S3Server:
+    """A moto server (restarted per repetition) behind one counting proxy.
+
+    Tools talk to the proxy (self.endpoint); the harness's own requests
+    (creating buckets, listing them for the repository size) go straight to
+    moto and are not counted.
+    """
+
+    def __init__(self, moto_bin, logdir):
+        self.moto_bin = moto_bin
+        self.logdir = logdir
+        self.proc = None
+        self.moto_port = None
+        self.proxy = s3proxy.CountingProxy(upstream_port=0).start()
+        self.endpoint = self.proxy.endpoint
+
+    def version(self):
+        py = os.path.join(os.path.dirname(self.moto_bin), "python")
+        if os.access(py, os.X_OK):
+            v = capture([py, "-c", "import moto; print(moto.__version__)"])
+            return f"moto {v}"
+        return "moto (version unknown)"
+
+    def start(self):
+        self.stop()
+        self.moto_port = free_port()
+        log = open(os.path.join(self.logdir, f"moto-{self.moto_port}.log"), "wb")
+        self.proc = subprocess.Popen([self.moto_bin, "-H", "127.0.0.1", "-p", str(self.moto_port)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                die(f"moto_server exited with {self.proc.returncode} (log in {self.logdir})")
+            try:
+                self._moto("GET", "/")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    die(f"moto_server did not answer on port {self.moto_port} within 60 s")
+                time.sleep(0.2)
+        self.proxy.upstream_port = self.moto_port
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def close(self):
+        self.stop()
+        self.proxy.stop()
+
+    def _moto(self, method, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.moto_port}{path}", method=method)
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.read()
+
+    def create_bucket(self, bucket):
+        # moto accepts unsigned requests by default.
+        self._moto("PUT", f"/{bucket}")
+
+    def bucket_size(self, bucket, prefix):
+        """(bytes, objects) under prefix, from ListObjectsV2 (paged)."""
+        ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+        total = count = 0
+        token = None
+        while True:
+            q = {"list-type": "2", "prefix": prefix.rstrip("/") + "/", "max-keys": "1000"}
+            if token:
+                q["continuation-token"] = token
+            root = ET.fromstring(self._moto("GET", f"/{bucket}?{urllib.parse.urlencode(q)}"))
+            for c in root.iter(ns + "Contents"):
+                total += int(c.find(ns + "Size").text)
+                count += 1
+            if (root.findtext(ns + "IsTruncated") or "false") != "true":
+                return total, count
+            token = root.findtext(ns + "NextContinuationToken")
+
+    def counts(self, bucket):
+        return self.proxy.snapshot(bucket)
 
 
 # ---------------------------------------------------------------- measuring
@@ -407,10 +582,13 @@ def find_holdfast(explicit):
     return os.path.join(target, "release", "holdfast")
 
 
-def make_tools(names, home, holdfast_bin):
+def make_tools(names, home, holdfast_bin, s3=False):
     tools, skipped = [], {}
     for n in names:
         d = os.path.join(home, n)
+        if s3 and n not in S3_TOOLS:
+            skipped[n] = "no S3 mode in this harness (only " + ", ".join(S3_TOOLS) + ")"
+            continue
         if n == "holdfast":
             if not os.access(holdfast_bin, os.X_OK):
                 die(f"{holdfast_bin} not found: run `cargo build --release -p holdfast-cli` "
@@ -438,12 +616,22 @@ def one_repetition(rep, tools, pristine, args, gen):
             shutil.rmtree(t.home)
         os.makedirs(t.home)
         run_checked(["cp", "-a", pristine, t.src])
+    s3 = tools[0].s3
+    if s3:
+        s3.start()
+        for t in tools:
+            s3.create_bucket(t.bucket)
+        say(f"  moto on port {s3.moto_port}, counting proxy at {s3.endpoint}, buckets "
+            + ", ".join(t.bucket for t in tools))
 
     def phase(name, argv_of, label=None):
         for t in order:
             os.sync()  # flush earlier phases' dirty pages outside the timed window
             argv, cwd = argv_of(t)
+            before = s3.counts(t.bucket) if s3 else None
             r = measure(argv, t.full_env(), cwd, t.log)
+            if s3:
+                r["requests"] = s3proxy.diff_counts(s3.counts(t.bucket), before)
             stdout = r.pop("stdout")
             if t.name == "holdfast" and name in ("full", "incremental"):
                 try:
@@ -452,11 +640,18 @@ def one_repetition(rep, tools, pristine, args, gen):
                     pass
             res[t.name]["phases"][name] = r
             ok = "ok" if r["rc"] == 0 else f"FAILED rc={r['rc']} (see {t.log})"
+            req = ""
+            if s3:
+                g = r["requests"]["groups"]
+                req = "  " + " ".join(f"{k} {g[k]}" for k in s3proxy.GROUPS) + "  "
             say(f"  {name:<12} {t.name:<9} wall {r['wall_s']:8.2f}s  cpu {r['cpu_s']:8.2f}s  "
-                f"rss {r['peak_rss_mib']:8.1f} MiB  {ok}")
+                f"rss {r['peak_rss_mib']:8.1f} MiB{req}  {ok}")
             if r["rc"] != 0:
                 failures.append(f"{t.name}: {name} exited {r['rc']} (log: {t.log})")
-            if label:
+            if label and s3:
+                size, n = s3.bucket_size(t.bucket, S3_PREFIX)
+                res[t.name]["repo"][label] = {"apparent_bytes": size, "objects": n}
+            elif label:
                 app, alloc, n = dir_size(t.repo)
                 res[t.name]["repo"][label] = {"apparent_bytes": app, "allocated_bytes": alloc, "files": n}
 
@@ -495,6 +690,8 @@ def one_repetition(rep, tools, pristine, args, gen):
                 print(f"      {e}")
             failures.append(f"{t.name}: restored tree differs from the source")
         shutil.rmtree(t.restore_dir)
+    if s3:
+        s3.stop()   # the next repetition starts an empty server
     if len(set(digests.values())) != 1:
         failures.append("the tools' mutated source copies differ (mutate is not deterministic?)")
         say("  source copies DIFFER between tools: " + json.dumps(digests))
@@ -512,6 +709,18 @@ def median_of(runs, tool, path):
     return statistics.median(vals) if vals else None
 
 
+def _request_metrics(req):
+    """The S3 request rows of one phase, from s3proxy counts."""
+    ops, g = req["ops"], req["groups"]
+    out = {f"req_{k}": v for k, v in g.items()}
+    out["req_put_object"] = ops.get("put_object", 0)
+    out["req_upload_part"] = ops.get("upload_part", 0)
+    out["req_mpu_create_complete"] = ops.get("create_multipart", 0) + ops.get("complete_multipart", 0)
+    out["mib_sent"] = req["bytes_sent"] / 2**20
+    out["mib_received"] = req["bytes_received"] / 2**20
+    return out
+
+
 def summarize(runs, tools):
     """Median per tool, per phase and metric, plus repository sizes in MiB."""
     out = {}
@@ -520,12 +729,19 @@ def summarize(runs, tools):
         for ph in PHASES:
             s[ph] = {m: median_of(runs, t, ("phases", ph, m))
                      for m in ("wall_s", "cpu_s", "user_s", "sys_s", "peak_rss_mib")}
+            per_run = [_request_metrics(r[t]["phases"][ph]["requests"]) for r in runs
+                       if "requests" in r.get(t, {}).get("phases", {}).get(ph, {})]
+            if per_run:
+                for k in per_run[0]:
+                    s[ph][k] = statistics.median(x[k] for x in per_run)
         for lab in ("after_full", "after_incremental"):
             app = median_of(runs, t, ("repo", lab, "apparent_bytes"))
             alloc = median_of(runs, t, ("repo", lab, "allocated_bytes"))
+            objs = median_of(runs, t, ("repo", lab, "objects"))
             s["repo_" + lab] = {
                 "size_mib": None if app is None else app / 2**20,
                 "disk_mib": None if alloc is None else alloc / 2**20,
+                "objects": objs,
             }
         out[t] = s
     return out
@@ -537,16 +753,24 @@ def fmt(v, digits=2):
     return f"{v:.{digits}f}"
 
 
-def render_table(summary, tool_names, base="holdfast", ref="restic"):
+def render_table(summary, tool_names, base="holdfast", ref="restic", s3=False):
     """The results table as text, and the list of target verdicts."""
+    targets = S3_TARGETS if s3 else TARGETS
+    metrics = METRICS + (S3_METRICS if s3 else ())
     rows = []   # (phase label, metric label, key)
     for ph, ph_label in TABLE_PHASES:
-        for i, (m, m_label) in enumerate(METRICS):
+        for i, (m, m_label) in enumerate(metrics):
             rows.append((ph_label if i == 0 else "", m_label, (ph, m)))
-    rows.append(("repository size", "after full MiB", ("repo_after_full", "size_mib")))
-    rows.append(("", "after incremental MiB", ("repo_after_incremental", "size_mib")))
-    rows.append(("repository on disk", "after full MiB (du)", ("repo_after_full", "disk_mib")))
-    rows.append(("", "after incr. MiB (du)", ("repo_after_incremental", "disk_mib")))
+    if s3:
+        rows.append(("repository size", "after full MiB (list)", ("repo_after_full", "size_mib")))
+        rows.append(("", "after incr. MiB (list)", ("repo_after_incremental", "size_mib")))
+        rows.append(("repository objects", "after full", ("repo_after_full", "objects")))
+        rows.append(("", "after incremental", ("repo_after_incremental", "objects")))
+    else:
+        rows.append(("repository size", "after full MiB", ("repo_after_full", "size_mib")))
+        rows.append(("", "after incremental MiB", ("repo_after_incremental", "size_mib")))
+        rows.append(("repository on disk", "after full MiB (du)", ("repo_after_full", "disk_mib")))
+        rows.append(("", "after incr. MiB (du)", ("repo_after_incremental", "disk_mib")))
 
     have_ratio = base in summary and ref in summary
     head = ["phase", "metric"] + tool_names + ([f"{base}/{ref}", "target", "verdict"] if have_ratio else [])
@@ -556,13 +780,19 @@ def render_table(summary, tool_names, base="holdfast", ref="restic"):
         cells = [ph_label, m_label]
         for t in tool_names:
             v = summary[t].get(key[0], {}).get(key[1])
-            cells.append(fmt(v, 1 if key[1] in ("peak_rss_mib", "size_mib", "disk_mib") else 2))
+            if key[1].startswith("req_") or key[1] == "objects":
+                digits = 0 if v is None or v == int(v) else 1
+            elif key[1] in ("peak_rss_mib", "size_mib", "disk_mib", "mib_sent", "mib_received"):
+                digits = 1
+            else:
+                digits = 2
+            cells.append(fmt(v, digits))
         if have_ratio:
             a = summary[base].get(key[0], {}).get(key[1])
             b = summary[ref].get(key[0], {}).get(key[1])
             ratio = a / b if a is not None and b else None
             cells.append(fmt(ratio, 3) + "x" if ratio is not None else "-")
-            tgt = TARGETS.get(key)
+            tgt = targets.get(key)
             if tgt is not None:
                 verdict = "PASS" if ratio is not None and ratio <= tgt else "MISS"
                 cells += [f"<= {tgt:.1f}x", verdict]
@@ -600,6 +830,9 @@ def main():
     p.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
     p.add_argument("--mutate-seed", type=int, default=2, help="mutation seed (default 2)")
     p.add_argument("--json-out", help="write all measurements and the summary here")
+    p.add_argument("--s3", action="store_true",
+                   help="repositories in a local S3 server (moto) behind a counting proxy; "
+                   "holdfast and restic only; reports S3 requests per phase")
     args = p.parse_args()
     if args.repeat < 1 or args.size_mb < 1:
         die("--repeat and --size-mb must be at least 1")
@@ -614,9 +847,16 @@ def main():
     work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="holdfast-bench-"))
     os.makedirs(work, exist_ok=True)
     runs_home = os.path.join(work, "tools")
-    tools, skipped = make_tools([n.strip() for n in args.tools.split(",") if n.strip()], runs_home, hf_bin)
+    tools, skipped = make_tools([n.strip() for n in args.tools.split(",") if n.strip()], runs_home, hf_bin,
+                                s3=args.s3)
     if not tools:
         die("no tool to run")
+    s3 = None
+    if args.s3:
+        os.makedirs(runs_home, exist_ok=True)
+        s3 = S3Server(find_moto(), work)
+        for t in tools:
+            t.use_s3(s3)
     for n, why in skipped.items():
         say(f"skipping {n}: {why}")
 
@@ -645,6 +885,13 @@ def main():
         "holdfast_binary": hf_bin if any(t.name == "holdfast" for t in tools) else None,
         "git_head": capture(["git", "-C", ROOT, "rev-parse", "HEAD"]),
         "skipped": skipped,
+        "s3": None if s3 is None else {
+            "server": s3.moto_bin, "server_version": s3.version(), "proxy": s3.endpoint,
+            "buckets": {t.name: t.bucket for t in tools}, "prefix": S3_PREFIX,
+            "env": {t.name: {k: v for k, v in t.env().items() if "PASSWORD" not in k} for t in tools},
+            "repository_size": "sum of object sizes from ListObjectsV2 straight to moto (not counted)",
+        },
+        "mode": "s3" if s3 else "local",
         "commands": {t.name: {"init": t.init_cmd(), "backup": t.backup_cmd("LABEL"),
                               "restore": t.restore_cmd("LABEL")[0]} for t in tools},
     }
@@ -658,6 +905,8 @@ def main():
             runs.append(r)
             failures += [f"repetition {rep + 1}: {x}" for x in f]
     finally:
+        if s3:
+            s3.close()
         if not args.keep:
             shutil.rmtree(runs_home, ignore_errors=True)
             if own_workdir:
@@ -666,8 +915,11 @@ def main():
 
     names = [t.name for t in tools]
     summary = summarize(runs, names)
-    table, verdicts = render_table(summary, names)
+    table, verdicts = render_table(summary, names, s3=bool(s3))
     print()
+    if s3:
+        print(f"S3 mode: {meta['s3']['server_version']} on 127.0.0.1 (single-process Python; it bounds "
+              f"both tools' wall time), counting proxy {s3.endpoint}")
     print(f"corpus {c_bytes / 2**20:.0f} MiB in {c_files} files; {args.repeat} repetition(s)"
           f"{' (medians)' if args.repeat > 1 else ''}; {os.cpu_count()} CPUs; "
           f"load avg {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}")
