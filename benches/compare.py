@@ -97,6 +97,8 @@ S3_METRICS = (
     ("req_OTHER", "other requests"),
     ("mib_sent", "MiB sent (PUT bodies)"),
     ("mib_received", "MiB received (GET bodies)"),
+    ("server_cpu_s", "moto CPU s"),
+    ("proxy_cpu_s", "proxy CPU s"),
 )
 S3_TOOLS = ("holdfast", "restic")
 S3_PREFIX = "repo"
@@ -388,6 +390,18 @@ class S3Server:
     def counts(self, bucket):
         return self.proxy.snapshot(bucket)
 
+    def cpu(self):
+        """(moto's CPU s so far, this process's CPU s so far: the proxy threads during a phase)."""
+        moto = 0.0
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            moto = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            pass
+        t = os.times()
+        return moto, t.user + t.system
+
 
 # ---------------------------------------------------------------- measuring
 
@@ -629,9 +643,13 @@ def one_repetition(rep, tools, pristine, args, gen):
             os.sync()  # flush earlier phases' dirty pages outside the timed window
             argv, cwd = argv_of(t)
             before = s3.counts(t.bucket) if s3 else None
+            cpu_before = s3.cpu() if s3 else None
             r = measure(argv, t.full_env(), cwd, t.log)
             if s3:
                 r["requests"] = s3proxy.diff_counts(s3.counts(t.bucket), before)
+                cpu_after = s3.cpu()
+                r["server_cpu_s"] = cpu_after[0] - cpu_before[0]
+                r["proxy_cpu_s"] = cpu_after[1] - cpu_before[1]
             stdout = r.pop("stdout")
             if t.name == "holdfast" and name in ("full", "incremental"):
                 try:
@@ -728,7 +746,8 @@ def summarize(runs, tools):
         s = {}
         for ph in PHASES:
             s[ph] = {m: median_of(runs, t, ("phases", ph, m))
-                     for m in ("wall_s", "cpu_s", "user_s", "sys_s", "peak_rss_mib")}
+                     for m in ("wall_s", "cpu_s", "user_s", "sys_s", "peak_rss_mib",
+                               "server_cpu_s", "proxy_cpu_s")}
             per_run = [_request_metrics(r[t]["phases"][ph]["requests"]) for r in runs
                        if "requests" in r.get(t, {}).get("phases", {}).get(ph, {})]
             if per_run:
@@ -782,7 +801,8 @@ def render_table(summary, tool_names, base="holdfast", ref="restic", s3=False):
             v = summary[t].get(key[0], {}).get(key[1])
             if key[1].startswith("req_") or key[1] == "objects":
                 digits = 0 if v is None or v == int(v) else 1
-            elif key[1] in ("peak_rss_mib", "size_mib", "disk_mib", "mib_sent", "mib_received"):
+            elif key[1] in ("peak_rss_mib", "size_mib", "disk_mib", "mib_sent", "mib_received",
+                            "server_cpu_s", "proxy_cpu_s"):
                 digits = 1
             else:
                 digits = 2
@@ -791,6 +811,8 @@ def render_table(summary, tool_names, base="holdfast", ref="restic", s3=False):
             a = summary[base].get(key[0], {}).get(key[1])
             b = summary[ref].get(key[0], {}).get(key[1])
             ratio = a / b if a is not None and b else None
+            if key[1] in ("mib_sent", "mib_received") and (b or 0) < 1:
+                ratio = None   # a ratio to (next to) nothing says nothing
             cells.append(fmt(ratio, 3) + "x" if ratio is not None else "-")
             tgt = targets.get(key)
             if tgt is not None:
