@@ -523,6 +523,20 @@ pub fn backup_physical(
             }
             Err(e) => return Err(PgError::io(format!("reading {}", path.display()), e)),
         };
+        let mut data = data;
+        if n == last {
+            // Past the stop position the segment holds only stale bytes of
+            // a recycled file (often most of 16 MiB, poorly compressible).
+            // Zero them after the WAL page that holds the stop LSN, as in a
+            // freshly created segment: recovery reads zeros as the end of
+            // WAL, and an archived copy of the full segment is still used
+            // by archive recovery.
+            if let Some(keep) = stop_keep_len(&stop_lsn, seg_size) {
+                if keep < data.len() {
+                    data[keep..].fill(0);
+                }
+            }
+        }
         wal_bytes += data.len() as u64;
         let mut ids = Vec::new();
         for b in data.chunks(1 << 20) {
@@ -635,6 +649,18 @@ pub fn backup_physical(
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })
+}
+
+/// WAL page size (XLOG_BLCKSZ; PostgreSQL's default and what Debian builds).
+const WAL_PAGE: u64 = 8192;
+
+/// How many bytes of the stop segment to keep: through the end of the WAL
+/// page that holds `stop_lsn` (`X/Y` hex). `None` if the LSN cannot be parsed.
+fn stop_keep_len(stop_lsn: &str, seg_size: u64) -> Option<usize> {
+    let (hi, lo) = stop_lsn.split_once('/')?;
+    let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+    let offset = lsn % seg_size;
+    Some(((offset / WAL_PAGE + 1) * WAL_PAGE).min(seg_size) as usize)
 }
 
 fn root_owner(p: &Path) -> (u32, u32) {
@@ -1075,4 +1101,18 @@ pub fn read_snapshot_file(repo: &Arc<Repository>, snap: &Snapshot, path: &str) -
         tree = repo.load_tree(&sub)?;
     }
     Err(PgError::Invalid(format!("{path} is not in the snapshot")))
+}
+
+#[cfg(test)]
+mod stop_tests {
+    use super::stop_keep_len;
+
+    #[test]
+    fn keeps_through_the_stop_page() {
+        let seg = 16 * 1024 * 1024;
+        assert_eq!(stop_keep_len("0/55000100", seg), Some(8192));
+        assert_eq!(stop_keep_len("0/55002000", seg), Some(16384));
+        assert_eq!(stop_keep_len("1/00FFFFFF", seg), Some(seg as usize));
+        assert_eq!(stop_keep_len("junk", seg), None);
+    }
 }
