@@ -80,6 +80,9 @@ pub enum PgError {
 
     #[error(transparent)]
     Repo(#[from] holdfast_repo::RepoError),
+
+    #[error(transparent)]
+    Restore(#[from] holdfast_sources::SourceError),
 }
 
 impl PgError {

@@ -43,7 +43,7 @@ use tokio_postgres::Client;
 
 use crate::conn::Dsn;
 use crate::error::{PgError, Result};
-use crate::fstree::{self, LayOut};
+use crate::fstree;
 use crate::logical::BackupOutcome;
 use crate::wal;
 
@@ -907,15 +907,30 @@ pub fn restore_physical(
         .get("datadir_gid")
         .and_then(|v| v.as_u64())
         .unwrap_or(0) as u32;
-    let stats = fstree::lay_out(
+    // The same parallel, verified restore as for document trees: blobs
+    // grouped by pack into ranged reads, files created by the workers.
+    let restored = holdfast_sources::restore::restore(
         repo,
-        &s.tree,
+        snap,
         datadir,
-        LayOut {
-            chown,
+        &holdfast_sources::restore::RestoreOptions {
             threads: opts.threads,
+            ..Default::default()
         },
+        &holdfast_sources::Progress::default(),
     )?;
+    if let Some(first) = restored.failed.first() {
+        return Err(PgError::Invalid(format!(
+            "{} file(s) of the data directory could not be restored, e.g. {first}; \
+             the data directory is incomplete: do not start a server on it",
+            restored.failed.len()
+        )));
+    }
+    let stats = fstree::LayOutStats {
+        files: restored.files + restored.links,
+        dirs: restored.dirs,
+        bytes: restored.bytes,
+    };
 
     // End of backup: the snapshot holds the WAL up to its stop segment, so
     // plain crash recovery from backup_label reaches consistency from

@@ -32,6 +32,9 @@ pub enum SourceError {
     #[error("refusing to overwrite {count} existing file(s), e.g. {first}; pass --overwrite to replace them")]
     WouldOverwrite { count: usize, first: PathBuf },
 
+    #[error("refusing to restore {0}: its name would escape the target directory")]
+    UnsafeName(String),
+
     #[error("path {0} is not in the snapshot")]
     NotInSnapshot(String),
 

@@ -98,6 +98,14 @@ pub fn restore(
             walk::lookup(repo, snap.snapshot.tree, prefix)?;
         }
         walk::walk(repo, snap.snapshot.tree, prefix, &mut |path, node| {
+            // Names come from authenticated trees, but a tree written by a
+            // buggy or hostile key holder must still not escape the target.
+            let n = node.name.0.as_slice();
+            if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') {
+                return Err(SourceError::UnsafeName(
+                    String::from_utf8_lossy(path).into_owned(),
+                ));
+            }
             let rel = Path::new(std::ffi::OsStr::from_bytes(
                 path.strip_prefix(b"/").unwrap_or(path),
             ));
