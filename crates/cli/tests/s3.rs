@@ -268,3 +268,97 @@ fn restore_from_deep_archive_retrieves_and_reports_the_wait() {
         noise(2_000_000, 11)
     );
 }
+
+/// A 64 MiB backup through a proxy that fails 20% of requests (500s, 503
+/// SlowDown, resets, stalls past the timeout, truncated bodies) succeeds
+/// and verifies; at 100% the backup fails cleanly within bounded time and
+/// the repository still passes `check`.
+#[test]
+fn backup_through_faults_succeeds_or_fails_cleanly() {
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("faulty"));
+    let proxy = rt.block_on(harness::FaultProxy::start(
+        moto.port,
+        std::time::Duration::from_secs(4),
+        7,
+    ));
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..16 {
+        let data = if i % 4 == 0 {
+            text(4_000_000, i)
+        } else {
+            noise(4_000_000, i)
+        };
+        fs::write(src.join(format!("doc{i:02}")), data).unwrap();
+    }
+    let url = "s3://faulty/r";
+    let through_proxy = |args: &[&str], attempts: &str| {
+        hf(&moto, url)
+            .env("HOLDFAST_S3_ENDPOINT", proxy.endpoint())
+            .env("HOLDFAST_S3_REQUEST_TIMEOUT", "2")
+            .env("HOLDFAST_S3_MAX_ATTEMPTS", attempts)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    ok(
+        hf(&moto, url),
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+
+    proxy.set_fault_share(0.2);
+    let b = through_proxy(&["backup", src.to_str().unwrap()], "10");
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "backup through 20% faults: {}",
+        stderr(&b)
+    );
+    let c = through_proxy(&["check", "--read-data"], "10");
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "check through 20% faults: {}",
+        stderr(&c)
+    );
+    assert!(
+        proxy.faults() > 5,
+        "faults were injected: {}",
+        proxy.faults()
+    );
+
+    proxy.set_fault_share(1.0);
+    fs::write(src.join("new-today"), noise(5_000_000, 99)).unwrap();
+    let started = std::time::Instant::now();
+    let failed = through_proxy(&["backup", src.to_str().unwrap()], "3");
+    assert_ne!(
+        failed.status.code(),
+        Some(0),
+        "a backup cannot succeed with every request failing"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(240),
+        "fails in bounded time"
+    );
+    assert!(!stderr(&failed).is_empty());
+
+    proxy.set_fault_share(0.0);
+    let c = ok(hf(&moto, url), &["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let snaps = ok(hf(&moto, url), &["snapshots", "--json"]);
+    let snaps: serde_json::Value = serde_json::from_slice(&snaps.stdout).unwrap();
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "the failed backup committed nothing"
+    );
+    let target = env.path("out");
+    ok(
+        hf(&moto, url),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+}
