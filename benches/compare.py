@@ -940,8 +940,8 @@ def main():
     table, verdicts = render_table(summary, names, s3=bool(s3))
     print()
     if s3:
-        print(f"S3 mode: {meta['s3']['server_version']} on 127.0.0.1 (single-process Python; it bounds "
-              f"both tools' wall time), counting proxy {s3.endpoint}")
+        print(f"S3 mode: {meta['s3']['server_version']} on 127.0.0.1 (single-process Python, on the same "
+              f"cores as the tools: see the moto CPU s rows), counting proxy {s3.endpoint}")
     print(f"corpus {c_bytes / 2**20:.0f} MiB in {c_files} files; {args.repeat} repetition(s)"
           f"{' (medians)' if args.repeat > 1 else ''}; {os.cpu_count()} CPUs; "
           f"load avg {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}")
