@@ -54,6 +54,7 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True   # no benches/__pycache__ in the checkout
 import s3proxy  # noqa: E402  (benches/s3proxy.py, beside this file)
 
 ROOT = os.path.dirname(HERE)
