@@ -311,15 +311,17 @@ impl Repository {
     /// them all, and hand each blob's verified plaintext to `visit`. Blobs
     /// are decrypted in place inside the fetched buffer, so a raw blob is
     /// never copied; each blob's result is independent (one corrupt blob
-    /// does not fail the others). A failed read fails all of them.
+    /// does not fail the others). A failed read is returned as the storage
+    /// error it is (so callers can tell an archived pack from a missing one)
+    /// and `visit` is not called.
     pub fn visit_pack_blobs(
         &self,
         pack: Id,
         blobs: &[(Id, BlobLocation)],
         visit: &mut dyn FnMut(&Id, Result<&[u8]>),
-    ) {
+    ) -> Result<(), StorageError> {
         let Some(start) = blobs.iter().map(|(_, l)| u64::from(l.offset)).min() else {
-            return;
+            return Ok(());
         };
         let end = blobs
             .iter()
@@ -331,23 +333,8 @@ impl Repository {
             &pack.to_hex(),
             Some(start..end),
         ));
-        let mut buf: Vec<u8> = match got {
-            // Zero-copy when the backend handed us a uniquely owned buffer.
-            Ok(bytes) => Vec::from(bytes),
-            Err(e) => {
-                let msg = e.to_string();
-                for (id, _) in blobs {
-                    visit(
-                        id,
-                        Err(RepoError::corrupt(
-                            format!("pack {pack}"),
-                            format!("cannot read: {msg}"),
-                        )),
-                    );
-                }
-                return;
-            }
-        };
+        // Zero-copy when the backend handed us a uniquely owned buffer.
+        let mut buf: Vec<u8> = Vec::from(got?);
         let mut scratch = Vec::new();
         let mut dctx: Option<zstd::bulk::Decompressor<'static>> = None;
         for (id, loc) in blobs {
@@ -399,20 +386,7 @@ impl Repository {
             });
             visit(id, data);
         }
-    }
-
-    /// Like [`Repository::visit_pack_blobs`], returning owned copies (for
-    /// callers that need the data after the read; costs one copy per blob).
-    pub fn fetch_pack_blobs(
-        &self,
-        pack: Id,
-        blobs: &[(Id, BlobLocation)],
-    ) -> Vec<(Id, Result<Vec<u8>>)> {
-        let mut out = Vec::with_capacity(blobs.len());
-        self.visit_pack_blobs(pack, blobs, &mut |id, r| {
-            out.push((*id, r.map(<[u8]>::to_vec)))
-        });
-        out
+        Ok(())
     }
 
     /// Make sure every pack in `packs` can be read: packs in an archival

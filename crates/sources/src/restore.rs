@@ -28,6 +28,7 @@ use holdfast_repo::index::BlobLocation;
 use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::{Id, Repository};
+use holdfast_storage::StorageError;
 
 use crate::error::{SourceError, SourceResult};
 use crate::meta;
@@ -36,8 +37,11 @@ use crate::Progress;
 
 /// Blobs closer than this in one pack are fetched with one ranged read.
 const COALESCE_GAP: u64 = 512 * 1024;
-/// ...up to this many bytes per read, which bounds each thread's buffer.
-const MAX_READ: u64 = 8 * 1024 * 1024;
+/// ...up to this many bytes per read on a local disk, which bounds each
+/// thread's buffer; remote stores (which charge per request and answer
+/// with latency) get whole packs in one read.
+const MAX_READ_LOCAL: u64 = 8 * 1024 * 1024;
+const MAX_READ_REMOTE: u64 = 32 * 1024 * 1024;
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
@@ -237,6 +241,11 @@ pub fn restore(
     for (i, u) in uses.iter().enumerate() {
         by_pack.entry(u.loc.pack).or_default().push(i);
     }
+    let max_read = if repo.backend().capabilities().parallelism > 2 {
+        MAX_READ_REMOTE
+    } else {
+        MAX_READ_LOCAL
+    };
     let mut work: Vec<(Id, Vec<usize>)> = Vec::new();
     for (pack, mut list) in by_pack {
         list.sort_by_key(|&i| uses[i].loc.offset);
@@ -246,7 +255,7 @@ pub fn restore(
             let off = u64::from(uses[i].loc.offset);
             let run_start = run.first().map_or(off, |&f| u64::from(uses[f].loc.offset));
             let run_end = off + u64::from(uses[i].loc.length);
-            if !run.is_empty() && (off > end + COALESCE_GAP || run_end - run_start > MAX_READ) {
+            if !run.is_empty() && (off > end + COALESCE_GAP || run_end - run_start > max_read) {
                 work.push((pack, std::mem::take(&mut run)));
             }
             end = off + u64::from(uses[i].loc.length);
@@ -256,17 +265,6 @@ pub fn restore(
             work.push((pack, run));
         }
     }
-    // Packs in an archival class are retrieved first; the wait is reported.
-    let needed: Vec<Id> = {
-        let mut v: Vec<Id> = work.iter().map(|(p, _)| *p).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let max_wait = opts
-        .max_retrieval_wait
-        .unwrap_or(std::time::Duration::from_secs(48 * 3600));
-    out.retrieval_seconds = repo.ensure_readable(&needed, 7, max_wait)?.as_secs_f64();
     let threads = if opts.threads > 0 {
         opts.threads
     } else {
@@ -275,65 +273,36 @@ pub fn restore(
     };
     let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
-    let (tx, rx) = crossbeam_channel::unbounded::<(Id, Vec<usize>)>();
-    for w in work {
-        let _ = tx.send(w);
-    }
-    drop(tx);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            let rx = rx.clone();
-            let (uses, files, fatal, stop) = (&uses, &files, &fatal, &stop);
-            s.spawn(move || {
-                for (pack, list) in rx {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let wanted: Vec<(Id, BlobLocation)> =
-                        list.iter().map(|&i| (uses[i].id, uses[i].loc)).collect();
-                    let mut next = list.iter();
-                    repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
-                        let Some(&ui) = next.next() else { return };
-                        let u = &uses[ui];
-                        match res {
-                            Ok(data) => {
-                                for &(fi, off) in &u.targets {
-                                    let f = &files[fi];
-                                    if stop.load(Ordering::Relaxed)
-                                        || f.failed.lock().map(|g| g.is_some()).unwrap_or(true)
-                                    {
-                                        continue;
-                                    }
-                                    if let Err(e) = write_at(&f.path, data, off) {
-                                        let err = SourceError::write(&f.path, e);
-                                        if matches!(err, SourceError::NoSpace { .. }) {
-                                            stop.store(true, Ordering::Relaxed);
-                                            let mut g =
-                                                fatal.lock().unwrap_or_else(|e| e.into_inner());
-                                            g.get_or_insert(err);
-                                            return;
-                                        }
-                                        *f.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                                            Some(err.to_string());
-                                        continue;
-                                    }
-                                    f.remaining.fetch_sub(data.len() as u64, Ordering::Relaxed);
-                                    progress.add_bytes(data.len() as u64);
-                                }
-                            }
-                            Err(e) => {
-                                for &(fi, _) in &u.targets {
-                                    let mut g =
-                                        files[fi].failed.lock().unwrap_or_else(|e| e.into_inner());
-                                    g.get_or_insert(e.to_string());
-                                }
-                            }
-                        }
-                    });
+    let pool = Pool {
+        repo,
+        uses: &uses,
+        files: &files,
+        fatal: &fatal,
+        stop: &stop,
+        progress,
+    };
+    // Packs in an archival storage class answer "archived": only those are
+    // retrieved (RestoreObject, poll until readable; the wait is reported)
+    // and read again. A restore from hot storage costs no extra request.
+    let archived = pool.run(work, threads);
+    if !archived.is_empty() {
+        let mut packs: Vec<Id> = archived.iter().map(|(p, _)| *p).collect();
+        packs.sort();
+        packs.dedup();
+        let max_wait = opts
+            .max_retrieval_wait
+            .unwrap_or(std::time::Duration::from_secs(48 * 3600));
+        out.retrieval_seconds = repo.ensure_readable(&packs, 7, max_wait)?.as_secs_f64();
+        let still = pool.run(archived, threads);
+        for (pack, list) in still {
+            for i in list {
+                for &(fi, _) in &uses[i].targets {
+                    let mut g = files[fi].failed.lock().unwrap_or_else(|e| e.into_inner());
+                    g.get_or_insert(format!("pack {pack} is still archived after its retrieval"));
                 }
-            });
+            }
         }
-    });
+    }
     if let Some(e) = fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
@@ -385,6 +354,105 @@ pub fn restore(
         }
     }
     Ok(out)
+}
+
+/// The content phase: a pool of threads fetching runs of blobs and writing
+/// them to every file offset that needs them.
+struct Pool<'a> {
+    repo: &'a Arc<Repository>,
+    uses: &'a [BlobUse],
+    files: &'a [FileState],
+    fatal: &'a Mutex<Option<SourceError>>,
+    stop: &'a AtomicBool,
+    progress: &'a Progress,
+}
+
+impl Pool<'_> {
+    /// Process `work`; returns the runs whose pack is in an archival class.
+    fn run(&self, work: Vec<(Id, Vec<usize>)>, threads: usize) -> Vec<(Id, Vec<usize>)> {
+        let (tx, rx) = crossbeam_channel::unbounded::<(Id, Vec<usize>)>();
+        for w in work {
+            let _ = tx.send(w);
+        }
+        drop(tx);
+        let archived = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let rx = rx.clone();
+                let archived = &archived;
+                s.spawn(move || {
+                    for (pack, list) in rx {
+                        if self.stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match self.fetch(pack, &list) {
+                            Ok(()) => {}
+                            Err(StorageError::Archived { .. }) => archived
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((pack, list)),
+                            Err(e) => {
+                                let msg = format!("pack {pack} cannot be read: {e}");
+                                for &i in &list {
+                                    for &(fi, _) in &self.uses[i].targets {
+                                        let mut g = self.files[fi]
+                                            .failed
+                                            .lock()
+                                            .unwrap_or_else(|e| e.into_inner());
+                                        g.get_or_insert(msg.clone());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        archived.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fetch(&self, pack: Id, list: &[usize]) -> Result<(), StorageError> {
+        let (uses, files, stop) = (self.uses, self.files, self.stop);
+        let wanted: Vec<(Id, BlobLocation)> =
+            list.iter().map(|&i| (uses[i].id, uses[i].loc)).collect();
+        let mut next = list.iter();
+        self.repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
+            let Some(&ui) = next.next() else { return };
+            let u = &uses[ui];
+            match res {
+                Ok(data) => {
+                    for &(fi, off) in &u.targets {
+                        let f = &files[fi];
+                        if stop.load(Ordering::Relaxed)
+                            || f.failed.lock().map(|g| g.is_some()).unwrap_or(true)
+                        {
+                            continue;
+                        }
+                        if let Err(e) = write_at(&f.path, data, off) {
+                            let err = SourceError::write(&f.path, e);
+                            if matches!(err, SourceError::NoSpace { .. }) {
+                                stop.store(true, Ordering::Relaxed);
+                                let mut g = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                                g.get_or_insert(err);
+                                return;
+                            }
+                            *f.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(err.to_string());
+                            continue;
+                        }
+                        f.remaining.fetch_sub(data.len() as u64, Ordering::Relaxed);
+                        self.progress.add_bytes(data.len() as u64);
+                    }
+                }
+                Err(e) => {
+                    for &(fi, _) in &u.targets {
+                        let mut g = files[fi].failed.lock().unwrap_or_else(|e| e.into_inner());
+                        g.get_or_insert(e.to_string());
+                    }
+                }
+            }
+        })
+    }
 }
 
 fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
