@@ -27,21 +27,34 @@ fn run(repo: &Path, args: &[&str]) -> std::process::Output {
 /// Compare kinds, content and symlink targets (a git checkout does not keep
 /// times or most modes, so those are compared in the other tests).
 fn same_content(a: &Path, b: &Path) {
-    let mut names_a: Vec<_> = fs::read_dir(a).unwrap().map(|e| e.unwrap().file_name()).collect();
-    let mut names_b: Vec<_> = fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let mut names_a: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut names_b: Vec<_> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     names_a.sort();
     names_b.sort();
     assert_eq!(names_a, names_b, "entries of {}", a.display());
     for n in names_a {
         let (pa, pb) = (a.join(&n), b.join(&n));
-        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
         assert_eq!(ma.file_type().is_dir(), mb.file_type().is_dir());
         if ma.file_type().is_symlink() {
             assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
         } else if ma.is_dir() {
             same_content(&pa, &pb);
         } else {
-            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "{} differs", pa.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "{} differs",
+                pa.display()
+            );
         }
     }
 }
@@ -51,7 +64,12 @@ fn golden_v1_repository_still_reads_checks_and_restores() {
     let env = Env::new();
     // Work on a copy: nothing may touch the committed fixture.
     let repo = env.path("golden");
-    let st = Command::new("cp").arg("-a").arg(fixture().join("repo")).arg(&repo).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(fixture().join("repo"))
+        .arg(&repo)
+        .status()
+        .unwrap();
     assert!(st.success());
 
     let out = run(&repo, &["snapshots", "--json"]);
@@ -66,9 +84,22 @@ fn golden_v1_repository_still_reads_checks_and_restores() {
     assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
 
     let target = env.path("restored");
-    let r = run(&repo, &["restore", "latest", "--tag", "golden", "--target", target.to_str().unwrap()]);
+    let r = run(
+        &repo,
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            "golden",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
     assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
-    same_content(&fixture().join("source"), &target.join(recorded.trim_start_matches('/')));
+    same_content(
+        &fixture().join("source"),
+        &target.join(recorded.trim_start_matches('/')),
+    );
 
     let wrong = Command::new(BIN)
         .env("HOLDFAST_REPOSITORY", &repo)
