@@ -51,7 +51,11 @@ impl Encoder {
     /// hot path every avoided copy of a 1 MiB chunk counts.
     pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
-        if self.level > 0 && self.worth_compressing(data) {
+        // Up to two samples' worth, probing would cost about as much as
+        // compressing outright (a 16 KiB database block would be compressed
+        // twice): just try, and keep the raw form if it does not shrink.
+        let small = data.len() <= 2 * SAMPLE;
+        if self.level > 0 && data.len() >= 64 && (small || self.worth_compressing(data)) {
             let bound = zstd::zstd_safe::compress_bound(data.len());
             out.push(FLAG_ZSTD);
             out.resize(start + 1 + bound, 0);
