@@ -22,7 +22,7 @@ use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
 use crate::keys::{KdfParams, KeySlot};
 use crate::object;
-use crate::pack::PackInfo;
+use crate::pack::{BlobType, PackInfo};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
 
@@ -44,6 +44,8 @@ pub struct Repository {
     index: RwLock<Arc<Index>>,
     index_problems: RwLock<IndexProblems>,
     put_opts: PutOptions,
+    /// Whole packs of trees, by pack id (see `cached_tree_pack`).
+    tree_packs: std::sync::Mutex<std::collections::HashMap<Id, Bytes>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -100,6 +102,7 @@ impl Repository {
             index: RwLock::new(Arc::new(Index::new())),
             index_problems: RwLock::new(IndexProblems::default()),
             put_opts,
+            tree_packs: Default::default(),
         })
     }
 
@@ -142,6 +145,7 @@ impl Repository {
                     index: RwLock::new(Arc::new(Index::new())),
                     index_problems: RwLock::new(IndexProblems::default()),
                     put_opts,
+                    tree_packs: Default::default(),
                 });
             }
         }
@@ -280,6 +284,14 @@ impl Repository {
             blob: id.to_hex(),
             referenced_by: "caller".into(),
         })?;
+        if loc.blob_type == BlobType::Tree {
+            if let Some(pack) = self.cached_tree_pack(&loc)? {
+                let (s, e) = (loc.offset as usize, (loc.offset + loc.length) as usize);
+                if e <= pack.len() {
+                    return self.decode_blob(id, &loc, &pack[s..e]);
+                }
+            }
+        }
         let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
         let sealed = self.block_on(self.backend.get(
             ObjectKind::Pack,
@@ -287,6 +299,29 @@ impl Repository {
             Some(range),
         ))?;
         self.decode_blob(id, &loc, &sealed)
+    }
+
+    /// The whole pack holding a tree blob, read once and kept: walking a
+    /// snapshot touches every tree, and a request per tree is what makes a
+    /// remote store slow (and bills per request). Only packs small enough
+    /// are cached, within a total budget; anything else reads per blob.
+    fn cached_tree_pack(&self, loc: &BlobLocation) -> Result<Option<Bytes>> {
+        const MAX_PACK: u64 = 32 * 1024 * 1024;
+        const BUDGET: usize = 128 * 1024 * 1024;
+        let mut cache = self.tree_packs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = cache.get(&loc.pack) {
+            return Ok(Some(b.clone()));
+        }
+        let used: usize = cache.values().map(Bytes::len).sum();
+        let size = self
+            .block_on(self.backend.head(ObjectKind::Pack, &loc.pack.to_hex()))?
+            .size;
+        if size > MAX_PACK || used + size as usize > BUDGET {
+            return Ok(None);
+        }
+        let bytes = self.block_on(self.backend.get(ObjectKind::Pack, &loc.pack.to_hex(), None))?;
+        cache.insert(loc.pack, bytes.clone());
+        Ok(Some(bytes))
     }
 
     /// Decrypt, decode and verify a blob's stored bytes.

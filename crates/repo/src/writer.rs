@@ -32,9 +32,10 @@ use crate::index::Index;
 use crate::pack::{BlobType, PackInfo, PackWriter};
 use crate::repository::{write_index_object, Repository};
 
-/// Packs indexed per index object written during a backup, so that a crash
-/// late in a long backup keeps most of the uploaded data usable for dedup.
-const INDEX_EVERY_PACKS: usize = 32;
+/// Packs indexed per index object written during a backup (about 1 GiB),
+/// so that a crash late in a long backup keeps most of the uploaded data
+/// usable for dedup, without an extra request per few hundred MiB.
+const INDEX_EVERY_PACKS: usize = 64;
 
 /// What a writer added to the repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
