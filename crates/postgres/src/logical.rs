@@ -328,18 +328,7 @@ fn dump_one(
     let size: i64 = row.get(0);
     let encoding: String = row.get(1);
     let (tables, inherits) = if opts.row_counts {
-        let tables: Vec<(String, String)> = rt
-            .block_on(client.query(
-                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-                 JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
-                 AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
-                &[],
-            ))
-            .map_err(|e| PgError::query("listing tables", e))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let tables = user_tables(&rt, &client)?;
         // count(*) of an inheritance parent includes its children's rows.
         let inherits: Vec<(String, String)> = rt
             .block_on(client.query(
@@ -721,18 +710,7 @@ pub fn table_row_counts(
     database: &str,
 ) -> Result<BTreeMap<String, u64>> {
     let c = dsn.with_dbname(database).connect(rt)?;
-    let tables: Vec<(String, String)> = rt
-        .block_on(c.query(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
-             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
-            &[],
-        ))
-        .map_err(|e| PgError::query("listing tables", e))?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let tables = user_tables(rt, &c)?;
     let mut out = BTreeMap::new();
     for (s, t) in tables {
         let sql = format!(
@@ -747,4 +725,23 @@ pub fn table_row_counts(
         out.insert(format!("{s}.{t}"), n as u64);
     }
     Ok(out)
+}
+
+/// Ordinary tables outside the system schemas, as (schema, table).
+fn user_tables(
+    rt: &tokio::runtime::Handle,
+    client: &tokio_postgres::Client,
+) -> Result<Vec<(String, String)>> {
+    Ok(rt
+        .block_on(client.query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
+             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
+            &[],
+        ))
+        .map_err(|e| PgError::query("listing tables", e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
