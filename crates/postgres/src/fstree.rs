@@ -3,12 +3,12 @@
 //! `holdfast_sources::restore`, the same engine as document restores.
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 
 use holdfast_repo::pack::BlobType;
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Timestamp, Tree};
 use holdfast_repo::writer::BlobWriter;
 use holdfast_repo::Id;
+use holdfast_sources::meta::{self, NameCache};
 
 use crate::error::{PgError, Result};
 
@@ -40,33 +40,18 @@ pub(crate) fn generated_file(name: &str, size: u64, content: Vec<Id>) -> Node {
     }
 }
 
-/// A node describing a walked filesystem entry (content/subtree filled in later).
+/// A node describing a walked filesystem entry (content/subtree filled in
+/// later), built by the filesystem source's own `lstat` → node mapping. The
+/// walk follows tablespace and `pg_wal` links, so `md` may describe a link's
+/// target: the caller says what the entry is.
 pub(crate) fn node_from_meta(name: &[u8], kind: NodeKind, md: &fs::Metadata) -> Node {
-    Node {
-        name: NodeName(name.to_vec()),
-        kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user: None,
-        group: None,
-        size: if kind == NodeKind::File { md.size() } else { 0 },
-        mtime: Timestamp {
-            sec: md.mtime(),
-            nsec: md.mtime_nsec() as u32,
-        },
-        ctime: Timestamp {
-            sec: md.ctime(),
-            nsec: md.ctime_nsec() as u32,
-        },
-        inode: md.ino(),
-        dev: md.dev(),
-        nlink: md.nlink(),
-        rdev: None,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
+    static NAMES: std::sync::OnceLock<NameCache> = std::sync::OnceLock::new();
+    let mut node = meta::node_from_metadata(name, md, NAMES.get_or_init(NameCache::default));
+    node.kind = kind;
+    if kind != NodeKind::File {
+        node.size = 0;
     }
+    node
 }
 
 /// Sort and store a tree; returns its blob id.
