@@ -47,6 +47,38 @@ pub struct Global {
     /// S3: region to sign for (default AWS_REGION, else us-east-1).
     #[arg(long, global = true)]
     pub s3_region: Option<String>,
+    /// When stderr is not a terminal (or with --json): print a status line
+    /// to stderr every DURATION (e.g. 10s, 1m, 500ms); JSON lines with --json.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
+    pub progress_interval: Option<std::time::Duration>,
+}
+
+/// `10s`, `1m`, `500ms`, `2h`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration: use e.g. 10s, 1m, 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?} has an unknown unit: use ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?}: the interval must be more than zero"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A size for --exclude-larger-than (K, M, G, T are powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    holdfast_sources::exclude::parse_size(s)
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -144,6 +176,32 @@ pub struct BackupArgs {
     /// Re-read every file instead of trusting the parent snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Leave out paths matching this glob (repeatable). Without a slash it
+    /// matches a name at any depth (`*.tmp`, `node_modules`); a leading slash
+    /// anchors it at the root of the absolute path (`/srv/docs/tmp`); `**`
+    /// matches any number of directories.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (# comments, blank lines ignored).
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Leave out directories that contain an entry named NAME (repeatable).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out directories tagged with a valid CACHEDIR.TAG.
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Stay on the file systems of the given paths (mount points below them
+    /// are kept as empty directories).
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G; powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Do not reuse the exclude rules of the source's previous snapshot
+    /// (they are reused when no exclude option is given).
+    #[arg(long)]
+    pub no_inherit_excludes: bool,
     /// Logical PostgreSQL backup (pg_dump) of the server at this DSN.
     #[arg(long, value_name = "DSN", conflicts_with = "postgres_physical")]
     pub postgres: Option<String>,

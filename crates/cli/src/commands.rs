@@ -11,12 +11,14 @@ use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 use holdfast_repo::tree::NodeKind;
 use holdfast_repo::Repository;
 use holdfast_sources::backup::{self, BackupOptions};
+use holdfast_sources::exclude::{self, ExcludeRules};
 use holdfast_sources::restore::{self, RestoreOptions};
-use holdfast_sources::{diff, walk, Progress};
+use holdfast_sources::{diff, walk, Progress, SourceError};
 use serde_json::json;
 
 use crate::args::*;
 use crate::exit;
+use crate::interrupt;
 use crate::open;
 use crate::ui::{self, Bar};
 
@@ -128,40 +130,71 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
             bail!("source path {} does not exist", p.display());
         }
     }
+    let explicit = explicit_excludes(&a)?;
     let repo = open::open(g, rt)?;
     repo.load_index()?;
     warn_index_problems(g, &repo);
-    let source = match a.source {
+    let source = match a.source.clone() {
         Some(s) => s,
         None => default_source(&a.paths)?,
     };
-    let parent = if a.force {
-        None
-    } else {
-        let f = SnapshotFilter {
-            source: Some(source.clone()),
-            tags: Vec::new(),
-            kind: Some("files".into()),
-        };
-        repo.snapshots()?
-            .into_iter()
-            .rev()
-            .find(|s| f.matches(&s.snapshot))
+    let f = SnapshotFilter {
+        source: Some(source.clone()),
+        tags: Vec::new(),
+        kind: Some("files".into()),
     };
+    let latest = repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| f.matches(&s.snapshot));
+    let excludes = match (&explicit, &latest) {
+        (Some(rules), _) => rules.clone(),
+        (None, Some(prev)) if !a.no_inherit_excludes => {
+            let rules = ExcludeRules::from_meta(&prev.snapshot.meta).unwrap_or_default();
+            if !rules.is_empty() {
+                info(
+                    g,
+                    format!(
+                        "using the exclude rules of snapshot {}: {} (give exclude options to replace them, --no-inherit-excludes to drop them)",
+                        prev.id.short(),
+                        rules.as_flags()
+                    ),
+                );
+            }
+            rules
+        }
+        _ => ExcludeRules::default(),
+    };
+    let parent = if a.force { None } else { latest };
     if let Some(p) = &parent {
         info(g, format!("using parent snapshot {}", p.id.short()));
     }
     let progress = Arc::new(Progress::default());
-    let bar = Bar::start(progress.clone(), ui::interactive(g.json, g.quiet), "backup");
+    let mode = ui::progress_mode(g.json, g.quiet, g.progress_interval);
     let opts = BackupOptions {
         source,
         tags: a.tags,
         parent,
+        excludes,
+        scan: mode != ui::ProgressMode::Off,
     };
+    interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
+    let watcher = interrupt::Watcher::start(progress.clone(), g.quiet);
+    let bar = Bar::start(progress.clone(), mode, "backup");
     let res = backup::backup(&repo, &a.paths, &opts, &progress);
     bar.finish();
-    let out = res?;
+    drop(watcher);
+    let out = match res {
+        Err(SourceError::Interrupted { packs, stored }) => {
+            return interrupted(g, packs, stored);
+        }
+        r => r?,
+    };
     for w in &out.warnings {
+        eprintln!("holdfast: warning: {w}");
+    }
+    for w in &out.changing {
         eprintln!("holdfast: warning: {w}");
     }
     let s = &out.snapshot.summary;
@@ -169,27 +202,14 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         ui::print_json(&json!({
             "snapshot": out.id,
             "source": out.snapshot.source,
+            "counts": s.counts(),
             "summary": s,
+            "excludes": opts.excludes,
             "warnings": out.warnings,
+            "changing": out.changing,
         }))?;
     } else if !g.quiet {
-        println!(
-            "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {} dirs, {} total",
-            out.id.short(),
-            s.files_new + s.files_changed + s.files_unchanged,
-            s.files_new,
-            s.files_changed,
-            s.files_unchanged,
-            s.dirs,
-            ui::bytes(s.total_bytes)
-        );
-        println!(
-            "read {}, added {} of new data ({} stored) in {:.2}s",
-            ui::bytes(s.bytes_read),
-            ui::bytes(s.data_added),
-            ui::bytes(s.stored_added),
-            s.duration_secs
-        );
+        print_backup_summary(out.id, s);
     }
     if out.warnings.is_empty() {
         Ok(exit::OK)
@@ -200,6 +220,77 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         );
         Ok(exit::PARTIAL_BACKUP)
     }
+}
+
+/// The exclude rules given on this command line, if any.
+fn explicit_excludes(a: &BackupArgs) -> Result<Option<ExcludeRules>> {
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        patterns.extend(exclude::patterns_from_file(f)?);
+    }
+    let rules = ExcludeRules {
+        patterns,
+        if_present: a.exclude_if_present.clone(),
+        caches: a.exclude_caches,
+        one_file_system: a.one_file_system,
+        larger_than: a.exclude_larger_than,
+    };
+    // Check them before the repository is opened (and a password asked for).
+    exclude::Excluder::new(&rules)?;
+    let given = !a.exclude_files.is_empty() || !rules.is_empty();
+    Ok(given.then_some(rules))
+}
+
+fn print_backup_summary(id: holdfast_repo::Id, s: &holdfast_repo::snapshot::Summary) {
+    println!(
+        "snapshot {} saved: {} ({} new, {} changed, {} unchanged files), {} total",
+        id.short(),
+        s.counts(),
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged,
+        ui::bytes(s.total_bytes)
+    );
+    let mut notes = Vec::new();
+    if s.excluded > 0 {
+        notes.push(format!("{} excluded", s.excluded));
+    }
+    if s.files_reread > 0 {
+        notes.push(format!("{} re-read after changing", s.files_reread));
+    }
+    if s.files_changing > 0 {
+        notes.push(format!("{} still changing", s.files_changing));
+    }
+    if !notes.is_empty() {
+        println!("{}", notes.join(", "));
+    }
+    println!(
+        "data: read {}, added {} new; metadata: added {}; stored {} in {:.2}s",
+        ui::bytes(s.bytes_read),
+        ui::bytes(s.data_added),
+        ui::bytes(s.meta_added),
+        ui::bytes(s.stored_added),
+        s.duration_secs
+    );
+}
+
+/// A backup stopped by SIGINT or SIGTERM: say what was kept and exit 128 + signal.
+fn interrupted(g: &Global, packs: u64, stored: u64) -> Result<i32> {
+    let sig = interrupt::received().unwrap_or(libc::SIGINT);
+    if g.json {
+        ui::print_json(&json!({
+            "interrupted": interrupt::name(sig),
+            "packs_indexed": packs,
+            "stored_bytes": stored,
+            "snapshot": null,
+        }))?;
+    }
+    eprintln!(
+        "holdfast: backup interrupted by {}: {packs} pack(s) ({}) stored and indexed; no snapshot was written; the next backup reuses this data",
+        interrupt::name(sig),
+        ui::bytes(stored)
+    );
+    Ok(128 + sig)
 }
 
 fn warn_index_problems(g: &Global, repo: &Repository) {
@@ -336,9 +427,13 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
     let target = a.target.clone().context("--target is required")?;
     let progress = Arc::new(Progress::default());
+    // The plan knows the total before any content is written.
+    progress
+        .scan_done
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let bar = Bar::start(
         progress.clone(),
-        ui::interactive(g.json, g.quiet),
+        ui::progress_mode(g.json, g.quiet, g.progress_interval),
         "restore",
     );
     let opts = RestoreOptions {
@@ -364,6 +459,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         ui::print_json(&json!({
             "snapshot": snap.id,
             "target": target,
+            "counts": out.counts(),
             "restored": out,
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
@@ -375,11 +471,10 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             );
         }
         println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} in {:.2}s",
+            "restored snapshot {} to {}: {}, {} of data in {:.2}s",
             snap.id.short(),
             target.display(),
-            out.files,
-            out.dirs,
+            out.counts(),
             ui::bytes(out.bytes),
             started.elapsed().as_secs_f64()
         );
@@ -407,7 +502,14 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
         read_data_subset: a.read_data_subset,
     };
     let progress = Arc::new(Progress::default());
-    let bar = Bar::start(progress.clone(), ui::interactive(g.json, g.quiet), "check");
+    progress
+        .scan_done
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let bar = Bar::start(
+        progress.clone(),
+        ui::progress_mode(g.json, g.quiet, g.progress_interval),
+        "check",
+    );
     let p2 = progress.clone();
     let report = check(&repo, &opts, &move |done, total| {
         p2.files.store(done, std::sync::atomic::Ordering::Relaxed);

@@ -220,6 +220,7 @@ pub fn backup_logical(
             bytes_read: total,
             blobs_added: stats.blobs_added,
             data_added: stats.data_added,
+            meta_added: stats.meta_added,
             stored_added: stats.stored_added,
             duration_secs: started.elapsed().as_secs_f64(),
             ..Summary::default()

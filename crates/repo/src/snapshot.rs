@@ -12,23 +12,108 @@ use serde::{Deserialize, Serialize};
 use crate::id::Id;
 
 /// What a backup did, recorded in its snapshot.
+///
+/// The counts are defined once and every command uses the same definitions
+/// (see [`NodeCounts`]): `files` are regular-file entries of the tree (each
+/// hard link is one), `dirs`, `symlinks` and `other` (FIFOs, sockets,
+/// devices) likewise, all counted under the backed-up paths (the directories
+/// leading to them are not). Bytes are split into file content (`bytes_read`,
+/// `data_added`) and metadata (`meta_added`, the tree objects).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub files_new: u64,
     pub files_changed: u64,
     pub files_unchanged: u64,
     pub dirs: u64,
+    #[serde(default)]
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes.
+    #[serde(default)]
+    pub other: u64,
     pub files_failed: u64,
+    /// Entries left out by exclude rules (the content of an excluded
+    /// directory is not looked at, so it is not counted).
+    #[serde(default)]
+    pub excluded: u64,
+    /// Files that changed while they were read and were read again.
+    #[serde(default)]
+    pub files_reread: u64,
+    /// Files that were still changing on the second read: stored as read,
+    /// with a warning (their content may mix old and new data).
+    #[serde(default)]
+    pub files_changing: u64,
     /// Bytes of file content in the snapshot.
     pub total_bytes: u64,
-    /// Bytes that were read and chunked this run.
+    /// Bytes of file content that were read and chunked this run.
     pub bytes_read: u64,
-    /// New blobs and their plaintext bytes.
+    /// New blobs (data and metadata).
     pub blobs_added: u64,
+    /// Plaintext bytes of new file-content blobs (never more than `bytes_read`).
     pub data_added: u64,
+    /// Plaintext bytes of new metadata blobs (trees).
+    #[serde(default)]
+    pub meta_added: u64,
     /// Bytes written to storage (packs, after compression and encryption).
     pub stored_added: u64,
     pub duration_secs: f64,
+}
+
+impl Summary {
+    /// Regular files in the snapshot (new, changed and unchanged).
+    pub fn files(&self) -> u64 {
+        self.files_new + self.files_changed + self.files_unchanged
+    }
+
+    /// The entry counts, as every command reports them.
+    pub fn counts(&self) -> NodeCounts {
+        NodeCounts {
+            files: self.files(),
+            dirs: self.dirs,
+            symlinks: self.symlinks,
+            other: self.other,
+        }
+    }
+}
+
+/// Entries of a tree by kind: the one definition that backup, restore, the
+/// overwrite refusal and listings share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounts {
+    /// Regular files; each hard link is one.
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes.
+    pub other: u64,
+}
+
+impl NodeCounts {
+    pub fn add(&mut self, kind: crate::tree::NodeKind) {
+        use crate::tree::NodeKind;
+        match kind {
+            NodeKind::File => self.files += 1,
+            NodeKind::Dir => self.dirs += 1,
+            NodeKind::Symlink => self.symlinks += 1,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::Chardev | NodeKind::Blockdev => {
+                self.other += 1
+            }
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.files + self.dirs + self.symlinks + self.other
+    }
+}
+
+impl std::fmt::Display for NodeCounts {
+    /// "5569 files, 312 dirs, 4 symlinks, 1 other"
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} files, {} dirs, {} symlinks, {} other",
+            self.files, self.dirs, self.symlinks, self.other
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -41,10 +41,14 @@ const INDEX_EVERY_PACKS: usize = 64;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
     pub blobs_added: u64,
-    /// Plaintext bytes of the new blobs.
+    /// Plaintext bytes of the new data blobs (file or stream content).
     pub data_added: u64,
+    /// Plaintext bytes of the new tree blobs (metadata).
+    pub meta_added: u64,
     /// Bytes of packs written.
     pub stored_added: u64,
+    /// Packs written.
+    pub packs_added: u64,
 }
 
 struct Job {
@@ -69,7 +73,9 @@ struct Shared {
     error: Mutex<Option<String>>,
     blobs_added: AtomicU64,
     data_added: AtomicU64,
+    meta_added: AtomicU64,
     stored_added: AtomicU64,
+    packs_added: AtomicU64,
     tree_packer: Mutex<(Option<PackWriter>, Option<Encoder>)>,
     /// Buffers of uploaded packs, reused for new packs (see `new_pack`).
     spare: Mutex<Vec<Vec<u8>>>,
@@ -138,7 +144,9 @@ impl BlobWriter {
             error: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
             data_added: AtomicU64::new(0),
+            meta_added: AtomicU64::new(0),
             stored_added: AtomicU64::new(0),
+            packs_added: AtomicU64::new(0),
             tree_packer: Mutex::new((None, None)),
             spare: Mutex::new(Vec::new()),
         });
@@ -200,7 +208,7 @@ impl BlobWriter {
             if let Some(e) = enc.as_mut() {
                 p.add_with(blob_type, id, data.len(), |buf| e.encode_into(data, buf));
             }
-            s.count(data.len());
+            s.count(blob_type, data.len());
             if p.len() >= s.pack_size {
                 packer.take()
             } else {
@@ -293,7 +301,9 @@ impl BlobWriter {
         Ok(WriteStats {
             blobs_added: s.blobs_added.load(Ordering::Relaxed),
             data_added: s.data_added.load(Ordering::Relaxed),
+            meta_added: s.meta_added.load(Ordering::Relaxed),
             stored_added: s.stored_added.load(Ordering::Relaxed),
+            packs_added: s.packs_added.load(Ordering::Relaxed),
         })
     }
 
@@ -302,7 +312,9 @@ impl BlobWriter {
         WriteStats {
             blobs_added: self.shared.blobs_added.load(Ordering::Relaxed),
             data_added: self.shared.data_added.load(Ordering::Relaxed),
+            meta_added: self.shared.meta_added.load(Ordering::Relaxed),
             stored_added: self.shared.stored_added.load(Ordering::Relaxed),
+            packs_added: self.shared.packs_added.load(Ordering::Relaxed),
         }
     }
 }
@@ -332,7 +344,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             p.add_with(job.blob_type, id, job.data.len(), |buf| {
                 enc.encode_into(&job.data, buf)
             });
-            s.count(job.data.len());
+            s.count(job.blob_type, job.data.len());
             if p.len() >= s.pack_size {
                 if let Some(full) = packer.take() {
                     s.upload(full, false);
@@ -380,9 +392,13 @@ impl Shared {
         }
     }
 
-    fn count(&self, raw: usize) {
+    fn count(&self, blob_type: BlobType, raw: usize) {
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        self.data_added.fetch_add(raw as u64, Ordering::Relaxed);
+        let bytes = match blob_type {
+            BlobType::Data => &self.data_added,
+            BlobType::Tree => &self.meta_added,
+        };
+        bytes.fetch_add(raw as u64, Ordering::Relaxed);
     }
 
     fn fail(&self, msg: String) {
@@ -398,6 +414,7 @@ impl Shared {
         let (bytes, info) = p.finish();
         self.stored_added
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.packs_added.fetch_add(1, Ordering::Relaxed);
         let permit = match self.rt.block_on(self.sem.clone().acquire_owned()) {
             Ok(p) => p,
             Err(_) => return self.fail("upload limiter closed".into()),

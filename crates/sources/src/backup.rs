@@ -14,13 +14,34 @@
 //! and whose blobs are all still indexed, keeps its blob list without being
 //! opened. Unreadable files are reported as warnings, left out of the
 //! snapshot, and the backup goes on (the CLI exits 3).
+//!
+//! Excludes ([`crate::exclude`]) apply to everything found below the given
+//! paths, and are recorded in the snapshot's `meta`.
+//!
+//! A file is read between two `fstat`s of its descriptor; if its size,
+//! mtime or ctime moved (or the bytes read differ from the size), it changed
+//! while it was read and its content may mix old and new data, so it is read
+//! once more; if it changes again it is stored as read and reported in
+//! [`BackupOutcome::changing`].
+//!
+//! When the caller sets [`Progress::stop`] (SIGINT, SIGTERM), the walk stops
+//! at the next file or chunk, the blob writer stores and indexes what it
+//! holds, and [`SourceError::Interrupted`] is returned without a snapshot:
+//! the next backup finds that data in the index and does not upload it again.
+//!
+//! With [`BackupOptions::scan`], a scanner thread walks the same paths with
+//! the same excludes ahead of the backup, counting files and bytes into
+//! [`Progress::total_files`] and [`Progress::total_bytes`], so that a
+//! progress display has a real total and an ETA.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +55,7 @@ use holdfast_repo::writer::{BlobWriter, PendingBlob};
 use holdfast_repo::{Id, RepoError, Repository};
 
 use crate::error::{SourceError, SourceResult};
+use crate::exclude::{ExcludeRules, Excluder, Verdict};
 use crate::meta::{self, NameCache};
 use crate::Progress;
 
@@ -44,6 +66,10 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     /// The snapshot to compare against (latest of the same source, usually).
     pub parent: Option<SnapshotEntry>,
+    /// What to leave out (recorded in the snapshot).
+    pub excludes: ExcludeRules,
+    /// Count files and bytes ahead of the backup for a progress display.
+    pub scan: bool,
 }
 
 /// A finished backup.
@@ -53,6 +79,8 @@ pub struct BackupOutcome {
     pub snapshot: Snapshot,
     /// Files or directories that could not be read (left out).
     pub warnings: Vec<String>,
+    /// Files that kept changing while they were read (stored as read).
+    pub changing: Vec<String>,
 }
 
 /// Make `p` absolute and lexically normal (no `.` or `..`), without
@@ -113,46 +141,78 @@ pub fn backup(
         trie.children.clear();
     }
 
+    let mut excluder = Excluder::new(&opts.excludes)?;
+    for p in paths {
+        if let Ok(m) = fs::symlink_metadata(p) {
+            excluder.allow_device(m.dev());
+        }
+    }
     let parent_root = match &opts.parent {
         Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
         None => None,
     };
-    let mut a = Archiver {
-        repo,
-        writer: BlobWriter::new(repo),
-        index: repo.index(),
-        names: NameCache::default(),
-        gear: repo.gear(),
-        params: repo.config().chunker,
-        buf: Vec::new(),
-        warnings: Vec::new(),
-        summary: Summary::default(),
-        progress,
-    };
-    let root_tree = if trie.target {
-        let m = fs::symlink_metadata("/").map_err(|e| SourceError::Read {
-            path: "/".into(),
-            source: e,
-        })?;
-        let node = a.dir(Path::new("/"), b"", &m, parent_root)?;
-        match node.subtree {
-            Some(id) => id,
-            None => a.save_tree(Tree::default())?,
+    let walked = AtomicBool::new(false);
+    let (root_tree, a) = std::thread::scope(|scope| {
+        if opts.scan {
+            let (excluder, walked) = (&excluder, &walked);
+            scope.spawn(move || scan(paths, excluder, progress, walked));
         }
-    } else {
-        a.virtual_dir(Path::new("/"), &trie, parent_root.as_ref())?
-    };
+        let mut a = Archiver {
+            repo,
+            writer: BlobWriter::new(repo),
+            index: repo.index(),
+            names: NameCache::default(),
+            gear: repo.gear(),
+            params: repo.config().chunker,
+            buf: Vec::new(),
+            warnings: Vec::new(),
+            changing: Vec::new(),
+            summary: Summary::default(),
+            progress,
+            excluder: &excluder,
+        };
+        let root = a.root(&trie, parent_root);
+        walked.store(true, Ordering::Relaxed);
+        (root, a)
+    });
+    // The walk itself is the exact count: make the totals final (the
+    // scanner may have been overtaken, or not run).
+    let (files, bytes, _) = progress.get();
+    progress.total_files.store(files, Ordering::Relaxed);
+    progress.total_bytes.store(bytes, Ordering::Relaxed);
+    progress.scan_done.store(true, Ordering::Relaxed);
     let Archiver {
         writer,
         warnings,
+        changing,
         mut summary,
         ..
     } = a;
+    let root_tree = match root_tree {
+        Ok(id) => id,
+        Err(SourceError::Interrupted { .. }) => {
+            // Store and index what is already on its way, so that the next
+            // backup finds it; no snapshot refers to it yet.
+            let stats = writer.finish(repo)?;
+            return Err(SourceError::Interrupted {
+                packs: stats.packs_added,
+                stored: stats.stored_added,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let stats = writer.finish(repo)?;
     summary.blobs_added = stats.blobs_added;
     summary.data_added = stats.data_added;
+    summary.meta_added = stats.meta_added;
     summary.stored_added = stats.stored_added;
     summary.duration_secs = started.elapsed().as_secs_f64();
+    let mut meta = BTreeMap::new();
+    if !opts.excludes.is_empty() {
+        let rules = serde_json::to_value(&opts.excludes)
+            .map_err(|e| RepoError::Invalid(format!("recording the exclude rules: {e}")))?;
+        meta.insert(ExcludeRules::META_KEY.to_string(), rules);
+    }
     let snapshot = Snapshot {
         time: Utc::now(),
         hostname: holdfast_repo::hostname(),
@@ -165,14 +225,76 @@ pub fn backup(
         parent: opts.parent.as_ref().map(|p| p.id),
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
-        meta: BTreeMap::new(),
+        meta,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
         warnings,
+        changing,
     })
+}
+
+/// Count the files and bytes a backup of `paths` will visit (same excludes),
+/// for the progress total. Runs beside the backup; it gives up when the
+/// backup has finished walking or was asked to stop, and never fails (an
+/// unreadable directory only makes the total smaller).
+fn scan(paths: &[PathBuf], excluder: &Excluder, progress: &Progress, walked: &AtomicBool) {
+    let mut stack: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        if let Ok(m) = fs::symlink_metadata(p) {
+            count_scanned(&m, progress);
+            if m.is_dir() {
+                stack.push(normalize(p).unwrap_or_else(|_| p.clone()));
+            }
+        }
+    }
+    while let Some(dir) = stack.pop() {
+        if walked.load(Ordering::Relaxed) || progress.stop_requested() {
+            return;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let child = e.path();
+            let Ok(m) = fs::symlink_metadata(&child) else {
+                continue;
+            };
+            if excluder.check(&child, &m) == Verdict::Keep {
+                count_scanned(&m, progress);
+                if m.is_dir() {
+                    stack.push(child);
+                }
+            }
+        }
+    }
+    progress.scan_done.store(true, Ordering::Relaxed);
+}
+
+fn count_scanned(m: &fs::Metadata, progress: &Progress) {
+    if m.is_file() {
+        progress.total_files.fetch_add(1, Ordering::Relaxed);
+        progress.total_bytes.fetch_add(m.len(), Ordering::Relaxed);
+    }
+}
+
+/// What a file looked like at one instant: if any of it moves while the file
+/// is read, what was read may mix old and new content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 /// A node whose file content ids are still being computed.
@@ -190,11 +312,40 @@ struct Archiver<'a> {
     params: ChunkerParams,
     buf: Vec<u8>,
     warnings: Vec<String>,
+    changing: Vec<String>,
     summary: Summary,
     progress: &'a Progress,
+    excluder: &'a Excluder,
 }
 
 impl Archiver<'_> {
+    /// The snapshot's root tree.
+    fn root(&mut self, trie: &Trie, parent_root: Option<Tree>) -> SourceResult<Id> {
+        if !trie.target {
+            return self.virtual_dir(Path::new("/"), trie, parent_root.as_ref());
+        }
+        // Backing up "/" itself.
+        let m = fs::symlink_metadata("/").map_err(|e| SourceError::Read {
+            path: "/".into(),
+            source: e,
+        })?;
+        let node = self.dir(Path::new("/"), b"", &m, parent_root)?;
+        match node.subtree {
+            Some(id) => Ok(id),
+            None => self.save_tree(Tree::default()),
+        }
+    }
+
+    /// Fails with `Interrupted` once the caller asked the backup to stop.
+    fn check_stop(&self) -> SourceResult<()> {
+        if self.progress.stop_requested() {
+            return Err(SourceError::Interrupted {
+                packs: 0,
+                stored: 0,
+            });
+        }
+        Ok(())
+    }
     fn save_tree(&mut self, mut tree: Tree) -> SourceResult<Id> {
         tree.sort();
         let json = serde_json::to_vec(&tree)
@@ -252,6 +403,7 @@ impl Archiver<'_> {
         m: &fs::Metadata,
         parent: Option<&Node>,
     ) -> SourceResult<Option<PendingNode>> {
+        self.check_stop()?;
         let node = meta::node_from_metadata(name, m, &self.names);
         match node.kind {
             NodeKind::Dir => Ok(Some(PendingNode {
@@ -264,6 +416,7 @@ impl Archiver<'_> {
             NodeKind::File => self.file(path, node, parent),
             NodeKind::Symlink => match fs::read_link(path) {
                 Ok(t) => {
+                    self.summary.symlinks += 1;
                     let mut node = node;
                     node.target = Some(NodeName(t.into_os_string().into_vec()));
                     Ok(Some(PendingNode {
@@ -276,10 +429,13 @@ impl Archiver<'_> {
                     Ok(None)
                 }
             },
-            _ => Ok(Some(PendingNode {
-                node,
-                blobs: Vec::new(),
-            })),
+            _ => {
+                self.summary.other += 1;
+                Ok(Some(PendingNode {
+                    node,
+                    blobs: Vec::new(),
+                }))
+            }
         }
     }
 
@@ -329,6 +485,17 @@ impl Archiver<'_> {
                     continue;
                 }
             };
+            match self.excluder.check(&child, &m) {
+                Verdict::Keep => {}
+                Verdict::Exclude => {
+                    self.summary.excluded += 1;
+                    continue;
+                }
+                Verdict::MountPoint => {
+                    pending.push(self.mount_point(n.as_bytes(), &m)?);
+                    continue;
+                }
+            }
             let pnode = ptree.as_ref().and_then(|t| t.find(n.as_bytes()));
             if let Some(p) = self.entry(&child, n.as_bytes(), &m, pnode)? {
                 pending.push(p);
@@ -342,16 +509,28 @@ impl Archiver<'_> {
         Ok(node)
     }
 
+    /// A mount point of another file system under `--one-file-system`: an
+    /// empty directory, so that a restore recreates the place to mount on.
+    fn mount_point(&mut self, name: &[u8], m: &fs::Metadata) -> SourceResult<PendingNode> {
+        self.summary.dirs += 1;
+        let mut node = meta::node_from_metadata(name, m, &self.names);
+        node.subtree = Some(self.save_tree(Tree::default())?);
+        Ok(PendingNode {
+            node,
+            blobs: Vec::new(),
+        })
+    }
+
     fn file(
         &mut self,
         path: &Path,
         mut node: Node,
         parent: Option<&Node>,
     ) -> SourceResult<Option<PendingNode>> {
-        self.summary.total_bytes += node.size;
         if let Some(old) = parent {
             if meta::unchanged(old, &node) && old.content.iter().all(|b| self.index.contains(b)) {
                 node.content = old.content.clone();
+                self.summary.total_bytes += node.size;
                 self.summary.files_unchanged += 1;
                 self.progress.add_file();
                 self.progress.add_bytes(node.size);
@@ -361,38 +540,81 @@ impl Archiver<'_> {
                 }));
             }
         }
-        let f = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.summary.total_bytes -= node.size;
-                self.warn(path, &e);
-                return Ok(None);
-            }
+        let (blobs, read, start) = match self.read_stable(path)? {
+            Some(r) => r,
+            None => return Ok(None),
         };
-        match self.read_file(f, node.size) {
-            Ok((blobs, read)) => {
-                // The file may have grown or shrunk since lstat: record what we read.
-                self.summary.total_bytes = self.summary.total_bytes - node.size + read;
-                node.size = read;
-                self.summary.bytes_read += read;
-                if parent.is_some() {
-                    self.summary.files_changed += 1;
-                } else {
-                    self.summary.files_new += 1;
+        // Record the file as it was when the kept read began: if it kept
+        // changing, its mtime or ctime will differ next time, so the next
+        // backup reads it again instead of trusting this content.
+        node.size = read;
+        node.mtime.sec = start.mtime.0;
+        node.mtime.nsec = start.mtime.1 as u32;
+        node.ctime.sec = start.ctime.0;
+        node.ctime.nsec = start.ctime.1 as u32;
+        self.summary.total_bytes += read;
+        if parent.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        self.progress.add_file();
+        Ok(Some(PendingNode { node, blobs }))
+    }
+
+    /// Read a file, and once more if it changed while it was read. `None`
+    /// when it cannot be read (a warning is recorded). Returns the blobs,
+    /// the bytes read and the file's state when the kept read began.
+    fn read_stable(&mut self, path: &Path) -> SourceResult<Option<(Vec<PendingBlob>, u64, Stamp)>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (blobs, read, before, after) = match self.read_once(path) {
+                Ok(r) => r,
+                Err(ReadFail::Io(e)) => {
+                    self.warn(path, &e);
+                    return Ok(None);
                 }
-                self.progress.add_file();
-                Ok(Some(PendingNode { node, blobs }))
+                Err(ReadFail::Repo(e)) => return Err(e.into()),
+                Err(ReadFail::Stopped) => {
+                    return Err(SourceError::Interrupted {
+                        packs: 0,
+                        stored: 0,
+                    })
+                }
+            };
+            self.summary.bytes_read += read;
+            let stable = before == after && read == before.size;
+            if stable {
+                return Ok(Some((blobs, read, before)));
             }
-            Err(ReadFail::Io(e)) => {
-                self.summary.total_bytes -= node.size;
-                self.warn(path, &e);
-                Ok(None)
+            if attempt == 1 {
+                // The blobs of the mixed read are simply not referenced.
+                self.summary.files_reread += 1;
+                continue;
             }
-            Err(ReadFail::Repo(e)) => Err(e.into()),
+            self.summary.files_changing += 1;
+            self.changing.push(format!(
+                "{}: changed while it was read, twice; stored as read, so its content may mix old and new data",
+                path.display()
+            ));
+            return Ok(Some((blobs, read, before)));
         }
     }
 
-    fn read_file(&mut self, mut f: File, size: u64) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
+    /// One read of a file between two `fstat`s of its descriptor.
+    fn read_once(
+        &mut self,
+        path: &Path,
+    ) -> Result<(Vec<PendingBlob>, u64, Stamp, Stamp), ReadFail> {
+        let f = File::open(path).map_err(ReadFail::Io)?;
+        let before = Stamp::of(&f.metadata().map_err(ReadFail::Io)?);
+        let (blobs, read) = self.read_file(&f, before.size)?;
+        let after = Stamp::of(&f.metadata().map_err(ReadFail::Io)?);
+        Ok((blobs, read, before, after))
+    }
+
+    fn read_file(&mut self, mut f: &File, size: u64) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
         if size <= u64::from(self.params.min) {
             // Small file: one chunk, no chunker buffer.
             let mut data = Vec::with_capacity(size as usize + 1);
@@ -421,6 +643,9 @@ impl Archiver<'_> {
         let mut blobs = Vec::new();
         let mut total = 0u64;
         let res = loop {
+            if self.progress.stop_requested() {
+                break Err(ReadFail::Stopped);
+            }
             match c.next_chunk() {
                 Ok(Some(chunk)) => {
                     total += chunk.len() as u64;
@@ -442,4 +667,5 @@ impl Archiver<'_> {
 enum ReadFail {
     Io(std::io::Error),
     Repo(RepoError),
+    Stopped,
 }

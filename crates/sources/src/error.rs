@@ -29,11 +29,22 @@ pub enum SourceError {
     #[error("no space left on device while writing {path}; free space on the target (nothing in the repository was changed)")]
     NoSpace { path: PathBuf },
 
-    #[error("refusing to overwrite {count} existing file(s), e.g. {first}; pass --overwrite to replace them")]
-    WouldOverwrite { count: usize, first: PathBuf },
+    #[error("refusing to overwrite entries that already exist in the target ({} files, {} symlinks, {} other), e.g. {first}; pass --overwrite to replace them", counts.files, counts.symlinks, counts.other)]
+    WouldOverwrite {
+        counts: holdfast_repo::snapshot::NodeCounts,
+        first: PathBuf,
+    },
 
     #[error("refusing to restore {0}: its name would escape the target directory")]
     UnsafeName(String),
+
+    #[error("bad exclude rule, {what}: {reason}")]
+    BadExclude { what: String, reason: String },
+
+    /// The caller asked the operation to stop (SIGINT, SIGTERM). Data
+    /// already uploaded is indexed, so the next backup reuses it.
+    #[error("backup interrupted: {packs} pack(s) of data already stored were indexed and will be reused by the next backup; no snapshot was written")]
+    Interrupted { packs: u64, stored: u64 },
 
     #[error("path {0} is not in the snapshot")]
     NotInSnapshot(String),

@@ -13,25 +13,50 @@
 pub mod backup;
 pub mod diff;
 mod error;
+pub mod exclude;
 pub mod meta;
 pub mod restore;
 pub mod walk;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use error::{SourceError, SourceResult};
 
-/// Counters a long operation updates and a UI may poll from another thread.
+/// Counters a long operation updates and a UI may poll from another thread,
+/// and the one flag the caller sets: [`Progress::stop`].
 #[derive(Debug, Default)]
 pub struct Progress {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
-    /// Total bytes expected, when known (restore), else 0.
+    /// Total bytes expected: known up front for a restore; for a backup,
+    /// counted by a scanner running ahead of the backup (see `scan_done`).
     pub total_bytes: AtomicU64,
+    /// Total files expected (as `total_bytes`).
+    pub total_files: AtomicU64,
+    /// True once `total_bytes` and `total_files` are final.
+    pub scan_done: AtomicBool,
     pub errors: AtomicU64,
+    /// Set by the caller (on SIGINT or SIGTERM) to make a backup stop reading,
+    /// index what it has stored and return [`SourceError::Interrupted`].
+    pub stop: AtomicBool,
 }
 
 impl Progress {
+    /// Ask the operation to stop as soon as it can.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+    /// (files, total files, scan finished)
+    pub fn file_totals(&self) -> (u64, u64, bool) {
+        (
+            self.files.load(Ordering::Relaxed),
+            self.total_files.load(Ordering::Relaxed),
+            self.scan_done.load(Ordering::Relaxed),
+        )
+    }
     pub fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }

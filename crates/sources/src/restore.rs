@@ -16,7 +16,7 @@
 //! every other file is restored. A full disk stops the restore with a clear
 //! error: there is no point writing further.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use holdfast_repo::index::BlobLocation;
-use holdfast_repo::snapshot::SnapshotEntry;
+use holdfast_repo::snapshot::{NodeCounts, SnapshotEntry};
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::{Id, Repository};
 use holdfast_storage::StorageError;
@@ -56,16 +56,53 @@ pub struct RestoreOptions {
     pub max_retrieval_wait: Option<std::time::Duration>,
 }
 
+/// What a restore wrote. Counts follow [`NodeCounts`]: `files` and `links`
+/// together are the regular-file entries restored; directories that only
+/// lead to the backed-up paths are not counted.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreOutcome {
+    /// Regular files written (the first path of each hard-linked inode).
     pub files: u64,
     pub dirs: u64,
+    /// Further paths of hard-linked files.
     pub links: u64,
+    pub symlinks: u64,
+    /// FIFOs, sockets and device nodes.
+    pub other: u64,
     pub bytes: u64,
     /// Seconds spent waiting for packs to come back from archival storage.
     pub retrieval_seconds: f64,
     /// Files that could not be restored, with the reason.
     pub failed: Vec<String>,
+}
+
+impl RestoreOutcome {
+    /// The entries restored, by kind (the same definitions as a backup's).
+    pub fn counts(&self) -> NodeCounts {
+        NodeCounts {
+            files: self.files + self.links,
+            dirs: self.dirs,
+            symlinks: self.symlinks,
+            other: self.other,
+        }
+    }
+}
+
+/// Target paths of the directories above the snapshot's backed-up paths
+/// (`/srv` for `/srv/docs`): created by a restore, but not counted.
+fn leading_dirs(snap: &SnapshotEntry, target: &Path) -> HashSet<PathBuf> {
+    let mut out = HashSet::new();
+    for p in &snap.snapshot.paths {
+        let mut dir = Path::new(p.trim_start_matches('/'));
+        while let Some(up) = dir.parent() {
+            if up.as_os_str().is_empty() {
+                break;
+            }
+            out.insert(target.join(up));
+            dir = up;
+        }
+    }
+    out
 }
 
 struct FileState {
@@ -117,17 +154,21 @@ pub fn restore(
             Ok(())
         })?;
     }
-    let existing: Vec<&PathBuf> = entries
+    let existing: Vec<&(PathBuf, Node)> = entries
         .iter()
         .filter(|(p, n)| n.kind != NodeKind::Dir && fs::symlink_metadata(p).is_ok())
-        .map(|(p, _)| p)
         .collect();
     if !existing.is_empty() && !opts.overwrite {
+        let mut counts = NodeCounts::default();
+        for (_, n) in &existing {
+            counts.add(n.kind);
+        }
         return Err(SourceError::WouldOverwrite {
-            count: existing.len(),
-            first: existing[0].clone(),
+            counts,
+            first: existing[0].0.clone(),
         });
     }
+    let leading = leading_dirs(snap, target);
 
     // 2. Layout.
     fs::create_dir_all(target).map_err(|e| SourceError::write(target, e))?;
@@ -158,7 +199,9 @@ pub fn restore(
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
                     Err(e) => return Err(SourceError::write(&path, e)),
                 }
-                out.dirs += 1;
+                if !leading.contains(&path) {
+                    out.dirs += 1;
+                }
                 dirs.push((path, node));
             }
             NodeKind::File => {
@@ -198,11 +241,15 @@ pub fn restore(
                     .unwrap_or_default();
                 std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), &path)
                     .map_err(|e| SourceError::write(&path, e))?;
+                out.symlinks += 1;
                 others.push((path, node));
             }
             _ => {
                 match meta::mknod(&path, &node) {
-                    Ok(()) => others.push((path, node)),
+                    Ok(()) => {
+                        out.other += 1;
+                        others.push((path, node));
+                    }
                     // Device nodes need root; report instead of failing the rest.
                     Err(e) => out.failed.push(format!("{}: {e}", path.display())),
                 }
