@@ -253,7 +253,7 @@ fn print_backup_summary(id: holdfast_repo::Id, s: &holdfast_repo::snapshot::Summ
     );
     let mut notes = Vec::new();
     if s.excluded > 0 {
-        notes.push(format!("{} excluded", s.excluded));
+        notes.push(format!("{} entries left out by exclude rules", s.excluded));
     }
     if s.files_reread > 0 {
         notes.push(format!("{} re-read after changing", s.files_reread));
