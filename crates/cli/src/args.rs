@@ -214,6 +214,10 @@ pub struct BackupArgs {
     /// Data directory of the cluster (default: the server's data_directory).
     #[arg(long, value_name = "DIR", requires = "postgres_physical")]
     pub pgdata: Option<PathBuf>,
+    /// Do not back up extended attributes (user.*, security.*, trusted.*,
+    /// and with them POSIX ACLs and file capabilities).
+    #[arg(long)]
+    pub no_xattrs: bool,
 }
 
 #[derive(Debug, Args)]
@@ -245,9 +249,21 @@ pub struct RestoreArgs {
     /// Restore only this path of the snapshot (repeatable).
     #[arg(long = "include")]
     pub includes: Vec<String>,
-    /// Replace files that already exist in the target.
+    /// Replace entries in the target that differ from the snapshot (files
+    /// that already hold the snapshot's content are kept either way, and an
+    /// interrupted restore of the same snapshot resumes without it).
     #[arg(long)]
     pub overwrite: bool,
+    /// Do not restore extended attributes (nor so ACLs and capabilities).
+    #[arg(long)]
+    pub no_xattrs: bool,
+    /// Write zero runs of every file as holes (default: only for files
+    /// that had holes when backed up).
+    #[arg(long, conflicts_with = "no_sparse")]
+    pub sparse: bool,
+    /// Allocate every byte, even of files that had holes.
+    #[arg(long)]
+    pub no_sparse: bool,
     #[command(flatten)]
     pub select: SnapshotSelect,
     /// Restore a logical PostgreSQL snapshot into the server at this DSN.

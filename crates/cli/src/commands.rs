@@ -12,7 +12,7 @@ use holdfast_repo::tree::NodeKind;
 use holdfast_repo::Repository;
 use holdfast_sources::backup::{self, BackupOptions};
 use holdfast_sources::exclude::{self, ExcludeRules};
-use holdfast_sources::restore::{self, RestoreOptions};
+use holdfast_sources::restore::{self, RestoreOptions, SparseMode};
 use holdfast_sources::{diff, walk, Progress, SourceError};
 use serde_json::json;
 
@@ -178,6 +178,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         parent,
         excludes,
         scan: mode != ui::ProgressMode::Off,
+        no_xattrs: a.no_xattrs,
     };
     interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
     let watcher = interrupt::Watcher::start(progress.clone(), g.quiet);
@@ -441,6 +442,14 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         overwrite: a.overwrite,
         threads: 0,
         max_retrieval_wait: None,
+        no_xattrs: a.no_xattrs,
+        sparse: if a.sparse {
+            SparseMode::Always
+        } else if a.no_sparse {
+            SparseMode::Never
+        } else {
+            SparseMode::Auto
+        },
     };
     let started = std::time::Instant::now();
     let res = restore::restore(&repo, &snap, &target, &opts, &progress);
@@ -454,6 +463,11 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     })?;
     for f in &out.failed {
         eprintln!("holdfast: error: not restored: {f}");
+    }
+    if !g.quiet {
+        for w in &out.warnings {
+            eprintln!("holdfast: warning: {w}");
+        }
     }
     if g.json {
         ui::print_json(&json!({
@@ -478,6 +492,23 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             ui::bytes(out.bytes),
             started.elapsed().as_secs_f64()
         );
+        if out.resumed || out.files_skipped > 0 {
+            println!(
+                "{}{} file(s) already complete in the target were kept, not written again",
+                if out.resumed {
+                    "resumed an interrupted restore: "
+                } else {
+                    ""
+                },
+                out.files_skipped
+            );
+        }
+        if !out.warnings.is_empty() {
+            println!(
+                "{} warning(s): the target refused some extended attributes (see above)",
+                out.warnings.len()
+            );
+        }
     }
     if out.failed.is_empty() {
         Ok(exit::OK)

@@ -115,7 +115,9 @@ fn backup_restore_round_trip_keeps_content_and_metadata() {
         assert_eq!((m.uid(), m.gid()), (1234, 4321), "ownership restored");
     }
 
-    // Refuses to overwrite, unless told to.
+    // Refuses to overwrite a file that differs, unless told to (identical
+    // files are kept: see fidelity.rs).
+    fs::write(restored_src.join("docs/notes.txt"), b"changed since").unwrap();
     let again = env.run([
         "restore".as_ref(),
         "latest".as_ref(),

@@ -37,6 +37,8 @@ pub(crate) fn generated_file(name: &str, size: u64, content: Vec<Id>) -> Node {
         content,
         subtree: None,
         target: None,
+        xattrs: Vec::new(),
+        sparse: false,
     }
 }
 

@@ -301,6 +301,14 @@ impl Repository {
         self.decode_blob(id, &loc, &sealed)
     }
 
+    /// Forget the cached tree packs (see `cached_tree_pack`): a restore
+    /// calls this once it has walked its trees, so their memory is free for
+    /// the content phase. Later tree reads simply fetch again.
+    pub fn release_tree_cache(&self) {
+        let mut cache = self.tree_packs.lock().unwrap_or_else(|e| e.into_inner());
+        *cache = Default::default();
+    }
+
     /// The whole pack holding a tree blob, read once and kept: walking a
     /// snapshot touches every tree, and a request per tree is what makes a
     /// remote store slow (and bills per request). Only packs small enough
@@ -487,8 +495,19 @@ impl Repository {
             },
             e => e,
         })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| RepoError::corrupt(format!("tree {}", id.short()), e.to_string()))
+        let tree: Tree = serde_json::from_slice(&bytes)
+            .map_err(|e| RepoError::corrupt(format!("tree {}", id.short()), e.to_string()))?;
+        // A newer tree may carry fields this version would silently drop
+        // on restore (metadata, say): refuse instead.
+        if tree.version > crate::tree::TREE_VERSION {
+            return Err(RepoError::Invalid(format!(
+                "tree {} uses tree format version {}, newer than this holdfast supports (up to {}); upgrade holdfast",
+                id.short(),
+                tree.version,
+                crate::tree::TREE_VERSION
+            )));
+        }
+        Ok(tree)
     }
 
     // ---- snapshots --------------------------------------------------------

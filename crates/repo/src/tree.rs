@@ -5,6 +5,12 @@
 //! subtree blob, files at the ordered list of their data blobs. Names are
 //! stored as strings when they are UTF-8 and as hex bytes (`name_hex`)
 //! otherwise, so names that are not UTF-8 survive a round trip exactly.
+//!
+//! Tree version 2 (see `docs/format.md`) added extended attributes (which
+//! carry POSIX ACLs and file capabilities) and the `sparse` flag of files.
+//! Both fields are optional, so version-1 trees (no `version` field) read
+//! unchanged; a tree from a newer format is refused rather than read with
+//! fields silently dropped.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,31 @@ pub enum NodeKind {
 pub struct Timestamp {
     pub sec: i64,
     pub nsec: u32,
+}
+
+/// One extended attribute: its full name (`user.x`, `security.capability`,
+/// `system.posix_acl_access`, ...) and its raw value, stored as hex because
+/// values are arbitrary bytes (binary ACLs, capability sets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    #[serde(flatten)]
+    pub name: NodeName,
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Serde helper: bytes as a lowercase hex string.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let h = String::deserialize(d)?;
+        hex::decode(h).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +94,13 @@ pub struct Node {
     /// Target of a symlink (bytes; hex when not UTF-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<NodeName>,
+    /// Extended attributes (tree version 2), sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
+    /// The file had fewer blocks allocated than its size at backup (it had
+    /// holes), so a restore writes its zero runs as holes (tree version 2).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// A file name as raw bytes, serialised readably when possible.
@@ -112,12 +150,36 @@ impl NodeName {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The tree format this code writes, and the newest it reads.
+pub const TREE_VERSION: u32 = 2;
+
+fn tree_version_1() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
+    /// Absent in version-1 trees.
+    #[serde(default = "tree_version_1")]
+    pub version: u32,
     pub nodes: Vec<Node>,
 }
 
+impl Default for Tree {
+    fn default() -> Tree {
+        Tree::new(Vec::new())
+    }
+}
+
 impl Tree {
+    /// A tree of the current version.
+    pub fn new(nodes: Vec<Node>) -> Tree {
+        Tree {
+            version: TREE_VERSION,
+            nodes,
+        }
+    }
+
     pub fn find(&self, name: &[u8]) -> Option<&Node> {
         self.nodes
             .binary_search_by(|n| n.name.0.as_slice().cmp(name))
@@ -154,13 +216,30 @@ mod tests {
             content: vec![Id([1; 32])],
             subtree: None,
             target: None,
+            xattrs: vec![Xattr {
+                name: NodeName(b"user.\xffbin".to_vec()),
+                value: vec![0, 1, 2, 0xff],
+            }],
+            sparse: true,
         };
-        let mut t = Tree { nodes: vec![node] };
+        let mut t = Tree::new(vec![node]);
         t.sort();
         let json = serde_json::to_string(&t).unwrap();
         assert!(json.contains("name_hex"));
         let back: Tree = serde_json::from_str(&json).unwrap();
         assert_eq!(back, t);
         assert!(back.find(&[0x66, 0xff, 0x6f]).is_some());
+    }
+
+    #[test]
+    fn version_1_trees_read_without_the_new_fields() {
+        let v1 = r#"{"nodes":[{"name":"a","kind":"file","mode":420,"uid":0,"gid":0,
+            "size":0,"mtime":{"sec":1,"nsec":0}}]}"#;
+        let t: Tree = serde_json::from_str(v1).unwrap();
+        assert_eq!(t.version, 1);
+        assert!(t.nodes[0].xattrs.is_empty());
+        assert!(!t.nodes[0].sparse);
+        let v2 = serde_json::to_string(&Tree::default()).unwrap();
+        assert!(v2.contains("\"version\":2"), "{v2}");
     }
 }

@@ -70,6 +70,8 @@ pub struct BackupOptions {
     pub excludes: ExcludeRules,
     /// Count files and bytes ahead of the backup for a progress display.
     pub scan: bool,
+    /// Leave extended attributes (and so ACLs and capabilities) out.
+    pub no_xattrs: bool,
 }
 
 /// A finished backup.
@@ -170,6 +172,7 @@ pub fn backup(
             summary: Summary::default(),
             progress,
             excluder: &excluder,
+            xattrs: !opts.no_xattrs,
         };
         let root = a.root(&trie, parent_root);
         walked.store(true, Ordering::Relaxed);
@@ -330,6 +333,8 @@ struct Archiver<'a> {
     summary: Summary,
     progress: &'a Progress,
     excluder: &'a Excluder,
+    /// Record extended attributes.
+    xattrs: bool,
 }
 
 impl Archiver<'_> {
@@ -391,12 +396,12 @@ impl Archiver<'_> {
             } else {
                 let ptree = self.parent_subtree(pnode);
                 let sub = self.virtual_dir(&p, child, ptree.as_ref())?;
-                let mut node = meta::node_from_metadata(name, &m, &self.names);
+                let mut node = self.node(&p, name, &m);
                 node.subtree = Some(sub);
                 nodes.push(node);
             }
         }
-        self.save_tree(Tree { nodes })
+        self.save_tree(Tree::new(nodes))
     }
 
     fn resolve(&mut self, p: PendingNode) -> SourceResult<Node> {
@@ -418,7 +423,7 @@ impl Archiver<'_> {
         parent: Option<&Node>,
     ) -> SourceResult<Option<PendingNode>> {
         self.check_stop()?;
-        let node = meta::node_from_metadata(name, m, &self.names);
+        let node = self.node(path, name, m);
         match node.kind {
             NodeKind::Dir => Ok(Some(PendingNode {
                 node: {
@@ -453,6 +458,23 @@ impl Archiver<'_> {
         }
     }
 
+    /// The node for `path` from its `lstat` metadata and, unless turned
+    /// off, its extended attributes. Attributes that cannot be read cost a
+    /// warning, not the entry.
+    fn node(&mut self, path: &Path, name: &[u8], m: &fs::Metadata) -> Node {
+        let mut node = meta::node_from_metadata(name, m, &self.names);
+        if self.xattrs {
+            match meta::read_xattrs(path) {
+                Ok(x) => node.xattrs = x,
+                Err(e) => self.warnings.push(format!(
+                    "{}: cannot read extended attributes: {e} (stored without them)",
+                    path.display()
+                )),
+            }
+        }
+        node
+    }
+
     fn warn(&mut self, path: &Path, e: &std::io::Error) {
         self.summary.files_failed += 1;
         self.progress
@@ -472,7 +494,7 @@ impl Archiver<'_> {
         ptree: Option<Tree>,
     ) -> SourceResult<Node> {
         self.summary.dirs += 1;
-        let mut node = meta::node_from_metadata(name, m, &self.names);
+        let mut node = self.node(path, name, m);
         let mut names: Vec<OsString> = Vec::new();
         match fs::read_dir(path) {
             Ok(rd) => {
@@ -519,7 +541,7 @@ impl Archiver<'_> {
         for p in pending {
             nodes.push(self.resolve(p)?);
         }
-        node.subtree = Some(self.save_tree(Tree { nodes })?);
+        node.subtree = Some(self.save_tree(Tree::new(nodes))?);
         Ok(node)
     }
 

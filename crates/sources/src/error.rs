@@ -29,11 +29,17 @@ pub enum SourceError {
     #[error("no space left on device while writing {path}; free space on the target (nothing in the repository was changed)")]
     NoSpace { path: PathBuf },
 
-    #[error("refusing to overwrite entries that already exist in the target ({} files, {} symlinks, {} other), e.g. {first}; pass --overwrite to replace them", counts.files, counts.symlinks, counts.other)]
+    #[error("refusing to overwrite entries in the target that differ from the snapshot ({} files, {} symlinks, {} other), e.g. {first}; pass --overwrite to replace them (files that already hold the snapshot's content are kept either way)", counts.files, counts.symlinks, counts.other)]
     WouldOverwrite {
         counts: holdfast_repo::snapshot::NodeCounts,
         first: PathBuf,
     },
+
+    #[error("{marker} marks an unfinished restore of snapshot {snapshot} (or of other paths) into this target; rerun that restore to finish it, or pass --overwrite to replace it")]
+    OtherRestoreInProgress { marker: PathBuf, snapshot: String },
+
+    #[error("{marker} is not a Holdfast restore marker ({detail}); remove it if nothing is restoring into this target")]
+    BadMarker { marker: PathBuf, detail: String },
 
     #[error("refusing to restore {0}: its name would escape the target directory")]
     UnsafeName(String),

@@ -3,6 +3,11 @@
 //! Ownership is restored only when running as root (anyone else cannot give
 //! files away); modes and times always. Times are set last, after content,
 //! because writing content updates them.
+//!
+//! Extended attributes are read and written as raw bytes without following
+//! symlinks. POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`)
+//! and file capabilities (`security.capability`) are extended attributes to
+//! the kernel, so they travel the same way, in the kernel's own encoding.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -12,7 +17,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::Mutex;
 
-use holdfast_repo::tree::{Node, NodeKind, NodeName, Timestamp};
+use holdfast_repo::tree::{Node, NodeKind, NodeName, Timestamp, Xattr};
 
 /// Build a node (without content or subtree) from `lstat` metadata.
 pub fn node_from_metadata(name: &[u8], m: &Metadata, names: &NameCache) -> Node {
@@ -57,6 +62,42 @@ pub fn node_from_metadata(name: &[u8], m: &Metadata, names: &NameCache) -> Node 
         content: Vec::new(),
         subtree: None,
         target: None,
+        xattrs: Vec::new(),
+        sparse: kind == NodeKind::File && allocated_less_than_size(m),
+    }
+}
+
+/// True when a file has holes: fewer bytes allocated than its length.
+/// (`st_blocks` counts 512-byte units whatever the file system's block size.)
+fn allocated_less_than_size(m: &Metadata) -> bool {
+    m.blocks().saturating_mul(512) < m.len()
+}
+
+/// What a restore applies to an entry after creating it: a node's
+/// metadata without its name, content or backup-only fields.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: Timestamp,
+    /// Device number of a device node.
+    pub rdev: Option<u64>,
+    pub xattrs: Vec<Xattr>,
+}
+
+impl Meta {
+    pub fn of(node: &Node) -> Meta {
+        Meta {
+            kind: node.kind,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            mtime: node.mtime,
+            rdev: node.rdev,
+            xattrs: node.xattrs.clone(),
+        }
     }
 }
 
@@ -134,8 +175,152 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Apply ownership (root only), mode and times to `path` (not following symlinks).
-pub fn apply(path: &Path, node: &Node) -> std::io::Result<()> {
+/// Errors that mean "this file system (or this entry type) has no extended
+/// attributes": nothing to record, not a failure.
+fn xattrs_unsupported(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTSUP))
+}
+
+/// The names of `path`'s extended attributes, as the kernel's NUL-separated list.
+fn list_xattr_names(c: &CStr) -> std::io::Result<Vec<u8>> {
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks for the needed size.
+        let need = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
+        if need < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if need == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; need as usize];
+        // SAFETY: buf is valid for buf.len() bytes.
+        let got = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        // ERANGE: an attribute was added between the two calls; ask again.
+        if e.raw_os_error() != Some(libc::ERANGE) {
+            return Err(e);
+        }
+    }
+}
+
+/// One attribute's value; `None` when it vanished since it was listed.
+fn xattr_value(c: &CStr, name: &CStr) -> std::io::Result<Option<Vec<u8>>> {
+    loop {
+        // SAFETY: a NULL buffer of size 0 asks for the needed size.
+        let need = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+        if need < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::ENODATA) => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let mut buf = vec![0u8; need as usize];
+        // SAFETY: buf is valid for buf.len() bytes.
+        let got = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(Some(buf));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) => continue,
+            Some(libc::ENODATA) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Every extended attribute of `path` (not following symlinks), sorted by
+/// name. A file system without extended attributes gives an empty list.
+pub fn read_xattrs(path: &Path) -> std::io::Result<Vec<Xattr>> {
+    let c = cpath(path)?;
+    let names = match list_xattr_names(&c) {
+        Ok(n) => n,
+        Err(e) if xattrs_unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "attribute name with NUL")
+        })?;
+        if let Some(value) = xattr_value(&c, &cname)? {
+            out.push(Xattr {
+                name: NodeName(name.to_vec()),
+                value,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Set `node`'s extended attributes on `path` (not following symlinks).
+/// Returns one message per attribute the target refused (a file system
+/// without them, `trusted.*` or `security.capability` without privilege,
+/// `user.*` on a symlink): those are warnings, the rest is still applied.
+pub fn apply_xattrs(path: &Path, node: &Meta) -> Vec<String> {
+    if node.xattrs.is_empty() {
+        return Vec::new();
+    }
+    let c = match cpath(path) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![format!(
+                "{}: extended attributes not restored: {e}",
+                path.display()
+            )]
+        }
+    };
+    let mut refused = Vec::new();
+    for x in &node.xattrs {
+        let Ok(name) = CString::new(x.name.0.as_slice()) else {
+            refused.push(format!(
+                "{}: extended attribute {:?} not restored: its name contains NUL",
+                path.display(),
+                x.name.display()
+            ));
+            continue;
+        };
+        // SAFETY: valid NUL-terminated strings; value is valid for its length.
+        let rc = unsafe {
+            libc::lsetxattr(
+                c.as_ptr(),
+                name.as_ptr(),
+                x.value.as_ptr().cast(),
+                x.value.len(),
+                0,
+            )
+        };
+        if rc != 0 {
+            refused.push(format!(
+                "{}: extended attribute {} not restored: {}",
+                path.display(),
+                x.name.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    refused
+}
+
+/// Apply ownership (root only), mode and times to `path` (not following
+/// symlinks); with `xattrs`, also its extended attributes, whose refusals
+/// are returned as warnings. Order matters: `chown` clears set-id bits and
+/// file capabilities, so it comes first; times come last.
+pub fn apply(path: &Path, node: &Meta, xattrs: bool) -> std::io::Result<Vec<String>> {
     let c = cpath(path)?;
     if is_root() {
         // SAFETY: c is a valid NUL-terminated path.
@@ -149,6 +334,11 @@ pub fn apply(path: &Path, node: &Node) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
     }
+    let warnings = if xattrs {
+        apply_xattrs(path, node)
+    } else {
+        Vec::new()
+    };
     let ts = [
         // atime: we do not record it; use mtime so restores are deterministic.
         libc::timespec {
@@ -172,11 +362,11 @@ pub fn apply(path: &Path, node: &Node) -> std::io::Result<()> {
     {
         return Err(std::io::Error::last_os_error());
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// Create a FIFO or device node.
-pub fn mknod(path: &Path, node: &Node) -> std::io::Result<()> {
+pub fn mknod(path: &Path, node: &Meta) -> std::io::Result<()> {
     let c = cpath(path)?;
     let kind = match node.kind {
         NodeKind::Fifo => libc::S_IFIFO,

@@ -1,37 +1,50 @@
 //! Restoring a snapshot (or paths inside it) into a directory.
 //!
-//! 1. Plan: walk the selected part of the tree; refuse, before writing
-//!    anything, if files already exist at the target (unless overwriting).
-//! 2. Lay out directories, symlinks and special files; create every regular
-//!    file at its final size.
-//! 3. Content: group every needed blob by pack, coalesce nearby blobs into
+//! 1. Plan: walk the selected part of the tree, keeping of each node only
+//!    what the restore needs (a compact [`Item`], not the tree node).
+//! 2. Existing entries: files that already hold exactly the snapshot's
+//!    content (same size, every blob hashing to its id) are kept and not
+//!    written again. Anything else in the way is refused, before writing
+//!    anything, unless `overwrite` is set or the target carries the marker
+//!    of an unfinished restore of the same snapshot and paths (a resume).
+//! 3. Lay out directories, symlinks and special files. Empty files are
+//!    created here; files with content by the workers.
+//! 4. Content: group every needed blob by pack, coalesce nearby blobs into
 //!    ranged reads, and let a pool of threads fetch, decrypt, verify (each blob
 //!    must hash to its id) and write each blob to every file offset that needs
-//!    it. A pack is read once however many files share its blobs.
-//! 4. Hard links, then metadata (files, then directories deepest first, since
-//!    creating entries changes a directory's mtime).
+//!    it. A pack is read once however many files share its blobs. Files that
+//!    are written sparse skip their all-zero blocks, which stay holes.
+//! 5. Hard links, then metadata (files, then directories deepest first, since
+//!    creating entries changes a directory's mtime), extended attributes
+//!    included; a target that refuses an attribute costs a warning.
 //!
 //! A damaged or missing blob fails only the files that use it: they are
 //! removed (never left with silently wrong content) and reported by name;
 //! every other file is restored. A full disk stops the restore with a clear
 //! error: there is no point writing further.
+//!
+//! The marker file [`MARKER`] in the target records the snapshot and paths
+//! of a restore in progress; it is removed when every entry was restored.
+//! After a crash or `kill -9`, running the same restore again finishes it:
+//! files already complete are verified and kept, partial ones rewritten.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use holdfast_repo::index::BlobLocation;
+use holdfast_repo::index::{BlobLocation, Index};
 use holdfast_repo::snapshot::{NodeCounts, SnapshotEntry};
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::{Id, Repository};
 use holdfast_storage::StorageError;
 
 use crate::error::{SourceError, SourceResult};
-use crate::meta;
+use crate::meta::{self, Meta};
 use crate::walk;
 use crate::Progress;
 
@@ -42,18 +55,40 @@ const COALESCE_GAP: u64 = 512 * 1024;
 /// with latency) get whole packs in one read.
 const MAX_READ_LOCAL: u64 = 8 * 1024 * 1024;
 const MAX_READ_REMOTE: u64 = 32 * 1024 * 1024;
+/// Zero runs are looked for (and left as holes) in blocks of this size,
+/// aligned on file offsets: the block size of common file systems.
+const SPARSE_BLOCK: usize = 4096;
+
+/// Name of the marker of an unfinished restore, at the root of the target.
+pub const MARKER: &str = ".holdfast-restore-in-progress";
+
+/// When to write zero runs as holes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SparseMode {
+    /// Files that had holes at backup (recorded in their node) only.
+    #[default]
+    Auto,
+    /// Every file (`--sparse`).
+    Always,
+    /// No file (`--no-sparse`): every byte allocated.
+    Never,
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     /// Snapshot paths to restore (`/srv/docs/x`); empty means everything.
     pub includes: Vec<Vec<u8>>,
-    /// Replace files that already exist at the target.
+    /// Replace entries that already exist at the target and differ.
     pub overwrite: bool,
     /// Fetch/decrypt/write threads; 0 picks from cores and backend.
     pub threads: usize,
     /// How long to wait for packs in archival storage to be retrieved
     /// (default 48 hours, the slowest Deep Archive tier).
     pub max_retrieval_wait: Option<std::time::Duration>,
+    /// Do not restore extended attributes (nor so ACLs and capabilities).
+    pub no_xattrs: bool,
+    /// Holes for zero runs.
+    pub sparse: SparseMode,
 }
 
 /// What a restore wrote. Counts follow [`NodeCounts`]: `files` and `links`
@@ -70,10 +105,19 @@ pub struct RestoreOutcome {
     /// FIFOs, sockets and device nodes.
     pub other: u64,
     pub bytes: u64,
+    /// Files that already held the snapshot's content and were kept as they
+    /// were (counted in `files` too).
+    pub files_skipped: u64,
+    /// The target held the marker of an unfinished restore of the same
+    /// snapshot, and this restore finished it.
+    pub resumed: bool,
     /// Seconds spent waiting for packs to come back from archival storage.
     pub retrieval_seconds: f64,
     /// Files that could not be restored, with the reason.
     pub failed: Vec<String>,
+    /// Metadata the target refused (extended attributes); the entries
+    /// themselves were restored.
+    pub warnings: Vec<String>,
 }
 
 impl RestoreOutcome {
@@ -105,18 +149,87 @@ fn leading_dirs(snap: &SnapshotEntry, target: &Path) -> HashSet<PathBuf> {
     out
 }
 
+/// What the restore keeps of one tree node.
+struct Item {
+    path: PathBuf,
+    meta: Meta,
+    size: u64,
+    sparse: bool,
+    content: Vec<Id>,
+    /// `(dev, inode)` of a file with other hard links in the snapshot.
+    link_key: Option<(u64, u64)>,
+    /// Symlink target.
+    target: Vec<u8>,
+}
+
+impl Item {
+    fn from_node(path: PathBuf, node: &Node) -> Item {
+        Item {
+            path,
+            meta: Meta::of(node),
+            size: node.size,
+            sparse: node.sparse,
+            content: node.content.clone(),
+            link_key: (node.kind == NodeKind::File && node.nlink > 1)
+                .then_some((node.dev, node.inode)),
+            target: node
+                .target
+                .as_ref()
+                .map(|t| t.0.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A file being written by the workers.
 struct FileState {
     path: PathBuf,
-    node: Node,
+    meta: Meta,
+    size: u64,
+    /// Skip all-zero blocks (they stay holes).
+    sparse: bool,
+    /// Already complete in the target: nothing to write.
+    kept: bool,
     remaining: AtomicU64,
     failed: Mutex<Option<String>>,
 }
 
+impl FileState {
+    fn fail(&self, why: String) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(why);
+    }
+
+    fn has_failed(&self) -> bool {
+        self.failed.lock().map(|g| g.is_some()).unwrap_or(true)
+    }
+}
+
+/// One blob to fetch and where it goes. The first target is inline since
+/// most blobs have exactly one (this is per blob of the restore).
 struct BlobUse {
     id: Id,
-    loc: BlobLocation,
-    /// (file index, offset in file)
-    targets: Vec<(usize, u64)>,
+    offset: u32,
+    length: u32,
+    first: (u32, u64),
+    more: Vec<(u32, u64)>,
+}
+
+impl BlobUse {
+    fn targets(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        std::iter::once(self.first)
+            .chain(self.more.iter().copied())
+            .map(|(f, o)| (f as usize, o))
+    }
+}
+
+/// What the marker of a restore in progress records.
+#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+struct Marker {
+    snapshot: String,
+    includes: Vec<String>,
 }
 
 pub fn restore(
@@ -127,191 +240,73 @@ pub fn restore(
     progress: &Progress,
 ) -> SourceResult<RestoreOutcome> {
     // 1. Plan.
-    let mut entries: Vec<(PathBuf, Node)> = Vec::new();
-    let prefixes: Vec<Vec<u8>> = if opts.includes.is_empty() {
-        vec![b"/".to_vec()]
-    } else {
-        opts.includes.clone()
+    let items = plan(repo, snap, target, opts)?;
+    // The walk cached tree packs; the content phase no longer needs them.
+    repo.release_tree_cache();
+
+    // 2. Existing entries.
+    let marker_path = target.join(MARKER);
+    let marker = Marker {
+        snapshot: snap.id.to_hex(),
+        includes: opts
+            .includes
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
     };
-    for prefix in &prefixes {
-        if prefix.as_slice() != b"/" {
-            // Fail clearly on an include that names nothing.
-            walk::lookup(repo, snap.snapshot.tree, prefix)?;
+    let resumed = match read_marker(&marker_path)? {
+        Some(m) if m == marker => true,
+        Some(m) if !opts.overwrite => {
+            return Err(SourceError::OtherRestoreInProgress {
+                marker: marker_path,
+                snapshot: m.snapshot,
+            })
         }
-        walk::walk(repo, snap.snapshot.tree, prefix, &mut |path, node| {
-            // Names come from authenticated trees, but a tree written by a
-            // buggy or hostile key holder must still not escape the target.
-            let n = node.name.0.as_slice();
-            if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') {
-                return Err(SourceError::UnsafeName(
-                    String::from_utf8_lossy(path).into_owned(),
-                ));
-            }
-            let rel = Path::new(std::ffi::OsStr::from_bytes(
-                path.strip_prefix(b"/").unwrap_or(path),
-            ));
-            entries.push((target.join(rel), node.clone()));
-            Ok(())
-        })?;
-    }
-    let existing: Vec<&(PathBuf, Node)> = entries
-        .iter()
-        .filter(|(p, n)| n.kind != NodeKind::Dir && fs::symlink_metadata(p).is_ok())
-        .collect();
-    if !existing.is_empty() && !opts.overwrite {
-        let mut counts = NodeCounts::default();
-        for (_, n) in &existing {
-            counts.add(n.kind);
-        }
+        _ => false,
+    };
+    let mut out = RestoreOutcome {
+        resumed,
+        ..RestoreOutcome::default()
+    };
+    let index = repo.index();
+    let existing = existing_entries(repo, &index, &items, opts.threads)?;
+    if existing.differing.files + existing.differing.symlinks + existing.differing.other > 0
+        && !opts.overwrite
+        && !out.resumed
+    {
         return Err(SourceError::WouldOverwrite {
-            counts,
-            first: existing[0].0.clone(),
+            counts: existing.differing,
+            first: existing.first_differing.unwrap_or_default(),
         });
     }
-    let leading = leading_dirs(snap, target);
-
-    // 2. Layout.
+    // The snapshot itself may hold an entry named like the marker: then no
+    // marker (a resume needs --overwrite for anything not yet complete).
+    let use_marker = !items.iter().any(|i| i.path == marker_path);
     fs::create_dir_all(target).map_err(|e| SourceError::write(target, e))?;
-    let mut out = RestoreOutcome::default();
-    let mut files: Vec<FileState> = Vec::new();
-    let mut links: Vec<(PathBuf, usize)> = Vec::new();
-    let mut primaries: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut others: Vec<(PathBuf, Node)> = Vec::new();
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
-    for (path, node) in entries {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| SourceError::write(parent, e))?;
-        }
-        if node.kind != NodeKind::Dir && opts.overwrite {
-            if let Ok(m) = fs::symlink_metadata(&path) {
-                let r = if m.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                r.map_err(|e| SourceError::write(&path, e))?;
-            }
-        }
-        match node.kind {
-            NodeKind::Dir => {
-                match fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => return Err(SourceError::write(&path, e)),
-                }
-                if !leading.contains(&path) {
-                    out.dirs += 1;
-                }
-                dirs.push((path, node));
-            }
-            NodeKind::File => {
-                if node.nlink > 1 {
-                    if let Some(&first) = primaries.get(&(node.dev, node.inode)) {
-                        links.push((path, first));
-                        continue;
-                    }
-                    primaries.insert((node.dev, node.inode), files.len());
-                }
-                // Files with content are created by the worker that writes
-                // their first blob, so file creation (costly on ext4 for
-                // thousands of files) runs in parallel with the data.
-                if node.content.is_empty() {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&path)
-                        .map_err(|e| SourceError::write(&path, e))?;
-                    f.set_len(node.size)
-                        .map_err(|e| SourceError::write(&path, e))?;
-                }
-                progress.total_bytes.fetch_add(node.size, Ordering::Relaxed);
-                files.push(FileState {
-                    path,
-                    remaining: AtomicU64::new(node.size),
-                    node,
-                    failed: Mutex::new(None),
-                });
-            }
-            NodeKind::Symlink => {
-                let t = node
-                    .target
-                    .as_ref()
-                    .map(|t| t.0.clone())
-                    .unwrap_or_default();
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&t), &path)
-                    .map_err(|e| SourceError::write(&path, e))?;
-                out.symlinks += 1;
-                others.push((path, node));
-            }
-            _ => {
-                match meta::mknod(&path, &node) {
-                    Ok(()) => {
-                        out.other += 1;
-                        others.push((path, node));
-                    }
-                    // Device nodes need root; report instead of failing the rest.
-                    Err(e) => out.failed.push(format!("{}: {e}", path.display())),
-                }
-            }
-        }
+    if use_marker && !out.resumed {
+        write_marker(&marker_path, &marker)?;
     }
 
-    // 3. Content.
-    let index = repo.index();
-    let mut uses: Vec<BlobUse> = Vec::new();
-    let mut by_blob: HashMap<Id, usize> = HashMap::new();
-    for (fi, f) in files.iter().enumerate() {
-        let mut offset = 0u64;
-        for b in &f.node.content {
-            let Some(loc) = index.get(b) else {
-                *f.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
-                    "blob {} is not in the index (run `holdfast check`)",
-                    b.short()
-                ));
-                break;
-            };
-            let ui = *by_blob.entry(*b).or_insert_with(|| {
-                uses.push(BlobUse {
-                    id: *b,
-                    loc,
-                    targets: Vec::new(),
-                });
-                uses.len() - 1
-            });
-            uses[ui].targets.push((fi, offset));
-            offset += u64::from(loc.raw_len);
-        }
-    }
-    // Group by pack and coalesce into ranged reads.
-    let mut by_pack: HashMap<Id, Vec<usize>> = HashMap::new();
-    for (i, u) in uses.iter().enumerate() {
-        by_pack.entry(u.loc.pack).or_default().push(i);
-    }
+    // 3. Layout.
+    let leading = leading_dirs(snap, target);
+    let layout = lay_out(items, &existing.kept, &leading, &mut out, progress)?;
+    let Layout {
+        files,
+        contents,
+        links,
+        others,
+        mut dirs,
+    } = layout;
+
+    // 4. Content.
+    let uses = blob_uses(&index, &files, contents);
     let max_read = if repo.backend().capabilities().parallelism > 2 {
         MAX_READ_REMOTE
     } else {
         MAX_READ_LOCAL
     };
-    let mut work: Vec<(Id, Vec<usize>)> = Vec::new();
-    for (pack, mut list) in by_pack {
-        list.sort_by_key(|&i| uses[i].loc.offset);
-        let mut run: Vec<usize> = Vec::new();
-        let mut end = 0u64;
-        for i in list {
-            let off = u64::from(uses[i].loc.offset);
-            let run_start = run.first().map_or(off, |&f| u64::from(uses[f].loc.offset));
-            let run_end = off + u64::from(uses[i].loc.length);
-            if !run.is_empty() && (off > end + COALESCE_GAP || run_end - run_start > max_read) {
-                work.push((pack, std::mem::take(&mut run)));
-            }
-            end = off + u64::from(uses[i].loc.length);
-            run.push(i);
-        }
-        if !run.is_empty() {
-            work.push((pack, run));
-        }
-    }
+    let work = coalesce(&index, &uses, max_read);
+    drop(index);
     let threads = if opts.threads > 0 {
         opts.threads
     } else {
@@ -343,9 +338,8 @@ pub fn restore(
         let still = pool.run(archived, threads);
         for (pack, list) in still {
             for i in list {
-                for &(fi, _) in &uses[i].targets {
-                    let mut g = files[fi].failed.lock().unwrap_or_else(|e| e.into_inner());
-                    g.get_or_insert(format!("pack {pack} is still archived after its retrieval"));
+                for (fi, _) in uses[i].targets() {
+                    files[fi].fail(format!("pack {pack} is still archived after its retrieval"));
                 }
             }
         }
@@ -353,28 +347,11 @@ pub fn restore(
     if let Some(e) = fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
+    drop(uses);
 
-    // 4. Links and metadata.
-    let mut ok = vec![true; files.len()];
-    for (i, f) in files.iter().enumerate() {
-        let failed = f.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let failed = failed.or_else(|| {
-            (f.remaining.load(Ordering::Relaxed) != 0).then(|| "content incomplete".to_string())
-        });
-        if let Some(why) = failed {
-            ok[i] = false;
-            let _ = fs::remove_file(&f.path);
-            out.failed.push(format!("{}: {why}", f.path.display()));
-            continue;
-        }
-        out.files += 1;
-        out.bytes += f.node.size;
-        progress.add_file();
-        if let Err(e) = meta::apply(&f.path, &f.node) {
-            out.failed
-                .push(format!("{}: restoring metadata: {e}", f.path.display()));
-        }
-    }
+    // 5. Links and metadata.
+    let xattrs = !opts.no_xattrs;
+    let ok = finish_files(&files, xattrs, &mut out, progress);
     for (path, first) in links {
         if !ok[first] {
             out.failed.push(format!(
@@ -384,23 +361,469 @@ pub fn restore(
             ));
             continue;
         }
+        remove_existing(&path)?;
         fs::hard_link(&files[first].path, &path).map_err(|e| SourceError::write(&path, e))?;
         out.links += 1;
     }
-    for (path, node) in &others {
-        if let Err(e) = meta::apply(path, node) {
-            out.failed
-                .push(format!("{}: restoring metadata: {e}", path.display()));
-        }
+    for (path, m) in &others {
+        apply_meta(path, m, xattrs, &mut out);
     }
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (path, node) in &dirs {
-        if let Err(e) = meta::apply(path, node) {
-            out.failed
-                .push(format!("{}: restoring metadata: {e}", path.display()));
-        }
+    for (path, m) in &dirs {
+        apply_meta(path, m, xattrs, &mut out);
+    }
+    if use_marker && out.failed.is_empty() {
+        // Everything is in place: this target no longer needs a resume.
+        fs::remove_file(&marker_path).map_err(|e| SourceError::write(&marker_path, e))?;
     }
     Ok(out)
+}
+
+/// Walk the selected paths into compact items.
+fn plan(
+    repo: &Repository,
+    snap: &SnapshotEntry,
+    target: &Path,
+    opts: &RestoreOptions,
+) -> SourceResult<Vec<Item>> {
+    let mut items: Vec<Item> = Vec::new();
+    let prefixes: Vec<Vec<u8>> = if opts.includes.is_empty() {
+        vec![b"/".to_vec()]
+    } else {
+        opts.includes.clone()
+    };
+    for prefix in &prefixes {
+        if prefix.as_slice() != b"/" {
+            // Fail clearly on an include that names nothing.
+            walk::lookup(repo, snap.snapshot.tree, prefix)?;
+        }
+        walk::walk(repo, snap.snapshot.tree, prefix, &mut |path, node| {
+            // Names come from authenticated trees, but a tree written by a
+            // buggy or hostile key holder must still not escape the target.
+            let n = node.name.0.as_slice();
+            if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') {
+                return Err(SourceError::UnsafeName(
+                    String::from_utf8_lossy(path).into_owned(),
+                ));
+            }
+            let rel = Path::new(std::ffi::OsStr::from_bytes(
+                path.strip_prefix(b"/").unwrap_or(path),
+            ));
+            let mut item = Item::from_node(target.join(rel), node);
+            item.sparse = match opts.sparse {
+                SparseMode::Auto => item.sparse,
+                SparseMode::Always => true,
+                SparseMode::Never => false,
+            };
+            items.push(item);
+            Ok(())
+        })?;
+    }
+    items.shrink_to_fit();
+    Ok(items)
+}
+
+fn read_marker(path: &Path) -> SourceResult<Option<Marker>> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| SourceError::BadMarker {
+                marker: path.to_path_buf(),
+                detail: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SourceError::Read {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Write the marker durably before any entry is created, so a crash at
+/// any later point leaves it behind.
+fn write_marker(path: &Path, m: &Marker) -> SourceResult<()> {
+    let json = serde_json::to_vec(m).map_err(|e| SourceError::write(path, e.into()))?;
+    let mut f = File::create(path).map_err(|e| SourceError::write(path, e))?;
+    f.write_all(&json)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| SourceError::write(path, e))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| SourceError::write(dir, e))?;
+    }
+    Ok(())
+}
+
+/// What is already at the target.
+#[derive(Default)]
+struct Existing {
+    /// Per item: a file that already holds its content, to keep.
+    kept: Vec<bool>,
+    /// Entries in the way that differ from the snapshot, by kind.
+    differing: NodeCounts,
+    first_differing: Option<PathBuf>,
+}
+
+/// Compare what exists at the target with the plan. Regular files of the
+/// right size are read and every blob's hash compared with its id, in
+/// parallel; anything else that exists in place of a file, symlink or
+/// special file counts as differing (directories are merged into).
+fn existing_entries(
+    repo: &Repository,
+    index: &Index,
+    items: &[Item],
+    threads: usize,
+) -> SourceResult<Existing> {
+    let mut ex = Existing {
+        kept: vec![false; items.len()],
+        ..Existing::default()
+    };
+    let mut candidates: Vec<usize> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.meta.kind == NodeKind::Dir {
+            continue;
+        }
+        let Ok(m) = fs::symlink_metadata(&item.path) else {
+            continue;
+        };
+        let same_kind = match item.meta.kind {
+            NodeKind::File => m.is_file() && m.len() == item.size,
+            NodeKind::Symlink => {
+                m.file_type().is_symlink()
+                    && fs::read_link(&item.path)
+                        .map(|t| t.as_os_str().as_bytes() == item.target.as_slice())
+                        .unwrap_or(false)
+            }
+            NodeKind::Fifo => m.file_type().is_fifo(),
+            NodeKind::Socket => m.file_type().is_socket(),
+            NodeKind::Chardev => m.file_type().is_char_device() && Some(m.rdev()) == item.meta.rdev,
+            NodeKind::Blockdev => {
+                m.file_type().is_block_device() && Some(m.rdev()) == item.meta.rdev
+            }
+            NodeKind::Dir => true,
+        };
+        if item.meta.kind == NodeKind::File && same_kind {
+            candidates.push(i);
+        } else if !same_kind {
+            ex.differing.add(item.meta.kind);
+            ex.first_differing.get_or_insert_with(|| item.path.clone());
+        }
+    }
+    let matching = verify_in_parallel(repo, index, items, &candidates, threads);
+    for (k, &i) in candidates.iter().enumerate() {
+        if matching[k] {
+            ex.kept[i] = true;
+        } else {
+            ex.differing.add(NodeKind::File);
+            ex.first_differing
+                .get_or_insert_with(|| items[i].path.clone());
+        }
+    }
+    Ok(ex)
+}
+
+/// For each candidate, whether the file holds exactly its content.
+fn verify_in_parallel(
+    repo: &Repository,
+    index: &Index,
+    items: &[Item],
+    candidates: &[usize],
+    threads: usize,
+) -> Vec<bool> {
+    let results: Vec<AtomicBool> = candidates.iter().map(|_| AtomicBool::new(false)).collect();
+    let next = AtomicUsize::new(0);
+    let threads = if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+    .min(candidates.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = candidates.get(k) else { break };
+                    let same = holds_content(repo, index, &items[i], &mut buf);
+                    results[k].store(same, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    results.into_iter().map(AtomicBool::into_inner).collect()
+}
+
+/// True when the file at `item.path` is exactly the item's content: every
+/// blob-sized piece hashes to its blob id and nothing follows. Any doubt
+/// (a read error, a blob not in the index) is "no".
+fn holds_content(repo: &Repository, index: &Index, item: &Item, buf: &mut Vec<u8>) -> bool {
+    let Ok(mut f) = File::open(&item.path) else {
+        return false;
+    };
+    let mut total = 0u64;
+    for id in &item.content {
+        let Some(loc) = index.get(id) else {
+            return false;
+        };
+        buf.resize(loc.raw_len as usize, 0);
+        if f.read_exact(buf).is_err() || repo.key().blob_id(buf) != *id {
+            return false;
+        }
+        total += u64::from(loc.raw_len);
+    }
+    let mut one = [0u8; 1];
+    total == item.size && matches!(f.read(&mut one), Ok(0))
+}
+
+/// Entries laid out, waiting for content and metadata.
+struct Layout {
+    files: Vec<FileState>,
+    /// Content lists of `files`, in the same order: consumed by the blob
+    /// plan, so they are not kept through the restore as `files` are.
+    contents: Vec<Vec<Id>>,
+    /// Hard links: (path, index of the file they link to).
+    links: Vec<(PathBuf, usize)>,
+    others: Vec<(PathBuf, Meta)>,
+    dirs: Vec<(PathBuf, Meta)>,
+}
+
+fn remove_existing(path: &Path) -> SourceResult<()> {
+    if let Ok(m) = fs::symlink_metadata(path) {
+        let r = if m.is_dir() {
+            fs::remove_dir_all(path)
+        } else {
+            fs::remove_file(path)
+        };
+        r.map_err(|e| SourceError::write(path, e))?;
+    }
+    Ok(())
+}
+
+/// Create directories, symlinks and special files; remove entries in the
+/// way (the caller decided that is allowed); register files.
+fn lay_out(
+    items: Vec<Item>,
+    kept: &[bool],
+    leading: &HashSet<PathBuf>,
+    out: &mut RestoreOutcome,
+    progress: &Progress,
+) -> SourceResult<Layout> {
+    let mut l = Layout {
+        files: Vec::new(),
+        contents: Vec::new(),
+        links: Vec::new(),
+        others: Vec::new(),
+        dirs: Vec::new(),
+    };
+    let mut primaries: HashMap<(u64, u64), usize> = HashMap::new();
+    for (item, &keep) in items.into_iter().zip(kept) {
+        let path = item.path;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| SourceError::write(parent, e))?;
+        }
+        let kind = item.meta.kind;
+        if kind != NodeKind::Dir && !keep {
+            remove_existing(&path)?;
+        }
+        match kind {
+            NodeKind::Dir => {
+                match fs::create_dir(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                    Err(e) => return Err(SourceError::write(&path, e)),
+                }
+                if !leading.contains(&path) {
+                    out.dirs += 1;
+                }
+                l.dirs.push((path, item.meta));
+            }
+            NodeKind::File => {
+                if let Some(key) = item.link_key {
+                    if let Some(&first) = primaries.get(&key) {
+                        l.links.push((path, first));
+                        continue;
+                    }
+                    primaries.insert(key, l.files.len());
+                }
+                // Files with content are created by the worker that writes
+                // their first blob, so file creation (costly on ext4 for
+                // thousands of files) runs in parallel with the data.
+                if item.content.is_empty() && !keep {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&path)
+                        .map_err(|e| SourceError::write(&path, e))?;
+                    f.set_len(item.size)
+                        .map_err(|e| SourceError::write(&path, e))?;
+                }
+                progress.total_bytes.fetch_add(item.size, Ordering::Relaxed);
+                if keep {
+                    progress.add_bytes(item.size);
+                }
+                l.files.push(FileState {
+                    path,
+                    meta: item.meta,
+                    size: item.size,
+                    sparse: item.sparse,
+                    kept: keep,
+                    remaining: AtomicU64::new(if keep { 0 } else { item.size }),
+                    failed: Mutex::new(None),
+                });
+                l.contents
+                    .push(if keep { Vec::new() } else { item.content });
+            }
+            NodeKind::Symlink => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&item.target), &path)
+                    .map_err(|e| SourceError::write(&path, e))?;
+                out.symlinks += 1;
+                l.others.push((path, item.meta));
+            }
+            _ => {
+                match meta::mknod(&path, &item.meta) {
+                    Ok(()) => {
+                        out.other += 1;
+                        l.others.push((path, item.meta));
+                    }
+                    // Device nodes need root; report instead of failing the rest.
+                    Err(e) => out.failed.push(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// Every needed blob once, with every (file, offset) it goes to. Files
+/// whose content cannot be located fail here.
+fn blob_uses(index: &Index, files: &[FileState], contents: Vec<Vec<Id>>) -> Vec<BlobUse> {
+    let mut uses: Vec<BlobUse> = Vec::new();
+    let mut by_blob: HashMap<Id, u32> = HashMap::new();
+    for (fi, content) in contents.into_iter().enumerate() {
+        let f = &files[fi];
+        let mut offset = 0u64;
+        for b in &content {
+            let Some(loc) = index.get(b) else {
+                f.fail(format!(
+                    "blob {} is not in the index (run `holdfast check`)",
+                    b.short()
+                ));
+                break;
+            };
+            let target = (fi as u32, offset);
+            match by_blob.get(b) {
+                Some(&ui) => uses[ui as usize].more.push(target),
+                None => {
+                    by_blob.insert(*b, uses.len() as u32);
+                    uses.push(BlobUse {
+                        id: *b,
+                        offset: loc.offset,
+                        length: loc.length,
+                        first: target,
+                        more: Vec::new(),
+                    });
+                }
+            }
+            offset += u64::from(loc.raw_len);
+        }
+    }
+    uses.shrink_to_fit();
+    uses
+}
+
+/// Group blob uses by pack and coalesce them into ranged reads.
+fn coalesce(index: &Index, uses: &[BlobUse], max_read: u64) -> Vec<(Id, Vec<usize>)> {
+    let mut by_pack: HashMap<Id, Vec<usize>> = HashMap::new();
+    for (i, u) in uses.iter().enumerate() {
+        if let Some(loc) = index.get(&u.id) {
+            by_pack.entry(loc.pack).or_default().push(i);
+        }
+    }
+    let mut work: Vec<(Id, Vec<usize>)> = Vec::new();
+    for (pack, mut list) in by_pack {
+        list.sort_by_key(|&i| uses[i].offset);
+        let mut run: Vec<usize> = Vec::new();
+        let mut end = 0u64;
+        for i in list {
+            let off = u64::from(uses[i].offset);
+            let run_start = run.first().map_or(off, |&f| u64::from(uses[f].offset));
+            let run_end = off + u64::from(uses[i].length);
+            if !run.is_empty() && (off > end + COALESCE_GAP || run_end - run_start > max_read) {
+                work.push((pack, std::mem::take(&mut run)));
+            }
+            end = run_end;
+            run.push(i);
+        }
+        if !run.is_empty() {
+            work.push((pack, run));
+        }
+    }
+    work
+}
+
+/// Settle every file: remove those that failed, give sparse files their
+/// full length (a trailing hole is never written), apply metadata. Returns
+/// which files are in place.
+fn finish_files(
+    files: &[FileState],
+    xattrs: bool,
+    out: &mut RestoreOutcome,
+    progress: &Progress,
+) -> Vec<bool> {
+    let mut ok = vec![true; files.len()];
+    for (i, f) in files.iter().enumerate() {
+        let failed = f.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let failed = failed
+            .or_else(|| {
+                (f.remaining.load(Ordering::Relaxed) != 0).then(|| "content incomplete".to_string())
+            })
+            .or_else(|| {
+                (f.sparse && !f.kept)
+                    .then(|| full_length(&f.path, f.size).err())
+                    .flatten()
+                    .map(|e| format!("setting its length: {e}"))
+            });
+        if let Some(why) = failed {
+            ok[i] = false;
+            let _ = fs::remove_file(&f.path);
+            out.failed.push(format!("{}: {why}", f.path.display()));
+            continue;
+        }
+        out.files += 1;
+        out.bytes += f.size;
+        if f.kept {
+            out.files_skipped += 1;
+        }
+        progress.add_file();
+        apply_meta(&f.path, &f.meta, xattrs, out);
+    }
+    ok
+}
+
+/// Extend a sparse file to its length: its tail may be a hole, or all of
+/// it (then no worker created it).
+fn full_length(path: &Path, size: u64) -> std::io::Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if f.metadata()?.len() != size {
+        f.set_len(size)?;
+    }
+    Ok(())
+}
+
+fn apply_meta(path: &Path, m: &Meta, xattrs: bool, out: &mut RestoreOutcome) {
+    match meta::apply(path, m, xattrs) {
+        Ok(refused) => out.warnings.extend(refused),
+        Err(e) => out
+            .failed
+            .push(format!("{}: restoring metadata: {e}", path.display())),
+    }
 }
 
 /// The content phase: a pool of threads fetching runs of blobs and writing
@@ -441,12 +864,8 @@ impl Pool<'_> {
                             Err(e) => {
                                 let msg = format!("pack {pack} cannot be read: {e}");
                                 for &i in &list {
-                                    for &(fi, _) in &self.uses[i].targets {
-                                        let mut g = self.files[fi]
-                                            .failed
-                                            .lock()
-                                            .unwrap_or_else(|e| e.into_inner());
-                                        g.get_or_insert(msg.clone());
+                                    for (fi, _) in self.uses[i].targets() {
+                                        self.files[fi].fail(msg.clone());
                                     }
                                 }
                             }
@@ -460,22 +879,35 @@ impl Pool<'_> {
 
     fn fetch(&self, pack: Id, list: &[usize]) -> Result<(), StorageError> {
         let (uses, files, stop) = (self.uses, self.files, self.stop);
-        let wanted: Vec<(Id, BlobLocation)> =
-            list.iter().map(|&i| (uses[i].id, uses[i].loc)).collect();
-        let mut next = list.iter();
+        let index = self.repo.index();
+        let mut wanted: Vec<(Id, BlobLocation)> = Vec::with_capacity(list.len());
+        let mut located: Vec<usize> = Vec::with_capacity(list.len());
+        for &i in list {
+            match index.get(&uses[i].id) {
+                Some(loc) => {
+                    wanted.push((uses[i].id, loc));
+                    located.push(i);
+                }
+                None => {
+                    for (fi, _) in uses[i].targets() {
+                        files[fi].fail(format!("blob {} left the index", uses[i].id.short()));
+                    }
+                }
+            }
+        }
+        drop(index);
+        let mut next = located.iter();
         self.repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
             let Some(&ui) = next.next() else { return };
             let u = &uses[ui];
             match res {
                 Ok(data) => {
-                    for &(fi, off) in &u.targets {
+                    for (fi, off) in u.targets() {
                         let f = &files[fi];
-                        if stop.load(Ordering::Relaxed)
-                            || f.failed.lock().map(|g| g.is_some()).unwrap_or(true)
-                        {
+                        if stop.load(Ordering::Relaxed) || f.has_failed() {
                             continue;
                         }
-                        if let Err(e) = write_at(&f.path, data, off) {
+                        if let Err(e) = write_at(&f.path, data, off, f.sparse) {
                             let err = SourceError::write(&f.path, e);
                             if matches!(err, SourceError::NoSpace { .. }) {
                                 stop.store(true, Ordering::Relaxed);
@@ -483,8 +915,7 @@ impl Pool<'_> {
                                 g.get_or_insert(err);
                                 return;
                             }
-                            *f.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(err.to_string());
+                            f.fail(err.to_string());
                             continue;
                         }
                         f.remaining.fetch_sub(data.len() as u64, Ordering::Relaxed);
@@ -492,9 +923,8 @@ impl Pool<'_> {
                     }
                 }
                 Err(e) => {
-                    for &(fi, _) in &u.targets {
-                        let mut g = files[fi].failed.lock().unwrap_or_else(|e| e.into_inner());
-                        g.get_or_insert(e.to_string());
+                    for (fi, _) in u.targets() {
+                        files[fi].fail(e.to_string());
                     }
                 }
             }
@@ -502,7 +932,7 @@ impl Pool<'_> {
     }
 }
 
-fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
+fn write_at(path: &Path, data: &[u8], offset: u64, sparse: bool) -> std::io::Result<()> {
     // Opening per blob keeps the number of open files bounded whatever the
     // restore's size; the cost is negligible next to 1 MiB of content. The
     // target was checked to be absent (or removed) when planning, so the
@@ -512,5 +942,59 @@ fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
         .create(true)
         .truncate(false)
         .open(path)?;
-    f.write_all_at(data, offset)
+    if !sparse {
+        return f.write_all_at(data, offset);
+    }
+    for (start, end) in nonzero_runs(data, offset) {
+        f.write_all_at(&data[start..end], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// The byte ranges of `data` (which starts at file offset `offset`) to
+/// write when zero blocks are left as holes: runs of blocks, aligned on
+/// file offsets, that hold at least one non-zero byte.
+fn nonzero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    // The first block ends at the next aligned offset.
+    let mut start = 0usize;
+    let misalign = (offset % SPARSE_BLOCK as u64) as usize;
+    let mut end = (SPARSE_BLOCK - misalign).min(data.len());
+    while start < data.len() {
+        if data[start..end].iter().any(|&b| b != 0) {
+            match runs.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => runs.push((start, end)),
+            }
+        }
+        start = end;
+        end = (end + SPARSE_BLOCK).min(data.len());
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_runs_cover_every_nonzero_byte_and_skip_zero_blocks() {
+        let mut data = vec![0u8; 5 * SPARSE_BLOCK + 100];
+        data[10] = 1; // block 0 (with an unaligned start: see below)
+        data[3 * SPARSE_BLOCK + 7] = 2;
+        data[5 * SPARSE_BLOCK + 99] = 3; // the short last block
+        for offset in [0u64, 1000, SPARSE_BLOCK as u64] {
+            let runs = nonzero_runs(&data, offset);
+            let mut rebuilt = vec![0u8; data.len()];
+            for &(s, e) in &runs {
+                rebuilt[s..e].copy_from_slice(&data[s..e]);
+                // Every run ends on an aligned file offset or at the end.
+                assert!((offset + e as u64) % SPARSE_BLOCK as u64 == 0 || e == data.len());
+            }
+            assert_eq!(rebuilt, data, "offset {offset}");
+            let written: usize = runs.iter().map(|(s, e)| e - s).sum();
+            assert!(written <= 4 * SPARSE_BLOCK, "{written} bytes written");
+        }
+        assert!(nonzero_runs(&vec![0u8; 3 * SPARSE_BLOCK], 0).is_empty());
+    }
 }
