@@ -61,6 +61,8 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--workdir", help="scratch directory (kept; the tree and repositories are reused)")
     p.add_argument("--holdfast", default=os.path.join(ROOT, "target", "release", "holdfast"))
+    p.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
+                   help="another holdfast binary to measure on the same repository (e.g. main=/tmp/holdfast-main)")
     p.add_argument("--seed", type=int, default=1)
     a = p.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="restore-mem-")
@@ -77,6 +79,9 @@ def main():
         "holdfast": lambda target: [a.holdfast, "--repo", hf_repo, "-q", "restore", "latest", "--target", target],
         "restic": lambda target: ["restic", "-r", rs_repo, "-q", "restore", "latest", "--target", target],
     }
+    for spec in a.also:
+        name, binary = spec.split("=", 1)
+        tools[name] = lambda target, b=binary: [b, "--repo", hf_repo, "-q", "restore", "latest", "--target", target]
     if not os.path.isdir(hf_repo):
         run([a.holdfast, "--repo", hf_repo, "init"], env)
         run([a.holdfast, "--repo", hf_repo, "-q", "backup", src], env)
@@ -98,8 +103,10 @@ def main():
     med = {t: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for t, r in results.items()}
     for t, (w, m) in med.items():
         print("median %-8s %6.1f s  %7.1f MiB peak RSS" % (t, w, m))
-    print("holdfast/restic: wall %.2fx, peak RSS %.2fx (medians of %d interleaved runs, %d files)" % (
-        med["holdfast"][0] / med["restic"][0], med["holdfast"][1] / med["restic"][1], a.repeat, a.files))
+    for t in tools:
+        if t != "restic":
+            print("%s/restic: wall %.2fx, peak RSS %.2fx (medians of %d interleaved runs, %d files)" % (
+                t, med[t][0] / med["restic"][0], med[t][1] / med["restic"][1], a.repeat, a.files))
 
 
 if __name__ == "__main__":
