@@ -557,6 +557,9 @@ fn a_restore_killed_midway_resumes_without_overwrite() {
     );
 }
 
+/// A path in the restored tree and how to make it differ from the snapshot.
+type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+
 #[test]
 fn existing_files_are_kept_when_identical_and_refused_when_they_differ() {
     let env = Env::new();
@@ -582,7 +585,7 @@ fn existing_files_are_kept_when_identical_and_refused_when_they_differ() {
 
     // Same size, one byte changed; a shorter file; a symlink elsewhere: each
     // is refused, and nothing is touched.
-    let cases: [(&str, &dyn Fn(&Path)); 3] = [
+    let cases: [Damage; 3] = [
         ("a/two", &|p| {
             let mut b = fs::read(p).unwrap();
             b[1_234_567] ^= 1;

@@ -989,7 +989,7 @@ mod tests {
             for &(s, e) in &runs {
                 rebuilt[s..e].copy_from_slice(&data[s..e]);
                 // Every run ends on an aligned file offset or at the end.
-                assert!((offset + e as u64) % SPARSE_BLOCK as u64 == 0 || e == data.len());
+                assert!((offset + e as u64).is_multiple_of(SPARSE_BLOCK as u64) || e == data.len());
             }
             assert_eq!(rebuilt, data, "offset {offset}");
             let written: usize = runs.iter().map(|(s, e)| e - s).sum();
