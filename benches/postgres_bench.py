@@ -65,6 +65,17 @@ def free_port():
     return p
 
 
+def shared_repo_dir(path):
+    """A repository directory the postgres user (archive_command) shares:
+    holdfast writes 0600/0700 unless the repository directory has group
+    bits, so make it root:postgres 2770 when we are root."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        import grp
+        os.chown(path, 0, grp.getgrnam("postgres").gr_gid)
+        os.chmod(path, 0o2770)
+
+
 def mb(n):
     return f"{n / 1e6:,.1f} MB"
 
@@ -101,6 +112,7 @@ def main():
     hf_env = lambda repo: dict(os.environ, HOLDFAST_REPOSITORY=str(repo), HOLDFAST_PASSWORD_FILE=str(pw),
                                HOLDFAST_PG_BINDIR=a.bindir)
     for r in (hf_log_repo, hf_phys_repo):
+        shared_repo_dir(r)
         sh([hf, "init"], env=hf_env(r))
 
     # pgBackRest: zstd 3, AES-256-CBC, 2 processes, local repository

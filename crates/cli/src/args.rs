@@ -21,14 +21,18 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct Global {
     /// Repository: a directory path (or s3://bucket/prefix).
     #[arg(short = 'r', long = "repo", env = "HOLDFAST_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File holding the repository password (else HOLDFAST_PASSWORD, else a prompt).
-    #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true)]
+    #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Key file that opens the repository with no password hashing (made by
+    /// `key add --new-key-file`); for archive_command and restore_command.
+    #[arg(long, env = "HOLDFAST_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -120,6 +124,9 @@ pub enum Command {
     /// Fetch an archived WAL file (restore_command: holdfast wal-fetch %f %p);
     /// exits 9 when the file is not archived.
     WalFetch(WalFetchArgs),
+    /// Internal: background prefetch for `wal-fetch --prefetch`.
+    #[command(hide = true)]
+    WalPrefetch(WalPrefetchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +147,27 @@ pub struct WalFetchArgs {
     /// Cluster system identifier (default: from ./global/pg_control).
     #[arg(long)]
     pub cluster: Option<u64>,
+    /// Fetch this many following segments in the background into a spool
+    /// directory, so the next fetches are served from it (0: off).
+    #[arg(long, env = "HOLDFAST_WAL_PREFETCH", default_value_t = 0, value_name = "N")]
+    pub prefetch: usize,
+    /// Spool directory for --prefetch (default: holdfast-prefetch next to DEST,
+    /// i.e. in pg_wal, which base backups leave out).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+/// The background half of `wal-fetch --prefetch` (started by it).
+#[derive(Debug, Args)]
+pub struct WalPrefetchArgs {
+    /// The segment just fetched; the ones after it are prefetched.
+    pub after: String,
+    #[arg(long)]
+    pub cluster: u64,
+    #[arg(long)]
+    pub count: usize,
+    #[arg(long, value_name = "DIR")]
+    pub spool: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -324,8 +352,13 @@ pub enum KeyCommand {
 #[derive(Debug, Args)]
 pub struct KeyAddArgs {
     /// File with the new password.
-    #[arg(long, env = "HOLDFAST_NEW_PASSWORD_FILE")]
+    #[arg(long, env = "HOLDFAST_NEW_PASSWORD_FILE", value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
+    /// Add a key-file slot instead of a password: FILE is created with a
+    /// random 256-bit key (mode 0600), or, if it exists, its key is used.
+    /// `key add --key-file FILE` with a FILE that does not exist does the same.
+    #[arg(long, value_name = "FILE", conflicts_with = "new_password_file")]
+    pub new_key_file: Option<PathBuf>,
     /// A label for the slot (who or what uses it).
     #[arg(long, default_value = "")]
     pub label: String,
@@ -357,6 +390,10 @@ pub struct DiffArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RepairCommand {
-    /// Rebuild the index from the packs' own trailers.
+    /// Rebuild the index from the packs' own trailers; put misplaced
+    /// objects found under index/ back, move unknown ones to lost+found/.
     Index,
+    /// Put misplaced objects found under snapshots/ back where they belong
+    /// and move anything unreadable there to lost+found/ (nothing is deleted).
+    Snapshots,
 }

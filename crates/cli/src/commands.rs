@@ -42,8 +42,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Stats(a) => stats(g, &rt, a),
         Command::Diff(a) => diff_cmd(g, &rt, a),
         Command::Repair(RepairCommand::Index) => repair_index(g, &rt),
+        Command::Repair(RepairCommand::Snapshots) => repair_snapshots(g, &rt),
         Command::WalPush(a) => crate::postgres::wal_push(g, &rt, a),
         Command::WalFetch(a) => crate::postgres::wal_fetch(g, &rt, a),
+        Command::WalPrefetch(a) => crate::postgres::wal_prefetch(g, &rt, a),
     }
 }
 
@@ -602,8 +604,86 @@ fn new_password(g: &Global, a: &KeyAddArgs) -> Result<Vec<u8>> {
     Ok(pw)
 }
 
+/// Where `key add`/`key passwd` put a key file: --new-key-file, or
+/// --key-file naming a file that does not exist yet (then it cannot be what
+/// opens the repository, and the password does).
+fn new_key_file_target(g: &Global, k: &KeyCommand) -> Option<std::path::PathBuf> {
+    let a = match k {
+        KeyCommand::Add(a) | KeyCommand::Passwd(a) => a,
+        _ => return None,
+    };
+    if a.new_password_file.is_some() {
+        return None;
+    }
+    a.new_key_file
+        .clone()
+        .or_else(|| g.key_file.clone().filter(|p| !p.exists()))
+}
+
+/// The key of the key file at `path`: read if it exists, else a new random
+/// key written there (mode 0600, never over an existing file). Returns the
+/// key and whether the file was created.
+fn key_file_key(path: &std::path::Path) -> Result<([u8; 32], bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok((open::read_key_file(path)?, false));
+    }
+    let key = holdfast_repo::keys::generate_key_file_key();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
+    f.write_all(holdfast_repo::keys::encode_key_file(&key).as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing key file {}", path.display()))?;
+    Ok((key, true))
+}
+
+/// Add the slot `a` asks for: a key file or a password. Returns its id.
+fn add_slot(g: &Global, repo: &Repository, a: &KeyAddArgs, key_file: Option<&std::path::Path>) -> Result<String> {
+    let Some(path) = key_file else {
+        let pw = new_password(g, a)?;
+        return Ok(repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?);
+    };
+    let (key, created) = key_file_key(path)?;
+    let label = if a.label.is_empty() {
+        format!("key file {}", path.display())
+    } else {
+        a.label.clone()
+    };
+    match repo.add_key_file(&key, &label) {
+        Ok(id) => {
+            info(
+                g,
+                format!(
+                    "{} key file {}; keep it as secret as a password (anyone who can read it can read the repository)",
+                    if created { "created" } else { "using existing" },
+                    path.display()
+                ),
+            );
+            Ok(id)
+        }
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e.into())
+        }
+    }
+}
+
 fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
-    let repo = open::open(g, rt)?;
+    let target = new_key_file_target(g, &k);
+    let repo = if target.is_some() && g.key_file.as_deref() == target.as_deref() {
+        // --key-file names the file to create: open with the password.
+        let mut g2 = g.clone();
+        g2.key_file = None;
+        open::open(&g2, rt)?
+    } else {
+        open::open(g, rt)?
+    };
     match k {
         KeyCommand::List => {
             let keys = repo.list_keys()?;
@@ -613,7 +693,8 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
                     .map(|(id, s)| json!({
                         "id": id, "current": id == repo.current_key(), "created": s.created,
                         "hostname": s.hostname, "username": s.username, "label": s.label,
-                        "kdf": s.kdf, "memory_kib": s.params.m_cost, "iterations": s.params.t_cost,
+                        "kdf": s.kdf, "memory_kib": s.params.map(|p| p.m_cost),
+                        "iterations": s.params.map(|p| p.t_cost),
                     }))
                     .collect();
                 ui::print_json(&v)?;
@@ -632,8 +713,7 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Add(a) => {
-            let pw = new_password(g, &a)?;
-            let id = repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?;
+            let id = add_slot(g, &repo, &a, target.as_deref())?;
             if g.json {
                 ui::print_json(&json!({"added": id}))?;
             } else {
@@ -649,9 +729,8 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Passwd(a) => {
-            let pw = new_password(g, &a)?;
             let old = repo.current_key().to_string();
-            let id = repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?;
+            let id = add_slot(g, &repo, &a, target.as_deref())?;
             // The new slot is durable before the old one goes: a crash in
             // between leaves both passwords working, never neither.
             repo.remove_key(&old, true)?;
@@ -742,6 +821,10 @@ fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
         for u in &r.unreadable_packs {
             eprintln!("warning: {u}");
         }
+        print_relocations(&r);
+        for d in &r.removed_index_objects {
+            println!("removed damaged index object {d}");
+        }
         println!(
             "scanned {} unindexed pack(s), reindexed {}, removed {} unreadable index object(s)",
             r.packs_scanned,
@@ -754,4 +837,31 @@ fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
     } else {
         exit::INTEGRITY
     })
+}
+
+fn print_relocations(r: &holdfast_repo::repair::RepairReport) {
+    for p in &r.placed {
+        println!("put back: {p}");
+    }
+    for m in &r.moved_aside {
+        println!("moved aside: {m}");
+    }
+}
+
+fn repair_snapshots(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let r = holdfast_repo::repair::repair_snapshots(&repo)?;
+    if g.json {
+        ui::print_json(&r)?;
+    } else {
+        print_relocations(&r);
+        if !g.quiet {
+            println!(
+                "{} object(s) put back, {} moved to lost+found/ (inspect, then delete them yourself if unwanted)",
+                r.placed.len(),
+                r.moved_aside.len()
+            );
+        }
+    }
+    Ok(exit::OK)
 }

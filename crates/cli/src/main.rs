@@ -27,6 +27,7 @@ pub mod exit {
 }
 
 fn main() {
+    unset_empty_env(&<args::Cli as clap::CommandFactory>::command());
     let cli = args::Cli::parse();
     let code = match commands::run(cli) {
         Ok(code) => code,
@@ -36,6 +37,25 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// An empty environment variable means "not set" (`HOLDFAST_PASSWORD_FILE=`
+/// in a unit file or a shell that clears it). clap would read it as a value
+/// of the flag and fail with "a value is required for --password-file",
+/// about a flag the user never typed; so empty ones are removed before
+/// parsing, for every option backed by the environment.
+fn unset_empty_env(cmd: &clap::Command) {
+    for arg in cmd.get_arguments() {
+        if let Some(name) = arg.get_env() {
+            if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+                // Single-threaded here: nothing else reads the environment yet.
+                std::env::remove_var(name);
+            }
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        unset_empty_env(sub);
+    }
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
@@ -58,7 +78,9 @@ fn repo_code(r: &RepoError) -> i32 {
         RepoError::NotARepository { .. } => exit::NOT_A_REPOSITORY,
         RepoError::WrongPassword { .. } => exit::WRONG_PASSWORD,
         RepoError::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
-        RepoError::Corrupt { .. } | RepoError::MissingBlob { .. } => exit::INTEGRITY,
+        RepoError::Corrupt { .. }
+        | RepoError::MissingBlob { .. }
+        | RepoError::DamagedKeySlot { .. } => exit::INTEGRITY,
         _ => exit::ERROR,
     }
 }

@@ -14,7 +14,7 @@ use holdfast_repo::Repository;
 use serde_json::json;
 use tokio::runtime::Runtime;
 
-use crate::args::{BackupArgs, Global, RestoreArgs, WalFetchArgs, WalPushArgs};
+use crate::args::{BackupArgs, Global, RestoreArgs, WalFetchArgs, WalPrefetchArgs, WalPushArgs};
 use crate::exit;
 use crate::open;
 use crate::ui;
@@ -219,15 +219,19 @@ fn restore_command(g: &Global, snap: &SnapshotEntry) -> Result<String> {
     } else {
         absolute(Path::new(&repo))?.display().to_string()
     };
-    let Some(pw) = &g.password_file else {
-        bail!("point-in-time restores need --password-file (or HOLDFAST_PASSWORD_FILE): the server's restore_command reads the repository password from it; it must be readable by the PostgreSQL server user");
+    // A key file opens without argon2 and lets restore_command prefetch.
+    let (var, file) = match (&g.key_file, &g.password_file) {
+        (Some(k), _) => ("HOLDFAST_KEY_FILE", k),
+        (None, Some(p)) => ("HOLDFAST_PASSWORD_FILE", p),
+        (None, None) => bail!("point-in-time restores need --key-file (HOLDFAST_KEY_FILE) or --password-file (HOLDFAST_PASSWORD_FILE): the server's restore_command opens the repository with it; it must be readable by the PostgreSQL server user"),
     };
-    let pw = absolute(pw)?.display().to_string();
+    let file = absolute(file)?.display().to_string();
     Ok(pg::restore_command(
         &exe,
         &[
             ("HOLDFAST_REPOSITORY", repo.as_str()),
-            ("HOLDFAST_PASSWORD_FILE", pw.as_str()),
+            (var, file.as_str()),
+            ("HOLDFAST_WAL_PREFETCH", "8"),
         ],
         pg::physical::snapshot_cluster(&snap.snapshot),
     ))
@@ -263,8 +267,25 @@ pub fn wal_push(g: &Global, rt: &Runtime, a: WalPushArgs) -> Result<i32> {
 /// `holdfast wal-fetch NAME DEST` (restore_command).
 pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    match pg::wal_fetch(&repo, &a.name, &a.dest, a.cluster) {
-        Ok(_) => Ok(exit::OK),
+    let cluster = match a.cluster {
+        Some(c) => c,
+        None => pg::wal::cluster_of_datadir(Path::new("."))?,
+    };
+    let spool = match &a.spool {
+        Some(s) => s.clone(),
+        None => pg::default_spool(&a.dest),
+    };
+    if a.prefetch > 0 && pg::take_from_spool(&repo, cluster, &a.name, &spool, &a.dest)? {
+        start_prefetch(g, &a, cluster, &spool);
+        return Ok(exit::OK);
+    }
+    match pg::wal_fetch(&repo, &a.name, &a.dest, Some(cluster)) {
+        Ok(_) => {
+            if a.prefetch > 0 {
+                start_prefetch(g, &a, cluster, &spool);
+            }
+            Ok(exit::OK)
+        }
         Err(e @ PgError::WalNotFound { .. }) => {
             // Routine at the end of recovery: one line, no "error:" noise.
             if !g.quiet {
@@ -274,6 +295,76 @@ pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Start `holdfast wal-prefetch` detached (own process group, no standard
+/// streams), as pgBackRest's asynchronous archive-get does: PostgreSQL
+/// replays the segment it has while the next ones are fetched. Failing to
+/// start it only costs speed, so it is not an error.
+fn start_prefetch(g: &Global, a: &WalFetchArgs, cluster: u64, spool: &Path) {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let Ok(spool) = absolute(spool) else {
+        return;
+    };
+    let mut c = Command::new(exe);
+    c.arg("wal-prefetch")
+        .arg(&a.name)
+        .args(["--cluster", &cluster.to_string()])
+        .args(["--count", &a.prefetch.to_string()])
+        .arg("--spool")
+        .arg(&spool)
+        .arg("--quiet");
+    // Inherited environment carries HOLDFAST_PASSWORD / HOLDFAST_KEY; the
+    // options may have come from the command line, so pass them on.
+    if let Some(r) = &g.repo {
+        let r = if r.contains("://") {
+            r.clone()
+        } else {
+            absolute(Path::new(r)).map_or(r.clone(), |p| p.display().to_string())
+        };
+        c.args(["--repo", &r]);
+    }
+    if let Some(k) = &g.key_file {
+        if let Ok(k) = absolute(k) {
+            c.arg("--key-file").arg(k);
+        }
+    }
+    if let Some(p) = &g.password_file {
+        if let Ok(p) = absolute(p) {
+            c.arg("--password-file").arg(p);
+        }
+    }
+    if let Some(e) = &g.s3_endpoint {
+        c.args(["--s3-endpoint", e]);
+    }
+    if let Some(r) = &g.s3_region {
+        c.args(["--s3-region", r]);
+    }
+    if g.s3_path_style {
+        c.arg("--s3-path-style");
+    }
+    if g.s3_allow_http {
+        c.arg("--s3-allow-http");
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    let _ = c.spawn();
+}
+
+/// `holdfast wal-prefetch AFTER` (started by `wal-fetch --prefetch`).
+pub fn wal_prefetch(g: &Global, rt: &Runtime, a: WalPrefetchArgs) -> Result<i32> {
+    let Some(_lock) = pg::SpoolLock::try_acquire(&a.spool)? else {
+        return Ok(exit::OK); // another prefetcher is filling the spool
+    };
+    let repo = open::open(g, rt)?;
+    pg::wal_prefetch(&repo, a.cluster, &a.after, a.count, &a.spool)?;
+    Ok(exit::OK)
 }
 
 /// For `holdfast snapshots`: the recoverable point of every cluster, added

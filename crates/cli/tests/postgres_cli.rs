@@ -17,6 +17,7 @@ impl Cli {
     fn new() -> Cli {
         let dir = common::shared_tempdir();
         std::fs::write(dir.path().join("pw"), "cli repo password").unwrap();
+        common::shared_repo_dir(&dir.path().join("repo"));
         let c = Cli { dir };
         let out = c.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
         assert!(out.status.success(), "init: {out:?}");

@@ -39,3 +39,4 @@ pub use physical::{
     KIND_PHYSICAL,
 };
 pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};
+pub use wal::{default_spool, prefetch as wal_prefetch, take_from_spool, SpoolLock};

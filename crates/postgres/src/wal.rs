@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use holdfast_repo::pack::BlobType;
+use holdfast_repo::pack::{BlobType, PackEntry, PackInfo};
 use holdfast_repo::reader::ContentReader;
 use holdfast_repo::writer::BlobWriter;
 use holdfast_repo::{object, Id, Repository};
@@ -53,6 +53,23 @@ pub struct WalManifest {
     pub blake3: String,
     pub blobs: Vec<Id>,
     pub archived_at: DateTime<Utc>,
+    /// Where each blob was stored when it was archived, so `wal-fetch` reads
+    /// it without loading the repository index. Absent in manifests written
+    /// before this field existed; may be stale after a repack. Either way
+    /// `wal-fetch` falls back to the index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stored_at: Vec<StoredAt>,
+}
+
+/// Where one blob of a WAL file was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAt {
+    pub pack: Id,
+    /// The pack's salt, hex.
+    pub salt: String,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
 }
 
 /// Repository object name of a WAL file of a cluster.
@@ -179,6 +196,7 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         .map(|p| p.wait())
         .collect::<holdfast_repo::Result<Vec<_>>>()?;
     writer.finish(repo)?;
+    let stored_at = locations_of(repo, &blobs);
     let manifest = WalManifest {
         version: 1,
         cluster: cluster.to_string(),
@@ -187,6 +205,7 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         blake3: hash.clone(),
         blobs,
         archived_at: Utc::now(),
+        stored_at,
     };
     let sealed = object::seal_json(repo.key(), &manifest)?;
     match repo.block_on(repo.backend().put(
@@ -205,6 +224,53 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         },
         Err(e) => Err(PgError::Repo(e.into())),
     }
+}
+
+/// Where the writer just stored `blobs` (it extends the in-memory index,
+/// which `wal-push` never loads, so every blob is one written now). Empty if
+/// any is unknown: the manifest then relies on the index alone.
+fn locations_of(repo: &Repository, blobs: &[Id]) -> Vec<StoredAt> {
+    let index = repo.index();
+    blobs
+        .iter()
+        .map(|id| {
+            index.get(id).map(|l| StoredAt {
+                pack: l.pack,
+                salt: hex::encode(l.salt),
+                offset: l.offset,
+                length: l.length,
+                raw_len: l.raw_len,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
+/// The manifest's locations as packs the in-memory index can take.
+fn known_packs(m: &WalManifest) -> Option<Vec<PackInfo>> {
+    if m.stored_at.len() != m.blobs.len() || m.blobs.is_empty() {
+        return None;
+    }
+    let mut packs: Vec<PackInfo> = Vec::new();
+    for (id, at) in m.blobs.iter().zip(&m.stored_at) {
+        let salt: [u8; 32] = hex::decode(&at.salt).ok()?.try_into().ok()?;
+        let entry = PackEntry {
+            blob_type: BlobType::Data,
+            id: *id,
+            offset: at.offset,
+            length: at.length,
+            raw_len: at.raw_len,
+        };
+        match packs.iter_mut().find(|p| p.id == at.pack) {
+            Some(p) => p.entries.push(entry),
+            None => packs.push(PackInfo {
+                id: at.pack,
+                salt,
+                entries: vec![entry],
+            }),
+        }
+    }
+    Some(packs)
 }
 
 fn same_or_conflict(
@@ -239,16 +305,42 @@ pub fn wal_fetch(
         Some(c) => c,
         None => cluster_of_datadir(Path::new("."))?,
     };
+    let m = fetch_manifest(repo, cluster, name)?;
+    fetch_to(repo, &m, dest)
+}
+
+fn fetch_manifest(repo: &Repository, cluster: u64, name: &str) -> Result<WalManifest> {
     let obj = object_name(cluster, name);
-    let m = read_manifest(repo, &obj)?.ok_or_else(|| PgError::WalNotFound {
+    read_manifest(repo, &obj)?.ok_or_else(|| PgError::WalNotFound {
         name: name.to_string(),
         cluster: format!(" of cluster {cluster}"),
-    })?;
+    })
+}
+
+/// Write the file `m` describes to `dest` (atomically: a temporary file in
+/// the same directory, renamed). Uses the manifest's own blob locations
+/// when it has them; if those fail (a repack moved the blobs), loads the
+/// index and reads again.
+fn fetch_to(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Result<u64> {
     if let Some(first) = m.blobs.first() {
         if repo.index().get(first).is_none() {
-            repo.load_index()?;
+            match known_packs(m) {
+                Some(packs) => repo.add_known_packs(&packs),
+                None => repo.load_index()?,
+            }
         }
     }
+    match write_verified(repo, m, dest) {
+        Err(PgError::Repo(_)) | Err(PgError::Invalid(_)) if !m.stored_at.is_empty() => {
+            repo.load_index()?;
+            write_verified(repo, m, dest)
+        }
+        r => r,
+    }
+}
+
+fn write_verified(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Result<u64> {
+    let name = &m.name;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -262,9 +354,11 @@ pub fn wal_fetch(
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| PgError::io(format!("reading archived WAL file {name}"), e))?;
+        let n = reader.read(&mut buf).map_err(|e| {
+            PgError::Repo(holdfast_repo::RepoError::Invalid(format!(
+                "reading archived WAL file {name}: {e}"
+            )))
+        })?;
         if n == 0 {
             break;
         }
@@ -278,12 +372,125 @@ pub fn wal_fetch(
             "archived WAL file {name} does not match its manifest (size or hash); the archive is damaged, run `holdfast check`"
         )));
     }
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| PgError::io(format!("syncing {}", dest.display()), e))?;
+    // No fsync: PostgreSQL fsyncs a restored segment itself when it keeps
+    // it (durable_rename), and one lost in a crash is fetched again.
     tmp.persist(dest)
         .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
     Ok(total)
+}
+
+/// Name of the spool directory next to `dest` (`pg_wal/holdfast-prefetch`
+/// for PostgreSQL's `%p`, which is in `pg_wal`): same file system, so a
+/// spooled segment is renamed into place, and inside `pg_wal`, whose
+/// content base backups leave out.
+pub fn default_spool(dest: &Path) -> std::path::PathBuf {
+    dest.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("holdfast-prefetch")
+}
+
+/// Serve `name` from the spool if a prefetch put it there: verified against
+/// its manifest (size and BLAKE3) and renamed to `dest`. Returns false if it
+/// is not spooled (or does not verify: it is then removed and fetched
+/// normally).
+pub fn take_from_spool(
+    repo: &Repository,
+    cluster: u64,
+    name: &str,
+    spool: &Path,
+    dest: &Path,
+) -> Result<bool> {
+    validate_name(name)?;
+    let path = spool.join(name);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(PgError::io(format!("reading {}", path.display()), e)),
+    };
+    let m = fetch_manifest(repo, cluster, name)?;
+    if data.len() as u64 != m.size || blake3::hash(&data).to_hex().as_str() != m.blake3 {
+        let _ = std::fs::remove_file(&path);
+        return Ok(false);
+    }
+    std::fs::rename(&path, dest)
+        .map_err(|e| PgError::io(format!("moving {} to {}", path.display(), dest.display()), e))?;
+    Ok(true)
+}
+
+/// Fetch up to `count` segments following `after` (same timeline) into
+/// `spool`, stopping at the first one not archived; segments up to `after`
+/// left in the spool are removed. Returns how many were fetched. Callers run
+/// this in the background (one at a time: see [`SpoolLock`]).
+pub fn prefetch(
+    repo: &Arc<Repository>,
+    cluster: u64,
+    after: &str,
+    count: usize,
+    spool: &Path,
+) -> Result<usize> {
+    if !is_segment_name(after) {
+        return Ok(0);
+    }
+    let size = DEFAULT_SEGMENT_SIZE;
+    let timeline = u32::from_str_radix(&after[..8], 16)
+        .map_err(|_| PgError::Invalid(format!("{after:?} is not a WAL segment name")))?;
+    let first = segment_number(after, size).unwrap_or(0);
+    remove_consumed(spool, first);
+    let mut fetched = 0;
+    for n in first + 1..=first + count as u64 {
+        let name = segment_name(timeline, n, size);
+        let path = spool.join(&name);
+        if path.exists() {
+            continue;
+        }
+        let m = match fetch_manifest(repo, cluster, &name) {
+            Ok(m) => m,
+            Err(PgError::WalNotFound { .. }) => break,
+            Err(e) => return Err(e),
+        };
+        fetch_to(repo, &m, &path)?;
+        fetched += 1;
+    }
+    Ok(fetched)
+}
+
+/// Remove spooled segments at or before number `upto` (already replayed).
+fn remove_consumed(spool: &Path, upto: u64) {
+    let Ok(rd) = std::fs::read_dir(spool) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if segment_number(&name, DEFAULT_SEGMENT_SIZE).is_some_and(|n| n <= upto) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// An exclusive, non-blocking lock on a spool directory: at most one
+/// prefetcher fills it. Released when dropped (or when the process dies).
+pub struct SpoolLock {
+    _file: std::fs::File,
+}
+
+impl SpoolLock {
+    /// The lock, or `None` if another prefetcher holds it.
+    pub fn try_acquire(spool: &Path) -> Result<Option<SpoolLock>> {
+        use std::os::unix::io::AsRawFd;
+        std::fs::create_dir_all(spool)
+            .map_err(|e| PgError::io(format!("creating {}", spool.display()), e))?;
+        let path = spool.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PgError::io(format!("opening {}", path.display()), e))?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        Ok((r == 0).then_some(SpoolLock { _file: file }))
+    }
 }
 
 /// Linear number of a segment, ignoring its timeline.

@@ -9,6 +9,16 @@
 //! (AES-GCM authenticates it) and hash to its id.
 //!
 //! Problems are collected, never fixed here: `check` is read-only.
+//!
+//! A check may run while backups and `wal-push` write. Writers store packs,
+//! then the index objects naming them, then (backups) the snapshot, so the
+//! check reads in the opposite order: snapshots first, then the index, then
+//! the pack listing. Every snapshot it walks then had its index objects
+//! written before the check loaded the index, and every indexed pack was
+//! stored before the listing; a pack that is stored but in no index is
+//! reported as what it may be, a write in progress, never as damage. A blob
+//! still missing is looked up again in a freshly loaded index before it is
+//! reported (stores that list late).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -18,7 +28,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::BlobLocation;
-use crate::pack::{self, BlobType};
+use crate::pack::{self, BlobType, PackInfo};
 use crate::repository::Repository;
 
 #[derive(Debug, Clone, Default)]
@@ -52,27 +62,33 @@ pub fn check(
     progress: &dyn Fn(u64, u64),
 ) -> Result<CheckReport> {
     let mut r = CheckReport::default();
-    repo.load_index()?;
+    // Snapshots before the index: see the module docs.
+    let (snaps, bad) = repo.snapshots_with_errors()?;
+    let index_packs = repo.load_index_packs()?;
     for (name, e) in repo.index_problems().corrupt {
         r.errors.push(format!(
             "index object {name} is unreadable: {e} (run `holdfast repair index`)"
         ));
     }
-    let index = repo.index();
+    let mut index = repo.index();
 
-    // Packs: referenced by the index vs present in storage.
+    // Packs: described by index objects vs present in storage. Built from
+    // the index objects themselves, not the one-location-per-blob map, so a
+    // pack whose blobs are all stored elsewhere too is still checked.
     let stored: HashMap<String, u64> = repo
         .block_on(repo.backend().list(ObjectKind::Pack))?
         .into_iter()
         .map(|m| (m.name, m.size))
         .collect();
+    let by_pack = blobs_by_pack(&index_packs);
     let mut pack_end: HashMap<Id, u64> = HashMap::new();
-    let mut by_pack: BTreeMap<Id, Vec<(Id, BlobLocation)>> = BTreeMap::new();
-    for (id, loc) in index.iter() {
-        let end = u64::from(loc.offset) + u64::from(loc.length);
-        let e = pack_end.entry(loc.pack).or_default();
-        *e = (*e).max(end);
-        by_pack.entry(loc.pack).or_default().push((id, loc));
+    for (pack, blobs) in &by_pack {
+        let end = blobs
+            .iter()
+            .map(|(_, l)| u64::from(l.offset) + u64::from(l.length))
+            .max()
+            .unwrap_or(0);
+        pack_end.insert(*pack, end);
     }
     r.packs = by_pack.len();
     for (pack, end) in &pack_end {
@@ -96,16 +112,20 @@ pub fn check(
         .count();
     if unindexed > 0 {
         r.warnings.push(format!(
-            "{unindexed} pack(s) are not in any index (left by an interrupted backup; \
-             harmless, reclaimed by garbage collection)"
+            "{unindexed} pack(s) are not in any index: written by a backup or wal-push that \
+             is still running, or left by one that was interrupted or failed (harmless; \
+             garbage collection reclaims them, `holdfast repair index` indexes them)"
         ));
     }
 
     // Snapshots and trees.
-    let (snaps, bad) = repo.snapshots_with_errors()?;
     for (name, e) in bad {
-        r.errors.push(format!("snapshot {name} is unreadable: {e}"));
+        r.errors.push(format!(
+            "snapshot {name} is unreadable: {e} (if it is not a snapshot of this repository, \
+             e.g. a stray or misplaced file, `holdfast repair snapshots` moves it aside)"
+        ));
     }
+    let mut reloaded = false;
     r.snapshots = snaps.len();
     let mut seen: HashSet<Id> = HashSet::new();
     for s in &snaps {
@@ -115,6 +135,9 @@ pub fn check(
                 continue;
             }
             r.trees += 1;
+            if !index.contains(&tree_id) && !reloaded {
+                index = reload(repo, &mut reloaded)?;
+            }
             let tree = match repo.load_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
@@ -132,6 +155,9 @@ pub fn check(
                     stack.push((sub, format!("{child}/")));
                 }
                 for b in &n.content {
+                    if !index.contains(b) && !reloaded {
+                        index = reload(repo, &mut reloaded)?;
+                    }
                     match index.get(b) {
                         Some(l) if l.blob_type == BlobType::Data => {}
                         Some(_) => r.errors.push(format!(
@@ -177,6 +203,42 @@ pub fn check(
         progress(total, total);
     }
     Ok(r)
+}
+
+/// Every pack the index objects describe, with its blobs (once each).
+fn blobs_by_pack(packs: &[PackInfo]) -> BTreeMap<Id, Vec<(Id, BlobLocation)>> {
+    let mut out: BTreeMap<Id, Vec<(Id, BlobLocation)>> = BTreeMap::new();
+    for p in packs {
+        if out.contains_key(&p.id) {
+            // The same pack in two index objects (a repaired index): a
+            // pack's name is the hash of its bytes, trailer included, so
+            // the entries are the same.
+            continue;
+        }
+        let blobs = out.entry(p.id).or_default();
+        for e in &p.entries {
+            blobs.push((
+                e.id,
+                BlobLocation {
+                    pack: p.id,
+                    salt: p.salt,
+                    blob_type: e.blob_type,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_len: e.raw_len,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// Load the index again (once per check) before calling a blob missing:
+/// it may have been written since (see the module docs).
+fn reload(repo: &Repository, reloaded: &mut bool) -> Result<std::sync::Arc<crate::index::Index>> {
+    *reloaded = true;
+    repo.load_index()?;
+    Ok(repo.index())
 }
 
 fn check_pack(

@@ -24,8 +24,23 @@ pub enum RepoError {
         supported: u32,
     },
 
-    #[error("wrong password: none of the {slots} key slot(s) of {location} opens with it")]
-    WrongPassword { location: String, slots: usize },
+    #[error("wrong {secret}: none of the {slots} key slot(s) of {location} opens with it")]
+    WrongPassword {
+        location: String,
+        slots: usize,
+        /// "password" or "key file".
+        secret: &'static str,
+    },
+
+    #[error("key slot {slot} of {location} is damaged ({detail}) and none of the other {others} slot(s) opens with this {secret}; if the damaged slot was the one for it, restore that file from a copy of the repository, or open with another password or key file and remove it with `holdfast key remove`")]
+    DamagedKeySlot {
+        location: String,
+        /// The slot's key, e.g. `keys/ab12...`.
+        slot: String,
+        detail: String,
+        others: usize,
+        secret: &'static str,
+    },
 
     #[error("corrupt {object}: {detail}")]
     Corrupt { object: String, detail: String },

@@ -1,12 +1,28 @@
-//! Key slots: the master key wrapped by a passphrase.
+//! Key slots: the master key wrapped by a passphrase or by a key file.
 //!
-//! A slot is a small JSON object under `keys/`. It holds argon2id parameters
-//! and salt, and the master key encrypted with AES-256-GCM under the key
-//! argon2id derives from the passphrase. Several slots can open one
-//! repository; adding, removing or changing a passphrase writes or deletes a
-//! slot and never touches data. Slots are the only objects stored without the
-//! repository encryption (they cannot be: they are how you get the key), and
-//! they reveal nothing but who created them and when.
+//! A slot is a small JSON object under `keys/`. It holds the master key
+//! encrypted with AES-256-GCM under a key-encryption key (KEK) and what is
+//! needed to derive that KEK again:
+//!
+//! - `argon2id` slots: argon2id parameters and salt; the KEK is argon2id of a
+//!   passphrase. Deliberately slow (a quarter second), because passphrases
+//!   are guessable.
+//! - `blake3-keyfile` slots: a salt; the KEK is BLAKE3 (key-derivation mode)
+//!   of a random 256-bit key kept in a key file (or an environment secret
+//!   holding the same key). Nothing to guess, so nothing to stretch: opening
+//!   costs microseconds, which is what `archive_command` and
+//!   `restore_command` need when they run once per WAL segment.
+//!
+//! Several slots can open one repository; adding or removing one writes or
+//! deletes a slot and never touches data. Slots are the only objects stored
+//! without the repository encryption (they cannot be: they are how you get
+//! the key), and they reveal nothing but who created them and when. A slot's
+//! name is the BLAKE3 hash of its bytes, which is how a damaged slot is told
+//! from a wrong password.
+//!
+//! Key-file slots carry no `params` field on purpose: holdfast builds that
+//! predate them fail to parse such a slot and skip it (as they skip any
+//! damaged slot) instead of refusing to open the repository.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -18,6 +34,13 @@ use crate::crypto::MasterKey;
 use crate::error::{RepoError, Result};
 
 const AAD: &[u8] = b"holdfast key slot v1";
+/// `kdf` of a passphrase slot.
+pub const KDF_ARGON2ID: &str = "argon2id";
+/// `kdf` of a key-file slot.
+pub const KDF_KEYFILE: &str = "blake3-keyfile";
+const KEYFILE_CONTEXT: &str = "holdfast v1 2026-11 key-file slot";
+/// Length of a key-file key in bytes (256 bits).
+pub const KEY_FILE_LEN: usize = 32;
 
 /// Argon2id cost parameters.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,12 +63,39 @@ impl Default for KdfParams {
     }
 }
 
+/// What the caller offers to open the repository with.
+#[derive(Clone, Copy)]
+pub enum Secret<'a> {
+    /// A passphrase (argon2id slots).
+    Password(&'a [u8]),
+    /// The 256-bit key of a key file or environment secret (key-file slots).
+    KeyFile(&'a [u8; KEY_FILE_LEN]),
+}
+
+impl Secret<'_> {
+    /// How error messages name this kind of secret.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Secret::Password(_) => "password",
+            Secret::KeyFile(_) => "key file",
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret::{}(..)", self.describe())
+    }
+}
+
 /// A stored key slot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySlot {
     pub version: u32,
     pub kdf: String,
-    pub params: KdfParams,
+    /// Argon2id parameters; absent in key-file slots (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<KdfParams>,
     #[serde(with = "hex_bytes")]
     pub salt: Vec<u8>,
     #[serde(with = "hex_bytes")]
@@ -59,7 +109,7 @@ pub struct KeySlot {
     pub label: String,
 }
 
-fn kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
+fn argon2_kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
     let params = Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
     let mut out = [0u8; 32];
@@ -69,8 +119,80 @@ fn kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
     Ok(out)
 }
 
+fn keyfile_kek(key: &[u8; KEY_FILE_LEN], salt: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(KEYFILE_CONTEXT);
+    h.update(key);
+    h.update(salt);
+    *h.finalize().as_bytes()
+}
+
+fn wrap(kek: &[u8; 32], nonce: &[u8; 12], master: &MasterKey) -> Result<Vec<u8>> {
+    let aead = Aes256Gcm::new_from_slice(kek)
+        .map_err(|e| RepoError::Invalid(format!("key-encryption key: {e}")))?;
+    aead.encrypt(
+        Nonce::from_slice(nonce),
+        Payload {
+            msg: master.as_bytes(),
+            aad: AAD,
+        },
+    )
+    .map_err(|e| RepoError::Invalid(format!("wrapping the master key: {e}")))
+}
+
+/// A fresh random 256-bit key for a key file.
+pub fn generate_key_file_key() -> [u8; KEY_FILE_LEN] {
+    rand::random()
+}
+
+/// The text of a key file: the key in hex and a newline.
+pub fn encode_key_file(key: &[u8; KEY_FILE_LEN]) -> String {
+    format!("{}\n", hex::encode(key))
+}
+
+/// Parse a key file's content (or an environment secret): 64 hex digits,
+/// optionally followed by one LF or CRLF. `what` names the source in errors.
+pub fn decode_key_file(text: &[u8], what: &str) -> Result<[u8; KEY_FILE_LEN]> {
+    let body = strip_line_end(text);
+    let bad = || {
+        RepoError::Invalid(format!(
+            "{what} is not a holdfast key: expected 64 hex digits (as written by `holdfast key add --new-key-file`), found {} byte(s)",
+            body.len()
+        ))
+    };
+    if body.len() != 2 * KEY_FILE_LEN {
+        return Err(bad());
+    }
+    let raw = hex::decode(body).map_err(|_| bad())?;
+    let mut key = [0u8; KEY_FILE_LEN];
+    key.copy_from_slice(&raw);
+    Ok(key)
+}
+
+/// `text` without one trailing LF or CRLF (editors and `echo` add one; a
+/// Windows editor adds CRLF). Only one: anything else is part of the secret.
+pub fn strip_line_end(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\r\n")
+        .or_else(|| text.strip_suffix(b"\n"))
+        .unwrap_or(text)
+}
+
 impl KeySlot {
-    /// Wrap `master` under `password`.
+    fn new(kdf: &str, params: Option<KdfParams>, salt: Vec<u8>, label: &str) -> KeySlot {
+        KeySlot {
+            version: 1,
+            kdf: kdf.into(),
+            params,
+            salt,
+            nonce: Vec::new(),
+            wrapped: Vec::new(),
+            created: Utc::now(),
+            hostname: crate::hostname(),
+            username: crate::username(),
+            label: label.to_string(),
+        }
+    }
+
+    /// Wrap `master` under `password` (argon2id).
     pub fn create(
         master: &MasterKey,
         password: &[u8],
@@ -79,41 +201,60 @@ impl KeySlot {
     ) -> Result<KeySlot> {
         let salt: [u8; 16] = rand::random();
         let nonce: [u8; 12] = rand::random();
-        let k = kek(password, &salt, params)?;
-        let aead = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
-        let wrapped = aead
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: master.as_bytes(),
-                    aad: AAD,
-                },
-            )
-            .expect("in-memory encryption");
-        Ok(KeySlot {
-            version: 1,
-            kdf: "argon2id".into(),
-            params,
-            salt: salt.to_vec(),
-            nonce: nonce.to_vec(),
-            wrapped,
-            created: Utc::now(),
-            hostname: crate::hostname(),
-            username: crate::username(),
-            label: label.to_string(),
-        })
+        let kek = argon2_kek(password, &salt, params)?;
+        let mut slot = KeySlot::new(KDF_ARGON2ID, Some(params), salt.to_vec(), label);
+        slot.wrapped = wrap(&kek, &nonce, master)?;
+        slot.nonce = nonce.to_vec();
+        Ok(slot)
     }
 
-    /// Unwrap the master key; `None` if the password does not fit.
-    pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
-        if self.kdf != "argon2id" || self.nonce.len() != 12 {
+    /// Wrap `master` under the key of a key file (no key stretching).
+    pub fn create_for_key_file(
+        master: &MasterKey,
+        key: &[u8; KEY_FILE_LEN],
+        label: &str,
+    ) -> Result<KeySlot> {
+        let salt: [u8; 16] = rand::random();
+        let nonce: [u8; 12] = rand::random();
+        let kek = keyfile_kek(key, &salt);
+        let mut slot = KeySlot::new(KDF_KEYFILE, None, salt.to_vec(), label);
+        slot.wrapped = wrap(&kek, &nonce, master)?;
+        slot.nonce = nonce.to_vec();
+        Ok(slot)
+    }
+
+    /// Whether this slot is of the kind `secret` can open (a password is
+    /// never tried against a key-file slot, nor the reverse).
+    pub fn accepts(&self, secret: &Secret<'_>) -> bool {
+        match secret {
+            Secret::Password(_) => self.kdf == KDF_ARGON2ID,
+            Secret::KeyFile(_) => self.kdf == KDF_KEYFILE,
+        }
+    }
+
+    /// Unwrap the master key; `None` if the secret does not fit (or is of
+    /// the other kind). An error means the slot itself is unusable.
+    pub fn open_with(&self, secret: &Secret<'_>) -> Result<Option<MasterKey>> {
+        if !self.accepts(secret) {
+            return Ok(None);
+        }
+        if self.nonce.len() != 12 {
             return Err(RepoError::Invalid(format!(
-                "key slot uses unsupported kdf {:?}",
-                self.kdf
+                "key slot has a {}-byte nonce (12 expected)",
+                self.nonce.len()
             )));
         }
-        let k = kek(password, &self.salt, self.params)?;
-        let aead = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
+        let kek = match secret {
+            Secret::Password(p) => {
+                let params = self.params.ok_or_else(|| {
+                    RepoError::Invalid("argon2id key slot without parameters".into())
+                })?;
+                argon2_kek(p, &self.salt, params)?
+            }
+            Secret::KeyFile(k) => keyfile_kek(k, &self.salt),
+        };
+        let aead = Aes256Gcm::new_from_slice(&kek)
+            .map_err(|e| RepoError::Invalid(format!("key-encryption key: {e}")))?;
         match aead.decrypt(
             Nonce::from_slice(&self.nonce),
             Payload {
@@ -128,6 +269,11 @@ impl KeySlot {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Unwrap the master key with a password; `None` if it does not fit.
+    pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
+        self.open_with(&Secret::Password(password))
     }
 }
 
@@ -159,5 +305,46 @@ mod tests {
         let slot: KeySlot = serde_json::from_str(&json).unwrap();
         assert_eq!(slot.open(b"pw").unwrap().unwrap().as_bytes(), m.as_bytes());
         assert!(slot.open(b"wrong").unwrap().is_none());
+    }
+
+    #[test]
+    fn key_file_slots_open_only_with_their_key() {
+        let m = MasterKey::generate();
+        let key = generate_key_file_key();
+        let slot = KeySlot::create_for_key_file(&m, &key, "wal").unwrap();
+        let json = serde_json::to_string(&slot).unwrap();
+        assert!(!json.contains("params"), "{json}");
+        let slot: KeySlot = serde_json::from_str(&json).unwrap();
+        let got = slot.open_with(&Secret::KeyFile(&key)).unwrap().unwrap();
+        assert_eq!(got.as_bytes(), m.as_bytes());
+        let other = generate_key_file_key();
+        assert!(slot.open_with(&Secret::KeyFile(&other)).unwrap().is_none());
+        // The hex of the key as a password does not open it either.
+        let text = encode_key_file(&key);
+        assert!(slot.open(text.as_bytes()).unwrap().is_none());
+    }
+
+    #[test]
+    fn key_file_text_round_trips_with_any_line_end() {
+        let key = generate_key_file_key();
+        let text = encode_key_file(&key);
+        assert_eq!(decode_key_file(text.as_bytes(), "f").unwrap(), key);
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(decode_key_file(crlf.as_bytes(), "f").unwrap(), key);
+        let bare = text.trim_end();
+        assert_eq!(decode_key_file(bare.as_bytes(), "f").unwrap(), key);
+        let err = decode_key_file(&text.as_bytes()[..40], "key file /x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key file /x"), "{err}");
+        assert!(decode_key_file(b"zz", "f").is_err());
+    }
+
+    #[test]
+    fn one_line_end_is_stripped() {
+        assert_eq!(strip_line_end(b"pw\r\n"), b"pw");
+        assert_eq!(strip_line_end(b"pw\n"), b"pw");
+        assert_eq!(strip_line_end(b"pw\n\n"), b"pw\n");
+        assert_eq!(strip_line_end(b"pw "), b"pw ");
     }
 }

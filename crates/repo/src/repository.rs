@@ -20,7 +20,7 @@ use crate::crypto::MasterKey;
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
-use crate::keys::{KdfParams, KeySlot};
+use crate::keys::{KdfParams, KeySlot, Secret, KEY_FILE_LEN};
 use crate::object;
 use crate::pack::{BlobType, PackInfo};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
@@ -123,17 +123,42 @@ impl Repository {
     /// Open an existing repository with a password. Does not load the index
     /// (see [`Repository::load_index`]).
     pub fn open(backend: Arc<dyn Backend>, rt: Handle, password: &[u8]) -> Result<Repository> {
+        Repository::open_with(backend, rt, &Secret::Password(password))
+    }
+
+    /// Open an existing repository with a password or a key-file key. Only
+    /// slots of the secret's kind are tried, so a key file never pays for
+    /// argon2. Does not load the index (see [`Repository::load_index`]).
+    pub fn open_with(backend: Arc<dyn Backend>, rt: Handle, secret: &Secret<'_>) -> Result<Repository> {
         let location = backend.location();
-        Repository::probe(backend.as_ref(), &rt)?;
-        let cfg_bytes = rt.block_on(backend.get(ObjectKind::Config, "config", None))?;
+        let cfg_bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(RepoError::NotARepository { location })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        config::read_version(&cfg_bytes, &location)?;
         let slots = rt.block_on(backend.list(ObjectKind::Key))?;
+        let mut damaged: Vec<(String, String)> = Vec::new();
         for meta in &slots {
             let bytes = rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?;
-            let slot: KeySlot = match serde_json::from_slice(&bytes) {
+            let slot = match parse_slot(&meta.name, &bytes) {
                 Ok(s) => s,
-                Err(_) => continue, // a damaged slot must not lock out the others
+                Err(detail) => {
+                    // A damaged slot must not lock out the others.
+                    damaged.push((ObjectKind::Key.key(&meta.name), detail));
+                    continue;
+                }
             };
-            if let Some(key) = slot.open(password)? {
+            let opened = match slot.open_with(secret) {
+                Ok(k) => k,
+                Err(e) => {
+                    damaged.push((ObjectKind::Key.key(&meta.name), e.to_string()));
+                    continue;
+                }
+            };
+            if let Some(key) = opened {
                 let config = config::decode(&key, &cfg_bytes, &location)?;
                 let put_opts = put_options(&config);
                 return Ok(Repository {
@@ -148,10 +173,28 @@ impl Repository {
                     tree_packs: Default::default(),
                 });
             }
+            // A slot whose bytes no longer hash to its name was modified
+            // after it was written: it may have been the matching one.
+            if Id::of_stored(&bytes).to_hex() != meta.name && meta.name.parse::<Id>().is_ok() {
+                damaged.push((
+                    ObjectKind::Key.key(&meta.name),
+                    "its content does not hash to its name".into(),
+                ));
+            }
+        }
+        if let Some((slot, detail)) = damaged.into_iter().next() {
+            return Err(RepoError::DamagedKeySlot {
+                location,
+                slot,
+                detail,
+                others: slots.len() - 1,
+                secret: secret.describe(),
+            });
         }
         Err(RepoError::WrongPassword {
             location,
             slots: slots.len(),
+            secret: secret.describe(),
         })
     }
 
@@ -199,6 +242,15 @@ impl Repository {
     /// [`Repository::index_problems`] rather than failing the load: the data
     /// they describe is still in the packs, and `repair index` can rebuild them.
     pub fn load_index(&self) -> Result<()> {
+        self.load_index_packs().map(|_| ())
+    }
+
+    /// Like [`Repository::load_index`], and also return every pack every
+    /// readable index object describes, as written: the in-memory index
+    /// keeps one location per blob, so a pack whose blobs are all also in
+    /// another pack (two concurrent backups storing the same data) is in
+    /// this list but unreachable through [`Index::get`]. `check` needs it.
+    pub fn load_index_packs(&self) -> Result<Vec<PackInfo>> {
         let metas = self.block_on(self.backend.list(ObjectKind::Index))?;
         let par = self.backend.capabilities().parallelism.max(2);
         let backend = self.backend.clone();
@@ -225,6 +277,7 @@ impl Repository {
         });
         let mut idx = Index::new();
         let mut problems = IndexProblems::default();
+        let mut all = Vec::new();
         for (name, r) in fetched {
             let what = format!("index object {name}");
             let parsed = r
@@ -232,7 +285,10 @@ impl Repository {
                 .and_then(|b| object::open(&self.key, &b, &what))
                 .and_then(|p| index::decode(&p, &what));
             match parsed {
-                Ok(packs) => packs.iter().for_each(|p| idx.add_pack(p)),
+                Ok(packs) => {
+                    packs.iter().for_each(|p| idx.add_pack(p));
+                    all.extend(packs);
+                }
                 Err(e) => problems.corrupt.push((name, e.to_string())),
             }
         }
@@ -241,7 +297,7 @@ impl Repository {
             .index_problems
             .write()
             .unwrap_or_else(|e| e.into_inner()) = problems;
-        Ok(())
+        Ok(all)
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -253,6 +309,15 @@ impl Repository {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Tell the in-memory index where some blobs are, from a record other
+    /// than the index objects (a WAL manifest lists where its blobs were
+    /// stored, so `wal-fetch` need not load the whole index). Safe to trust:
+    /// every blob read is authenticated and hashed against its id, so a
+    /// stale location fails the read, never returns wrong data.
+    pub fn add_known_packs(&self, packs: &[PackInfo]) {
+        self.extend_index(packs);
     }
 
     /// Add freshly written packs to the in-memory index.
@@ -597,8 +662,18 @@ impl Repository {
     /// Add a key slot for `password`; returns its id.
     pub fn add_key(&self, password: &[u8], kdf: KdfParams, label: &str) -> Result<String> {
         let slot = KeySlot::create(&self.key, password, kdf, label)?;
+        self.put_slot(&slot)
+    }
+
+    /// Add a key-file slot for `key` (see [`crate::keys`]); returns its id.
+    pub fn add_key_file(&self, key: &[u8; KEY_FILE_LEN], label: &str) -> Result<String> {
+        let slot = KeySlot::create_for_key_file(&self.key, key, label)?;
+        self.put_slot(&slot)
+    }
+
+    fn put_slot(&self, slot: &KeySlot) -> Result<String> {
         let bytes =
-            serde_json::to_vec_pretty(&slot).map_err(|e| RepoError::Invalid(e.to_string()))?;
+            serde_json::to_vec_pretty(slot).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let name = Id::of_stored(&bytes).to_hex();
         self.block_on(self.backend.put(
             ObjectKind::Key,
@@ -612,11 +687,16 @@ impl Repository {
     /// Remove a key slot by id or unique prefix. Refuses the last slot and
     /// (unless `allow_current`) the one this session opened with.
     pub fn remove_key(&self, spec: &str, allow_current: bool) -> Result<String> {
-        let keys = self.list_keys()?;
-        let hits: Vec<_> = keys.iter().filter(|(n, _)| n.starts_with(spec)).collect();
+        // By name, not by parsed slot: a damaged slot must be removable.
+        let keys: Vec<String> = self
+            .block_on(self.backend.list(ObjectKind::Key))?
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let hits: Vec<_> = keys.iter().filter(|n| n.starts_with(spec)).collect();
         let name = match hits.as_slice() {
             [] => return Err(RepoError::KeyNotFound(spec.to_string())),
-            [(n, _)] => n.clone(),
+            [n] => (*n).clone(),
             _ => {
                 return Err(RepoError::Invalid(format!(
                     "key prefix {spec:?} is ambiguous"
@@ -637,6 +717,18 @@ impl Repository {
         }
         self.block_on(self.backend.delete(ObjectKind::Key, &name))?;
         Ok(name)
+    }
+}
+
+/// A stored slot, or why it cannot be one (the caller names the slot).
+fn parse_slot(name: &str, bytes: &[u8]) -> std::result::Result<KeySlot, String> {
+    match serde_json::from_slice::<KeySlot>(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) if Id::of_stored(bytes).to_hex() != name => Err(format!(
+            "{} byte(s), content does not hash to its name, not a readable slot: {e}",
+            bytes.len()
+        )),
+        Err(e) => Err(format!("not a readable key slot: {e}")),
     }
 }
 

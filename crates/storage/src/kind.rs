@@ -25,10 +25,13 @@ pub enum ObjectKind {
     Audit,
     /// Manifests of archived PostgreSQL WAL files, named by WAL file name.
     Wal,
+    /// Objects `repair` found where they do not belong and could not place,
+    /// kept (never deleted) for an operator to inspect.
+    LostFound,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 8] = [
+    pub const ALL: [ObjectKind; 9] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -37,6 +40,7 @@ impl ObjectKind {
         ObjectKind::Lock,
         ObjectKind::Audit,
         ObjectKind::Wal,
+        ObjectKind::LostFound,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -50,6 +54,7 @@ impl ObjectKind {
             ObjectKind::Lock => "locks",
             ObjectKind::Audit => "audit",
             ObjectKind::Wal => "wal",
+            ObjectKind::LostFound => "lost+found",
         }
     }
 
@@ -79,6 +84,7 @@ impl ObjectKind {
             "locks" => ObjectKind::Lock,
             "audit" => ObjectKind::Audit,
             "wal" => ObjectKind::Wal,
+            "lost+found" => ObjectKind::LostFound,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -104,6 +110,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Lock => "lock",
             ObjectKind::Audit => "audit",
             ObjectKind::Wal => "wal",
+            ObjectKind::LostFound => "lost+found",
         };
         f.write_str(s)
     }

@@ -7,9 +7,18 @@
 //! A crash leaves at most a `.tmp-*` file behind, which `list` ignores and
 //! which nothing ever reads. On filesystems without hard links we fall back to
 //! `rename` after an existence check (documented weaker guarantee).
+//!
+//! Permissions: objects are written 0600 and directories 0700 whatever the
+//! umask: a repository holds health records, encrypted or not, and key slots.
+//! Group bits are kept only when the repository directory itself has them
+//! (as restic does), which is how an administrator shares a repository with
+//! a group: `chmod 750` (readers) or `chmod 2770` (writers) on the
+//! repository directory. Files then get group read, directories the
+//! repository directory's group bits. Others never get anything.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -48,6 +57,46 @@ impl LocalBackend {
         StorageError::from_io(&self.label, key, e)
     }
 
+    /// Modes for new (files, directories): see the module docs.
+    fn modes(&self) -> Modes {
+        let root = fs::metadata(&self.root)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        let group = root & 0o070;
+        // setgid keeps new directories in the repository's group.
+        let setgid = root & 0o2000;
+        Modes {
+            file: 0o600 | (group & 0o040),
+            dir: 0o700 | group | setgid,
+        }
+    }
+
+    /// Create `dir` and any missing parents (the root included) with the
+    /// repository's directory mode, set explicitly so the umask cannot widen
+    /// or narrow it.
+    fn create_dirs(&self, dir: &Path, modes: Modes) -> std::io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if !parent.as_os_str().is_empty() && dir != self.root {
+                self.create_dirs(parent, modes)?;
+            }
+        }
+        let is_root = dir == self.root;
+        // The root is made private; its own bits then decide the rest.
+        let mode = if is_root { 0o700 } else { modes.dir };
+        match fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if is_root && e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir)?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn put_blocking(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         let key = kind.key(name);
         let path = self.path(kind, name);
@@ -58,10 +107,24 @@ impl LocalBackend {
                 key,
             });
         }
-        fs::create_dir_all(&dir).map_err(|e| self.err(&key, e))?;
+        if !self.root.is_dir() {
+            self.create_dirs(&self.root, self.modes())
+                .map_err(|e| self.err(&key, e))?;
+        }
+        let modes = self.modes();
+        self.create_dirs(&dir, modes)
+            .map_err(|e| self.err(&key, e))?;
         let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(modes.file)
+                .open(&tmp)?;
+            // Explicitly: the umask may have removed bits we want (group read).
+            if modes.file & 0o070 != 0 {
+                f.set_permissions(fs::Permissions::from_mode(modes.file))?;
+            }
             // In pieces: one 16 MiB write(2) costs the kernel several times
             // more (page-cache allocation under one call) than 1 MiB ones.
             for piece in data.chunks(1024 * 1024) {
@@ -253,6 +316,13 @@ impl Backend for LocalBackend {
         let key = kind.key(name);
         fs::remove_file(self.path(kind, name)).map_err(|e| self.err(&key, e))
     }
+}
+
+/// Permission bits for new objects and directories.
+#[derive(Debug, Clone, Copy)]
+struct Modes {
+    file: u32,
+    dir: u32,
 }
 
 /// Run blocking filesystem work off the async executor when there is one.

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! HOLDFAST_REPOSITORY=/dir HOLDFAST_PASSWORD_FILE=/file holdfast-wal push PATH
+//! HOLDFAST_REPOSITORY=/dir HOLDFAST_KEY_FILE=/file holdfast-wal push PATH
 //! HOLDFAST_REPOSITORY=/dir HOLDFAST_PASSWORD_FILE=/file holdfast-wal wal-fetch [--cluster ID] NAME DEST
 //! ```
 //! Exit status: 0 done, 1 not found (wal-fetch), 2 any other error.
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use holdfast_postgres::{wal_fetch, wal_push, PgError};
+use holdfast_repo::keys::{decode_key_file, strip_line_end, Secret};
 use holdfast_repo::Repository;
 use holdfast_storage::local::LocalBackend;
 
@@ -43,18 +45,30 @@ fn run() -> Result<(), PgError> {
     }
     let repo_dir = std::env::var("HOLDFAST_REPOSITORY")
         .map_err(|_| PgError::Invalid("HOLDFAST_REPOSITORY is not set".into()))?;
-    let pw_file = std::env::var("HOLDFAST_PASSWORD_FILE")
-        .map_err(|_| PgError::Invalid("HOLDFAST_PASSWORD_FILE is not set".into()))?;
-    let password =
-        std::fs::read(&pw_file).map_err(|e| PgError::io(format!("reading {pw_file}"), e))?;
-    let password = password.strip_suffix(b"\n").unwrap_or(&password).to_vec();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| PgError::io("starting a runtime", e))?;
     let backend = Arc::new(LocalBackend::new(PathBuf::from(repo_dir)));
-    let repo = Arc::new(Repository::open(backend, rt.handle().clone(), &password)?);
+    let handle = rt.handle().clone();
+    // A key file (no argon2) if given, else the password file.
+    let repo = match std::env::var("HOLDFAST_KEY_FILE").ok().filter(|v| !v.is_empty()) {
+        Some(f) => {
+            let text = std::fs::read(&f).map_err(|e| PgError::io(format!("reading {f}"), e))?;
+            let key = decode_key_file(&text, &format!("key file {f}"))?;
+            Repository::open_with(backend, handle, &Secret::KeyFile(&key))?
+        }
+        None => {
+            let pw_file = std::env::var("HOLDFAST_PASSWORD_FILE").map_err(|_| {
+                PgError::Invalid("set HOLDFAST_KEY_FILE or HOLDFAST_PASSWORD_FILE".into())
+            })?;
+            let password = std::fs::read(&pw_file)
+                .map_err(|e| PgError::io(format!("reading {pw_file}"), e))?;
+            Repository::open(backend, handle, strip_line_end(&password))?
+        }
+    };
+    let repo = Arc::new(repo);
     match args.as_slice() {
         [cmd, path] if cmd == "wal-push" || cmd == "push" => {
             wal_push(&repo, Path::new(path), cluster)?;

@@ -72,6 +72,28 @@ pub fn shared_tempdir() -> tempfile::TempDir {
     d
 }
 
+/// Make `path` a repository directory that both we and the `postgres` user
+/// (archive_command, restore_command) can use: repositories are private
+/// (0600 files, 0700 directories) unless their directory has group bits, so
+/// as root it is made `root:postgres` 2770 and everything in it follows.
+pub fn shared_repo_dir(path: &Path) {
+    std::fs::create_dir_all(path).expect("repository dir");
+    if !is_root() {
+        return;
+    }
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id -g postgres");
+    let gid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres group id");
+    std::os::unix::fs::chown(path, Some(0), Some(gid)).expect("chown repository dir");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o2770))
+        .expect("chmod repository dir");
+}
+
 /// Run a server binary, as `postgres` when we are root.
 pub fn server_cmd(bin: &str) -> Command {
     let path = format!("{BIN}/{bin}");
@@ -381,6 +403,7 @@ impl TestRepo {
     pub fn new() -> TestRepo {
         let dir = shared_tempdir();
         let path = dir.path().join("repo");
+        shared_repo_dir(&path);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
