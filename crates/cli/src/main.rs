@@ -27,8 +27,7 @@ pub mod exit {
 }
 
 fn main() {
-    unset_empty_env(&<args::Cli as clap::CommandFactory>::command());
-    let cli = args::Cli::parse();
+    let cli = parse_args();
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -37,6 +36,29 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Parse the command line. Usage lines in clap's errors list the options
+/// that were given, and an option given only through the environment
+/// (HOLDFAST_REPOSITORY...) would appear there as if it were required. So a
+/// command line is first checked by a parser that ignores the environment,
+/// whose errors are the ones shown; every option backed by the environment
+/// is optional, so the environment never makes an invalid command line valid.
+fn parse_args() -> args::Cli {
+    use clap::error::ErrorKind;
+    let full = <args::Cli as clap::CommandFactory>::command();
+    unset_empty_env(&full);
+    if let Err(e) = without_env(full).try_get_matches() {
+        // Help and version are shown by the full parser (with [env: ...]).
+        if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+            e.exit();
+        }
+    }
+    args::Cli::parse()
+}
+
+fn without_env(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| a.env(None)).mut_subcommands(without_env)
 }
 
 /// An empty environment variable means "not set" (`HOLDFAST_PASSWORD_FILE=`

@@ -170,20 +170,33 @@ fn empty_environment_variables_are_unset() {
     let o = env.cmd().env("HOLDFAST_REPOSITORY", "").arg("snapshots").output().unwrap();
     assert_eq!(code(&o), Some(1));
     assert!(stderr(&o).contains("no repository given"), "{}", stderr(&o));
-    // Usage lines do not present options set in the environment as required.
-    let o = env
-        .cmd()
-        .env("HOLDFAST_PASSWORD_FILE", env.path("pw"))
-        .env("HOLDFAST_KEY_FILE", env.path("k"))
-        .args(["snapshots", "--no-such-flag"])
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), Some(2));
-    let usage = stderr(&o);
-    let line = usage.lines().find(|l| l.starts_with("Usage:")).unwrap_or("");
-    assert!(!line.contains("--password-file"), "{usage}");
-    assert!(!line.contains("--key-file"), "{usage}");
-    assert!(!line.contains("--repo"), "{usage}");
+    // Usage lines do not present options set in the environment as required
+    // (clap lists the options it was given in the usage of its errors).
+    for args in [
+        vec!["restore"],
+        vec!["snapshots", "--no-such-flag"],
+        vec!["wal-fetch", "only-one-arg"],
+        vec!["key", "add", "--no-such-flag"],
+    ] {
+        let o = env
+            .cmd()
+            .env("HOLDFAST_PASSWORD_FILE", env.path("pw"))
+            .env("HOLDFAST_KEY_FILE", env.path("k"))
+            .env("HOLDFAST_NEW_PASSWORD_FILE", env.path("npw"))
+            .env("HOLDFAST_WAL_PREFETCH", "4")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), Some(2), "{args:?}");
+        let usage = stderr(&o);
+        let line = usage.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        for opt in ["--password-file", "--key-file", "--repo", "--new-password-file", "--prefetch"] {
+            assert!(!line.contains(opt), "{args:?}: {usage}");
+        }
+    }
+    // Help still says which variables back which options.
+    let o = env.cmd().args(["wal-fetch", "--help"]).output().unwrap();
+    assert!(stdout(&o).contains("HOLDFAST_WAL_PREFETCH"), "{}", stdout(&o));
 }
 
 #[test]
