@@ -27,7 +27,12 @@ pub struct Global {
     #[arg(short = 'r', long = "repo", env = "HOLDFAST_REPOSITORY", global = true)]
     pub repo: Option<String>,
     /// File holding the repository password (else HOLDFAST_PASSWORD, else a prompt).
-    #[arg(long, env = "HOLDFAST_PASSWORD_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "HOLDFAST_PASSWORD_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub password_file: Option<PathBuf>,
     /// Key file that opens the repository with no password hashing (made by
     /// `key add --new-key-file`); for archive_command and restore_command.
@@ -149,7 +154,12 @@ pub struct WalFetchArgs {
     pub cluster: Option<u64>,
     /// Fetch this many following segments in the background into a spool
     /// directory, so the next fetches are served from it (0: off).
-    #[arg(long, env = "HOLDFAST_WAL_PREFETCH", default_value_t = 0, value_name = "N")]
+    #[arg(
+        long,
+        env = "HOLDFAST_WAL_PREFETCH",
+        default_value_t = 0,
+        value_name = "N"
+    )]
     pub prefetch: usize,
     /// Spool directory for --prefetch (default: holdfast-prefetch next to DEST,
     /// i.e. in pg_wal, which base backups leave out).

@@ -642,7 +642,12 @@ fn key_file_key(path: &std::path::Path) -> Result<([u8; 32], bool)> {
 }
 
 /// Add the slot `a` asks for: a key file or a password. Returns its id.
-fn add_slot(g: &Global, repo: &Repository, a: &KeyAddArgs, key_file: Option<&std::path::Path>) -> Result<String> {
+fn add_slot(
+    g: &Global,
+    repo: &Repository,
+    a: &KeyAddArgs,
+    key_file: Option<&std::path::Path>,
+) -> Result<String> {
     let Some(path) = key_file else {
         let pw = new_password(g, a)?;
         return Ok(repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?);
@@ -690,12 +695,14 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             if g.json {
                 let v: Vec<_> = keys
                     .iter()
-                    .map(|(id, s)| json!({
-                        "id": id, "current": id == repo.current_key(), "created": s.created,
-                        "hostname": s.hostname, "username": s.username, "label": s.label,
-                        "kdf": s.kdf, "memory_kib": s.params.map(|p| p.m_cost),
-                        "iterations": s.params.map(|p| p.t_cost),
-                    }))
+                    .map(|(id, s)| {
+                        json!({
+                            "id": id, "current": id == repo.current_key(), "created": s.created,
+                            "hostname": s.hostname, "username": s.username, "label": s.label,
+                            "kdf": s.kdf, "memory_kib": s.params.map(|p| p.m_cost),
+                            "iterations": s.params.map(|p| p.t_cost),
+                        })
+                    })
                     .collect();
                 ui::print_json(&v)?;
             } else {

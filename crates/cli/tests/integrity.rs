@@ -76,7 +76,12 @@ fn checks_during_backups_report_no_damage() {
     stop.store(true, Ordering::Relaxed);
     let n = backups.join().unwrap();
     assert!(n >= 3, "backups ran alongside the checks ({n})");
-    assert!(failures.is_empty(), "{} false alarm(s): {:?}", failures.len(), failures);
+    assert!(
+        failures.is_empty(),
+        "{} false alarm(s): {:?}",
+        failures.len(),
+        failures
+    );
     env.ok(["check", "--read-data"]);
 }
 
@@ -132,7 +137,12 @@ fn duplicate_packs_of_concurrent_backups_are_verified() {
     let o = env.run(["check", "--read-data"]);
     assert_eq!(o.status.code(), Some(4));
     for p in &packs {
-        assert!(stderr(&o).contains(&name(p)), "pack {} not reported: {}", name(p), stderr(&o));
+        assert!(
+            stderr(&o).contains(&name(p)),
+            "pack {} not reported: {}",
+            name(p),
+            stderr(&o)
+        );
     }
 }
 
@@ -173,24 +183,41 @@ fn repair_index_puts_back_and_sets_aside_instead_of_deleting() {
     assert_eq!(env.run(["check"]).status.code(), Some(4));
     let r = env.json(["repair", "index"]);
     let placed = r["placed"].to_string();
-    assert!(placed.contains(&format!("snapshots/{}", name(&snap))), "{r}");
+    assert!(
+        placed.contains(&format!("snapshots/{}", name(&snap))),
+        "{r}"
+    );
     assert!(placed.contains(&name(&pack)), "{r}");
     let aside = r["moved_aside"].to_string();
     assert!(aside.contains("lost+found/index-notes.txt"), "{r}");
-    assert!(aside.contains(&format!("lost+found/index-{}", name(&foreign))), "{r}");
+    assert!(
+        aside.contains(&format!("lost+found/index-{}", name(&foreign))),
+        "{r}"
+    );
     let removed = r["removed_index_objects"].to_string();
     assert!(removed.contains(&name(&victim)), "{r}");
-    assert!(!removed.contains(&name(&snap)) && !removed.contains("notes"), "{r}");
+    assert!(
+        !removed.contains(&name(&snap)) && !removed.contains("notes"),
+        "{r}"
+    );
 
     assert!(snap.exists(), "snapshot back in snapshots/");
     assert!(pack.exists(), "pack back in data/");
     let lf = env.repo.join("lost+found");
-    assert_eq!(std::fs::read(lf.join("index-notes.txt")).unwrap(), b"operator notes");
+    assert_eq!(
+        std::fs::read(lf.join("index-notes.txt")).unwrap(),
+        b"operator notes"
+    );
     env.ok(["check", "--read-data"]);
     let out = env.path("out");
     for s in env.json(["snapshots"]).as_array().unwrap() {
         let _ = std::fs::remove_dir_all(&out);
-        env.ok(["restore", s["id"].as_str().unwrap(), "--target", out.to_str().unwrap()]);
+        env.ok([
+            "restore",
+            s["id"].as_str().unwrap(),
+            "--target",
+            out.to_str().unwrap(),
+        ]);
     }
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
@@ -211,9 +238,18 @@ fn stray_snapshot_objects_are_reported_and_can_be_moved_aside() {
 
     let o = env.run(["check"]);
     assert_eq!(o.status.code(), Some(4));
-    assert!(stderr(&o).contains("README") && stderr(&o).contains("repair snapshots"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("README") && stderr(&o).contains("repair snapshots"),
+        "{}",
+        stderr(&o)
+    );
     let r = env.json(["repair", "snapshots"]);
-    assert!(r["moved_aside"].to_string().contains("lost+found/snapshots-README"), "{r}");
+    assert!(
+        r["moved_aside"]
+            .to_string()
+            .contains("lost+found/snapshots-README"),
+        "{r}"
+    );
     assert!(r["placed"].to_string().contains(&name(&idx)), "{r}");
     assert!(!snaps.join("README").exists() && !snaps.join(name(&idx)).exists());
     assert!(env.repo.join("lost+found/snapshots-README").exists());

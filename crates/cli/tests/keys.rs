@@ -37,7 +37,11 @@ fn key_files_and_environment_secrets_open_without_a_password() {
     env.init();
     let kf = env.path("wal.key");
     let out = env.ok(["key", "add", "--new-key-file", kf.to_str().unwrap()]);
-    assert!(stderr(&out).contains("created key file"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("created key file"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(mode(&kf), 0o600, "a new key file is private");
     let text = std::fs::read_to_string(&kf).unwrap();
     assert_eq!(text.len(), 65, "64 hex digits and a newline: {text:?}");
@@ -58,7 +62,11 @@ fn key_files_and_environment_secrets_open_without_a_password() {
     let crlf = env.path("crlf.key");
     std::fs::write(&crlf, text.replace('\n', "\r\n")).unwrap();
     chmod(&crlf, 0o600);
-    let o = run_without_password(&env, &[], &["--key-file", crlf.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &env,
+        &[],
+        &["--key-file", crlf.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
 
     // Shorthand from the issue: `key add --key-file FILE` with a new FILE
@@ -66,14 +74,22 @@ fn key_files_and_environment_secrets_open_without_a_password() {
     let kf2 = env.path("second.key");
     env.ok(["key", "add", "--key-file", kf2.to_str().unwrap()]);
     assert_eq!(mode(&kf2), 0o600);
-    let o = run_without_password(&env, &[], &["--key-file", kf2.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &env,
+        &[],
+        &["--key-file", kf2.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
 
     // An existing key file registered in a second repository opens both.
     let other = Env::new();
     other.init();
     other.ok(["key", "add", "--new-key-file", k]);
-    assert_eq!(std::fs::read_to_string(&kf).unwrap(), text, "existing key kept");
+    assert_eq!(
+        std::fs::read_to_string(&kf).unwrap(),
+        text,
+        "existing key kept"
+    );
     let o = run_without_password(&other, &[], &["--key-file", k, "snapshots"]);
     assert_eq!(code(&o), Some(0), "{}", stderr(&o));
 
@@ -91,7 +107,11 @@ fn key_files_and_environment_secrets_open_without_a_password() {
     );
 
     // A key of another repository is a wrong key (exit 12), named as such.
-    let o = run_without_password(&other, &[], &["--key-file", kf2.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &other,
+        &[],
+        &["--key-file", kf2.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrong key file"), "{}", stderr(&o));
 
@@ -99,9 +119,17 @@ fn key_files_and_environment_secrets_open_without_a_password() {
     let junk = env.path("junk.key");
     std::fs::write(&junk, "hunter2\n").unwrap();
     chmod(&junk, 0o600);
-    let o = run_without_password(&env, &[], &["--key-file", junk.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &env,
+        &[],
+        &["--key-file", junk.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains(junk.to_str().unwrap()), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(junk.to_str().unwrap()),
+        "{}",
+        stderr(&o)
+    );
     let o = run_without_password(&env, &[("HOLDFAST_KEY", "abc")], &["snapshots"]);
     assert!(stderr(&o).contains("HOLDFAST_KEY"), "{}", stderr(&o));
 }
@@ -115,14 +143,24 @@ fn exposed_secret_files_are_warned_about() {
     let kf = env.path("k");
     env.ok(["key", "add", "--new-key-file", kf.to_str().unwrap()]);
     for (file, flag) in [(&pw, "--password-file"), (&kf, "--key-file")] {
-        for (m, warned) in [(0o600, false), (0o400, false), (0o640, true), (0o604, true), (0o644, true)] {
+        for (m, warned) in [
+            (0o600, false),
+            (0o400, false),
+            (0o640, true),
+            (0o604, true),
+            (0o644, true),
+        ] {
             chmod(file, m);
             let o = run_without_password(&env, &[], &[flag, file.to_str().unwrap(), "snapshots"]);
             assert_eq!(code(&o), Some(0), "{}", stderr(&o));
             let said = stderr(&o).contains("is readable by");
             assert_eq!(said, warned, "{flag} mode {m:o}: {}", stderr(&o));
             if warned {
-                assert!(stderr(&o).contains(file.to_str().unwrap()), "{}", stderr(&o));
+                assert!(
+                    stderr(&o).contains(file.to_str().unwrap()),
+                    "{}",
+                    stderr(&o)
+                );
             }
         }
     }
@@ -142,7 +180,11 @@ fn password_files_lose_exactly_one_line_end() {
     ] {
         std::fs::write(&pw, &content).unwrap();
         chmod(&pw, 0o600);
-        let o = run_without_password(&env, &[], &["--password-file", pw.to_str().unwrap(), "snapshots"]);
+        let o = run_without_password(
+            &env,
+            &[],
+            &["--password-file", pw.to_str().unwrap(), "snapshots"],
+        );
         let want = if opens { Some(0) } else { Some(12) };
         assert_eq!(code(&o), want, "{content:?}: {}", stderr(&o));
     }
@@ -167,7 +209,12 @@ fn empty_environment_variables_are_unset() {
         assert!(!stderr(&o).contains("value is required"), "{}", stderr(&o));
     }
     // An empty repository variable is "no repository", said plainly.
-    let o = env.cmd().env("HOLDFAST_REPOSITORY", "").arg("snapshots").output().unwrap();
+    let o = env
+        .cmd()
+        .env("HOLDFAST_REPOSITORY", "")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_eq!(code(&o), Some(1));
     assert!(stderr(&o).contains("no repository given"), "{}", stderr(&o));
     // Usage lines do not present options set in the environment as required
@@ -190,13 +237,23 @@ fn empty_environment_variables_are_unset() {
         assert_eq!(code(&o), Some(2), "{args:?}");
         let usage = stderr(&o);
         let line = usage.lines().find(|l| l.starts_with("Usage:")).unwrap();
-        for opt in ["--password-file", "--key-file", "--repo", "--new-password-file", "--prefetch"] {
+        for opt in [
+            "--password-file",
+            "--key-file",
+            "--repo",
+            "--new-password-file",
+            "--prefetch",
+        ] {
             assert!(!line.contains(opt), "{args:?}: {usage}");
         }
     }
     // Help still says which variables back which options.
     let o = env.cmd().args(["wal-fetch", "--help"]).output().unwrap();
-    assert!(stdout(&o).contains("HOLDFAST_WAL_PREFETCH"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("HOLDFAST_WAL_PREFETCH"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -224,18 +281,32 @@ fn damaged_key_slots_are_named_not_called_a_wrong_password() {
     let bytes = std::fs::read(&kpath).unwrap();
     std::fs::write(&kpath, &bytes[..bytes.len() / 2]).unwrap();
     env.ok(["snapshots"]);
-    let o = run_without_password(&env, &[], &["--key-file", kf.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &env,
+        &[],
+        &["--key-file", kf.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains(&format!("keys/{kf_slot}")) && e.contains("damaged"), "{e}");
+    assert!(
+        e.contains(&format!("keys/{kf_slot}")) && e.contains("damaged"),
+        "{e}"
+    );
     assert!(!e.contains("wrong"), "{e}");
 
     // A flipped byte inside the wrapped key (still valid JSON) too.
     let mut flipped = bytes.clone();
-    let pos = String::from_utf8_lossy(&bytes).find("\"wrapped\": \"").unwrap() + 12;
+    let pos = String::from_utf8_lossy(&bytes)
+        .find("\"wrapped\": \"")
+        .unwrap()
+        + 12;
     flipped[pos] = if flipped[pos] == b'0' { b'1' } else { b'0' };
     std::fs::write(&kpath, &flipped).unwrap();
-    let o = run_without_password(&env, &[], &["--key-file", kf.to_str().unwrap(), "snapshots"]);
+    let o = run_without_password(
+        &env,
+        &[],
+        &["--key-file", kf.to_str().unwrap(), "snapshots"],
+    );
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains(&kf_slot), "{}", stderr(&o));
 
@@ -248,11 +319,20 @@ fn damaged_key_slots_are_named_not_called_a_wrong_password() {
     std::fs::write(&ppath, &bytes[..100]).unwrap();
     let o = env.run(["snapshots"]);
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("keys/{pw_slot}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("keys/{pw_slot}")),
+        "{}",
+        stderr(&o)
+    );
 
     // Intact slots and a wrong password: exit 12, as before.
     std::fs::write(&ppath, &bytes).unwrap();
-    let o = env.cmd().env("HOLDFAST_PASSWORD", "nope").arg("snapshots").output().unwrap();
+    let o = env
+        .cmd()
+        .env("HOLDFAST_PASSWORD", "nope")
+        .arg("snapshots")
+        .output()
+        .unwrap();
     assert_eq!(code(&o), Some(12), "{}", stderr(&o));
     assert!(stderr(&o).contains("wrong password"), "{}", stderr(&o));
 }
@@ -265,7 +345,12 @@ fn repository_files_are_private() {
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("a"), text(100_000, 1)).unwrap();
     env.ok(["backup", src.to_str().unwrap()]);
-    env.ok(["key", "add", "--new-key-file", env.path("k").to_str().unwrap()]);
+    env.ok([
+        "key",
+        "add",
+        "--new-key-file",
+        env.path("k").to_str().unwrap(),
+    ]);
     let mut seen = 0;
     let mut stack = vec![env.repo.clone()];
     assert_eq!(mode(&env.repo), 0o700, "repository directory");

@@ -33,7 +33,13 @@ fn archive(count: u64) -> (Env, String, Vec<Vec<u8>>) {
         let o = env
             .cmd()
             .env_remove("HOLDFAST_PASSWORD")
-            .args(["wal-push", "--key-file", kf.to_str().unwrap(), "--cluster", "42"])
+            .args([
+                "wal-push",
+                "--key-file",
+                kf.to_str().unwrap(),
+                "--cluster",
+                "42",
+            ])
             .arg(&p)
             .output()
             .unwrap();
@@ -96,7 +102,11 @@ fn prefetched_segments_are_served_from_the_spool_after_verification() {
     // The background prefetcher fills the spool with segments 2..=4.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !(2..=4).all(|n| spool.join(seg_name(n)).exists()) {
-        assert!(Instant::now() < deadline, "prefetch did not fill {}", spool.display());
+        assert!(
+            Instant::now() < deadline,
+            "prefetch did not fill {}",
+            spool.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!spool.join(seg_name(5)).exists(), "no more than asked");
@@ -114,7 +124,10 @@ fn prefetched_segments_are_served_from_the_spool_after_verification() {
     std::fs::write(&p3, b).unwrap();
     let o = fetch(&env, &kf, 3, &dest, &["--prefetch", "3"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(std::fs::read(&dest).unwrap() == segs[2], "fetched again, correct");
+    assert!(
+        std::fs::read(&dest).unwrap() == segs[2],
+        "fetched again, correct"
+    );
 
     for n in 4..=5 {
         let o = fetch(&env, &kf, n, &dest, &["--prefetch", "3"]);

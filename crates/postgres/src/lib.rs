@@ -38,5 +38,5 @@ pub use physical::{
     PhysicalBackupOptions, PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget,
     KIND_PHYSICAL,
 };
-pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};
 pub use wal::{default_spool, prefetch as wal_prefetch, take_from_spool, SpoolLock};
+pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};

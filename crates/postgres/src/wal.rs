@@ -413,8 +413,12 @@ pub fn take_from_spool(
         let _ = std::fs::remove_file(&path);
         return Ok(false);
     }
-    std::fs::rename(&path, dest)
-        .map_err(|e| PgError::io(format!("moving {} to {}", path.display(), dest.display()), e))?;
+    std::fs::rename(&path, dest).map_err(|e| {
+        PgError::io(
+            format!("moving {} to {}", path.display(), dest.display()),
+            e,
+        )
+    })?;
     Ok(true)
 }
 

@@ -73,12 +73,10 @@ fn identify(repo: &Repository, name: &str, bytes: &[u8]) -> Identity {
     let payload = match object::open(key, bytes, &format!("object {name}")) {
         Ok(p) => p,
         Err(e) if !intact => return Identity::Damaged(e.to_string()),
-        Err(_) => {
-            return Identity::Unknown(
-                "intact, but does not open under this repository's key (another repository's object?)"
-                    .into(),
-            )
-        }
+        Err(_) => return Identity::Unknown(
+            "intact, but does not open under this repository's key (another repository's object?)"
+                .into(),
+        ),
     };
     if index::decode(&payload, "object").is_ok() {
         return Identity::Index;
@@ -96,12 +94,10 @@ fn put_once(repo: &Repository, kind: ObjectKind, name: &str, bytes: &[u8]) -> Re
     } else {
         repo.put_options().clone()
     };
-    match repo.block_on(repo.backend().put(
-        kind,
-        name,
-        Bytes::copy_from_slice(bytes),
-        &opts,
-    )) {
+    match repo.block_on(
+        repo.backend()
+            .put(kind, name, Bytes::copy_from_slice(bytes), &opts),
+    ) {
         Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -129,7 +129,11 @@ impl Repository {
     /// Open an existing repository with a password or a key-file key. Only
     /// slots of the secret's kind are tried, so a key file never pays for
     /// argon2. Does not load the index (see [`Repository::load_index`]).
-    pub fn open_with(backend: Arc<dyn Backend>, rt: Handle, secret: &Secret<'_>) -> Result<Repository> {
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        rt: Handle,
+        secret: &Secret<'_>,
+    ) -> Result<Repository> {
         let location = backend.location();
         let cfg_bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
             Ok(b) => b,

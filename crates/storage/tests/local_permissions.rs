@@ -14,9 +14,15 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn put_all(b: &LocalBackend) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     for kind in ObjectKind::ALL {
-        let name = if kind == ObjectKind::Config { "config" } else { "ab01" };
+        let name = if kind == ObjectKind::Config {
+            "config"
+        } else {
+            "ab01"
+        };
         rt.block_on(b.put(kind, name, Bytes::from_static(b"x"), &PutOptions::default()))
             .unwrap();
     }

@@ -53,7 +53,10 @@ fn run() -> Result<(), PgError> {
     let backend = Arc::new(LocalBackend::new(PathBuf::from(repo_dir)));
     let handle = rt.handle().clone();
     // A key file (no argon2) if given, else the password file.
-    let repo = match std::env::var("HOLDFAST_KEY_FILE").ok().filter(|v| !v.is_empty()) {
+    let repo = match std::env::var("HOLDFAST_KEY_FILE")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         Some(f) => {
             let text = std::fs::read(&f).map_err(|e| PgError::io(format!("reading {f}"), e))?;
             let key = decode_key_file(&text, &format!("key file {f}"))?;
