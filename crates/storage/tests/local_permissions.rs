@@ -49,9 +49,9 @@ fn modes_under(root: &Path) -> Vec<(String, bool, u32)> {
 #[test]
 fn objects_are_private_whatever_the_umask() {
     let tmp = tempfile::tempdir().unwrap();
-    for (i, umask) in [0o000u32, 0o022, 0o077].into_iter().enumerate() {
+    for (i, umask) in [0o000, 0o022, 0o077].into_iter().enumerate() {
         // SAFETY: umask has no preconditions; this binary has one test.
-        unsafe { libc::umask(umask as libc::mode_t) };
+        unsafe { libc::umask(umask) };
         // A repository directory holdfast creates (with a missing parent).
         let root = tmp.path().join(format!("new{i}/repo"));
         put_all(&LocalBackend::new(&root));
