@@ -172,7 +172,7 @@ fn password_files_lose_exactly_one_line_end() {
     env.init();
     let pw = env.path("pw");
     for (content, opens) in [
-        (format!("{PASSWORD}"), true),
+        (PASSWORD.to_string(), true),
         (format!("{PASSWORD}\n"), true),
         (format!("{PASSWORD}\r\n"), true),
         (format!("{PASSWORD}\n\n"), false),
