@@ -11,9 +11,16 @@ of changes (ehr_day.sql) and measures, in one run on one cluster:
             incremental; holdfast backup --postgres-physical full and day 2;
             restore of both (file layout), WAL replay reported separately.
 
+With --workload pgbench the database is `pgbench -i -s SCALE` instead (default
+scale 20) and day 2 is `pgbench -c 2 -T SECONDS` of the default TPC-B-like
+transactions; only the physical backups (full, then incremental) and their
+restores are measured. --runs N repeats the whole measurement on fresh
+clusters and repositories and reports the median of each ratio.
+
 Usage (as root or as a user that can run the PostgreSQL server binaries):
   python3 benches/postgres_bench.py [--patients 60000] [--work /tmp/hfpgbench]
       [--holdfast target/release/holdfast] [--bindir /usr/lib/postgresql/15/bin]
+      [--workload ehr|pgbench] [--scale 20] [--pgbench-seconds 60] [--runs 1]
 """
 
 import argparse
@@ -21,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -87,7 +95,28 @@ def main():
     ap.add_argument("--holdfast", default=str(ROOT / "target/release/holdfast"))
     ap.add_argument("--bindir", default="/usr/lib/postgresql/15/bin")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--workload", choices=["ehr", "pgbench"], default="ehr")
+    ap.add_argument("--scale", type=int, default=20, help="pgbench scale factor")
+    ap.add_argument("--pgbench-seconds", type=int, default=60, help="day 2 of the pgbench workload")
+    ap.add_argument("--runs", type=int, default=1, help="repeat on fresh clusters; report medians")
     a = ap.parse_args()
+    all_results = []
+    for i in range(a.runs):
+        if a.runs > 1:
+            print(f"\n=== run {i + 1} of {a.runs} ===", flush=True)
+        all_results.append(run_once(a))
+    if a.runs > 1:
+        print(f"\nmedians over {a.runs} runs ({a.workload}):")
+        for key in sorted(all_results[0]["ratios"]):
+            vals = [r["ratios"][key] for r in all_results]
+            print(f"  {key}: {statistics.median(vals):.2f}  (runs: {', '.join(f'{v:.2f}' for v in vals)})")
+    if a.json:
+        Path(a.json).write_text(json.dumps(all_results if a.runs > 1 else all_results[0], indent=2))
+
+
+def run_once(a):
+    pgbench = a.workload == "pgbench"
+    dbname = "bench" if pgbench else "ehr"
 
     os.umask(0)  # the server user (archive_command) and we share the repositories
     work = Path(a.work)
@@ -159,16 +188,21 @@ archive_command = '{archive.replace("'", "''")}'
     sh([B("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"], as_pg=True, capture=True)
     psql = lambda db, sql: sh(["psql", "-X", "-Atq", "-v", "ON_ERROR_STOP=1", "-h", str(sock), "-p", str(port),
                                "-U", "postgres", "-d", db, "-c", sql], capture=True).stdout.strip()
-    dsn = f"host=127.0.0.1 port={port} user=postgres dbname=ehr"
+    dsn = f"host=127.0.0.1 port={port} user=postgres dbname={dbname}"
     results = {}
     try:
-        psql("postgres", "CREATE DATABASE ehr")
-        t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
-                                 "-v", f"patients={a.patients}", "-f", str(SHARED / "bench/ehr_db.sql"), "ehr"],
-                                capture=True))
-        psql("ehr", "VACUUM"); psql("ehr", "CHECKPOINT")
-        dbsize = int(psql("ehr", "SELECT pg_database_size('ehr')"))
-        print(f"built ehr ({a.patients} patients): {mb(dbsize)} in {t:.1f}s", flush=True)
+        psql("postgres", f"CREATE DATABASE {dbname}")
+        if pgbench:
+            t, _ = timed(lambda: sh([B("pgbench"), "-i", "-q", "-s", str(a.scale), "-h", str(sock), "-p", str(port),
+                                     "-U", "postgres", dbname], capture=True))
+        else:
+            t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
+                                     "-v", f"patients={a.patients}", "-f", str(SHARED / "bench/ehr_db.sql"), "ehr"],
+                                    capture=True))
+        psql(dbname, "VACUUM"); psql(dbname, "CHECKPOINT")
+        dbsize = int(psql(dbname, f"SELECT pg_database_size('{dbname}')"))
+        what = f"pgbench scale {a.scale}" if pgbench else f"ehr ({a.patients} patients)"
+        print(f"built {what}: {mb(dbsize)} in {t:.1f}s", flush=True)
         results["db_bytes"] = dbsize
         sh(pgbr("stanza-create"), as_pg=True, capture=True)
 
@@ -213,6 +247,14 @@ archive_command = '{archive.replace("'", "''")}'
             print(f"day {day} physical: {r}", flush=True)
             return r
 
+        if pgbench:
+            results["day1_physical"] = physical_round(1, "full")
+            t, _ = timed(lambda: sh([B("pgbench"), "-n", "-c", "2", "-j", "2", "-T", str(a.pgbench_seconds),
+                                     "-h", str(sock), "-p", str(port), "-U", "postgres", dbname], capture=True))
+            psql(dbname, "CHECKPOINT")
+            print(f"pgbench day 2 ran {t:.1f}s", flush=True)
+            results["day2_physical"] = physical_round(2, "incr")
+            return pgbench_report(a, results, data, work, B, sock, hf, hf_env, hf_phys_repo, pgbr, psql)
         results["day1_logical"] = logical_round(1)
         results["day1_physical"] = physical_round(1, "full")
         t, _ = timed(lambda: sh(["psql", "-X", "-q", "-h", str(sock), "-p", str(port), "-U", "postgres",
@@ -299,8 +341,48 @@ archive_command = '{archive.replace("'", "''")}'
     print(f"{'what':<{w[0]}}  {'wall':>{w[1]}}  {'stored':>{w[2]}}  ratio")
     for r in rows:
         print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+    results["ratios"] = {
+        "physical full bytes (holdfast / pgBackRest)": d1p["hf_physical_added_bytes"] / max(d1p["pgbr_added_bytes"], 1),
+        "physical day 2 bytes (holdfast / pgBackRest)": d2p["hf_physical_added_bytes"] / max(d2p["pgbr_added_bytes"], 1),
+        "physical full time (holdfast / pgBackRest)": d1p["hf_physical_s"] / d1p["pgbr_s"],
+        "physical day 2 time (holdfast / pgBackRest)": d2p["hf_physical_s"] / d2p["pgbr_s"],
+    }
+    return results
+
+
+def pgbench_report(a, results, data, work, B, sock, hf, hf_env, hf_phys_repo, pgbr, psql):
+    """Restore holdfast's latest base backup, check it, and print the physical comparison."""
+    d1p, d2p = results["day1_physical"], results["day2_physical"]
+    rh = work / "restore-hf"
+    t, _ = timed(lambda: sh([hf, "-q", "restore", "latest", "--to-datadir", str(rh)], env=hf_env(hf_phys_repo)))
+    results["hf_physical_restore_s"] = t
+    p2 = free_port()
+    with open(rh / "postgresql.conf", "a") as f:
+        f.write(f"\nport = {p2}\narchive_mode = off\n")
+    sh([B("pg_ctl"), "-D", str(rh), "-l", str(work / "replay-hf.log"), "-w", "-t", "600", "start"], as_pg=True, capture=True)
+    q = "SELECT count(*) || ' ' || sum(abalance) FROM pgbench_accounts"
+    restored = sh(["psql", "-X", "-Atq", "-h", str(sock), "-p", str(p2), "-U", "postgres", "-d", "bench", "-c", q],
+                  capture=True).stdout.strip()
+    sh([B("pg_ctl"), "-D", str(rh), "-m", "fast", "-w", "stop"], as_pg=True, capture=True)
+    source = psql("bench", q)
+    sh([B("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], as_pg=True, check=False, capture=True)
+    if restored != source:
+        sys.exit(f"restored pgbench_accounts differs: {restored} vs source {source}")
+    results["ratios"] = {
+        "physical full bytes (holdfast / pgBackRest)": d1p["hf_physical_added_bytes"] / max(d1p["pgbr_added_bytes"], 1),
+        "physical day 2 bytes (holdfast / pgBackRest)": d2p["hf_physical_added_bytes"] / max(d2p["pgbr_added_bytes"], 1),
+        "physical full time (holdfast / pgBackRest)": d1p["hf_physical_s"] / d1p["pgbr_s"],
+        "physical day 2 time (holdfast / pgBackRest)": d2p["hf_physical_s"] / d2p["pgbr_s"],
+    }
+    print(f"\npgbench scale {a.scale} ({mb(results['db_bytes'])}), day 2 = {a.pgbench_seconds} s of pgbench; "
+          f"restored accounts match the source ({restored})")
+    print(f"  full:  holdfast {mb(d1p['hf_physical_added_bytes'])} in {d1p['hf_physical_s']:.2f} s, "
+          f"pgBackRest {mb(d1p['pgbr_added_bytes'])} in {d1p['pgbr_s']:.2f} s")
+    print(f"  day 2: holdfast {mb(d2p['hf_physical_added_bytes'])} in {d2p['hf_physical_s']:.2f} s, "
+          f"pgBackRest incr {mb(d2p['pgbr_added_bytes'])} in {d2p['pgbr_s']:.2f} s")
+    for k, v in results["ratios"].items():
+        print(f"  {k}: {v:.2f}")
+    return results
 
 
 if __name__ == "__main__":

@@ -319,9 +319,17 @@ pub struct RestoreArgs {
     /// Drop and recreate the target database if it exists.
     #[arg(long, requires = "to_postgres")]
     pub clean: bool,
-    /// Do not restore object ownership.
+    /// Do not restore object ownership (nor the database's owner).
     #[arg(long, requires = "to_postgres")]
     pub no_owner: bool,
+    /// Do not restore grants (GRANT/REVOKE, on objects and on the database).
+    #[arg(long, requires = "to_postgres")]
+    pub no_acl: bool,
+    /// First create the snapshot's roles and tablespaces on the target
+    /// server (from its globals.sql); roles and tablespaces that exist are
+    /// left as they are.
+    #[arg(long, requires = "to_postgres")]
+    pub with_globals: bool,
     /// Restore a physical PostgreSQL snapshot into this (new or empty) data directory.
     #[arg(long, value_name = "DIR", conflicts_with = "target")]
     pub to_datadir: Option<PathBuf>,
@@ -335,6 +343,10 @@ pub struct RestoreArgs {
     /// never archives into the original's archive).
     #[arg(long, requires = "to_datadir")]
     pub keep_archiving: bool,
+    /// Put a tablespace in DIR instead of its original location (which must
+    /// otherwise be empty or absent); repeatable. OID_OR_NAME=DIR.
+    #[arg(long, value_name = "OID_OR_NAME=DIR", requires = "to_datadir")]
+    pub tablespace_map: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -109,6 +109,8 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         o.jobs = a.jobs.max(1);
         o.clean = a.clean;
         o.no_owner = a.no_owner;
+        o.no_acl = a.no_acl;
+        o.with_globals = a.with_globals;
         let rep = pg::restore_logical(&repo, &snap, &dsn, &o)
             .with_context(|| format!("restoring snapshot {}", snap.id.short()))?;
         if g.json {
@@ -136,15 +138,35 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         bail!("internal: no PostgreSQL restore target");
     };
     f.kind = Some(pg::KIND_PHYSICAL.into());
-    let snap = repo.find_snapshot(&a.snapshot, &f)?;
     let target = match (&a.until, a.until_latest) {
         (Some(_), true) => bail!("give --until or --until-latest, not both"),
         (Some(t), false) => RecoveryTarget::Time(parse_time(t)?),
         (None, true) => RecoveryTarget::Latest,
         (None, false) => RecoveryTarget::Immediate,
     };
+    // `latest` means the newest backup that can reach the target.
+    let snap = if a.snapshot == "latest" {
+        let candidates: Vec<SnapshotEntry> = repo
+            .snapshots()?
+            .into_iter()
+            .filter(|s| f.matches(&s.snapshot))
+            .collect();
+        if candidates.is_empty() {
+            repo.find_snapshot(&a.snapshot, &f)?
+        } else {
+            pg::choose_base_backup(&candidates, target)?
+        }
+    } else {
+        repo.find_snapshot(&a.snapshot, &f)?
+    };
     let mut o = PhysicalRestoreOptions::new(target);
     o.keep_archiving = a.keep_archiving;
+    o.tablespace_map = a
+        .tablespace_map
+        .iter()
+        .map(String::as_str)
+        .map(parse_tablespace_map)
+        .collect::<Result<_>>()?;
     o.restore_command = Some(restore_command(g, &snap)?);
     let rep = pg::restore_physical(&repo, &snap, dir, &o).with_context(|| {
         format!(
@@ -161,6 +183,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
             "bytes": rep.bytes,
             "cluster": rep.cluster.to_string(),
             "wal_through": rep.wal_through,
+            "tablespaces": rep.tablespaces,
             "target": format!("{target:?}"),
             "seconds": rep.duration_secs,
         }))?;
@@ -181,6 +204,9 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 .map(|w| format!(" (WAL through {w})"))
                 .unwrap_or_default()
         );
+        for (oid, d) in &rep.tablespaces {
+            println!("tablespace {oid} restored to {}", d.display());
+        }
         println!(
             "start the server on {} to replay WAL (pg_ctl -D {} start)",
             dir.display(),
@@ -188,6 +214,17 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         );
     }
     Ok(exit::OK)
+}
+
+/// `OID_OR_NAME=DIR`, the directory made absolute.
+fn parse_tablespace_map(s: &str) -> Result<(String, PathBuf)> {
+    let Some((key, dir)) = s
+        .split_once('=')
+        .filter(|(k, d)| !k.is_empty() && !d.is_empty())
+    else {
+        bail!("--tablespace-map {s:?}: expected OID_OR_NAME=DIR, e.g. 16390=/srv/pg/ts1");
+    };
+    Ok((key.to_string(), absolute(Path::new(dir))?))
 }
 
 fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {

@@ -328,6 +328,33 @@ struct Head {
     consumed: usize,
     int_size: usize,
     tables: Vec<(i64, String)>,
+    database: Vec<TocEntry>,
+}
+
+/// A TOC entry about the database itself: `DATABASE` (whose owner is the
+/// database's owner), `DATABASE PROPERTIES`, and the `COMMENT`, `ACL` and
+/// `SECURITY LABEL` entries tagged `DATABASE name`. `pg_restore` prints
+/// these only with `--create`; a restore under another name replays them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TocEntry {
+    pub desc: String,
+    pub tag: String,
+    pub defn: String,
+    pub owner: String,
+}
+
+fn is_database_entry(desc: &[u8], tag: &[u8]) -> bool {
+    match desc {
+        b"DATABASE" | b"DATABASE PROPERTIES" => true,
+        b"COMMENT" | b"ACL" | b"SECURITY LABEL" => tag.starts_with(b"DATABASE "),
+        _ => false,
+    }
+}
+
+/// The database-level TOC entries of a custom-format archive, from its
+/// first bytes: `Ok(None)` while `head` does not yet hold the whole TOC.
+pub(crate) fn database_entries(head: &[u8]) -> Result<Option<Vec<TocEntry>>, String> {
+    Ok(parse_head(head)?.map(|h| h.database))
 }
 
 /// Cursor over the buffered head; `None` from a read means "need more bytes".
@@ -415,6 +442,8 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
         return Err("negative TOC entry count".into());
     }
     let mut tables = Vec::new();
+    let mut database = Vec::new();
+    let text = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
     for _ in 0..count {
         let id = need!(c.int());
         let _has_data = need!(c.int());
@@ -423,7 +452,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
         let tag = need!(c.str()).map(|s| s.to_vec());
         let desc = need!(c.str()).map(|s| s.to_vec());
         need!(c.int()); // section
-        need!(c.str()); // defn
+        let defn = need!(c.str()).map(|s| s.to_vec());
         need!(c.str()); // drop statement
         need!(c.str()); // copy statement
         let namespace = need!(c.str()).map(|s| s.to_vec());
@@ -434,7 +463,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
         if ver >= (1, 16) {
             need!(c.int()); // relkind
         }
-        need!(c.str()); // owner
+        let owner = need!(c.str()).map(|s| s.to_vec());
         need!(c.str()); // "false" (with oids)
         loop {
             if need!(c.str()).is_none() {
@@ -442,6 +471,17 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
             }
         }
         need!(c.bytes(1 + off_size)); // data offset
+        if is_database_entry(
+            desc.as_deref().unwrap_or_default(),
+            tag.as_deref().unwrap_or_default(),
+        ) {
+            database.push(TocEntry {
+                desc: text(desc.as_deref()),
+                tag: text(tag.as_deref()),
+                defn: text(defn.as_deref()),
+                owner: text(owner.as_deref()),
+            });
+        }
         if desc.as_deref() == Some(b"TABLE DATA") {
             let (Some(ns), Some(tag)) = (namespace, tag) else {
                 return Err("a TABLE DATA entry without schema or name".into());
@@ -458,6 +498,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
         consumed: c.pos,
         int_size,
         tables,
+        database,
     }))
 }
 

@@ -71,6 +71,41 @@ pub enum PgError {
     #[error("restore target {path} is not empty; choose an empty or new directory")]
     DatadirNotEmpty { path: String },
 
+    #[error("tablespace {tablespace} would be restored to {path}, which is not empty; give --tablespace-map {key}=EMPTY_DIR to put it elsewhere, or empty that directory")]
+    TablespaceTargetNotEmpty {
+        tablespace: String,
+        key: String,
+        path: String,
+    },
+
+    #[error("--tablespace-map names {given:?}, but the snapshot has no such tablespace (it has: {known})")]
+    UnknownTablespace { given: String, known: String },
+
+    #[error("snapshot {snapshot} cannot reach the recovery target {target}: the backup ended at {backup_end}, after the target, and recovery can only go forward from a backup's end. {hint}")]
+    TargetBeforeBackup {
+        snapshot: String,
+        target: String,
+        backup_end: String,
+        hint: String,
+    },
+
+    #[error("no base backup can reach the recovery target {target}: the earliest reachable point is {earliest} (the end of snapshot {snapshot}); choose a target at or after it")]
+    TargetBeforeEveryBackup {
+        target: String,
+        earliest: String,
+        snapshot: String,
+    },
+
+    #[error("the recovery target {target} is after the end of the WAL archive: the latest recoverable point is {latest} (WAL through {last_segment}); choose a target at or before it, or recover to the latest point")]
+    TargetAfterArchive {
+        target: String,
+        latest: String,
+        last_segment: String,
+    },
+
+    #[error("role {role:?} does not exist on the target server (restoring database {database:?}); nothing was restored and no database was left behind. Pass --with-globals to create the snapshot's roles first, or create the role, or pass --no-owner --no-acl to restore without ownership and grants")]
+    MissingRole { role: String, database: String },
+
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -18,11 +18,14 @@
 //! prints.
 
 pub mod conn;
+mod dbprops;
 mod dumpscan;
 mod error;
 mod fstree;
+mod globals;
 pub mod logical;
 pub mod physical;
+mod sqltext;
 mod tool;
 pub mod wal;
 
@@ -34,9 +37,9 @@ pub use logical::{
     LogicalBackupOptions, LogicalRestoreOptions, LogicalRestoreReport, KIND_LOGICAL,
 };
 pub use physical::{
-    backup_physical, recovery_points, restore_command, restore_physical, ClusterRecoveryPoint,
-    PhysicalBackupOptions, PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget,
-    KIND_PHYSICAL,
+    backup_end, backup_physical, choose_base_backup, recovery_points, restore_command,
+    restore_physical, snapshot_tablespaces, ClusterRecoveryPoint, PhysicalBackupOptions,
+    PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget, TablespaceInfo, KIND_PHYSICAL,
 };
 pub use wal::{default_spool, prefetch as wal_prefetch, take_from_spool, SpoolLock};
 pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};

@@ -16,7 +16,7 @@
 //! which need a seekable archive).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,10 +31,11 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::conn::{Dsn, PgTools};
-use crate::dumpscan::{DumpScanner, ScanningReader};
+use crate::dumpscan::{self, DumpScanner, ScanningReader};
 use crate::error::{PgError, Result};
 use crate::fstree;
 use crate::tool;
+use crate::{dbprops, globals};
 
 pub const KIND_LOGICAL: &str = "postgres-logical";
 const GLOBALS_FILE: &str = "globals.sql";
@@ -495,8 +496,14 @@ pub struct LogicalRestoreOptions {
     pub jobs: usize,
     /// Drop and recreate the target database if it exists.
     pub clean: bool,
-    /// Skip ownership (for targets without the original roles).
+    /// Skip ownership (for targets without the original roles), the
+    /// database's owner included.
     pub no_owner: bool,
+    /// Skip grants (`pg_restore --no-acl`), the database's own included.
+    pub no_acl: bool,
+    /// Create the snapshot's roles and tablespaces first (from its
+    /// `globals.sql`), leaving those that exist alone.
+    pub with_globals: bool,
     pub tools: PgTools,
     /// Directory for the temporary archive when `jobs > 1`.
     pub temp_dir: Option<PathBuf>,
@@ -510,6 +517,8 @@ impl LogicalRestoreOptions {
             jobs: 1,
             clean: false,
             no_owner: false,
+            no_acl: false,
+            with_globals: false,
             tools: PgTools::discover(),
             temp_dir: None,
         }
@@ -576,6 +585,8 @@ pub fn restore_logical(
         PgError::Invalid(format!("snapshot tree lacks the dump file {}", info.file))
     })?;
 
+    let db_entries = stored_database_entries(repo, &node.content)?;
+
     let rt = repo.runtime().clone();
     let target = &opts.database;
     let maint_db = match dsn.dbname() {
@@ -583,6 +594,20 @@ pub fn restore_logical(
         _ => "postgres".to_string(),
     };
     let admin = dsn.with_dbname(&maint_db).connect(&rt)?;
+    if opts.with_globals {
+        let globals = tree.find(GLOBALS_FILE.as_bytes()).cloned().ok_or_else(|| {
+            PgError::Invalid(format!(
+                "snapshot {} has no {GLOBALS_FILE} (it was taken without globals); \
+                 create the roles on the target server yourself",
+                snap.id.short()
+            ))
+        })?;
+        let mut sql = Vec::new();
+        ContentReader::new(repo.clone(), globals.content.clone(), 4)
+            .read_to_end(&mut sql)
+            .map_err(|e| PgError::io(format!("reading {GLOBALS_FILE} from the snapshot"), e))?;
+        globals::apply(&rt, &admin, &String::from_utf8_lossy(&sql))?;
+    }
     let exists = rt
         .block_on(admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[target]))
         .map_err(|e| PgError::query("looking up the target database", e))?
@@ -615,7 +640,43 @@ pub fn restore_logical(
         rt.block_on(admin.batch_execute(&sql))
             .map_err(|e| PgError::query(format!("creating database {target}"), e))?;
     }
+    let restored = run_pg_restore(repo, &node, dsn, opts).and_then(|()| {
+        let old_name = db_entries
+            .iter()
+            .find(|e| e.desc == "DATABASE")
+            .map(|e| e.tag.clone())
+            .unwrap_or_else(|| source_db.clone());
+        let props = dbprops::statements_for(&db_entries, &old_name, target, opts);
+        dbprops::apply(&rt, &admin, target, &props)
+    });
+    if let Err(e) = restored {
+        // Leave nothing half-restored behind: the database is ours.
+        if create {
+            let _ = rt.block_on(admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(target)
+            )));
+        }
+        return Err(missing_role_error(e, target));
+    }
     drop(admin);
+    Ok(LogicalRestoreReport {
+        database: target.clone(),
+        source_database: source_db,
+        bytes: node.size,
+        expected_row_counts: info.row_counts,
+        duration_secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Run `pg_restore` of the dump `node` into `opts.database`, which exists.
+fn run_pg_restore(
+    repo: &Arc<Repository>,
+    node: &holdfast_repo::tree::Node,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+) -> Result<()> {
+    let target = &opts.database;
 
     let mut env = dsn.tool_env();
     env.retain(|(k, _)| k != "PGDATABASE");
@@ -629,6 +690,9 @@ pub fn restore_logical(
     ];
     if opts.no_owner {
         args.push("--no-owner".into());
+    }
+    if opts.no_acl {
+        args.push("--no-acl".into());
     }
     let reader = ContentReader::new(repo.clone(), node.content.clone(), 8);
     if opts.jobs <= 1 {
@@ -675,13 +739,63 @@ pub fn restore_logical(
         args.push(tmp.path().display().to_string());
         tool::spawn(&opts.tools.pg_restore, &args, &env, false, false)?.finish()?;
     }
-    Ok(LogicalRestoreReport {
-        database: target.clone(),
-        source_database: source_db,
-        bytes: node.size,
-        expected_row_counts: info.row_counts,
-        duration_secs: started.elapsed().as_secs_f64(),
-    })
+    Ok(())
+}
+
+/// A role missing on the target, named in a tool's or the server's
+/// message, becomes an error that names it and the way out.
+fn missing_role_error(e: PgError, database: &str) -> PgError {
+    let text = e.to_string();
+    match missing_role(&text) {
+        Some(role) => PgError::MissingRole {
+            role,
+            database: database.to_string(),
+        },
+        None => e,
+    }
+}
+
+/// The role in `role "NAME" does not exist`, if the message says so.
+fn missing_role(text: &str) -> Option<String> {
+    let start = text.find("role \"")? + 6;
+    let rest = &text[start..];
+    let end = rest.find("\" does not exist")?;
+    Some(rest[..end].to_string())
+}
+
+/// The database-level TOC entries of the stored dump, read from its head
+/// (the TOC precedes the data; only the first blocks are fetched).
+fn stored_database_entries(
+    repo: &Arc<Repository>,
+    content: &[Id],
+) -> Result<Vec<dumpscan::TocEntry>> {
+    let mut reader = ContentReader::new(repo.clone(), content.to_vec(), 2);
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut next_try = 0;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .map_err(|e| PgError::io("reading the stored dump", e))?;
+        head.extend_from_slice(&buf[..n]);
+        if n > 0 && head.len() < next_try {
+            continue;
+        }
+        match dumpscan::database_entries(&head) {
+            Ok(Some(entries)) => return Ok(entries),
+            Ok(None) if n == 0 => {
+                return Err(PgError::Invalid(
+                    "the stored dump ends inside its table of contents".into(),
+                ))
+            }
+            Ok(None) => next_try = head.len() * 2,
+            Err(e) => {
+                return Err(PgError::Invalid(format!(
+                    "cannot read the database's properties from the stored dump: {e}"
+                )))
+            }
+        }
+    }
 }
 
 /// True when a database holds no user objects (tables, views, sequences,

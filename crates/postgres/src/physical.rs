@@ -21,8 +21,12 @@
 //! run as root), writes `recovery.signal` and appends `restore_command`,
 //! the recovery target and `recovery_target_action = 'promote'` to
 //! `postgresql.auto.conf`. Before writing anything it checks that the
-//! archive holds an unbroken run of WAL segments up to the target and names
-//! the first missing one otherwise.
+//! snapshot ended at or before a time target, that the archive holds an
+//! unbroken run of WAL segments up to the target (naming the first missing
+//! one, or the latest recoverable point when the archive simply ends), and
+//! that every tablespace directory is empty or absent. Tablespaces are
+//! restored as PostgreSQL keeps them: `pg_tblspc/OID` links to their
+//! directories, created first so that the files land there.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -447,6 +451,7 @@ pub fn backup_physical(
         .map(|p| p.snapshot.time.timestamp() - 1)
         .unwrap_or(i64::MIN);
 
+    let tablespaces = list_tablespaces(&rt, &c)?;
     let label = format!("holdfast {}", time.format("%Y-%m-%dT%H:%M:%SZ"));
     let start_lsn: String = {
         let sql = if version_num >= 150000 {
@@ -612,6 +617,11 @@ pub fn backup_physical(
     meta.insert("data_directory".into(), s(&pgdata.display().to_string()));
     meta.insert("backup_label".into(), s(&labelfile));
     meta.insert("tablespace_map".into(), s(spcmap.as_deref().unwrap_or("")));
+    meta.insert(
+        "tablespaces".into(),
+        serde_json::to_value(&tablespaces)
+            .map_err(|e| PgError::Invalid(format!("cannot record the tablespaces: {e}")))?,
+    );
     meta.insert("start_lsn".into(), s(&start_lsn));
     meta.insert("stop_lsn".into(), s(&stop_lsn));
     meta.insert("start_wal".into(), s(&start_wal));
@@ -652,6 +662,170 @@ pub fn backup_physical(
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })
+}
+
+/// A tablespace outside the data directory, as a physical snapshot records
+/// it (`meta.tablespaces`; older snapshots have only `tablespace_map`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TablespaceInfo {
+    /// The OID, which names its link under `pg_tblspc/`.
+    pub oid: String,
+    /// `None` for snapshots taken before names were recorded.
+    pub name: Option<String>,
+    /// Its directory on the backed-up host.
+    pub location: String,
+}
+
+fn list_tablespaces(rt: &tokio::runtime::Handle, c: &Client) -> Result<Vec<TablespaceInfo>> {
+    let rows = rt
+        .block_on(c.query(
+            "SELECT oid::text, spcname::text, pg_tablespace_location(oid) FROM pg_tablespace \
+             WHERE pg_tablespace_location(oid) <> '' ORDER BY oid",
+            &[],
+        ))
+        .map_err(|e| PgError::query("listing tablespaces", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| TablespaceInfo {
+            oid: r.get(0),
+            name: Some(r.get(1)),
+            location: r.get(2),
+        })
+        .collect())
+}
+
+/// The tablespaces of a physical snapshot: names from `meta.tablespaces`
+/// when recorded, else OIDs and locations from the tablespace map
+/// (`OID PATH` lines, with `\` escaping in older PostgreSQL versions).
+pub fn snapshot_tablespaces(snap: &Snapshot) -> Vec<TablespaceInfo> {
+    if let Some(list) = snap
+        .meta
+        .get("tablespaces")
+        .and_then(|v| serde_json::from_value::<Vec<TablespaceInfo>>(v.clone()).ok())
+    {
+        return list;
+    }
+    let map = snap
+        .meta
+        .get("tablespace_map")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    map.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(oid, path)| TablespaceInfo {
+            oid: oid.to_string(),
+            name: None,
+            location: unescape_map_path(path),
+        })
+        .collect()
+}
+
+fn unescape_map_path(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut chars = p.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\\' {
+            if let Some(next) = chars.next() {
+                out.push(next);
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Where each tablespace of a snapshot goes: `--tablespace-map` entries
+/// (by OID or name), else the original location.
+fn plan_tablespaces(
+    tablespaces: &[TablespaceInfo],
+    map: &[(String, PathBuf)],
+) -> Result<Vec<(TablespaceInfo, PathBuf)>> {
+    for (given, _) in map {
+        if !tablespaces
+            .iter()
+            .any(|t| &t.oid == given || t.name.as_ref() == Some(given))
+        {
+            return Err(PgError::UnknownTablespace {
+                given: given.clone(),
+                known: if tablespaces.is_empty() {
+                    "none".into()
+                } else {
+                    tablespaces
+                        .iter()
+                        .map(describe_tablespace)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for t in tablespaces {
+        let target = map
+            .iter()
+            .rev()
+            .find(|(k, _)| k == &t.oid || t.name.as_ref() == Some(k))
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| PathBuf::from(&t.location));
+        if !target.is_absolute() {
+            return Err(PgError::Invalid(format!(
+                "tablespace {} must be restored to an absolute path, not {}",
+                describe_tablespace(t),
+                target.display()
+            )));
+        }
+        if !dir_is_empty_or_absent(&target)? {
+            return Err(PgError::TablespaceTargetNotEmpty {
+                tablespace: describe_tablespace(t),
+                key: t.name.clone().unwrap_or_else(|| t.oid.clone()),
+                path: target.display().to_string(),
+            });
+        }
+        out.push((t.clone(), target));
+    }
+    Ok(out)
+}
+
+fn describe_tablespace(t: &TablespaceInfo) -> String {
+    match &t.name {
+        Some(n) => format!("{n} (OID {}, at {})", t.oid, t.location),
+        None => format!("OID {} (at {})", t.oid, t.location),
+    }
+}
+
+fn dir_is_empty_or_absent(p: &Path) -> Result<bool> {
+    match fs::read_dir(p) {
+        Ok(mut rd) => Ok(rd.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(false),
+        Err(e) => Err(PgError::io(format!("reading {}", p.display()), e)),
+    }
+}
+
+/// Create each tablespace directory and its `pg_tblspc/OID` link, as
+/// PostgreSQL keeps them, before the tree is laid out: the restore engine
+/// then writes the tablespace's files through the link, straight into its
+/// directory (which is often on another file system).
+fn link_tablespaces(datadir: &Path, plan: &[(TablespaceInfo, PathBuf)]) -> Result<()> {
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let links = datadir.join("pg_tblspc");
+    fs::create_dir_all(&links)
+        .map_err(|e| PgError::io(format!("creating {}", links.display()), e))?;
+    for (t, dir) in plan {
+        fs::create_dir_all(dir)
+            .map_err(|e| PgError::io(format!("creating {}", dir.display()), e))?;
+        let link = links.join(&t.oid);
+        std::os::unix::fs::symlink(dir, &link).map_err(|e| {
+            PgError::io(
+                format!("linking {} to {}", link.display(), dir.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// WAL page size (XLOG_BLCKSZ; PostgreSQL's default and what Debian builds).
@@ -717,6 +891,9 @@ pub struct PhysicalRestoreOptions {
     /// Check the archive for gaps up to the target before restoring.
     pub check_archive: bool,
     pub threads: usize,
+    /// Tablespace directories: (OID or name, absolute directory). A
+    /// tablespace not named here goes back to its original location.
+    pub tablespace_map: Vec<(String, PathBuf)>,
 }
 
 impl PhysicalRestoreOptions {
@@ -727,6 +904,7 @@ impl PhysicalRestoreOptions {
             keep_archiving: false,
             check_archive: true,
             threads: 4,
+            tablespace_map: Vec::new(),
         }
     }
 }
@@ -739,6 +917,8 @@ pub struct PhysicalRestoreReport {
     pub cluster: u64,
     /// Last archived segment recovery can reach (for `Latest`/`Time`).
     pub wal_through: Option<String>,
+    /// Where each tablespace went: (OID, directory).
+    pub tablespaces: Vec<(String, PathBuf)>,
     pub duration_secs: f64,
 }
 
@@ -813,23 +993,9 @@ fn check_archive(
     let mut last_present = stop_wal.to_string();
     loop {
         let Some(names) = segments.get(&n) else {
+            // Only a hole followed by more WAL is a gap; otherwise the
+            // archive simply ends here.
             let later = segments.range(n..).next().is_some();
-            if let RecoveryTarget::Time(t) = target {
-                // Not reached and nothing more: recovery would stop short.
-                return Err(PgError::WalGap {
-                    missing: wal::segment_name(timeline, n, seg_size),
-                    last_present,
-                    hint: format!(
-                        "the recovery target {} is later than the WAL the archive holds{}",
-                        t.to_rfc3339(),
-                        if later {
-                            " without a gap (later segments exist after the missing one)"
-                        } else {
-                            ""
-                        }
-                    ),
-                });
-            }
             if later {
                 return Err(PgError::WalGap {
                     missing: wal::segment_name(timeline, n, seg_size),
@@ -837,6 +1003,18 @@ fn check_archive(
                     hint: "later segments exist but recovery cannot skip over a missing one; \
                            restore to a time before the gap or find the segment"
                         .into(),
+                });
+            }
+            if let RecoveryTarget::Time(t) = target {
+                // Not reached and nothing more: recovery would stop short.
+                let latest = match last_archived_at(repo, cluster, &last_present, stop_wal)? {
+                    Some(at) => at,
+                    None => backup_end(snap).unwrap_or(snap.time),
+                };
+                return Err(PgError::TargetAfterArchive {
+                    target: t.to_rfc3339(),
+                    latest: latest.to_rfc3339(),
+                    last_segment: last_present,
                 });
             }
             return Ok(Some(last_present));
@@ -853,6 +1031,96 @@ fn check_archive(
         last_present = name;
         n += 1;
     }
+}
+
+/// When the archived segment `name` was archived: every commit it holds
+/// happened before. `None` for the backup's own stop segment (its end is
+/// the backup's end) or a segment without a manifest.
+fn last_archived_at(
+    repo: &Repository,
+    cluster: u64,
+    name: &str,
+    stop_wal: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    if name == stop_wal {
+        return Ok(None);
+    }
+    Ok(wal::manifest(repo, cluster, name)?.map(|m| m.archived_at))
+}
+
+/// When a base backup ended (`pg_backup_stop` returned): the earliest point
+/// recovery from it reaches. `None` for a snapshot without that record.
+pub fn backup_end(snap: &Snapshot) -> Option<DateTime<Utc>> {
+    snap.meta
+        .get("stopped_at")
+        .and_then(|v| v.as_str())
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// Refuse a recovery target earlier than the backup's end: PostgreSQL
+/// would replay to consistency first and stop only at the first commit
+/// after that, returning data committed after the target.
+fn check_target_reachable(snap: &SnapshotEntry, target: RecoveryTarget) -> Result<()> {
+    let RecoveryTarget::Time(t) = target else {
+        return Ok(());
+    };
+    let end = backup_end(&snap.snapshot).unwrap_or(snap.snapshot.time);
+    if end > t {
+        return Err(PgError::TargetBeforeBackup {
+            snapshot: snap.id.short(),
+            target: t.to_rfc3339(),
+            backup_end: end.to_rfc3339(),
+            hint: "Restore `latest` (which picks the newest backup that ended at or before \
+                   the target) or name an earlier snapshot."
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The base backup to restore for `target` among `candidates` (physical
+/// snapshots of one source, oldest first, as `Repository::snapshots`
+/// lists them): the newest whose end is at or before a time target (as
+/// pgBackRest chooses), else the newest. Only snapshots of the newest
+/// candidate's cluster are considered.
+pub fn choose_base_backup(
+    candidates: &[SnapshotEntry],
+    target: RecoveryTarget,
+) -> Result<SnapshotEntry> {
+    let physical: Vec<&SnapshotEntry> = candidates
+        .iter()
+        .filter(|s| s.snapshot.kind == KIND_PHYSICAL)
+        .collect();
+    let newest = physical
+        .iter()
+        .max_by_key(|s| s.snapshot.time)
+        .ok_or_else(|| PgError::Invalid("no physical snapshot matches".into()))?;
+    let cluster = snapshot_cluster(&newest.snapshot);
+    let same_cluster: Vec<&&SnapshotEntry> = physical
+        .iter()
+        .filter(|s| snapshot_cluster(&s.snapshot) == cluster)
+        .collect();
+    let RecoveryTarget::Time(t) = target else {
+        return Ok((*newest).clone());
+    };
+    let end_of = |s: &SnapshotEntry| backup_end(&s.snapshot).unwrap_or(s.snapshot.time);
+    if let Some(best) = same_cluster
+        .iter()
+        .filter(|s| end_of(s) <= t)
+        .max_by_key(|s| end_of(s))
+    {
+        return Ok((**best).clone());
+    }
+    let earliest = same_cluster
+        .iter()
+        .min_by_key(|s| end_of(s))
+        .ok_or_else(|| PgError::Invalid("no physical snapshot matches".into()))?;
+    Err(PgError::TargetBeforeEveryBackup {
+        target: t.to_rfc3339(),
+        earliest: end_of(earliest).to_rfc3339(),
+        snapshot: earliest.id.short(),
+    })
 }
 
 /// Restore a physical snapshot into `datadir` (new or empty) and configure
@@ -880,25 +1148,21 @@ pub fn restore_physical(
                 .into(),
         ));
     }
+    check_target_reachable(snap, opts.target)?;
     let wal_through = if opts.target != RecoveryTarget::Immediate && opts.check_archive {
         check_archive(repo, s, opts.target)?
     } else {
         None
     };
-    match fs::read_dir(datadir) {
-        Ok(mut rd) => {
-            if rd.next().is_some() {
-                return Err(PgError::DatadirNotEmpty {
-                    path: datadir.display().to_string(),
-                });
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir_all(datadir)
-                .map_err(|e| PgError::io(format!("creating {}", datadir.display()), e))?;
-        }
-        Err(e) => return Err(PgError::io(format!("reading {}", datadir.display()), e)),
+    if !dir_is_empty_or_absent(datadir)? {
+        return Err(PgError::DatadirNotEmpty {
+            path: datadir.display().to_string(),
+        });
     }
+    let tablespaces = plan_tablespaces(&snapshot_tablespaces(s), &opts.tablespace_map)?;
+    fs::create_dir_all(datadir)
+        .map_err(|e| PgError::io(format!("creating {}", datadir.display()), e))?;
+    link_tablespaces(datadir, &tablespaces)?;
     let chown = fstree::effective_uid_is_root();
     let uid = s
         .meta
@@ -928,6 +1192,16 @@ pub fn restore_physical(
              the data directory is incomplete: do not start a server on it",
             restored.failed.len()
         )));
+    }
+    // The links are in place; a tablespace_map would make PostgreSQL
+    // point them back at the original locations.
+    let map_file = datadir.join("tablespace_map");
+    if !tablespaces.is_empty() || map_file.exists() {
+        match fs::remove_file(&map_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PgError::io(format!("removing {}", map_file.display()), e)),
+        }
     }
     let stats = fstree::LayOutStats {
         files: restored.files + restored.links,
@@ -987,11 +1261,15 @@ pub fn restore_physical(
                 .map_err(|e| PgError::io(format!("chown {}", p.display()), e))?;
         }
     }
-    fs::set_permissions(datadir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| PgError::io(format!("chmod {}", datadir.display()), e))?;
-    if chown {
-        std::os::unix::fs::chown(datadir, Some(uid), Some(gid))
-            .map_err(|e| PgError::io(format!("chown {}", datadir.display()), e))?;
+    let owned_dirs =
+        std::iter::once(datadir.to_path_buf()).chain(tablespaces.iter().map(|(_, d)| d.clone()));
+    for dir in owned_dirs {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| PgError::io(format!("chmod {}", dir.display()), e))?;
+        if chown {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .map_err(|e| PgError::io(format!("chown {}", dir.display()), e))?;
+        }
     }
     Ok(PhysicalRestoreReport {
         datadir: datadir.to_path_buf(),
@@ -999,6 +1277,7 @@ pub fn restore_physical(
         bytes: stats.bytes,
         cluster,
         wal_through,
+        tablespaces: tablespaces.into_iter().map(|(t, d)| (t.oid, d)).collect(),
         duration_secs: started.elapsed().as_secs_f64(),
     })
 }

@@ -290,3 +290,155 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
     backup_logical(&tr.repo, &dsn, &opts(&["db1"])).expect("good backup");
     assert_eq!(tr.snapshot_count(), 1);
 }
+
+const DATABASE_PROPERTIES: &str = r#"
+CREATE ROLE alice LOGIN;
+CREATE ROLE bob;
+CREATE DATABASE app OWNER alice;
+COMMENT ON DATABASE app IS 'clinical app; DATABASE app''s own comment';
+REVOKE ALL ON DATABASE app FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE app TO bob;
+ALTER DATABASE app SET work_mem = '7MB';
+ALTER DATABASE app SET statement_timeout = '42s';
+ALTER ROLE bob IN DATABASE app SET search_path = 'audit, public';
+"#;
+
+const APP_OBJECTS: &str = r#"
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+ALTER TABLE notes OWNER TO alice;
+GRANT SELECT ON notes TO bob;
+ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY bob_reads ON notes FOR SELECT TO bob USING (id > 0);
+INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 100) g;
+"#;
+
+/// The database's own properties, as one string to compare.
+fn database_properties(pg: &Cluster, db: &str) -> String {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT pg_get_userbyid(d.datdba) || ' | ' || coalesce(shobj_description(d.oid, 'pg_database'), '-') \
+             || ' | ' || coalesce(array_to_string(d.datacl, ','), '-') || ' | ' || \
+             coalesce((SELECT string_agg(coalesce(r.rolname, '*') || ':' || array_to_string(s.setconfig, ';'), ' ' ORDER BY r.rolname NULLS FIRST) \
+                       FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole WHERE s.setdatabase = d.oid), '-') \
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    )
+}
+
+fn database_count(pg: &Cluster, db: &str) -> String {
+    pg.psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{db}'"),
+    )
+}
+
+/// A logical restore gives the new database the original's owner, comment,
+/// grants and settings (database-wide and per role); into a cluster that
+/// lacks the roles it fails naming the role and leaves no database, and
+/// succeeds with --with-globals, which leaves existing roles alone;
+/// --no-owner and --no-acl drop ownership and grants.
+#[test]
+fn database_properties_globals_and_missing_roles() {
+    let pg = Cluster::new("");
+    let tr = TestRepo::new();
+    let setup = tr.dir.path().join("props.sql");
+    std::fs::write(&setup, DATABASE_PROPERTIES).unwrap();
+    pg.psql_file("postgres", &setup);
+    let objects = tr.dir.path().join("objects.sql");
+    std::fs::write(&objects, APP_OBJECTS).unwrap();
+    pg.psql_file("app", &objects);
+    let original = database_properties(&pg, "app");
+    assert!(original.starts_with("alice | clinical app"), "{original}");
+    assert!(original.contains("bob=Tc/alice"), "{original}");
+    assert!(
+        original.contains("work_mem=7MB") && original.contains("bob:search_path"),
+        "{original}"
+    );
+
+    tr.repo.load_index().unwrap();
+    let dsn = pg.dsn_parsed("postgres");
+    backup_logical(&tr.repo, &dsn, &opts(&["app"])).expect("backup");
+    let repo = tr.reopen();
+    let snaps = repo.snapshots().unwrap();
+    let snap = snaps.last().unwrap();
+
+    // Same cluster, another name: every property follows the database.
+    let mut ro = LogicalRestoreOptions::new("app copy");
+    ro.tools = tools();
+    restore_logical(&repo, snap, &dsn, &ro).expect("restore under a new name");
+    // (The comment's text mentions `DATABASE app`: it stays as written.)
+    assert_eq!(database_properties(&pg, "app copy"), original);
+    assert_eq!(pg.psql("app copy", "SELECT count(*) FROM notes"), "100");
+    assert_eq!(pg.plain_dump("app copy"), pg.plain_dump("app"));
+
+    // A second cluster without the roles.
+    let other = Cluster::new("");
+    let odsn = other.dsn_parsed("postgres");
+    let mut ro = LogicalRestoreOptions::new("app");
+    ro.tools = tools();
+    let err = restore_logical(&repo, snap, &odsn, &ro).unwrap_err();
+    assert!(matches!(err, PgError::MissingRole { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("alice") || msg.contains("bob"), "{msg}");
+    assert!(msg.contains("--with-globals"), "{msg}");
+    assert_eq!(
+        database_count(&other, "app"),
+        "0",
+        "a failed restore left a database"
+    );
+    // --no-owner --no-acl is not enough: the policy names bob.
+    ro.no_owner = true;
+    ro.no_acl = true;
+    let err = restore_logical(&repo, snap, &odsn, &ro).unwrap_err();
+    assert!(
+        matches!(err, PgError::MissingRole { ref role, .. } if role == "bob"),
+        "{err}"
+    );
+    assert_eq!(
+        database_count(&other, "app"),
+        "0",
+        "a failed restore left a database"
+    );
+
+    // --with-globals creates the missing roles and leaves existing ones alone.
+    other.psql("postgres", "CREATE ROLE bob CONNECTION LIMIT 3");
+    let mut ro = LogicalRestoreOptions::new("app");
+    ro.tools = tools();
+    ro.with_globals = true;
+    restore_logical(&repo, snap, &odsn, &ro).expect("restore with globals");
+    assert_eq!(database_properties(&other, "app"), original);
+    assert_eq!(
+        other.psql(
+            "postgres",
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'bob'"
+        ),
+        "3"
+    );
+    assert_eq!(
+        other.psql(
+            "postgres",
+            "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'alice'"
+        ),
+        "t"
+    );
+    assert_eq!(other.plain_dump("app"), pg.plain_dump("app"));
+
+    // --no-owner --no-acl: the restoring user owns everything, no grants.
+    let mut ro = LogicalRestoreOptions::new("bare");
+    ro.tools = tools();
+    ro.no_owner = true;
+    ro.no_acl = true;
+    restore_logical(&repo, snap, &odsn, &ro).expect("restore without owner and grants");
+    let bare = database_properties(&other, "bare");
+    assert!(bare.starts_with("postgres | clinical app"), "{bare}");
+    assert!(bare.contains(" | - | "), "database grants restored: {bare}");
+    assert_eq!(
+        other.psql(
+            "bare",
+            "SELECT pg_get_userbyid(relowner) || ' ' || coalesce(relacl::text, '-') FROM pg_class WHERE relname = 'notes'"
+        ),
+        "postgres -"
+    );
+    assert_eq!(other.psql("bare", "SELECT count(*) FROM notes"), "100");
+}

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, TestRepo};
 use holdfast_postgres::{
-    backup_physical, recovery_points, restore_physical, wal, wal_fetch, wal_push, PgError,
-    PhysicalBackupOptions, PhysicalRestoreOptions, PushOutcome, RecoveryTarget,
+    backup_physical, choose_base_backup, recovery_points, restore_physical, snapshot_tablespaces,
+    wal, wal_fetch, wal_push, PgError, PhysicalBackupOptions, PhysicalRestoreOptions, PushOutcome,
+    RecoveryTarget,
 };
 use holdfast_storage::ObjectKind;
 
@@ -299,4 +300,257 @@ fn wal_push_is_idempotent_conflicts_loudly_and_fetch_of_missing_fails() {
     // Bad names are refused before anything is read.
     let err = wal_fetch(&tr.reopen(), "../../etc/passwd", &out, cluster).unwrap_err();
     assert!(matches!(err, PgError::Invalid(_)), "{err}");
+}
+
+/// Restore `snap_id` into a new data directory with these tablespace
+/// directories; the caller starts it.
+fn restore_with_map(
+    tr: &TestRepo,
+    snap_id: holdfast_repo::Id,
+    target: RecoveryTarget,
+    map: Vec<(String, std::path::PathBuf)>,
+) -> Result<(tempfile::TempDir, std::path::PathBuf), PgError> {
+    let repo = tr.reopen();
+    let snaps = repo.snapshots().unwrap();
+    let snap = snaps.iter().find(|s| s.id == snap_id).unwrap();
+    let root = common::shared_tempdir();
+    let datadir = root.path().join("restored");
+    let mut o = PhysicalRestoreOptions::new(target);
+    o.restore_command = Some(tr.restore_command());
+    o.tablespace_map = map;
+    restore_physical(&repo, snap, &datadir, &o)?;
+    Ok((root, datadir))
+}
+
+fn started(root: tempfile::TempDir, datadir: std::path::PathBuf) -> Cluster {
+    let mut c = Cluster::on_datadir(root, datadir);
+    c.start();
+    c.wait_promoted(Duration::from_secs(120));
+    c
+}
+
+fn tick() {
+    std::thread::sleep(Duration::from_millis(1100));
+}
+
+/// One source cluster with a tablespace outside its data directory and two
+/// base backups: tablespaces restore as links to their directories (mapped,
+/// refused when not empty, default location), and recovery targets pick the
+/// base backup that can reach them, or are refused with the reachable range.
+#[test]
+fn tablespaces_and_recovery_targets_across_two_base_backups() {
+    let tr = TestRepo::new();
+    let pg = Cluster::new(&tr.archive_conf());
+    let ts_dir = pg.root.path().join("ts-original");
+    std::fs::create_dir(&ts_dir).unwrap();
+    common::chown_postgres(&ts_dir);
+    pg.psql(
+        "postgres",
+        &format!("CREATE TABLESPACE ts1 LOCATION '{}'", ts_dir.display()),
+    );
+    pg.psql("postgres", "CREATE DATABASE app");
+    pg.psql(
+        "app",
+        "CREATE TABLE marker (tag text) TABLESPACE ts1; \
+         CREATE TABLE big TABLESPACE ts1 AS SELECT g FROM generate_series(1, 50000) g; \
+         CREATE INDEX big_g ON big(g) TABLESPACE ts1;",
+    );
+    let ts_oid = pg.psql(
+        "postgres",
+        "SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'",
+    );
+    tr.repo.load_index().unwrap();
+    let opts = PhysicalBackupOptions {
+        pgdata: Some(pg.datadir.clone()),
+        ..PhysicalBackupOptions::default()
+    };
+    let dsn = pg.dsn_parsed("postgres");
+    let before_first = chrono::Utc::now();
+    tick();
+    let b1 = backup_physical(&tr.repo, &dsn, &opts).expect("first base backup");
+    tick();
+    pg.psql("app", "INSERT INTO marker VALUES ('a')");
+    switch_and_wait_archived(&pg);
+    tick();
+    let between = chrono::Utc::now();
+    tick();
+    let b2 = backup_physical(&tr.repo, &dsn, &opts).expect("second base backup");
+    tick();
+    pg.psql("app", "INSERT INTO marker VALUES ('b')");
+    switch_and_wait_archived(&pg);
+    tick();
+    let after = chrono::Utc::now();
+    tick();
+    pg.psql("app", "INSERT INTO marker VALUES ('c')");
+    switch_and_wait_archived(&pg);
+
+    let repo = tr.reopen();
+    let snaps = repo.snapshots().unwrap();
+    let tablespaces = snapshot_tablespaces(&snaps.last().unwrap().snapshot);
+    assert_eq!(tablespaces.len(), 1, "{tablespaces:?}");
+    assert_eq!(tablespaces[0].oid, ts_oid);
+    assert_eq!(tablespaces[0].name.as_deref(), Some("ts1"));
+
+    // A target before every backup's end: refused, naming the earliest point.
+    let err = choose_base_backup(&snaps, RecoveryTarget::Time(before_first)).unwrap_err();
+    assert!(
+        matches!(err, PgError::TargetBeforeEveryBackup { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&b1.id.short()), "{err}");
+    assert!(
+        err.to_string().contains("earliest reachable point"),
+        "{err}"
+    );
+    // Latest / end of backup: the newest.
+    assert_eq!(
+        choose_base_backup(&snaps, RecoveryTarget::Latest)
+            .unwrap()
+            .id,
+        b2.id
+    );
+    // Between the backups: the first; after the second: the second.
+    let chosen = choose_base_backup(&snaps, RecoveryTarget::Time(between)).unwrap();
+    assert_eq!(chosen.id, b1.id);
+    assert_eq!(
+        choose_base_backup(&snaps, RecoveryTarget::Time(after))
+            .unwrap()
+            .id,
+        b2.id
+    );
+    // An explicit snapshot that ended after the target: refused, nothing written.
+    let err = restore_with_map(&tr, b2.id, RecoveryTarget::Time(between), Vec::new()).unwrap_err();
+    assert!(matches!(err, PgError::TargetBeforeBackup { .. }), "{err}");
+    assert!(err.to_string().contains(&b2.id.short()), "{err}");
+    // Past the end of the archive: it ends, which is not a gap.
+    let far = after + chrono::Duration::hours(1);
+    let err = restore_with_map(&tr, b2.id, RecoveryTarget::Time(far), Vec::new()).unwrap_err();
+    assert!(matches!(err, PgError::TargetAfterArchive { .. }), "{err}");
+    assert!(
+        err.to_string().contains("latest recoverable point"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("gap"), "{err}");
+
+    // The original tablespace directory is in use: refused before anything
+    // is written, naming the tablespace and the way out.
+    let err = restore_with_map(&tr, b2.id, RecoveryTarget::Immediate, Vec::new()).unwrap_err();
+    assert!(
+        matches!(err, PgError::TablespaceTargetNotEmpty { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("ts1") && msg.contains(&ts_dir.display().to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("--tablespace-map"), "{msg}");
+    // A map entry that names no tablespace.
+    let nowhere = common::shared_tempdir();
+    let err = restore_with_map(
+        &tr,
+        b2.id,
+        RecoveryTarget::Immediate,
+        vec![("nosuch".into(), nowhere.path().join("x"))],
+    )
+    .unwrap_err();
+    assert!(matches!(err, PgError::UnknownTablespace { .. }), "{err}");
+    assert!(
+        err.to_string().contains("nosuch") && err.to_string().contains("ts1"),
+        "{err}"
+    );
+    // A non-empty mapped directory is refused too.
+    let busy = common::shared_tempdir();
+    std::fs::write(busy.path().join("file"), b"x").unwrap();
+    let err = restore_with_map(
+        &tr,
+        b2.id,
+        RecoveryTarget::Immediate,
+        vec![("ts1".into(), busy.path().to_path_buf())],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, PgError::TablespaceTargetNotEmpty { .. }),
+        "{err}"
+    );
+
+    // Between the backups, mapped by name: the first backup, data as of the target.
+    let mapped = common::shared_tempdir();
+    let ts_new = mapped.path().join("ts-by-name");
+    let (root, datadir) = restore_with_map(
+        &tr,
+        chosen.id,
+        RecoveryTarget::Time(between),
+        vec![("ts1".into(), ts_new.clone())],
+    )
+    .expect("restore between the backups");
+    let link = datadir.join("pg_tblspc").join(&ts_oid);
+    assert_eq!(std::fs::read_link(&link).unwrap(), ts_new);
+    assert!(!datadir.join("tablespace_map").exists());
+    {
+        let c = started(root, datadir);
+        assert_eq!(
+            c.psql(
+                "app",
+                "SELECT string_agg(tag, ',' ORDER BY tag) FROM marker"
+            ),
+            "a"
+        );
+        assert_eq!(c.psql("app", "SELECT count(*) FROM big"), "50000");
+        assert_eq!(
+            c.psql(
+                "app",
+                "SET enable_seqscan = off; SELECT count(*) FROM big WHERE g > 49990"
+            ),
+            "10"
+        );
+        assert_eq!(
+            c.psql(
+                "postgres",
+                "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'"
+            ),
+            ts_new.display().to_string()
+        );
+    }
+
+    // After the second backup, mapped by OID.
+    let ts_oid_dir = mapped.path().join("ts-by-oid");
+    let (root, datadir) = restore_with_map(
+        &tr,
+        b2.id,
+        RecoveryTarget::Time(after),
+        vec![(ts_oid.clone(), ts_oid_dir.clone())],
+    )
+    .expect("restore after the second backup");
+    {
+        let c = started(root, datadir);
+        assert_eq!(
+            c.psql(
+                "app",
+                "SELECT string_agg(tag, ',' ORDER BY tag) FROM marker"
+            ),
+            "a,b"
+        );
+        assert_eq!(c.psql("app", "SELECT count(*) FROM big"), "50000");
+    }
+
+    // Default location, once it is free: the original directory again.
+    let mut pg = pg;
+    pg.stop();
+    std::fs::rename(&ts_dir, pg.root.path().join("ts-moved-away")).unwrap();
+    let (root, datadir) = restore_with_map(&tr, b2.id, RecoveryTarget::Immediate, Vec::new())
+        .expect("default location");
+    assert_eq!(
+        std::fs::read_link(datadir.join("pg_tblspc").join(&ts_oid)).unwrap(),
+        ts_dir
+    );
+    let c = started(root, datadir);
+    assert_eq!(
+        c.psql(
+            "app",
+            "SELECT string_agg(tag, ',' ORDER BY tag) FROM marker"
+        ),
+        "a"
+    );
+    assert_eq!(c.psql("app", "SELECT count(*) FROM big"), "50000");
 }
