@@ -347,6 +347,12 @@ fn start_prefetch(g: &Global, a: &WalFetchArgs, cluster: u64, spool: &Path) {
     let Ok(spool) = absolute(spool) else {
         return;
     };
+    // One prefetcher at a time: if one holds the spool, starting another
+    // (a process and a repository open per fetch) only takes CPU from replay.
+    match pg::SpoolLock::try_acquire(&spool) {
+        Ok(Some(lock)) => drop(lock),
+        _ => return,
+    }
     let mut c = Command::new(exe);
     c.arg("wal-prefetch")
         .arg(&a.name)
