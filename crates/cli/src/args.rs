@@ -1,5 +1,6 @@
 //! Command-line arguments (clap derive). Parsing only: no behaviour here.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -268,9 +269,10 @@ pub struct SnapshotsArgs {
 pub struct LsArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
-    /// Only this path inside the snapshot.
-    pub path: Option<String>,
-    /// Show mode, size and time.
+    /// Only this path inside the snapshot: absolute, relative to the current
+    /// directory (as given to `backup`), or relative to the snapshot root.
+    pub path: Option<OsString>,
+    /// Show mode, owner, size and time.
     #[arg(short, long)]
     pub long: bool,
     #[command(flatten)]
@@ -284,9 +286,11 @@ pub struct RestoreArgs {
     /// Directory to restore into.
     #[arg(long, short, required_unless_present_any = ["to_postgres", "to_datadir"])]
     pub target: Option<PathBuf>,
-    /// Restore only this path of the snapshot (repeatable).
+    /// Restore only this path of the snapshot (repeatable): absolute,
+    /// relative to the current directory (as given to `backup`), or
+    /// relative to the snapshot root.
     #[arg(long = "include")]
-    pub includes: Vec<String>,
+    pub includes: Vec<OsString>,
     /// Replace entries in the target that differ from the snapshot (files
     /// that already hold the snapshot's content are kept either way, and an
     /// interrupted restore of the same snapshot resumes without it).
@@ -354,9 +358,11 @@ pub struct CheckArgs {
     /// Read and verify every blob of every pack.
     #[arg(long)]
     pub read_data: bool,
-    /// Read and verify a random share of packs, in percent (e.g. 10).
-    #[arg(long, value_name = "PCT")]
-    pub read_data_subset: Option<f64>,
+    /// Read and verify a share of the packs: `10%` (or `10`) reads a
+    /// random tenth; `n/m` reads part n of m, always the same packs, so
+    /// `1/7` ... `7/7` on seven days read everything.
+    #[arg(long, value_name = "N%|n/m")]
+    pub read_data_subset: Option<holdfast_repo::check::DataSubset>,
 }
 
 #[derive(Debug, Subcommand)]

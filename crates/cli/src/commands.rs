@@ -1,6 +1,5 @@
 //! One function per subcommand: open, call the library, print.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -8,10 +7,11 @@ use holdfast_repo::check::{check, CheckOptions};
 use holdfast_repo::config::RepoConfig;
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
-use holdfast_repo::tree::NodeKind;
+use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::Repository;
 use holdfast_sources::backup::{self, BackupOptions};
 use holdfast_sources::exclude::{self, ExcludeRules};
+use holdfast_sources::meta::NameCache;
 use holdfast_sources::restore::{self, RestoreOptions, SparseMode};
 use holdfast_sources::{diff, walk, Progress, SourceError};
 use serde_json::json;
@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 fn info(g: &Global, msg: impl AsRef<str>) {
     if !g.quiet && !g.json {
-        eprintln!("{}", msg.as_ref());
+        errln!("{}", msg.as_ref());
     }
 }
 
@@ -195,10 +195,10 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         r => r?,
     };
     for w in &out.warnings {
-        eprintln!("holdfast: warning: {w}");
+        errln!("holdfast: warning: {w}");
     }
     for w in &out.changing {
-        eprintln!("holdfast: warning: {w}");
+        errln!("holdfast: warning: {w}");
     }
     let s = &out.snapshot.summary;
     if g.json {
@@ -217,7 +217,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
     if out.warnings.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!(
+        errln!(
             "holdfast: {} file(s) could not be read and are not in the snapshot",
             out.warnings.len()
         );
@@ -245,7 +245,7 @@ fn explicit_excludes(a: &BackupArgs) -> Result<Option<ExcludeRules>> {
 }
 
 fn print_backup_summary(id: holdfast_repo::Id, s: &holdfast_repo::snapshot::Summary) {
-    println!(
+    outln!(
         "snapshot {} saved: {} ({} new, {} changed, {} unchanged files), {} total",
         id.short(),
         s.counts(),
@@ -265,9 +265,9 @@ fn print_backup_summary(id: holdfast_repo::Id, s: &holdfast_repo::snapshot::Summ
         notes.push(format!("{} still changing", s.files_changing));
     }
     if !notes.is_empty() {
-        println!("{}", notes.join(", "));
+        outln!("{}", notes.join(", "));
     }
-    println!(
+    outln!(
         "data: read {}, added {} new; metadata: added {}; stored {} in {:.2}s",
         ui::bytes(s.bytes_read),
         ui::bytes(s.data_added),
@@ -288,7 +288,7 @@ fn interrupted(g: &Global, packs: u64, stored: u64) -> Result<i32> {
             "snapshot": null,
         }))?;
     }
-    eprintln!(
+    errln!(
         "holdfast: backup interrupted by {}: {packs} pack(s) ({}) stored and indexed; no snapshot was written; the next backup reuses this data",
         interrupt::name(sig),
         ui::bytes(stored)
@@ -299,14 +299,18 @@ fn interrupted(g: &Global, packs: u64, stored: u64) -> Result<i32> {
 fn warn_index_problems(g: &Global, repo: &Repository) {
     for (name, e) in repo.index_problems().corrupt {
         if !g.quiet {
-            eprintln!("holdfast: warning: index object {name} is unreadable ({e}); run `holdfast repair index`");
+            errln!("holdfast: warning: index object {name} is unreadable ({e}); run `holdfast repair index`");
         }
     }
 }
 
-fn snapshot_json(s: &SnapshotEntry) -> serde_json::Value {
+fn snapshot_json(s: &SnapshotEntry, names: &NameCache) -> serde_json::Value {
     let mut v = serde_json::to_value(&s.snapshot).unwrap_or_default();
     if let Some(o) = v.as_object_mut() {
+        o.insert(
+            "username".into(),
+            json!(ui::user_name(&s.snapshot.username, names)),
+        );
         o.insert("id".into(), json!(s.id));
         o.insert("short_id".into(), json!(s.id.short()));
     }
@@ -318,7 +322,7 @@ fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Resu
     let f = filter(&a.select);
     let (list, bad) = repo.snapshots_with_errors()?;
     for (name, e) in &bad {
-        eprintln!("holdfast: warning: snapshot {name} is unreadable: {e}");
+        errln!("holdfast: warning: snapshot {name} is unreadable: {e}");
     }
     let list: Vec<_> = list
         .into_iter()
@@ -326,33 +330,39 @@ fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Resu
         .collect();
     let points = crate::postgres::recovery_points(&repo, &list)?;
     if g.json {
-        let mut values: Vec<_> = list.iter().map(snapshot_json).collect();
+        let names = NameCache::default();
+        let mut values: Vec<_> = list.iter().map(|s| snapshot_json(s, &names)).collect();
         crate::postgres::annotate(&mut values, &list, &points);
         ui::print_json(&values)?;
         return Ok(exit::OK);
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
+    outln!(
         "{:<10} {:<20} {:<10} {:<12} {:>12}  source / paths",
-        "id", "time", "kind", "tags", "size"
-    )?;
+        "id",
+        "time",
+        "kind",
+        "tags",
+        "size"
+    );
     for s in &list {
+        if ui::stdout_closed() {
+            break;
+        }
         let sn = &s.snapshot;
-        writeln!(
-            out,
+        outln!(
             "{:<10} {:<20} {:<10} {:<12} {:>12}  {} {}",
             s.id.short(),
             sn.time.format("%Y-%m-%d %H:%M:%S"),
             sn.kind,
-            sn.tags.join(","),
+            ui::escape(sn.tags.join(",").as_bytes()),
             ui::bytes(sn.summary.total_bytes),
-            sn.source,
-            sn.paths.join(" ")
-        )?;
+            ui::escape(sn.source.as_bytes()),
+            ui::escape(sn.paths.join(" ").as_bytes())
+        );
     }
-    writeln!(out, "{} snapshot(s)", list.len())?;
-    drop(out);
+    if !g.quiet {
+        outln!("{} snapshot(s)", list.len());
+    }
     crate::postgres::print_points(&points)?;
     Ok(exit::OK)
 }
@@ -361,46 +371,109 @@ fn ls(g: &Global, rt: &tokio::runtime::Runtime, a: LsArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
     repo.load_index()?;
     let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
-    let prefix = a.path.unwrap_or_else(|| "/".into());
-    if prefix != "/" {
-        walk::lookup(&repo, snap.snapshot.tree, prefix.as_bytes())?;
-    }
-    let mut entries = Vec::new();
-    let mut out = std::io::stdout().lock();
-    walk::walk(
-        &repo,
-        snap.snapshot.tree,
-        prefix.as_bytes(),
-        &mut |path, n| {
-            let p = String::from_utf8_lossy(path).into_owned();
-            if g.json {
-                entries.push(json!({
-                    "path": p, "type": n.kind, "size": n.size, "mode": format!("{:o}", n.mode),
-                    "uid": n.uid, "gid": n.gid, "mtime": n.mtime.sec,
-                }));
-            } else if a.long {
-                let _ = writeln!(
-                    out,
-                    "{} {:>5} {:>5} {:>12} {} {}",
-                    mode_string(n.kind, n.mode),
-                    n.uid,
-                    n.gid,
-                    n.size,
-                    chrono::DateTime::from_timestamp(n.mtime.sec, 0)
-                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                        .unwrap_or_default(),
-                    p
-                );
-            } else {
-                let _ = writeln!(out, "{p}");
-            }
-            Ok(())
-        },
-    )?;
+    let prefix = match &a.path {
+        Some(p) => snapshot_path(&repo, &snap, p)?,
+        None => b"/".to_vec(),
+    };
+    let names = NameCache::default();
+    let mut first = true;
     if g.json {
-        ui::print_json(&entries)?;
+        outln!("[");
+    }
+    let res = walk::walk(&repo, snap.snapshot.tree, &prefix, &mut |path, n| {
+        if ui::stdout_closed() {
+            // The reader is gone: stop walking (the error is dropped below).
+            return Err(holdfast_repo::RepoError::Invalid("standard output closed".into()).into());
+        }
+        if g.json {
+            let sep = if std::mem::take(&mut first) { "" } else { "," };
+            outln!("{sep}{}", ls_json(path, n));
+        } else if a.long {
+            outln!("{}", ls_long(path, n, &names));
+        } else {
+            outln!("{}", ls_name(path, n));
+        }
+        Ok(())
+    });
+    if let Err(e) = res {
+        if !ui::stdout_closed() {
+            return Err(e.into());
+        }
+    }
+    if g.json {
+        outln!("]");
     }
     Ok(exit::OK)
+}
+
+/// A path from the command line as an absolute path in the snapshot,
+/// resolved as `backup` resolves its paths (see `walk::resolve`).
+fn snapshot_path(
+    repo: &Repository,
+    snap: &SnapshotEntry,
+    given: &std::ffi::OsStr,
+) -> Result<Vec<u8>> {
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    Ok(walk::resolve(
+        repo,
+        snap.snapshot.tree,
+        given.as_encoded_bytes(),
+        cwd.as_os_str().as_encoded_bytes(),
+    )?)
+}
+
+/// A `-l`-less listing line: the escaped path, and a symlink's target.
+fn ls_name(path: &[u8], n: &Node) -> String {
+    match &n.target {
+        Some(t) if n.kind == NodeKind::Symlink => {
+            format!("{} -> {}", ui::escape(path), ui::escape(&t.0))
+        }
+        _ => ui::escape(path),
+    }
+}
+
+/// An `ls -l` line: mode, owner, group, size, mtime, name (-> target).
+/// Owners are the names recorded at backup, else this host's, else numbers.
+fn ls_long(path: &[u8], n: &Node, names: &NameCache) -> String {
+    let user = n
+        .user
+        .clone()
+        .or_else(|| names.user(n.uid))
+        .unwrap_or_else(|| n.uid.to_string());
+    let group = n
+        .group
+        .clone()
+        .or_else(|| names.group(n.gid))
+        .unwrap_or_else(|| n.gid.to_string());
+    format!(
+        "{} {:<8} {:<8} {:>12} {} {}",
+        mode_string(n.kind, n.mode),
+        ui::escape(user.as_bytes()),
+        ui::escape(group.as_bytes()),
+        n.size,
+        chrono::DateTime::from_timestamp(n.mtime.sec, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default(),
+        ls_name(path, n)
+    )
+}
+
+/// One `ls --json` entry. Names are exact: `path` (and a symlink's
+/// `target`) when UTF-8, else `path_hex` (`target_hex`), as trees store them.
+fn ls_json(path: &[u8], n: &Node) -> serde_json::Value {
+    let mut v = json!({
+        "type": n.kind, "size": n.size, "mode": format!("{:o}", n.mode),
+        "uid": n.uid, "gid": n.gid, "user": n.user, "group": n.group, "mtime": n.mtime.sec,
+    });
+    if let Some(o) = v.as_object_mut() {
+        let (key, value) = ui::json_bytes("path", path);
+        o.insert(key, value);
+        if let Some(t) = n.target.as_ref().filter(|_| n.kind == NodeKind::Symlink) {
+            let (key, value) = ui::json_bytes("target", &t.0);
+            o.insert(key, value);
+        }
+    }
+    v
 }
 
 fn mode_string(kind: NodeKind, mode: u32) -> String {
@@ -429,6 +502,11 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     warn_index_problems(g, &repo);
     let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
     let target = a.target.clone().context("--target is required")?;
+    let includes = a
+        .includes
+        .iter()
+        .map(|p| snapshot_path(&repo, &snap, p))
+        .collect::<Result<Vec<_>>>()?;
     let progress = Arc::new(Progress::default());
     // The plan knows the total before any content is written.
     progress
@@ -440,7 +518,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         "restore",
     );
     let opts = RestoreOptions {
-        includes: a.includes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        includes,
         overwrite: a.overwrite,
         threads: 0,
         max_retrieval_wait: None,
@@ -464,11 +542,11 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         )
     })?;
     for f in &out.failed {
-        eprintln!("holdfast: error: not restored: {f}");
+        errln!("holdfast: error: not restored: {f}");
     }
     if !g.quiet {
         for w in &out.warnings {
-            eprintln!("holdfast: warning: {w}");
+            errln!("holdfast: warning: {w}");
         }
     }
     if g.json {
@@ -481,12 +559,12 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         }))?;
     } else if !g.quiet {
         if out.retrieval_seconds > 0.0 {
-            println!(
+            outln!(
                 "waited {:.1}s for packs to be retrieved from archival storage",
                 out.retrieval_seconds
             );
         }
-        println!(
+        outln!(
             "restored snapshot {} to {}: {}, {} of data in {:.2}s",
             snap.id.short(),
             target.display(),
@@ -495,7 +573,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             started.elapsed().as_secs_f64()
         );
         if out.resumed || out.files_skipped > 0 {
-            println!(
+            outln!(
                 "{}{} file(s) already complete in the target were kept, not written again",
                 if out.resumed {
                     "resumed an interrupted restore: "
@@ -506,7 +584,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             );
         }
         if !out.warnings.is_empty() {
-            println!(
+            outln!(
                 "{} warning(s): the target refused some extended attributes (see above)",
                 out.warnings.len()
             );
@@ -515,7 +593,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     if out.failed.is_empty() {
         Ok(exit::OK)
     } else {
-        eprintln!(
+        errln!(
             "holdfast: {} item(s) could not be restored",
             out.failed.len()
         );
@@ -524,11 +602,6 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
 }
 
 fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i32> {
-    if let Some(p) = a.read_data_subset {
-        if !(p > 0.0 && p <= 100.0) {
-            bail!("--read-data-subset takes a percentage in (0, 100], got {p}");
-        }
-    }
     let repo = open::open(g, rt)?;
     let opts = CheckOptions {
         read_data: a.read_data,
@@ -556,13 +629,13 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
         ui::print_json(&json!({"ok": report.ok(), "report": report}))?;
     } else {
         for w in &report.warnings {
-            eprintln!("warning: {w}");
+            errln!("warning: {w}");
         }
         for e in &report.errors {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         if !g.quiet {
-            println!(
+            outln!(
                 "checked {} snapshot(s), {} tree(s), {} pack(s); read {} pack(s), {} blob(s): {}",
                 report.snapshots,
                 report.trees,
@@ -692,13 +765,14 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
     match k {
         KeyCommand::List => {
             let keys = repo.list_keys()?;
+            let names = NameCache::default();
             if g.json {
                 let v: Vec<_> = keys
                     .iter()
                     .map(|(id, s)| {
                         json!({
                             "id": id, "current": id == repo.current_key(), "created": s.created,
-                            "hostname": s.hostname, "username": s.username, "label": s.label,
+                            "hostname": s.hostname, "username": ui::user_name(&s.username, &names), "label": s.label,
                             "kdf": s.kdf, "memory_kib": s.params.map(|p| p.m_cost),
                             "iterations": s.params.map(|p| p.t_cost),
                         })
@@ -707,14 +781,14 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
                 ui::print_json(&v)?;
             } else {
                 for (id, s) in &keys {
-                    println!(
+                    outln!(
                         "{} {:<8} {} {}@{} {}",
                         if id == repo.current_key() { "*" } else { " " },
                         &id[..8],
                         s.created.format("%Y-%m-%d %H:%M:%S"),
-                        s.username,
-                        s.hostname,
-                        s.label
+                        ui::user_name(&s.username, &names),
+                        ui::escape(s.hostname.as_bytes()),
+                        ui::escape(s.label.as_bytes())
                     );
                 }
             }
@@ -771,19 +845,19 @@ fn stats(g: &Global, rt: &tokio::runtime::Runtime, a: StatsArgs) -> Result<i32> 
     if g.json {
         ui::print_json(&s)?;
     } else {
-        println!("snapshots:          {}", s.snapshots);
-        println!("files (all snaps):  {}", s.files);
-        println!("logical size:       {}", ui::bytes(s.logical_bytes));
-        println!(
+        outln!("snapshots:          {}", s.snapshots);
+        outln!("files (all snaps):  {}", s.files);
+        outln!("logical size:       {}", ui::bytes(s.logical_bytes));
+        outln!(
             "unique data:        {} in {} blobs",
             ui::bytes(s.unique_bytes),
             s.unique_blobs
         );
-        println!("stored size:        {}", ui::bytes(s.stored_bytes));
-        println!("dedup ratio:        {:.2}x", s.dedup_ratio);
-        println!("compression ratio:  {:.2}x", s.compression_ratio);
-        println!("overall ratio:      {:.2}x", s.total_ratio);
-        println!(
+        outln!("stored size:        {}", ui::bytes(s.stored_bytes));
+        outln!("dedup ratio:        {:.2}x", s.dedup_ratio);
+        outln!("compression ratio:  {:.2}x", s.compression_ratio);
+        outln!("overall ratio:      {:.2}x", s.total_ratio);
+        outln!(
             "packs in repo:      {} ({})",
             s.packs,
             ui::bytes(s.repository_pack_bytes)
@@ -802,19 +876,22 @@ fn diff_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: DiffArgs) -> Result<i32
     if g.json {
         ui::print_json(&d)?;
     } else {
-        let mut out = std::io::stdout().lock();
         for e in &d {
-            writeln!(out, "{} {}", e.change.symbol(), e.path)?;
+            if ui::stdout_closed() {
+                break;
+            }
+            outln!("{} {}", e.change.symbol(), ui::escape(e.path.as_bytes()));
         }
-        let count = |c| d.iter().filter(|e| e.change == c).count();
-        writeln!(
-            out,
-            "{} added, {} removed, {} modified, {} metadata only",
-            count(diff::Change::Added),
-            count(diff::Change::Removed),
-            count(diff::Change::Modified),
-            count(diff::Change::Metadata)
-        )?;
+        if !g.quiet {
+            let count = |c| d.iter().filter(|e| e.change == c).count();
+            outln!(
+                "{} added, {} removed, {} modified, {} metadata only",
+                count(diff::Change::Added),
+                count(diff::Change::Removed),
+                count(diff::Change::Modified),
+                count(diff::Change::Metadata)
+            );
+        }
     }
     Ok(exit::OK)
 }
@@ -826,18 +903,20 @@ fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
         ui::print_json(&r)?;
     } else {
         for u in &r.unreadable_packs {
-            eprintln!("warning: {u}");
+            errln!("warning: {u}");
         }
         print_relocations(&r);
         for d in &r.removed_index_objects {
-            println!("removed damaged index object {d}");
+            outln!("removed damaged index object {d}");
         }
-        println!(
-            "scanned {} unindexed pack(s), reindexed {}, removed {} unreadable index object(s)",
-            r.packs_scanned,
-            r.packs_reindexed,
-            r.removed_index_objects.len()
-        );
+        if !g.quiet {
+            outln!(
+                "scanned {} unindexed pack(s), reindexed {}, removed {} unreadable index object(s)",
+                r.packs_scanned,
+                r.packs_reindexed,
+                r.removed_index_objects.len()
+            );
+        }
     }
     Ok(if r.unreadable_packs.is_empty() {
         exit::OK
@@ -848,10 +927,10 @@ fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
 
 fn print_relocations(r: &holdfast_repo::repair::RepairReport) {
     for p in &r.placed {
-        println!("put back: {p}");
+        outln!("put back: {p}");
     }
     for m in &r.moved_aside {
-        println!("moved aside: {m}");
+        outln!("moved aside: {m}");
     }
 }
 
@@ -863,7 +942,7 @@ fn repair_snapshots(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
     } else {
         print_relocations(&r);
         if !g.quiet {
-            println!(
+            outln!(
                 "{} object(s) put back, {} moved to lost+found/ (inspect, then delete them yourself if unwanted)",
                 r.placed.len(),
                 r.moved_aside.len()

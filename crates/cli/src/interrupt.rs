@@ -73,7 +73,7 @@ impl Watcher {
                 if let Some(sig) = received() {
                     progress.request_stop();
                     if !quiet {
-                        eprintln!(
+                        errln!(
                             "holdfast: {} received: storing and indexing the data read so far (send it again to quit at once)",
                             name(sig)
                         );

@@ -4,12 +4,13 @@
 //! Errors are `anyhow` here (and only here); the exit code is derived from
 //! the typed library error at the bottom of the chain (see [`exit_code`]).
 
+#[macro_use]
+mod ui;
 mod args;
 mod commands;
 mod interrupt;
 mod open;
 mod postgres;
-mod ui;
 
 use clap::Parser;
 use holdfast_repo::RepoError;
@@ -28,13 +29,21 @@ pub mod exit {
 
 fn main() {
     let cli = parse_args();
-    let code = match commands::run(cli) {
+    let mut code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("holdfast: error: {e:#}");
+            errln!("holdfast: error: {}", error_chain(&e));
             exit_code(&e)
         }
     };
+    // A closed pipe is the reader's choice and keeps the command's code;
+    // any other failure to write the output is an error.
+    if let Some(e) = ui::stdout_error() {
+        errln!("holdfast: error: writing to standard output: {e}");
+        if code == exit::OK {
+            code = exit::ERROR;
+        }
+    }
     std::process::exit(code);
 }
 
@@ -78,6 +87,22 @@ fn unset_empty_env(cmd: &clap::Command) {
     for sub in cmd.get_subcommands() {
         unset_empty_env(sub);
     }
+}
+
+/// The error and its causes, `outer: inner: ...`, leaving out a cause whose
+/// text its parent already shows (many errors embed their source's text in
+/// their own message and also expose it as `source()`).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        // A skipped cause is inside its parent, which is inside a printed
+        // part: comparing with the printed parts covers the whole chain.
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {

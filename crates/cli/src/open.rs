@@ -134,7 +134,7 @@ fn warn_if_exposed(f: &Path, what: &str) {
     if let Ok(m) = std::fs::metadata(f) {
         let mode = m.permissions().mode();
         if mode & 0o044 != 0 {
-            eprintln!(
+            errln!(
                 "holdfast: warning: {what} {} is readable by {} (mode {:04o}); run `chmod 600 {}`",
                 f.display(),
                 match (mode & 0o040 != 0, mode & 0o004 != 0) {

@@ -26,7 +26,7 @@ pub const WAL_NOT_FOUND: i32 = 9;
 
 fn info(g: &Global, msg: impl AsRef<str>) {
     if !g.quiet && !g.json {
-        eprintln!("{}", msg.as_ref());
+        errln!("{}", msg.as_ref());
     }
 }
 
@@ -74,7 +74,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             "meta": out.snapshot.meta,
         }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "snapshot {} saved ({}, source {}): {} read, {} new data, {} stored in {:.2}s",
             out.id.short(),
             out.snapshot.kind,
@@ -123,7 +123,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 "seconds": rep.duration_secs,
             }))?;
         } else if !g.quiet {
-            println!(
+            outln!(
                 "restored database {} of snapshot {} into {} ({}) in {:.2}s",
                 rep.source_database,
                 snap.id.short(),
@@ -188,7 +188,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
             "seconds": rep.duration_secs,
         }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} in {:.2}s; recovery target {}{}",
             snap.id.short(),
             dir.display(),
@@ -205,9 +205,9 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 .unwrap_or_default()
         );
         for (oid, d) in &rep.tablespaces {
-            println!("tablespace {oid} restored to {}", d.display());
+            outln!("tablespace {oid} restored to {}", d.display());
         }
-        println!(
+        outln!(
             "start the server on {} to replay WAL (pg_ctl -D {} start)",
             dir.display(),
             dir.display()
@@ -326,7 +326,7 @@ pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
         Err(e @ PgError::WalNotFound { .. }) => {
             // Routine at the end of recovery: one line, no "error:" noise.
             if !g.quiet {
-                eprintln!("holdfast: {e}");
+                errln!("holdfast: {e}");
             }
             Ok(WAL_NOT_FOUND)
         }
@@ -440,7 +440,7 @@ pub fn annotate(
 
 pub fn print_points(points: &[pg::ClusterRecoveryPoint]) -> Result<()> {
     for p in points {
-        println!(
+        outln!(
             "cluster {}: latest recoverable point {}{}{}",
             p.cluster,
             p.latest_recoverable_time

@@ -1,19 +1,78 @@
-//! Terminal output: a progress bar on a TTY, periodic status lines (text or
-//! JSON) when asked for with `--progress-interval`, and small formatting
-//! helpers.
+//! Terminal output: every line the binary writes goes through here, so a
+//! closed pipe (`holdfast ls latest | head`) ends output quietly instead of
+//! panicking; a progress bar on a TTY, periodic status lines (text or JSON)
+//! when asked for with `--progress-interval`; small formatting helpers.
 //!
 //! Status lines go to stderr, so that stdout keeps exactly the command's
 //! result (one JSON document with `--json`).
+//!
+//! `std`'s `println!` panics when stdout is gone (Rust ignores SIGPIPE, so a
+//! write to a closed pipe is an `EPIPE` error). The [`outln!`]/[`errln!`]
+//! macros never panic: after `EPIPE` stdout is marked closed and further
+//! output is dropped (loops ask [`stdout_closed`] to stop early), and the
+//! command keeps its own exit code, as ripgrep does. Any other stdout
+//! failure (a full disk behind `> file`) is kept and reported by `main`.
+//! `clippy.toml` of this crate forbids the `std` print macros.
 
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use holdfast_sources::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+
+/// Set once stdout can take no more output (closed pipe or failed write).
+static STDOUT_DONE: AtomicBool = AtomicBool::new(false);
+/// The first stdout failure that was not a closed pipe.
+static STDOUT_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Print a line to stdout; never panics (see the module documentation).
+macro_rules! outln {
+    () => { $crate::ui::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::ui::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Print a line to stderr; never panics (nowhere is left to report to).
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::ui::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Write to stdout unless it is already closed; remember why it failed.
+pub fn write_stdout(args: fmt::Arguments) {
+    if STDOUT_DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        STDOUT_DONE.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut slot = STDOUT_ERROR.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    }
+}
+
+/// Write to stderr, ignoring failure: a closed stderr has no one to tell.
+pub fn write_stderr(args: fmt::Arguments) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
+/// True once stdout takes no more output: long listings stop early.
+pub fn stdout_closed() -> bool {
+    STDOUT_DONE.load(Ordering::Relaxed)
+}
+
+/// The stdout failure that was not a closed pipe, if any (for `main`).
+pub fn stdout_error() -> Option<std::io::Error> {
+    STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+}
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,7 +159,7 @@ fn status_lines(progress: &Progress, stop: &AtomicBool, verb: &str, every: Durat
             } else {
                 s.text(verb, started.elapsed())
             };
-            eprintln!("{line}");
+            errln!("{line}");
             next += every;
         }
         if done {
@@ -239,6 +298,107 @@ pub fn bytes(n: u64) -> String {
 }
 
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    let text = serde_json::to_string_pretty(v)?;
+    outln!("{text}");
     Ok(())
+}
+
+/// A name for human output: printable text as is; `\` and control
+/// characters escaped C-style (`\n`, `\t`, `\x1b`), invisible characters
+/// that reorder or break lines as `\u{202e}`, and bytes that are not UTF-8
+/// as `\xff`, so one name is one unambiguous line (like `ls -b`).
+pub fn escape(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if (c as u32) < 0x80 && c.is_control() => {
+                    out.push_str(&format!("\\x{:02x}", c as u32))
+                }
+                c if c.is_control() || is_invisible_format(c) => {
+                    out.push_str(&format!("\\u{{{:x}}}", c as u32))
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Line and paragraph separators and bidirectional controls: they can
+/// make a listing show a name other than the stored one.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+    ) || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// Exact bytes for JSON: `(key, string)` when UTF-8, else
+/// (`key_hex`, hex string), the convention trees use for names.
+pub fn json_bytes(key: &str, bytes: &[u8]) -> (String, serde_json::Value) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (key.to_string(), serde_json::Value::from(s)),
+        Err(_) => (format!("{key}_hex"), serde_json::Value::from(hex(bytes))),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A user name recorded as `uid N` (where the name was unknown at the
+/// time) shown as this host's name for N when there is one.
+pub fn user_name(recorded: &str, names: &holdfast_sources::meta::NameCache) -> String {
+    recorded
+        .strip_prefix("uid ")
+        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|uid| names.user(uid))
+        .unwrap_or_else(|| recorded.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_keeps_text_and_escapes_what_could_mislead() {
+        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
+        assert_eq!(
+            escape("caf\u{e9} \u{65e5}".as_bytes()),
+            "caf\u{e9} \u{65e5}"
+        );
+        assert_eq!(escape(b"a\nb"), "a\\nb");
+        assert_eq!(escape(b"a\\nb"), "a\\\\nb");
+        assert_eq!(escape(b"t\tr\r"), "t\\tr\\r");
+        assert_eq!(escape(b"\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escape(b"del\x7f"), "del\\x7f");
+        assert_eq!(escape("\u{85}".as_bytes()), "\\u{85}");
+        assert_ne!(escape("\u{85}".as_bytes()), escape(b"\x85"));
+        assert_eq!(
+            escape("evil\u{202e}txt.exe".as_bytes()),
+            "evil\\u{202e}txt.exe"
+        );
+        assert_eq!(escape("l\u{2028}s".as_bytes()), "l\\u{2028}s");
+        assert_eq!(escape(b"bad\xff\xfe"), "bad\\xff\\xfe");
+        // Escapes are unambiguous: different names never print the same.
+        assert_ne!(escape(b"\\x41"), escape(b"\x41"));
+        assert_ne!(escape(b"\xff"), escape(b"\\xff"));
+    }
+
+    #[test]
+    fn json_bytes_is_exact() {
+        assert_eq!(json_bytes("path", b"/a\nb").1, "/a\nb");
+        assert_eq!(json_bytes("path", b"/a\nb").0, "path");
+        let (k, v) = json_bytes("path", b"/\xff");
+        assert_eq!((k.as_str(), v.as_str()), ("path_hex", Some("2fff")));
+    }
 }

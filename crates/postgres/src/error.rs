@@ -20,12 +20,12 @@ pub enum PgError {
     #[error("PostgreSQL query failed ({what}): {detail}")]
     Query { what: String, detail: String },
 
-    #[error("cannot run {tool} ({path}): {source}; set HOLDFAST_PG_BINDIR to the directory holding the PostgreSQL client tools")]
+    #[error("cannot run {tool} ({path}): {cause}; set HOLDFAST_PG_BINDIR to the directory holding the PostgreSQL client tools")]
     ToolMissing {
         tool: String,
         path: String,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 
     #[error("{tool} failed ({status}); nothing was committed. Its output:\n{stderr}")]
@@ -106,11 +106,11 @@ pub enum PgError {
     #[error("role {role:?} does not exist on the target server (restoring database {database:?}); nothing was restored and no database was left behind. Pass --with-globals to create the snapshot's roles first, or create the role, or pass --no-owner --no-acl to restore without ownership and grants")]
     MissingRole { role: String, database: String },
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 
     #[error(transparent)]
@@ -121,10 +121,10 @@ pub enum PgError {
 }
 
 impl PgError {
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> PgError {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> PgError {
         PgError::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 

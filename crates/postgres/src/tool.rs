@@ -47,7 +47,7 @@ pub(crate) fn spawn(
     let mut child = cmd.spawn().map_err(|e| PgError::ToolMissing {
         tool: tool.clone(),
         path: path.display().to_string(),
-        source: e,
+        cause: e,
     })?;
     let stderr = child.stderr.take().map(|mut s| {
         std::thread::spawn(move || {

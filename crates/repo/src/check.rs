@@ -34,8 +34,64 @@ use crate::repository::Repository;
 #[derive(Debug, Clone, Default)]
 pub struct CheckOptions {
     pub read_data: bool,
-    /// Percentage (0 < p <= 100) of packs to read; implies data reading.
-    pub read_data_subset: Option<f64>,
+    /// A share of the packs to read; implies data reading.
+    pub read_data_subset: Option<DataSubset>,
+}
+
+/// Which packs `check` reads, as restic's `--read-data-subset` takes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DataSubset {
+    /// A random share of the packs, in percent (0 < p <= 100): `10%` or `10`.
+    Percent(f64),
+    /// Part `n` of `m` (1 <= n <= m): `2/7`. A pack's part follows from its
+    /// id alone, so the parts are disjoint, cover every pack, and a pack
+    /// stays in its part as the repository grows: checking 1/7 to 7/7 on
+    /// seven days reads everything once.
+    Part { n: u64, m: u64 },
+}
+
+impl DataSubset {
+    /// Is `pack` in part `n` of `m`? By the first 8 bytes of its id, which
+    /// is a hash of its content and so spreads evenly.
+    fn part_holds(n: u64, m: u64, pack: &Id) -> bool {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&pack.0[..8]);
+        // Only `from_str` validates; a hand-built 0/0 selects nothing
+        // rather than dividing by zero.
+        m != 0 && n >= 1 && u64::from_be_bytes(head) % m == n - 1
+    }
+}
+
+impl std::str::FromStr for DataSubset {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if let Some((n, m)) = s.split_once('/') {
+            let (n, m) = match (n.trim().parse::<u64>(), m.trim().parse::<u64>()) {
+                (Ok(n), Ok(m)) => (n, m),
+                _ => {
+                    return Err(format!(
+                        "{s:?} is not n/m with whole numbers n and m (e.g. 2/7)"
+                    ))
+                }
+            };
+            if n < 1 || n > m {
+                return Err(format!("{s:?}: in n/m, n must be from 1 to m"));
+            }
+            return Ok(DataSubset::Part { n, m });
+        }
+        let number = s.strip_suffix('%').unwrap_or(s).trim();
+        match number.parse::<f64>() {
+            Ok(p) if p > 0.0 && p <= 100.0 => Ok(DataSubset::Percent(p)),
+            Ok(_) => Err(format!(
+                "{s:?}: the percentage must be above 0 and at most 100"
+            )),
+            Err(_) => Err(format!(
+                "{s:?} is neither a percentage (10% or 10) nor a part n/m (2/7)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -177,18 +233,22 @@ pub fn check(
     }
 
     // Data.
-    let pct = match (opts.read_data, opts.read_data_subset) {
-        (_, Some(p)) => p.clamp(0.0, 100.0),
-        (true, None) => 100.0,
-        (false, None) => 0.0,
+    let subset = match (opts.read_data, opts.read_data_subset) {
+        (_, Some(sub)) => Some(sub),
+        (true, None) => Some(DataSubset::Percent(100.0)),
+        (false, None) => None,
     };
-    if pct > 0.0 {
+    if let Some(subset) = subset {
         let mut packs: Vec<_> = by_pack.keys().copied().collect();
-        if pct < 100.0 {
-            use rand::seq::SliceRandom;
-            packs.shuffle(&mut rand::thread_rng());
-            let n = ((packs.len() as f64 * pct / 100.0).ceil() as usize).max(1);
-            packs.truncate(n.min(packs.len()));
+        match subset {
+            DataSubset::Percent(pct) if pct < 100.0 => {
+                use rand::seq::SliceRandom;
+                packs.shuffle(&mut rand::thread_rng());
+                let n = ((packs.len() as f64 * pct / 100.0).ceil() as usize).max(1);
+                packs.truncate(n.min(packs.len()));
+            }
+            DataSubset::Percent(_) => {}
+            DataSubset::Part { n, m } => packs.retain(|p| DataSubset::part_holds(n, m, p)),
         }
         let total = packs.len() as u64;
         for (i, pack_id) in packs.iter().enumerate() {
@@ -290,5 +350,49 @@ fn check_pack(
             r.errors
                 .push(format!("{what}: blob {} is damaged: {err}", id.short()));
         }
+    }
+}
+
+#[cfg(test)]
+mod subset_tests {
+    use super::DataSubset;
+    use crate::id::Id;
+
+    #[test]
+    fn parses_percentages_parts_and_bare_numbers() {
+        assert_eq!("10%".parse(), Ok(DataSubset::Percent(10.0)));
+        assert_eq!("2.5 %".parse(), Ok(DataSubset::Percent(2.5)));
+        assert_eq!("10".parse(), Ok(DataSubset::Percent(10.0)));
+        assert_eq!("100%".parse(), Ok(DataSubset::Percent(100.0)));
+        assert_eq!("2/7".parse(), Ok(DataSubset::Part { n: 2, m: 7 }));
+        assert_eq!("1/1".parse(), Ok(DataSubset::Part { n: 1, m: 1 }));
+        for bad in [
+            "0", "0%", "101%", "-5", "abc", "", "%", "0/3", "4/3", "1/0", "a/b", "1/2/3",
+        ] {
+            let e = bad.parse::<DataSubset>().expect_err(bad);
+            assert!(e.contains(bad.trim()), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn parts_are_disjoint_and_cover_every_pack() {
+        let packs: Vec<Id> = (0..500u32)
+            .map(|i| Id::of_stored(&i.to_le_bytes()))
+            .collect();
+        for m in [1u64, 2, 3, 7, 10] {
+            let mut seen = vec![0u32; packs.len()];
+            for n in 1..=m {
+                for (i, p) in packs.iter().enumerate() {
+                    if DataSubset::part_holds(n, m, p) {
+                        seen[i] += 1;
+                    }
+                }
+            }
+            assert!(
+                seen.iter().all(|c| *c == 1),
+                "m={m}: every pack in exactly one part"
+            );
+        }
+        assert!(!DataSubset::part_holds(0, 0, &packs[0]));
     }
 }

@@ -11,8 +11,8 @@ pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 #[derive(Debug, Error)]
 pub enum RepoError {
-    #[error("{location} is not a Holdfast repository (no config object); run `holdfast init` to create one")]
-    NotARepository { location: String },
+    #[error("{location} is not a Holdfast repository ({reason}); check the repository path, or run `holdfast init` to create one")]
+    NotARepository { location: String, reason: String },
 
     #[error("a repository already exists at {location}")]
     AlreadyInitialized { location: String },
@@ -63,11 +63,11 @@ pub enum RepoError {
     #[error(transparent)]
     Storage(#[from] StorageError),
 
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Io {
         context: String,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 }
 
@@ -79,10 +79,10 @@ impl RepoError {
         }
     }
 
-    pub fn io(context: impl Into<String>, source: std::io::Error) -> RepoError {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> RepoError {
         RepoError::Io {
             context: context.into(),
-            source,
+            cause,
         }
     }
 }

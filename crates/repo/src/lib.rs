@@ -45,17 +45,28 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The current user's name, for snapshots, key slots and audit entries.
+/// The current user's name, for snapshots, key slots and audit entries:
+/// the passwd name of the real uid (not `$USER`, which the caller's
+/// environment may set to anything, and which is unset under cron or
+/// `runuser`), or `uid N` when the uid has no name.
 pub fn username() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid has no preconditions.
-            format!("uid {}", unsafe { libc_getuid() })
-        })
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    passwd_name(uid).unwrap_or_else(|| format!("uid {uid}"))
 }
 
-extern "C" {
-    #[link_name = "getuid"]
-    fn libc_getuid() -> u32;
+/// The passwd entry's name for `uid`, if there is one.
+fn passwd_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter; buf outlives the call.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and buf.len() is its size.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string in buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
 }

@@ -110,13 +110,32 @@ impl Repository {
     /// that is not a repository, or a newer format).
     pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
         let location = backend.location();
+        let not_a_repository = |reason: &str| RepoError::NotARepository {
+            location: location.clone(),
+            reason: reason.to_string(),
+        };
         let bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
-                return Err(RepoError::NotARepository { location })
+                return Err(not_a_repository("it has no config object"))
+            }
+            Err(StorageError::Io { cause, .. }) if cause.raw_os_error() == Some(libc::ENOTDIR) => {
+                return Err(not_a_repository(
+                    "it is a file, or inside one, not a directory",
+                ))
+            }
+            Err(StorageError::Io { cause, .. }) if cause.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(not_a_repository("its config is a directory"))
             }
             Err(e) => return Err(e.into()),
         };
+        // Another program's `config` (restic has one) is not damage to a
+        // Holdfast repository; a Holdfast config with a bad body is.
+        if !bytes.starts_with(config::CONFIG_MAGIC) {
+            return Err(not_a_repository(
+                "its config object is not a Holdfast config: another program's data?",
+            ));
+        }
         config::read_version(&bytes, &location)
     }
 

@@ -90,7 +90,7 @@ pub struct BackupOutcome {
 pub fn normalize(p: &Path) -> SourceResult<PathBuf> {
     let abs = std::path::absolute(p).map_err(|e| SourceError::Read {
         path: p.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {
@@ -346,7 +346,7 @@ impl Archiver<'_> {
         // Backing up "/" itself.
         let m = fs::symlink_metadata("/").map_err(|e| SourceError::Read {
             path: "/".into(),
-            source: e,
+            cause: e,
         })?;
         let node = self.dir(Path::new("/"), b"", &m, parent_root)?;
         match node.subtree {
@@ -386,7 +386,7 @@ impl Archiver<'_> {
             let p = path.join(OsString::from_vec(name.clone()));
             let m = match fs::symlink_metadata(&p) {
                 Ok(m) => m,
-                Err(e) => return Err(SourceError::Read { path: p, source: e }),
+                Err(e) => return Err(SourceError::Read { path: p, cause: e }),
             };
             let pnode = parent.and_then(|t| t.find(name));
             if child.target {

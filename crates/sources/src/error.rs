@@ -12,18 +12,18 @@ pub enum SourceError {
     #[error("source path {path} does not exist")]
     MissingSource { path: PathBuf },
 
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {cause}")]
     Write {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 
     #[error("no space left on device while writing {path}; free space on the target (nothing in the repository was changed)")]
@@ -55,6 +55,13 @@ pub enum SourceError {
     #[error("path {0} is not in the snapshot")]
     NotInSnapshot(String),
 
+    #[error("path {given} is ambiguous: both {from_cwd} (from the current directory) and {from_root} (from the snapshot root) are in the snapshot; give the absolute path")]
+    AmbiguousPath {
+        given: String,
+        from_cwd: String,
+        from_root: String,
+    },
+
     #[error(transparent)]
     Repo(#[from] RepoError),
 }
@@ -65,7 +72,7 @@ impl SourceError {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             SourceError::NoSpace { path }
         } else {
-            SourceError::Write { path, source: e }
+            SourceError::Write { path, cause: e }
         }
     }
 }

@@ -102,7 +102,7 @@ impl ExcludeRules {
 pub fn patterns_from_file(path: &Path) -> SourceResult<Vec<String>> {
     let text = fs::read(path).map_err(|e| SourceError::Read {
         path: path.to_path_buf(),
-        source: e,
+        cause: e,
     })?;
     let text = String::from_utf8(text).map_err(|_| SourceError::BadExclude {
         what: path.display().to_string(),

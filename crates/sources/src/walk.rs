@@ -1,7 +1,9 @@
 //! Walking a snapshot's tree: listings and path lookups.
 //!
 //! Paths inside a snapshot are absolute-style byte strings (`/srv/docs/a.pdf`);
-//! they are bytes because names need not be UTF-8.
+//! they are bytes because names need not be UTF-8. A path without a leading
+//! slash is taken from the snapshot root; [`resolve`] also tries a relative
+//! path against the current directory, as `backup` does.
 
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::{Id, Repository};
@@ -16,8 +18,89 @@ pub fn walk(
     prefix: &[u8],
     visit: &mut dyn FnMut(&[u8], &Node) -> SourceResult<()>,
 ) -> SourceResult<()> {
-    let prefix = trim_slash(prefix);
-    walk_tree(repo, root, b"", prefix, visit)
+    let prefix = normalize(prefix);
+    walk_tree(repo, root, b"", trim_slash(&prefix), visit)
+}
+
+/// `path` as an absolute snapshot path: a leading `/` added if missing,
+/// empty and `.` components dropped, `..` resolved lexically (never above
+/// the root), no trailing slash (the root is `/`).
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return b"/".to_vec();
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// Resolve a path given by the user to the absolute path of a node in the
+/// snapshot. An absolute path is used as is. A relative one is tried first
+/// against `cwd` (backup stores `docs` given in `/srv` as `/srv/docs`), then
+/// from the snapshot root (`srv/docs`); when both name different nodes the
+/// path is ambiguous and refused rather than guessed.
+pub fn resolve(repo: &Repository, root: Id, path: &[u8], cwd: &[u8]) -> SourceResult<Vec<u8>> {
+    let from_root = normalize(path);
+    if path.starts_with(b"/") {
+        if !exists(repo, root, &from_root)? {
+            return Err(SourceError::NotInSnapshot(
+                String::from_utf8_lossy(&from_root).into_owned(),
+            ));
+        }
+        return Ok(from_root);
+    }
+    let mut joined = cwd.to_vec();
+    joined.push(b'/');
+    joined.extend_from_slice(path);
+    let from_cwd = normalize(&joined);
+    let in_cwd = exists(repo, root, &from_cwd)?;
+    let in_root = from_root != from_cwd && exists(repo, root, &from_root)?;
+    let lossy = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
+    match (in_cwd, in_root) {
+        (true, false) => Ok(from_cwd),
+        (false, true) => Ok(from_root),
+        (true, true) => Err(SourceError::AmbiguousPath {
+            given: lossy(path),
+            from_cwd: lossy(&from_cwd),
+            from_root: lossy(&from_root),
+        }),
+        (false, false) => Err(SourceError::NotInSnapshot(if from_root == from_cwd {
+            lossy(&from_root)
+        } else {
+            format!(
+                "{} (neither {} nor {})",
+                lossy(path),
+                lossy(&from_cwd),
+                lossy(&from_root)
+            )
+        })),
+    }
+}
+
+/// Does `path` name a node? Only "not in the snapshot" means no; a
+/// repository error is an error.
+fn exists(repo: &Repository, root: Id, path: &[u8]) -> SourceResult<bool> {
+    if path == b"/" {
+        return Ok(true);
+    }
+    match lookup(repo, root, path) {
+        Ok(_) => Ok(true),
+        Err(SourceError::NotInSnapshot(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 fn trim_slash(p: &[u8]) -> &[u8] {
@@ -68,7 +151,7 @@ fn walk_tree(
 
 /// Find the node at `path` in a snapshot tree.
 pub fn lookup(repo: &Repository, root: Id, path: &[u8]) -> SourceResult<Node> {
-    let path = trim_slash(path);
+    let path = &normalize(path);
     let mut tree = repo.load_tree(&root)?;
     let parts: Vec<&[u8]> = path
         .split(|b| *b == b'/')
@@ -107,5 +190,26 @@ mod tests {
         assert_eq!(relation(b"/a/bc", b"/a/b"), (false, false));
         assert_eq!(trim_slash(b"/a/"), b"/a");
         assert_eq!(trim_slash(b"/"), b"");
+    }
+
+    #[test]
+    fn normalize_makes_absolute_snapshot_paths() {
+        for (given, want) in [
+            (&b"docs/a"[..], &b"/docs/a"[..]),
+            (b"/srv//docs/./a/", b"/srv/docs/a"),
+            (b"srv/x/../docs", b"/srv/docs"),
+            (b"../../etc", b"/etc"),
+            (b"", b"/"),
+            (b".", b"/"),
+            (b"/", b"/"),
+            (b"a\n\xff", b"/a\n\xff"),
+        ] {
+            assert_eq!(
+                normalize(given),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(given)
+            );
+        }
     }
 }

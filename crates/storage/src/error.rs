@@ -55,12 +55,12 @@ pub enum StorageError {
         detail: String,
     },
 
-    #[error("I/O error on {key} in {backend}: {source}")]
+    #[error("I/O error on {key} in {backend}: {cause}")]
     Io {
         backend: String,
         key: String,
-        #[source]
-        source: std::io::Error,
+        /// In the message, not `source()`: a chain printer would repeat it.
+        cause: std::io::Error,
     },
 
     #[error("{backend}: {detail}")]
@@ -99,7 +99,7 @@ impl StorageError {
             _ => StorageError::Io {
                 backend: backend.to_string(),
                 key: key.to_string(),
-                source: err,
+                cause: err,
             },
         }
     }
