@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
     after_help = "Exit codes: 0 ok; 1 error; 2 usage; 3 backup finished but some files could not be read; \
 4 integrity problem (check found damage, or a restore left files out); 9 wal-fetch: WAL file not archived; \
 10 not a repository; \
-12 wrong password; 13 repository format newer than this holdfast."
+12 wrong password; 13 repository format newer than this holdfast; \
+130, 143 backup interrupted by SIGINT, SIGTERM (stored data kept for the next backup)."
 )]
 pub struct Cli {
     #[command(flatten)]

@@ -280,6 +280,9 @@ fn a_repo_that_is_not_a_repository_exits_10_with_a_plain_message() {
     }
 }
 
+/// What is wrong, the arguments, and an environment variable to set.
+type ErrorCase<'a> = (&'a str, Vec<&'a OsStr>, Option<(&'a str, &'a Path)>);
+
 /// Errors that wrap an OS error, from several layers: none repeats it.
 #[test]
 fn wrapped_os_errors_are_said_once() {
@@ -295,7 +298,7 @@ fn wrapped_os_errors_are_said_once() {
     fs::create_dir(&pw_dir).unwrap();
     let restore_target = file.join("t");
     let init_repo = file.join("repo");
-    let cases: Vec<(&str, Vec<&OsStr>, Option<(&str, &Path)>)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             "restore under a file",
             vec![
@@ -605,7 +608,7 @@ fn ls_shows_link_targets_and_escapes_names() {
     env.init();
     let src = env.path("src");
     fs::create_dir(&src).unwrap();
-    let names: Vec<&[u8]> = vec![
+    let names: [&[u8]; 7] = [
         b"plain.txt",
         b"new\nline",
         b"tab\there",
@@ -764,6 +767,7 @@ fn help_lists_the_exit_codes() {
         "10 not a repository",
         "12 wrong password",
         "13 repository format newer",
+        "130, 143 backup interrupted",
     ] {
         assert!(help.contains(code), "{code:?} in {help}");
     }

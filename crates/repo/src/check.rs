@@ -76,7 +76,7 @@ impl std::str::FromStr for DataSubset {
                     ))
                 }
             };
-            if n < 1 || n > m {
+            if !(1..=m).contains(&n) {
                 return Err(format!("{s:?}: in n/m, n must be from 1 to m"));
             }
             return Ok(DataSubset::Part { n, m });
