@@ -1,5 +1,6 @@
 //! One function per subcommand: open, call the library, print.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};

@@ -12,7 +12,7 @@
 //! output is dropped (loops ask [`stdout_closed`] to stop early), and the
 //! command keeps its own exit code, as ripgrep does. Any other stdout
 //! failure (a full disk behind `> file`) is kept and reported by `main`.
-//! `clippy.toml` of this crate forbids the `std` print macros.
+//! A test (`no_std_print_macros`) keeps the `std` print macros out of `src/`.
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -368,6 +368,35 @@ pub fn user_name(recorded: &str, names: &holdfast_sources::meta::NameCache) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every print in the binary must go through `outln!`/`errln!`: the
+    /// `std` macros panic on a closed pipe.
+    #[test]
+    fn no_std_print_macros() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let banned = ["println!(", "eprintln!(", "print!(", "eprint!("];
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests (this one names the macros) may print.
+            let code_part = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (n, line) in code_part.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for b in banned {
+                    let hit = code.match_indices(b).any(|(i, _)| {
+                        // `outln!(` and `errln!(` end in `ln!(` too.
+                        !code[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                    });
+                    assert!(
+                        !hit,
+                        "{}:{}: {b} (use outln!/errln!)",
+                        path.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn escape_keeps_text_and_escapes_what_could_mislead() {

@@ -157,7 +157,10 @@ impl Repository {
         let cfg_bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
-                return Err(RepoError::NotARepository { location })
+                return Err(RepoError::NotARepository {
+                    location,
+                    reason: "it has no config object".into(),
+                })
             }
             Err(e) => return Err(e.into()),
         };

@@ -434,7 +434,7 @@ fn read_marker(path: &Path) -> SourceResult<Option<Marker>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(SourceError::Read {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         }),
     }
 }
