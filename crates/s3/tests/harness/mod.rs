@@ -99,7 +99,14 @@ impl Moto {
                     );
                     break;
                 }
-                if StdStream::connect(("127.0.0.1", port)).is_ok() {
+                // A connect alone is not proof: two tests may draw the same
+                // free port, and the loser's connect reaches the winner's
+                // server, which dies with the winner's test. Only our own
+                // server's "Running on" line says the port is ours.
+                let ours = std::fs::read_to_string(&log)
+                    .map(|l| l.contains(&format!("Running on http://127.0.0.1:{port}")))
+                    .unwrap_or(false);
+                if ours && StdStream::connect(("127.0.0.1", port)).is_ok() {
                     return Moto { child, port, log };
                 }
                 if Instant::now() > deadline {
