@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 cargo build --release -p holdfast-cli
-hf="$root/target/release/holdfast"
+hf="${CARGO_TARGET_DIR:-$root/target}/release/holdfast"
 
 work=${HOLDFAST_DEMO_DIR:-"$root/target/demo"}
 rm -rf "$work"

@@ -508,16 +508,8 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         .iter()
         .map(|p| snapshot_path(&repo, &snap, p))
         .collect::<Result<Vec<_>>>()?;
-    let progress = Arc::new(Progress::default());
     // The plan knows the total before any content is written.
-    progress
-        .scan_done
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let bar = Bar::start(
-        progress.clone(),
-        ui::progress_mode(g.json, g.quiet, g.progress_interval),
-        "restore",
-    );
+    let (progress, bar) = known_total_bar(g, "restore");
     let opts = RestoreOptions {
         includes,
         overwrite: a.overwrite,
@@ -602,12 +594,10 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
     }
 }
 
-fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i32> {
-    let repo = open::open(g, rt)?;
-    let opts = CheckOptions {
-        read_data: a.read_data,
-        read_data_subset: a.read_data_subset,
-    };
+/// Progress for an operation whose library call knows its total up front
+/// (restore plans, check lists packs): no scan-ahead, so the bar's total
+/// counts as final from the start.
+fn known_total_bar(g: &Global, label: &'static str) -> (Arc<Progress>, Bar) {
     let progress = Arc::new(Progress::default());
     progress
         .scan_done
@@ -615,8 +605,18 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
     let bar = Bar::start(
         progress.clone(),
         ui::progress_mode(g.json, g.quiet, g.progress_interval),
-        "check",
+        label,
     );
+    (progress, bar)
+}
+
+fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        read_data_subset: a.read_data_subset,
+    };
+    let (progress, bar) = known_total_bar(g, "check");
     let p2 = progress.clone();
     let report = check(&repo, &opts, &move |done, total| {
         p2.files.store(done, std::sync::atomic::Ordering::Relaxed);
