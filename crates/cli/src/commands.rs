@@ -610,6 +610,12 @@ fn known_total_bar(g: &Global, label: &'static str) -> (Arc<Progress>, Bar) {
     (progress, bar)
 }
 
+/// The first 8 characters of a key slot id for display. Slot names come
+/// from the repository listing, so a short or odd one must not panic.
+fn short_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
     let opts = CheckOptions {
@@ -785,7 +791,7 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
                     outln!(
                         "{} {:<8} {} {}@{} {}",
                         if id == repo.current_key() { "*" } else { " " },
-                        &id[..8],
+                        short_id(id),
                         s.created.format("%Y-%m-%d %H:%M:%S"),
                         ui::user_name(&s.username, &names),
                         ui::escape(s.hostname.as_bytes()),
@@ -799,7 +805,7 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             if g.json {
                 ui::print_json(&json!({"added": id}))?;
             } else {
-                info(g, format!("added key {}", &id[..8]));
+                info(g, format!("added key {}", short_id(&id)));
             }
         }
         KeyCommand::Remove { id } => {
@@ -807,7 +813,7 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             if g.json {
                 ui::print_json(&json!({"removed": removed}))?;
             } else {
-                info(g, format!("removed key {}", &removed[..8]));
+                info(g, format!("removed key {}", short_id(&removed)));
             }
         }
         KeyCommand::Passwd(a) => {
@@ -821,7 +827,11 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             } else {
                 info(
                     g,
-                    format!("password changed (key {} replaces {})", &id[..8], &old[..8]),
+                    format!(
+                        "password changed (key {} replaces {})",
+                        short_id(&id),
+                        short_id(&old)
+                    ),
                 );
             }
         }
