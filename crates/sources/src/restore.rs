@@ -557,11 +557,21 @@ fn verify_in_parallel(
 
 /// True when the file at `item.path` is exactly the item's content: every
 /// blob-sized piece hashes to its blob id and nothing follows. Any doubt
-/// (a read error, a blob not in the index) is "no".
+/// (a read error, a blob not in the index) is "no". Only a regular file
+/// itself counts: a symlink to a file with the right bytes is not a
+/// restored file (its target can change under it), so it is never followed.
 fn holds_content(repo: &Repository, index: &Index, item: &Item, buf: &mut Vec<u8>) -> bool {
-    let Ok(mut f) = File::open(&item.path) else {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&item.path)
+    else {
         return false;
     };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let mut total = 0u64;
     for id in &item.content {
         let Some(loc) = index.get(id) else {
