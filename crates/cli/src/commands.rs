@@ -141,34 +141,18 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         Some(s) => s,
         None => default_source(&a.paths)?,
     };
-    let f = SnapshotFilter {
-        source: Some(source.clone()),
-        tags: Vec::new(),
-        kind: Some("files".into()),
-    };
-    let latest = repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|s| f.matches(&s.snapshot));
-    let excludes = match (&explicit, &latest) {
-        (Some(rules), _) => rules.clone(),
-        (None, Some(prev)) if !a.no_inherit_excludes => {
-            let rules = ExcludeRules::from_meta(&prev.snapshot.meta).unwrap_or_default();
-            if !rules.is_empty() {
-                info(
-                    g,
-                    format!(
-                        "using the exclude rules of snapshot {}: {} (give exclude options to replace them, --no-inherit-excludes to drop them)",
-                        prev.id.short(),
-                        rules.as_flags()
-                    ),
-                );
-            }
-            rules
-        }
-        _ => ExcludeRules::default(),
-    };
+    let lineage = backup::lineage(&repo, &source, explicit, !a.no_inherit_excludes)?;
+    if let Some(from) = lineage.inherited_from {
+        info(
+            g,
+            format!(
+                "using the exclude rules of snapshot {}: {} (give exclude options to replace them, --no-inherit-excludes to drop them)",
+                from.short(),
+                lineage.excludes.as_flags()
+            ),
+        );
+    }
+    let (latest, excludes) = (lineage.latest, lineage.excludes);
     let parent = if a.force { None } else { latest };
     if let Some(p) = &parent {
         info(g, format!("using parent snapshot {}", p.id.short()));

@@ -49,7 +49,7 @@ use chrono::Utc;
 use holdfast_repo::chunker::{ChunkerParams, Gear, StreamChunker};
 use holdfast_repo::index::Index;
 use holdfast_repo::pack::BlobType;
-use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, Summary};
+use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, Summary};
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Tree};
 use holdfast_repo::writer::{BlobWriter, PendingBlob};
 use holdfast_repo::{Id, RepoError, Repository};
@@ -72,6 +72,53 @@ pub struct BackupOptions {
     pub scan: bool,
     /// Leave extended attributes (and so ACLs and capabilities) out.
     pub no_xattrs: bool,
+}
+
+/// What a new backup of a source builds on: the latest file snapshot of
+/// the same source (the parent for incremental reads) and the exclude
+/// rules to use. Every caller (CLI, daemon) must choose them the same way,
+/// or a scheduled backup would silently back up what an operator excluded.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    pub latest: Option<SnapshotEntry>,
+    pub excludes: ExcludeRules,
+    /// Set when `excludes` were taken over from `latest`.
+    pub inherited_from: Option<Id>,
+}
+
+/// Find the latest snapshot of `source` and settle the exclude rules:
+/// `explicit` rules win; else, with `inherit`, the latest snapshot's
+/// recorded rules; else none.
+pub fn lineage(
+    repo: &Repository,
+    source: &str,
+    explicit: Option<ExcludeRules>,
+    inherit: bool,
+) -> SourceResult<Lineage> {
+    let f = SnapshotFilter {
+        source: Some(source.to_string()),
+        tags: Vec::new(),
+        kind: Some("files".into()),
+    };
+    let latest = repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| f.matches(&s.snapshot));
+    let (excludes, inherited_from) = match (explicit, &latest) {
+        (Some(rules), _) => (rules, None),
+        (None, Some(prev)) if inherit => {
+            let rules = ExcludeRules::from_meta(&prev.snapshot.meta).unwrap_or_default();
+            let from = (!rules.is_empty()).then_some(prev.id);
+            (rules, from)
+        }
+        _ => (ExcludeRules::default(), None),
+    };
+    Ok(Lineage {
+        latest,
+        excludes,
+        inherited_from,
+    })
 }
 
 /// A finished backup.
