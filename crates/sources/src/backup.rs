@@ -395,7 +395,8 @@ impl Archiver<'_> {
             path: "/".into(),
             cause: e,
         })?;
-        let node = self.dir(Path::new("/"), b"", &m, parent_root)?;
+        let root = self.node(Path::new("/"), b"", &m);
+        let node = self.dir(Path::new("/"), root, parent_root)?;
         match node.subtree {
             Some(id) => Ok(id),
             None => self.save_tree(Tree::default()),
@@ -475,7 +476,7 @@ impl Archiver<'_> {
             NodeKind::Dir => Ok(Some(PendingNode {
                 node: {
                     let ptree = self.parent_subtree(parent);
-                    self.dir(path, name, m, ptree)?
+                    self.dir(path, node, ptree)?
                 },
                 blobs: Vec::new(),
             })),
@@ -533,15 +534,10 @@ impl Archiver<'_> {
         ));
     }
 
-    fn dir(
-        &mut self,
-        path: &Path,
-        name: &[u8],
-        m: &fs::Metadata,
-        ptree: Option<Tree>,
-    ) -> SourceResult<Node> {
+    /// Fill the directory `node` (already built from its `lstat` and
+    /// attributes by the caller) with its subtree.
+    fn dir(&mut self, path: &Path, mut node: Node, ptree: Option<Tree>) -> SourceResult<Node> {
         self.summary.dirs += 1;
-        let mut node = self.node(path, name, m);
         let mut names: Vec<OsString> = Vec::new();
         match fs::read_dir(path) {
             Ok(rd) => {
