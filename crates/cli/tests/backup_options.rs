@@ -564,10 +564,11 @@ fn sigint_and_sigterm_keep_the_uploaded_data_for_the_next_backup() {
     env.init();
     let src = env.path("src");
     // Two workers fill their packs side by side, so a pack appears on disk
-    // when about 32 MiB have been read: with 192 MiB, both signals land
-    // with much left to read.
-    let total: u64 = 48 * (4 << 20);
-    for i in 0..48 {
+    // when about 32 MiB have been read. 320 MiB leaves much to read when
+    // each signal lands, also on a fast idle machine (with 192 MiB the
+    // second run sometimes finished reading before its signal, exit 0).
+    let total: u64 = 80 * (4 << 20);
+    for i in 0..80 {
         write(&src.join(format!("f{i:02}")), &noise(4 << 20, 200 + i));
     }
     let out = interrupt_after(&env, &src, 2, libc::SIGINT);
