@@ -9,6 +9,10 @@ need_apt=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15)
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client-15)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+# The file-fidelity tests set extended attributes, ACLs and capabilities.
+command -v setfattr >/dev/null || need_apt+=(attr)
+command -v setfacl >/dev/null || need_apt+=(acl)
+command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "need root to install: ${need_apt[*]}" >&2
