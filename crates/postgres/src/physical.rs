@@ -41,7 +41,7 @@ use holdfast_repo::pack::BlobType;
 use holdfast_repo::reader::ContentReader;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, Summary};
 use holdfast_repo::tree::{Node, NodeKind, Tree};
-use holdfast_repo::writer::{BlobWriter, PendingBlob};
+use holdfast_repo::writer::{BlobWriter, PendingFrame, FRAME_TARGET};
 use holdfast_repo::{Id, Repository};
 use tokio_postgres::Client;
 
@@ -265,14 +265,20 @@ impl Walker<'_> {
 }
 
 /// Read the files in `to_read` in page-aligned blocks through the writer,
-/// keeping many blocks in flight across file boundaries.
+/// keeping many blocks in flight across file boundaries. Consecutive blocks
+/// of a file go to the writer as one frame (about 1 MiB): each block is
+/// still its own blob for deduplication, but new blocks are compressed
+/// together (16 KiB blocks compressed one by one cost 1.3x the bytes).
 fn read_files(writer: &BlobWriter, files: &mut [ToRead], block: usize) -> Result<u64> {
     // pg_control last, as pg_basebackup does: it must not be older than the files.
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| files[i].path.ends_with("global/pg_control"));
-    let mut pending: std::collections::VecDeque<(usize, PendingBlob)> = Default::default();
+    let per_frame = (FRAME_TARGET / block).max(1);
+    // At most this many frames in flight (about 32 MiB): enough to keep
+    // every worker busy, bounded whatever the cluster's size.
+    let in_flight = 32;
+    let mut pending: std::collections::VecDeque<(usize, PendingFrame)> = Default::default();
     let mut total = 0u64;
-    let mut buf = vec![0u8; block];
     for i in order {
         let path = files[i].path.clone();
         let mut f = match fs::File::open(&path) {
@@ -283,27 +289,37 @@ fn read_files(writer: &BlobWriter, files: &mut [ToRead], block: usize) -> Result
             }
             Err(e) => return Err(PgError::io(format!("opening {}", path.display()), e)),
         };
-        loop {
-            let n = read_full(&mut f, &mut buf)
-                .map_err(|e| PgError::io(format!("reading {}", path.display()), e))?;
-            if n == 0 {
-                break;
-            }
-            files[i].size += n as u64;
-            total += n as u64;
-            pending.push_back((i, writer.submit(BlobType::Data, buf[..n].to_vec())?));
-            while pending.len() > 256 {
-                if let Some((j, p)) = pending.pop_front() {
-                    files[j].content.push(p.wait()?);
+        let mut eof = false;
+        while !eof {
+            let mut blocks = Vec::with_capacity(per_frame);
+            while blocks.len() < per_frame {
+                let mut buf = vec![0u8; block];
+                let n = read_full(&mut f, &mut buf)
+                    .map_err(|e| PgError::io(format!("reading {}", path.display()), e))?;
+                if n > 0 {
+                    buf.truncate(n);
+                    files[i].size += n as u64;
+                    total += n as u64;
+                    blocks.push(buf);
+                }
+                if n < block {
+                    eof = true;
+                    break;
                 }
             }
-            if n < block {
+            if blocks.is_empty() {
                 break;
+            }
+            pending.push_back((i, writer.submit_frame(BlobType::Data, blocks)?));
+            while pending.len() > in_flight {
+                if let Some((j, p)) = pending.pop_front() {
+                    files[j].content.extend(p.wait()?);
+                }
             }
         }
     }
     for (j, p) in pending {
-        files[j].content.push(p.wait()?);
+        files[j].content.extend(p.wait()?);
     }
     Ok(total)
 }

@@ -70,6 +70,14 @@ pub struct StoredAt {
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// Where the blob starts in its decoded frame (format 2); absent and 0
+    /// for WAL, which is never framed, kept so a location is complete.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inner: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Repository object name of a WAL file of a cluster.
@@ -240,6 +248,7 @@ fn locations_of(repo: &Repository, blobs: &[Id]) -> Vec<StoredAt> {
                 offset: l.offset,
                 length: l.length,
                 raw_len: l.raw_len,
+                inner: l.inner,
             })
         })
         .collect::<Option<Vec<_>>>()
@@ -260,6 +269,7 @@ fn known_packs(m: &WalManifest) -> Option<Vec<PackInfo>> {
             offset: at.offset,
             length: at.length,
             raw_len: at.raw_len,
+            inner: at.inner,
         };
         match packs.iter_mut().find(|p| p.id == at.pack) {
             Some(p) => p.entries.push(entry),

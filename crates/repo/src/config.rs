@@ -17,8 +17,13 @@ use crate::id::Id;
 use crate::object;
 
 pub const CONFIG_MAGIC: &[u8; 8] = b"HOLDFAST";
-/// The newest repository format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest repository format this build reads and writes; `init`
+/// creates repositories of this version. Format 2 adds frames (several
+/// small blobs compressed together, LZMA2 encoding, version-2 packs and
+/// index payloads; docs/format.md). Format-1 repositories are still read
+/// and written, with format-1 objects only, so older holdfast builds keep
+/// reading them.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Object Lock settings chosen at init (used by S3 repositories).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

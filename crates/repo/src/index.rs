@@ -11,7 +11,14 @@
 //! The pack's salt is in the index so a restore can derive the pack key
 //! without first fetching the pack header (one request less per pack).
 //!
+//! Version 2 (repository format 2, written only when some entry lies inside
+//! a frame, see `pack`): the magic `"HFX2"`, then the same layout with
+//! `| inner u32` after each entry's `raw_len`. Read as a version-1 pack
+//! count, the magic would claim 844 million packs, which no payload of its
+//! length can hold, so the two never mix up.
+//!
 //! ```text
+//! "HFX2" | packs u32 | per pack: pack id | salt | count u32 | count × (type | id | offset | length | raw_len | inner u32)
 //! ```
 //!
 //! In memory: a hash map from blob id to a 17-byte location whose pack is an
@@ -34,6 +41,20 @@ pub struct BlobLocation {
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// Where the blob's data starts in its decoded frame (0 if unframed).
+    pub inner: u32,
+}
+
+impl BlobLocation {
+    /// Where this blob's bytes are inside the decoded frame (or blob).
+    pub fn span(&self) -> std::ops::Range<usize> {
+        self.inner as usize..self.inner as usize + self.raw_len as usize
+    }
+
+    /// Decoded bytes a reader needs to reach the end of this blob.
+    pub fn needed(&self) -> usize {
+        self.inner as usize + self.raw_len as usize
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +64,11 @@ struct Loc {
     offset: u32,
     length: u32,
     raw_len: u32,
+    inner: u32,
 }
+
+/// Magic that starts a version-2 index payload.
+const V2_MAGIC: &[u8; 4] = b"HFX2";
 
 /// The in-memory index of every blob in the loaded index objects.
 #[derive(Debug, Default, Clone)]
@@ -71,6 +96,7 @@ impl Index {
                 offset: e.offset,
                 length: e.length,
                 raw_len: e.raw_len,
+                inner: e.inner,
             });
         }
     }
@@ -88,6 +114,7 @@ impl Index {
             offset: l.offset,
             length: l.length,
             raw_len: l.raw_len,
+            inner: l.inner,
         }
     }
 
@@ -118,10 +145,16 @@ impl Index {
     }
 }
 
-/// Serialise index entries of several packs into an index payload.
+/// Serialise index entries of several packs into an index payload:
+/// version 2 if any entry lies inside a frame, else version 1 (which every
+/// holdfast reads).
 pub fn encode(packs: &[PackInfo]) -> Vec<u8> {
     let n: usize = packs.iter().map(|p| p.entries.len()).sum();
-    let mut out = Vec::with_capacity(4 + packs.len() * 68 + n * 45);
+    let v2 = packs.iter().flat_map(|p| &p.entries).any(|e| e.inner != 0);
+    let mut out = Vec::with_capacity(8 + packs.len() * 68 + n * 49);
+    if v2 {
+        out.extend_from_slice(V2_MAGIC);
+    }
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for p in packs {
         out.extend_from_slice(&p.id.0);
@@ -133,6 +166,9 @@ pub fn encode(packs: &[PackInfo]) -> Vec<u8> {
             out.extend_from_slice(&e.offset.to_le_bytes());
             out.extend_from_slice(&e.length.to_le_bytes());
             out.extend_from_slice(&e.raw_len.to_le_bytes());
+            if v2 {
+                out.extend_from_slice(&e.inner.to_le_bytes());
+            }
         }
     }
     out
@@ -145,6 +181,10 @@ pub fn decode(payload: &[u8], what: &str) -> Result<Vec<PackInfo>> {
         at: 0,
         what,
     };
+    let v2 = payload.starts_with(V2_MAGIC);
+    if v2 {
+        r.take(4)?;
+    }
     let packs = r.u32()? as usize;
     let mut out = Vec::with_capacity(packs.min(1 << 20));
     for _ in 0..packs {
@@ -165,6 +205,7 @@ pub fn decode(payload: &[u8], what: &str) -> Result<Vec<PackInfo>> {
                 offset: r.u32()?,
                 length: r.u32()?,
                 raw_len: r.u32()?,
+                inner: if v2 { r.u32()? } else { 0 },
             });
         }
         out.push(PackInfo {
@@ -221,6 +262,7 @@ mod tests {
             offset: u32::from(i) * 10,
             length: 10,
             raw_len: 9,
+            inner: 0,
         };
         let p = |id: u8, entries| PackInfo {
             id: Id([id; 32]),
@@ -239,5 +281,34 @@ mod tests {
         assert_eq!(idx.len(), 3);
         assert_eq!(idx.get(&Id([3; 32])).unwrap().pack, Id([101; 32]));
         assert!(idx.get(&Id([9; 32])).is_none());
+        assert!(!bytes.starts_with(V2_MAGIC), "no frames: version 1");
+    }
+
+    /// Entries inside frames make a version-2 payload that keeps `inner`.
+    #[test]
+    fn framed_entries_round_trip_as_version_2() {
+        let e = |i: u8, inner: u32| PackEntry {
+            blob_type: BlobType::Data,
+            id: Id([i; 32]),
+            offset: 37,
+            length: 100,
+            raw_len: 16384,
+            inner,
+        };
+        let packs = vec![PackInfo {
+            id: Id([7; 32]),
+            salt: [7; 32],
+            entries: vec![e(1, 0), e(2, 16384), e(3, 32768)],
+        }];
+        let bytes = encode(&packs);
+        assert!(bytes.starts_with(V2_MAGIC));
+        assert_eq!(decode(&bytes, "i").unwrap(), packs);
+        for cut in [3, 8, bytes.len() - 2] {
+            assert!(decode(&bytes[..cut], "i").is_err(), "cut at {cut}");
+        }
+        let mut idx = Index::new();
+        idx.add_pack(&packs[0]);
+        let loc = idx.get(&Id([3; 32])).unwrap();
+        assert_eq!((loc.span(), loc.needed()), (32768..49152, 49152));
     }
 }

@@ -7,21 +7,42 @@
 //! blob*    AES-256-GCM(pack key, nonce = offset, aad = type)     encoded blob + 16-byte tag
 //! trailer  AES-256-GCM(pack key, nonce = NONCE_TRAILER, aad = header)
 //!          of: count u32, then per blob: type u8 | id [32] | offset u32 | length u32 | raw_len u32
+//!              (version 2 adds: | inner u32)
 //! footer   trailer length u32
 //! ```
 //!
 //! The nonce of a blob is its byte offset inside the pack, unique by
 //! construction. The trailer lets `repair index` rebuild the index from packs
 //! alone. The pack's name is the plain BLAKE3 of its bytes.
+//!
+//! Version 2 packs (repository format 2) may hold **frames**: one sealed,
+//! encoded region holding several blobs' data back to back (see
+//! `compress`). Every blob of a frame has an entry with the frame's
+//! `offset` and `length`, its own `raw_len`, and `inner`, where its data
+//! starts in the decoded frame. An unframed blob has `inner` 0. All blobs
+//! of a frame have one type (the type is the frame's AAD).
 
 use crate::crypto::{new_salt, MasterKey, ObjectCipher, NONCE_TRAILER, SALT_LEN};
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 
 pub const PACK_MAGIC: &[u8; 4] = b"HFPK";
-pub const PACK_VERSION: u8 = 1;
+/// The pack version written into format-2 repositories.
+pub const PACK_VERSION: u8 = 2;
+/// Packs of format-1 repositories (no frames, no `inner` field).
+pub const PACK_VERSION_1: u8 = 1;
 pub const HEADER_LEN: usize = 4 + 1 + SALT_LEN;
-const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+const ENTRY_LEN_V1: usize = 1 + 32 + 4 + 4 + 4;
+const ENTRY_LEN_V2: usize = ENTRY_LEN_V1 + 4;
+
+/// Length of a trailer entry in a pack of `version`.
+fn entry_len(version: u8) -> usize {
+    if version >= 2 {
+        ENTRY_LEN_V2
+    } else {
+        ENTRY_LEN_V1
+    }
+}
 
 /// What a blob holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -50,6 +71,8 @@ pub struct PackEntry {
     pub length: u32,
     /// Length of the plaintext data.
     pub raw_len: u32,
+    /// Where the data starts inside its decoded frame (0 when unframed).
+    pub inner: u32,
 }
 
 /// A pack's name, salt and blobs: what an index records about it.
@@ -65,29 +88,44 @@ pub struct PackWriter {
     cipher: ObjectCipher,
     buf: Vec<u8>,
     entries: Vec<PackEntry>,
+    version: u8,
 }
 
 impl PackWriter {
+    /// A version-2 pack (format 2 repositories).
     pub fn new(key: &MasterKey, capacity: usize) -> PackWriter {
-        PackWriter::with_buffer(key, capacity, Vec::new())
+        PackWriter::with_buffer(key, capacity, Vec::new(), PACK_VERSION)
     }
 
     /// Like [`PackWriter::new`], reusing `buf` (cleared) for the pack bytes:
     /// a buffer whose pages are already mapped costs no page faults.
-    pub fn with_buffer(key: &MasterKey, capacity: usize, mut buf: Vec<u8>) -> PackWriter {
+    /// `version` is [`PACK_VERSION`], or [`PACK_VERSION_1`] for a format-1
+    /// repository (which then must not be given frames).
+    pub fn with_buffer(
+        key: &MasterKey,
+        capacity: usize,
+        mut buf: Vec<u8>,
+        version: u8,
+    ) -> PackWriter {
         let salt = new_salt();
         buf.clear();
         // Room for one more maximal chunk past the target size, so closing a
         // pack never reallocates (and copies) the whole buffer.
         buf.reserve(capacity + 9 * 1024 * 1024);
         buf.extend_from_slice(PACK_MAGIC);
-        buf.push(PACK_VERSION);
+        buf.push(version);
         buf.extend_from_slice(&salt);
         PackWriter {
             cipher: key.cipher_for(&salt),
             buf,
             entries: Vec::new(),
+            version,
         }
+    }
+
+    /// True if this pack can hold frames (version 2).
+    pub fn takes_frames(&self) -> bool {
+        self.version >= 2
     }
 
     /// Append one encoded blob (flag + body, see `compress`).
@@ -114,7 +152,37 @@ impl PackWriter {
             offset: offset as u32,
             length: (self.buf.len() - offset) as u32,
             raw_len: raw_len as u32,
+            inner: 0,
         });
+    }
+
+    /// Append one frame: `blobs` (id, data length) in the order their data
+    /// is concatenated; `write` appends the frame's encoding, which is then
+    /// encrypted in place. Only version-2 packs take frames.
+    pub fn add_frame(
+        &mut self,
+        blob_type: BlobType,
+        blobs: &[(Id, usize)],
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        debug_assert!(self.takes_frames(), "a version-1 pack cannot hold frames");
+        let offset = self.buf.len();
+        write(&mut self.buf);
+        self.cipher
+            .seal_in_place(offset as u64, &[blob_type as u8], &mut self.buf, offset);
+        let length = (self.buf.len() - offset) as u32;
+        let mut inner = 0u32;
+        for (id, len) in blobs {
+            self.entries.push(PackEntry {
+                blob_type,
+                id: *id,
+                offset: offset as u32,
+                length,
+                raw_len: *len as u32,
+                inner,
+            });
+            inner += *len as u32;
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -127,7 +195,7 @@ impl PackWriter {
 
     /// Seal the trailer; returns the pack's id, bytes and description.
     pub fn finish(mut self) -> (Vec<u8>, PackInfo) {
-        let mut t = Vec::with_capacity(4 + self.entries.len() * ENTRY_LEN);
+        let mut t = Vec::with_capacity(4 + self.entries.len() * entry_len(self.version));
         t.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             t.push(e.blob_type as u8);
@@ -135,6 +203,9 @@ impl PackWriter {
             t.extend_from_slice(&e.offset.to_le_bytes());
             t.extend_from_slice(&e.length.to_le_bytes());
             t.extend_from_slice(&e.raw_len.to_le_bytes());
+            if self.version >= 2 {
+                t.extend_from_slice(&e.inner.to_le_bytes());
+            }
         }
         let header = self.buf[..HEADER_LEN].to_vec();
         let sealed = self.cipher.seal(NONCE_TRAILER, &header, &t);
@@ -164,7 +235,7 @@ pub fn header_cipher(key: &MasterKey, header: &[u8], what: &str) -> Result<Objec
     if header.len() < HEADER_LEN || &header[..4] != PACK_MAGIC {
         return Err(RepoError::corrupt(what, "not a pack (bad magic)"));
     }
-    if header[4] != PACK_VERSION {
+    if header[4] != PACK_VERSION && header[4] != PACK_VERSION_1 {
         return Err(RepoError::corrupt(
             what,
             format!("unknown pack version {}", header[4]),
@@ -212,12 +283,13 @@ pub fn read_info(key: &MasterKey, pack: &[u8], what: &str) -> Result<PackInfo> {
         return Err(RepoError::corrupt(what, "empty trailer"));
     }
     let n = read_u32(&t, 0) as usize;
-    if t.len() != 4 + n * ENTRY_LEN {
+    let elen = entry_len(pack[4]);
+    if Some(t.len()) != n.checked_mul(elen).and_then(|b| b.checked_add(4)) {
         return Err(RepoError::corrupt(what, "trailer length mismatch"));
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let b = &t[4 + i * ENTRY_LEN..4 + (i + 1) * ENTRY_LEN];
+        let b = &t[4 + i * elen..4 + (i + 1) * elen];
         let blob_type = BlobType::from_u8(b[0])
             .ok_or_else(|| RepoError::corrupt(what, format!("unknown blob type {}", b[0])))?;
         let mut id = [0u8; 32];
@@ -228,6 +300,11 @@ pub fn read_info(key: &MasterKey, pack: &[u8], what: &str) -> Result<PackInfo> {
             offset: read_u32(b, 33),
             length: read_u32(b, 37),
             raw_len: read_u32(b, 41),
+            inner: if elen == ENTRY_LEN_V2 {
+                read_u32(b, 45)
+            } else {
+                0
+            },
         };
         if e.offset as usize + e.length as usize > tstart {
             return Err(RepoError::corrupt(
@@ -276,5 +353,43 @@ mod tests {
         assert!(open_blob(&c, e.blob_type, e.offset, s, "b").is_err());
         assert!(read_trailer(&key, &bytes[..bytes.len() - 3], "p").is_err());
         assert!(read_trailer(&MasterKey::generate(), &bytes, "p").is_err());
+    }
+
+    /// A frame's entries share its sealed region; each has its own `inner`
+    /// and length; version-1 packs (no `inner` field) still parse.
+    #[test]
+    fn frames_and_version_1_trailers() {
+        let key = MasterKey::generate();
+        let mut w = PackWriter::new(&key, 1024);
+        let frame = b"\x00aaaabbbbbbcc".to_vec();
+        let blobs = [(Id([1; 32]), 4), (Id([2; 32]), 6), (Id([3; 32]), 2)];
+        w.add_frame(BlobType::Data, &blobs, |buf| buf.extend_from_slice(&frame));
+        w.add(BlobType::Data, Id([4; 32]), b"\x00single", 6);
+        let (bytes, info) = w.finish();
+        let e = read_trailer(&key, &bytes, "p").unwrap();
+        assert_eq!(e, info.entries);
+        assert_eq!(e.iter().map(|e| e.inner).collect::<Vec<_>>(), [0, 4, 10, 0]);
+        assert!(e[..3]
+            .iter()
+            .all(|x| x.offset == e[0].offset && x.length == e[0].length));
+        assert_eq!(
+            e.iter().map(|e| e.raw_len).collect::<Vec<_>>(),
+            [4, 6, 2, 6]
+        );
+        let c = header_cipher(&key, &bytes[..HEADER_LEN], "p").unwrap();
+        let s = &bytes[e[1].offset as usize..(e[1].offset + e[1].length) as usize];
+        assert_eq!(
+            open_blob(&c, BlobType::Data, e[1].offset, s, "f").unwrap(),
+            frame
+        );
+
+        let mut w1 = PackWriter::with_buffer(&key, 1024, Vec::new(), PACK_VERSION_1);
+        w1.add(BlobType::Tree, Id([5; 32]), b"\x00tree", 4);
+        let (bytes1, info1) = w1.finish();
+        assert_eq!(bytes1[4], PACK_VERSION_1);
+        assert_eq!(read_info(&key, &bytes1, "p1").unwrap(), info1);
+        let mut v9 = bytes1.clone();
+        v9[4] = 9;
+        assert!(read_info(&key, &v9, "p9").is_err());
     }
 }

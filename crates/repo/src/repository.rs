@@ -41,6 +41,9 @@ pub struct Repository {
     key: MasterKey,
     key_slot: String,
     config: RepoConfig,
+    /// The repository's format version (config header): decides which
+    /// objects writers may create (format 1: no frames, version-1 packs).
+    format_version: u32,
     index: RwLock<Arc<Index>>,
     index_problems: RwLock<IndexProblems>,
     put_opts: PutOptions,
@@ -99,6 +102,7 @@ impl Repository {
             key,
             key_slot: slot_name,
             config,
+            format_version: config::FORMAT_VERSION,
             index: RwLock::new(Arc::new(Index::new())),
             index_problems: RwLock::new(IndexProblems::default()),
             put_opts,
@@ -164,7 +168,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        config::read_version(&cfg_bytes, &location)?;
+        let format_version = config::read_version(&cfg_bytes, &location)?;
         let slots = rt.block_on(backend.list(ObjectKind::Key))?;
         let mut damaged: Vec<(String, String)> = Vec::new();
         for meta in &slots {
@@ -193,6 +197,7 @@ impl Repository {
                     key,
                     key_slot: meta.name.clone(),
                     config,
+                    format_version,
                     index: RwLock::new(Arc::new(Index::new())),
                     index_problems: RwLock::new(IndexProblems::default()),
                     put_opts,
@@ -234,6 +239,16 @@ impl Repository {
 
     pub fn key(&self) -> &MasterKey {
         &self.key
+    }
+
+    /// The repository's format version (see `config`).
+    pub fn format_version(&self) -> u32 {
+        self.format_version
+    }
+
+    /// True if writers may store frames (format 2 and later).
+    pub fn takes_frames(&self) -> bool {
+        self.format_version >= 2
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -423,7 +438,8 @@ impl Repository {
         Ok(Some(bytes))
     }
 
-    /// Decrypt, decode and verify a blob's stored bytes.
+    /// Decrypt, decode and verify a blob's stored bytes (the blob's own
+    /// sealed region, or its frame's).
     pub fn decode_blob(&self, id: &Id, loc: &BlobLocation, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = format!("blob {} in pack {}", id.short(), loc.pack);
         let cipher = self.key.cipher_for(&loc.salt);
@@ -434,18 +450,82 @@ impl Repository {
             &mut buf,
             &what,
         )?;
-        let data = compress::decode_owned(buf, loc.raw_len as usize, &what)?;
+        let mut data = compress::decode_owned(buf, loc.needed(), &what)?;
+        if loc.inner != 0 || data.len() != loc.raw_len as usize {
+            data = data[loc.span()].to_vec();
+        }
         if self.key.blob_id(&data) != *id {
             return Err(RepoError::corrupt(what, "content does not hash to its id"));
         }
         Ok(data)
     }
 
+    /// Decrypt and decode a sealed region (a blob or a frame) in place in
+    /// `buf`, once for every blob of `blobs` that lies in it (they share
+    /// `offset`), and hand each blob's verified bytes to `visit`. An error
+    /// in the region fails each of its blobs.
+    pub(crate) fn visit_region(
+        &self,
+        buf: &mut [u8],
+        blobs: &[(Id, BlobLocation)],
+        dec: &mut compress::Decoder,
+        visit: &mut dyn FnMut(&Id, Result<&[u8]>),
+    ) {
+        let Some((first_id, first)) = blobs.first() else {
+            return;
+        };
+        let what = |id: &Id| format!("blob {} in pack {}", id.short(), first.pack);
+        let cipher = self.key.cipher_for(&first.salt);
+        let need = blobs.iter().map(|(_, l)| l.needed()).max().unwrap_or(0);
+        let plain = cipher
+            .open_in_slice(
+                u64::from(first.offset),
+                &[first.blob_type as u8],
+                buf,
+                &what(first_id),
+            )
+            .and_then(|plain| dec.decode(plain, need, &what(first_id)));
+        let decoded = match plain {
+            Ok(d) => d,
+            Err(err) => {
+                let detail = match &err {
+                    RepoError::Corrupt { detail, .. } => detail.clone(),
+                    other => other.to_string(),
+                };
+                for (id, _) in blobs {
+                    let d = if id == first_id {
+                        detail.clone()
+                    } else {
+                        format!("its frame (with blob {}): {detail}", first_id.short())
+                    };
+                    visit(id, Err(RepoError::corrupt(what(id), d)));
+                }
+                return;
+            }
+        };
+        for (id, loc) in blobs {
+            let data = &decoded[loc.span()];
+            if self.key.blob_id(data) == *id {
+                visit(id, Ok(data));
+            } else {
+                visit(
+                    id,
+                    Err(RepoError::corrupt(
+                        what(id),
+                        "content does not hash to its id",
+                    )),
+                );
+            }
+        }
+    }
+
     /// Fetch several blobs of one pack with a single ranged read covering
-    /// them all, and hand each blob's verified plaintext to `visit`. Blobs
-    /// are decrypted in place inside the fetched buffer, so a raw blob is
-    /// never copied; each blob's result is independent (one corrupt blob
-    /// does not fail the others). A failed read is returned as the storage
+    /// them all, and hand each blob's verified plaintext to `visit`, in the
+    /// order given. Blobs are decrypted in place inside the fetched buffer,
+    /// so a raw blob is never copied; each blob's result is independent (one
+    /// corrupt blob does not fail the others; a corrupt frame fails its
+    /// blobs). Blobs of one frame must be adjacent in `blobs` (sorting by
+    /// offset does it). A failed read is returned as the storage
     /// error it is (so callers can tell an archived pack from a missing one)
     /// and `visit` is not called.
     pub fn visit_pack_blobs(
@@ -469,56 +549,20 @@ impl Repository {
         ));
         // Zero-copy when the backend handed us a uniquely owned buffer.
         let mut buf: Vec<u8> = Vec::from(got?);
-        let mut scratch = Vec::new();
-        let mut dctx: Option<zstd::bulk::Decompressor<'static>> = None;
-        for (id, loc) in blobs {
+        let mut dec = compress::Decoder::new();
+        // Blobs of one frame share a sealed region: decrypt and decode it
+        // once for all of them (in place: it cannot be opened twice).
+        let mut i = 0;
+        while i < blobs.len() {
+            let loc = &blobs[i].1;
+            let mut j = i + 1;
+            while j < blobs.len() && blobs[j].1.offset == loc.offset {
+                j += 1;
+            }
             let s = (u64::from(loc.offset) - start) as usize;
             let e = s + loc.length as usize;
-            let what = format!("blob {} in pack {}", id.short(), loc.pack);
-            let cipher = self.key.cipher_for(&loc.salt);
-            let plain = match cipher.open_in_slice(
-                u64::from(loc.offset),
-                &[loc.blob_type as u8],
-                &mut buf[s..e],
-                &what,
-            ) {
-                Ok(p) => p,
-                Err(err) => {
-                    visit(id, Err(err));
-                    continue;
-                }
-            };
-            let data: Result<&[u8]> = match plain.split_first() {
-                Some((&compress::FLAG_RAW, body)) => Ok(body),
-                Some((&compress::FLAG_ZSTD, body)) => {
-                    scratch.clear();
-                    scratch.reserve(loc.raw_len as usize);
-                    // One decompression context per read, not per blob.
-                    if dctx.is_none() {
-                        dctx = zstd::bulk::Decompressor::new().ok();
-                    }
-                    let res = match dctx.as_mut() {
-                        Some(d) => d.decompress_to_buffer(body, &mut scratch),
-                        None => Err(std::io::Error::other("cannot create a zstd context")),
-                    };
-                    match res {
-                        Ok(_) => Ok(&scratch[..]),
-                        Err(err) => Err(RepoError::corrupt(what.clone(), format!("zstd: {err}"))),
-                    }
-                }
-                _ => Err(RepoError::corrupt(what.clone(), "unknown blob encoding")),
-            };
-            let data = data.and_then(|d| {
-                if self.key.blob_id(d) == *id {
-                    Ok(d)
-                } else {
-                    Err(RepoError::corrupt(
-                        what.clone(),
-                        "content does not hash to its id",
-                    ))
-                }
-            });
-            visit(id, data);
+            self.visit_region(&mut buf[s..e], &blobs[i..j], &mut dec, visit);
+            i = j;
         }
         Ok(())
     }

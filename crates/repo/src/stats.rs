@@ -62,13 +62,18 @@ pub fn stats(repo: &Repository, snapshots: &[SnapshotEntry]) -> Result<Stats> {
             }
         }
     }
+    // A frame's stored bytes count once, however many of its blobs the
+    // snapshots use (frames are shared by blobs of one backup).
+    let mut regions: HashSet<(Id, u32)> = HashSet::new();
     for b in &blobs {
         if let Some(loc) = index.get(b) {
             if loc.blob_type == crate::pack::BlobType::Data {
                 s.unique_blobs += 1;
                 s.unique_bytes += u64::from(loc.raw_len);
             }
-            s.stored_bytes += u64::from(loc.length);
+            if regions.insert((loc.pack, loc.offset)) {
+                s.stored_bytes += u64::from(loc.length);
+            }
         }
     }
     let packs = repo.block_on(repo.backend().list(holdfast_storage::ObjectKind::Pack))?;

@@ -51,11 +51,25 @@ pub struct WriteStats {
     pub packs_added: u64,
 }
 
-struct Job {
-    blob_type: BlobType,
-    data: Vec<u8>,
-    reply: Sender<Result<Id>>,
+enum Job {
+    Blob {
+        blob_type: BlobType,
+        data: Vec<u8>,
+        reply: Sender<Result<Id>>,
+    },
+    /// Consecutive small blobs of one source, stored as one frame (see
+    /// [`BlobWriter::submit_frame`]).
+    Frame {
+        blob_type: BlobType,
+        blocks: Vec<Vec<u8>>,
+        reply: Sender<Result<Vec<Id>>>,
+    },
 }
+
+/// Raw bytes of a frame the writer aims for: 64 blocks of 16 KiB. Past
+/// about 1 MiB, zstd and LZMA2 gain little more context, and a reader of
+/// one block decodes the whole frame.
+pub const FRAME_TARGET: usize = 1024 * 1024;
 
 struct Shared {
     backend: Arc<dyn Backend>,
@@ -66,6 +80,8 @@ struct Shared {
     claimed: Mutex<HashSet<Id>>,
     pack_size: usize,
     level: i32,
+    /// Format 2: frames allowed, version-2 packs.
+    frames: bool,
     sem: Arc<Semaphore>,
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     unindexed: Mutex<Vec<PackInfo>>,
@@ -86,6 +102,17 @@ pub struct PendingBlob(Receiver<Result<Id>>);
 
 impl PendingBlob {
     pub fn wait(self) -> Result<Id> {
+        self.0
+            .recv()
+            .unwrap_or_else(|_| Err(RepoError::Invalid("blob writer stopped early".into())))
+    }
+}
+
+/// The blob ids of a submitted frame, in block order.
+pub struct PendingFrame(Receiver<Result<Vec<Id>>>);
+
+impl PendingFrame {
+    pub fn wait(self) -> Result<Vec<Id>> {
         self.0
             .recv()
             .unwrap_or_else(|_| Err(RepoError::Invalid("blob writer stopped early".into())))
@@ -137,6 +164,7 @@ impl BlobWriter {
             claimed: Mutex::new(HashSet::new()),
             pack_size: repo.config().pack_size as usize,
             level,
+            frames: repo.takes_frames(),
             sem: Arc::new(Semaphore::new(par)),
             uploads: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
@@ -178,13 +206,36 @@ impl BlobWriter {
             .jobs
             .as_ref()
             .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
-        jobs.send(Job {
+        jobs.send(Job::Blob {
             blob_type,
             data,
             reply,
         })
         .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
         Ok(PendingBlob(rx))
+    }
+
+    /// Queue consecutive small blocks of one source (about
+    /// [`FRAME_TARGET`] bytes): each is its own blob, deduplicated on its
+    /// own, and the new ones are compressed together as one frame, so they
+    /// compress as well as the whole file would. In a format-1 repository
+    /// (no frames) each new block is stored alone. Blocks by the caller.
+    pub fn submit_frame(&self, blob_type: BlobType, blocks: Vec<Vec<u8>>) -> Result<PendingFrame> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        let (reply, rx) = bounded(1);
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
+        jobs.send(Job::Frame {
+            blob_type,
+            blocks,
+            reply,
+        })
+        .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
+        Ok(PendingFrame(rx))
     }
 
     /// Store one blob now, on the calling thread (used for trees, which are
@@ -337,21 +388,63 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
         }
     };
     let mut packer: Option<PackWriter> = None;
+    let mut frame: Vec<u8> = Vec::new();
     for job in rx {
-        let id = s.key.blob_id(&job.data);
-        if s.claim(&id) {
-            let p = packer.get_or_insert_with(|| s.new_pack());
-            p.add_with(job.blob_type, id, job.data.len(), |buf| {
-                enc.encode_into(&job.data, buf)
-            });
-            s.count(job.blob_type, job.data.len());
-            if p.len() >= s.pack_size {
-                if let Some(full) = packer.take() {
-                    s.upload(full, false);
+        match job {
+            Job::Blob {
+                blob_type,
+                data,
+                reply,
+            } => {
+                let id = s.key.blob_id(&data);
+                if s.claim(&id) {
+                    let p = packer.get_or_insert_with(|| s.new_pack());
+                    p.add_with(blob_type, id, data.len(), |buf| enc.encode_into(&data, buf));
+                    s.count(blob_type, data.len());
                 }
+                let _ = reply.send(Ok(id));
+            }
+            Job::Frame {
+                blob_type,
+                blocks,
+                reply,
+            } => {
+                let ids: Vec<Id> = blocks.iter().map(|b| s.key.blob_id(b)).collect();
+                // Claimed in block order, so a block repeated inside the
+                // frame (zero pages) is stored once.
+                let new: Vec<usize> = (0..blocks.len()).filter(|&i| s.claim(&ids[i])).collect();
+                if !new.is_empty() {
+                    let p = packer.get_or_insert_with(|| s.new_pack());
+                    if new.len() == 1 || !s.frames || !p.takes_frames() {
+                        for &i in &new {
+                            let data = &blocks[i];
+                            p.add_with(blob_type, ids[i], data.len(), |buf| {
+                                enc.encode_into(data, buf)
+                            });
+                        }
+                    } else {
+                        frame.clear();
+                        let list: Vec<(Id, usize)> = new
+                            .iter()
+                            .map(|&i| {
+                                frame.extend_from_slice(&blocks[i]);
+                                (ids[i], blocks[i].len())
+                            })
+                            .collect();
+                        p.add_frame(blob_type, &list, |buf| enc.encode_frame_into(&frame, buf));
+                    }
+                    for &i in &new {
+                        s.count(blob_type, blocks[i].len());
+                    }
+                }
+                let _ = reply.send(Ok(ids));
             }
         }
-        let _ = job.reply.send(Ok(id));
+        if packer.as_ref().is_some_and(|p| p.len() >= s.pack_size) {
+            if let Some(full) = packer.take() {
+                s.upload(full, false);
+            }
+        }
     }
     if let Some(p) = packer {
         if !p.is_empty() {
@@ -381,7 +474,12 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        PackWriter::with_buffer(&self.key, self.pack_size, buf)
+        let version = if self.frames {
+            crate::pack::PACK_VERSION
+        } else {
+            crate::pack::PACK_VERSION_1
+        };
+        PackWriter::with_buffer(&self.key, self.pack_size, buf, version)
     }
 
     fn recycle(&self, buf: Vec<u8>) {
