@@ -101,6 +101,43 @@ fn golden_v1_repository_still_reads_checks_and_restores() {
         &target.join(recorded.trim_start_matches('/')),
     );
 
+    // A backup into it writes format-1 objects only (version-1 packs, the
+    // config untouched), so older holdfast builds keep reading it.
+    let packs_in = |repo: &Path| -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for d in fs::read_dir(repo.join("data")).unwrap() {
+            for f in fs::read_dir(d.unwrap().path()).unwrap() {
+                v.push(f.unwrap().path());
+            }
+        }
+        v
+    };
+    let before = packs_in(&repo);
+    let more = env.path("more");
+    fs::create_dir_all(&more).unwrap();
+    fs::write(more.join("notes.txt"), "observation ".repeat(50_000)).unwrap();
+    let b = run(&repo, &["backup", more.to_str().unwrap()]);
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    let new: Vec<PathBuf> = packs_in(&repo)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!new.is_empty());
+    for p in &new {
+        assert_eq!(
+            fs::read(p).unwrap()[4],
+            1,
+            "{} is not a version-1 pack",
+            p.display()
+        );
+    }
+    assert_eq!(
+        &fs::read(repo.join("config")).unwrap()[8..12],
+        &1u32.to_le_bytes()
+    );
+    let check = run(&repo, &["check", "--read-data"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+
     let wrong = Command::new(BIN)
         .env("HOLDFAST_REPOSITORY", &repo)
         .env("HOLDFAST_PASSWORD", "not the golden password")
