@@ -15,7 +15,11 @@ fresh local repository:
   replay     fetching every segment in order, as restore_command during
              recovery does, with and without --prefetch 8 (between calls the
              bench waits as long as PostgreSQL would need to replay a
-             segment, --replay-ms): total time spent waiting in fetches
+             segment, --replay-ms): total time spent waiting in fetches,
+             per segment; for --prefetch 8 also how many fetches found
+             their segment in the spool and the median cost of those
+  replay cp  the same loop with restore_command a plain `cp` from a
+             directory of segments: the floor PostgreSQL itself imposes
 
 Figures are medians over --runs runs (each on a fresh repository).
 
@@ -146,19 +150,41 @@ def one_run(a, work, segs, hf):
         times.append(time.monotonic() - t)
     r["fetch_ms"] = statistics.median(times) * 1000
 
+    # The floor: restore_command as a plain `cp` from a directory (what
+    # PostgreSQL itself imposes: a process start and 16 MiB copied).
+    shutil.rmtree(dest_dir)
+    dest_dir.mkdir()
+    waited = 0.0
+    for s in segs:
+        t = time.monotonic()
+        sh(["cp", str(s), str(dest_dir / "RECOVERYXLOG")])
+        waited += time.monotonic() - t
+        time.sleep(a.replay_ms / 1000)
+    r["replay_fetch_ms_per_segment_cp"] = waited * 1000 / len(segs)
+
     for prefetch in (0, 8):
         shutil.rmtree(dest_dir)
         dest_dir.mkdir()
+        spool = dest_dir / "holdfast-prefetch"
         waited = 0.0
+        hits = []
         for s in segs:
+            # Whether the spool holds it (looked at before the clock starts).
+            spooled = prefetch > 0 and (spool / s.name).exists()
             t = time.monotonic()
             sh([hf, "-q", "wal-fetch", "--prefetch", str(prefetch), "--cluster", cluster, s.name,
                 str(dest_dir / "RECOVERYXLOG")], env=kenv)
-            waited += time.monotonic() - t
+            dt = time.monotonic() - t
+            waited += dt
+            if spooled:
+                hits.append(dt)
             time.sleep(a.replay_ms / 1000)  # PostgreSQL replaying the segment
         r[f"replay_fetch_ms_per_segment_prefetch{prefetch}"] = waited * 1000 / len(segs)
-    # let a prefetcher still running finish before the directory goes
-    time.sleep(1)
+        if prefetch > 0:
+            r[f"spool_hits_prefetch{prefetch}"] = len(hits)
+            r[f"spool_hit_ms_prefetch{prefetch}"] = statistics.median(hits) * 1000 if hits else float("nan")
+        # let a prefetcher still running finish before the directory goes
+        time.sleep(1)
     return r
 
 
@@ -188,6 +214,7 @@ def main():
     print("\nmedians:")
     for k, v in med.items():
         print(f"  {k:<42} {v:8.1f}")
+    print(f"  {'replay prefetch8 / cp floor':<42} {med['replay_fetch_ms_per_segment_prefetch8'] / med['replay_fetch_ms_per_segment_cp']:8.2f}x")
     print(f"  {'password push / key-file push':<42} {med['push_password_ms_per_segment'] / med['push_ms_per_segment']:8.2f}x")
     if a.json:
         Path(a.json).write_text(json.dumps({"runs": runs, "medians": med}, indent=2))

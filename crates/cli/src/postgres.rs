@@ -302,8 +302,13 @@ pub fn wal_push(g: &Global, rt: &Runtime, a: WalPushArgs) -> Result<i32> {
 }
 
 /// `holdfast wal-fetch NAME DEST` (restore_command).
+///
+/// With `--prefetch N`, a segment a background prefetcher already put in
+/// the spool is served by a rename, without the key (see
+/// `holdfast_postgres::wal` on what a hit checks); a new prefetcher is
+/// started only when fewer than N/2 segments are waiting and none is
+/// running.
 pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
-    let repo = open::open(g, rt)?;
     let cluster = match a.cluster {
         Some(c) => c,
         None => pg::wal::cluster_of_datadir(Path::new("."))?,
@@ -312,13 +317,26 @@ pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
         Some(s) => s.clone(),
         None => pg::default_spool(&a.dest),
     };
-    if a.prefetch > 0 && pg::take_from_spool(&repo, cluster, &a.name, &spool, &a.dest)? {
-        start_prefetch(g, &a, cluster, &spool);
-        return Ok(exit::OK);
+    // History files, `.partial` files and backup labels are never spooled
+    // nor prefetched: always asked of the repository.
+    let prefetch = a.prefetch > 0 && pg::wal::is_segment_name(&a.name);
+    if prefetch {
+        let ahead = pg::tidy_spool(&spool, &a.name);
+        if spool.join(&a.name).symlink_metadata().is_ok() {
+            let backend = open::backend(g, rt)?;
+            let fingerprint = pg::repository_fingerprint(backend.as_ref(), rt.handle())?;
+            if pg::take_from_spool(&fingerprint, cluster, &a.name, &spool, &a.dest)? {
+                if ahead * 2 < a.prefetch {
+                    start_prefetch(g, &a, cluster, &spool);
+                }
+                return Ok(exit::OK);
+            }
+        }
     }
+    let repo = open::open(g, rt)?;
     match pg::wal_fetch(&repo, &a.name, &a.dest, Some(cluster)) {
         Ok(_) => {
-            if a.prefetch > 0 {
+            if prefetch {
                 start_prefetch(g, &a, cluster, &spool);
             }
             Ok(exit::OK)

@@ -17,6 +17,11 @@ fn seg_name(n: u64) -> String {
 /// A repository with a key file and `count` archived segments; returns
 /// (env, key file, segment contents).
 fn archive(count: u64) -> (Env, String, Vec<Vec<u8>>) {
+    archive_seeded(count, 0)
+}
+
+/// Like [`archive`]; `seed` changes the content (same names).
+fn archive_seeded(count: u64, seed: u64) -> (Env, String, Vec<Vec<u8>>) {
     let env = Env::new();
     env.init();
     let kf = env.path("wal.key");
@@ -25,8 +30,8 @@ fn archive(count: u64) -> (Env, String, Vec<Vec<u8>>) {
     std::fs::create_dir(&pg_wal).unwrap();
     let mut segs = Vec::new();
     for n in 1..=count {
-        let mut data = text(SEG / 2, n);
-        data.extend(noise(SEG / 4, n));
+        let mut data = text(SEG / 2, n + 1000 * seed);
+        data.extend(noise(SEG / 4, n + 1000 * seed));
         data.resize(SEG, 0); // a switched segment's zero tail
         let p = pg_wal.join(seg_name(n));
         std::fs::write(&p, &data).unwrap();
@@ -88,65 +93,264 @@ fn fetch_needs_no_index_and_verifies_what_it_reads() {
     assert!(!dest2.exists(), "nothing written from damaged data");
 }
 
-#[test]
-fn prefetched_segments_are_served_from_the_spool_after_verification() {
-    let (env, kf, segs) = archive(5);
-    let pg_wal = env.path("pg_wal");
-    std::fs::create_dir(&pg_wal).unwrap();
-    let dest = pg_wal.join("RECOVERYXLOG");
-    let spool = pg_wal.join("holdfast-prefetch");
 
-    let o = fetch(&env, &kf, 1, &dest, &["--prefetch", "3"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(std::fs::read(&dest).unwrap() == segs[0]);
-    // The background prefetcher fills the spool with segments 2..=4.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(2..=4).all(|n| spool.join(seg_name(n)).exists()) {
+/// Wait until no prefetcher holds the spool's lock (and at least `min`
+/// stamped segments are there), so a test sees a settled spool.
+fn settle(spool: &Path, min: usize) {
+    use std::os::unix::io::AsRawFd;
+    let lock = spool.join(".lock");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
         assert!(
             Instant::now() < deadline,
-            "prefetch did not fill {}",
+            "spool {} did not settle",
             spool.display()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(!spool.join(seg_name(5)).exists(), "no more than asked");
-
-    // Served from the spool: the spooled file is consumed.
-    let o = fetch(&env, &kf, 2, &dest, &["--prefetch", "3"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(std::fs::read(&dest).unwrap() == segs[1]);
-    assert!(!spool.join(seg_name(2)).exists());
-
-    // A spooled file that does not match its manifest is not served.
-    let p3 = spool.join(seg_name(3));
-    let mut b = std::fs::read(&p3).unwrap();
-    b[5] ^= 0xff;
-    std::fs::write(&p3, b).unwrap();
-    let o = fetch(&env, &kf, 3, &dest, &["--prefetch", "3"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(
-        std::fs::read(&dest).unwrap() == segs[2],
-        "fetched again, correct"
-    );
-
-    for n in 4..=5 {
-        let o = fetch(&env, &kf, n, &dest, &["--prefetch", "3"]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(std::fs::read(&dest).unwrap() == segs[n as usize - 1]);
-    }
-    // End of the archive: exit 9, as without prefetch.
-    let o = fetch(&env, &kf, 6, &dest, &["--prefetch", "3"]);
-    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
-    // Let a prefetcher still running finish before the directory goes.
-    let lock = spool.join(".lock");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let f = std::fs::File::open(&lock).unwrap();
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            break;
+        if let Ok(f) = std::fs::File::open(&lock) {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0
+                && stamped(spool).len() >= min
+            {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Segment names under their final name in the spool.
+fn stamped(spool: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(spool)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 24)
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn ino(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).unwrap().ino()
+}
+
+/// A pg_wal directory with the spool of a `--prefetch 3` fetch of segment
+/// 1 filled (segments 2..=4).
+fn primed(env: &Env, kf: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pg_wal = env.path("pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let spool = pg_wal.join("holdfast-prefetch");
+    let o = fetch(env, kf, 1, &dest, &["--prefetch", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    settle(&spool, 3);
+    assert_eq!(
+        stamped(&spool),
+        (2..=4).map(seg_name).collect::<Vec<_>>(),
+        "no more than asked"
+    );
+    (dest, spool)
+}
+
+#[test]
+fn a_spool_hit_is_a_rename_of_the_verified_file_and_needs_no_key() {
+    let (env, kf, segs) = archive(6);
+    let (dest, spool) = primed(&env, &kf);
+    let no_key = env.path("no-such-key-file");
+    let no_key = no_key.to_str().unwrap();
+
+    // The hit renames the spooled file (same inode) and never opens the
+    // repository: a key file that does not exist does not matter.
+    let spooled = ino(&spool.join(seg_name(2)));
+    let o = fetch(&env, no_key, 2, &dest, &["--prefetch", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read(&dest).unwrap() == segs[1]);
+    assert_eq!(ino(&dest), spooled, "served by a rename");
+    assert!(!spool.join(seg_name(2)).exists());
+    assert!(!spool.join(format!("{}.stamp", seg_name(2))).exists());
+
+    // Every segment in order, then the end of the archive: exit 9.
+    for n in 3..=6 {
+        let o = fetch(&env, &kf, n, &dest, &["--prefetch", "3"]);
+        assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
+        assert!(std::fs::read(&dest).unwrap() == segs[n as usize - 1], "{n}");
+    }
+    settle(&spool, 0);
+    let o = fetch(&env, &kf, 7, &dest, &["--prefetch", "3"]);
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+    settle(&spool, 0);
+    // Replayed segments do not stay in the spool.
+    assert!(stamped(&spool).iter().all(|n| n.as_str() > seg_name(6).as_str()));
+}
+
+#[test]
+fn a_changed_or_foreign_spool_file_is_never_served() {
+    let (env, kf, segs) = archive(5);
+    let (dest, spool) = primed(&env, &kf);
+    let rd = |n: u64| std::fs::read(spool.join(seg_name(n))).unwrap();
+
+    // Same size, one byte changed (a later write, whatever its timing).
+    let mut b = rd(2);
+    b[SEG / 2] ^= 0xff;
+    std::fs::write(spool.join(seg_name(2)), b).unwrap();
+    // Truncated.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(spool.join(seg_name(3)))
+        .unwrap();
+    f.set_len((SEG / 2) as u64).unwrap();
+    drop(f);
+    // Replaced by a symlink to the right bytes elsewhere.
+    let elsewhere = env.path("seg4");
+    std::fs::write(&elsewhere, rd(4)).unwrap();
+    std::fs::remove_file(spool.join(seg_name(4))).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, spool.join(seg_name(4))).unwrap();
+
+    for n in 2..=4 {
+        let before = ino(&spool.join(seg_name(n)));
+        let o = fetch(&env, &kf, n, &dest, &["--prefetch", "3"]);
+        assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
+        assert!(
+            std::fs::read(&dest).unwrap() == segs[n as usize - 1],
+            "{n}: fetched from the repository, correct"
+        );
+        assert_ne!(ino(&dest), before, "{n}: the spooled file was not used");
+        settle(&spool, 0);
+    }
+
+    // A spool stamped for another repository (same cluster, same names,
+    // other content) is not served: a leftover from another restore.
+    settle(&spool, 1);
+    let f5 = seg_name(5);
+    assert!(spool.join(&f5).exists(), "{:?}", stamped(&spool));
+    let (other, okf, osegs) = archive_seeded(5, 1);
+    let opg_wal = other.path("pg_wal");
+    let ospool = opg_wal.join("holdfast-prefetch");
+    std::fs::create_dir_all(&ospool).unwrap();
+    for f in [f5.clone(), format!("{f5}.stamp")] {
+        std::fs::rename(spool.join(&f), ospool.join(&f)).unwrap();
+    }
+    let moved = ino(&ospool.join(&f5));
+    let odest = opg_wal.join("RECOVERYXLOG");
+    let o = fetch(&other, &okf, 5, &odest, &["--prefetch", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(std::fs::read(&odest).unwrap() == osegs[4], "its own bytes");
+    assert!(osegs[4] != segs[4]);
+    assert_ne!(ino(&odest), moved);
+    assert!(!ospool.join(&f5).exists(), "the foreign file is removed");
+    settle(&ospool, 0);
+    settle(&spool, 0);
+}
+
+#[test]
+fn a_missing_segment_or_history_file_is_not_found_whatever_the_spool_holds() {
+    let (env, kf, _segs) = archive(4);
+    let (dest, spool) = primed(&env, &kf);
+    // A file under the name of a segment that is not archived, with a
+    // stamp copied from a real one: not served, exit 9.
+    let missing = seg_name(9);
+    std::fs::copy(spool.join(seg_name(2)), spool.join(&missing)).unwrap();
+    std::fs::copy(
+        spool.join(format!("{}.stamp", seg_name(2))),
+        spool.join(format!("{missing}.stamp")),
+    )
+    .unwrap();
+    let o = fetch(&env, &kf, 9, &dest, &["--prefetch", "3"]);
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+    // The same segment number on another timeline is another file.
+    let tl2 = format!("00000002{}", &seg_name(3)[8..]);
+    let o = env
+        .cmd()
+        .env_remove("HOLDFAST_PASSWORD")
+        .args(["wal-fetch", "--key-file", &kf, "--cluster", "42"])
+        .args(["--prefetch", "3", &tl2])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+    // History files are never taken from the spool.
+    std::fs::write(spool.join("00000002.history"), b"1\t0/3000000\tbogus\n").unwrap();
+    let o = env
+        .cmd()
+        .env_remove("HOLDFAST_PASSWORD")
+        .args(["wal-fetch", "--key-file", &kf, "--cluster", "42"])
+        .args(["--prefetch", "3", "00000002.history"])
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
+    settle(&spool, 0);
+}
+
+#[test]
+fn racing_fetches_and_killed_prefetchers_never_give_partial_or_wrong_wal() {
+    let (env, kf, segs) = archive(6);
+    let pg_wal = env.path("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    let spool = pg_wal.join("holdfast-prefetch");
+
+    // A prefetcher killed at various points: whatever is under a final
+    // name is complete and verified; the rest are temporaries.
+    for delay_ms in [30u64, 150, 400, 900] {
+        let mut child = env
+            .cmd()
+            .env_remove("HOLDFAST_PASSWORD")
+            .args(["wal-prefetch", "--key-file", &kf, "--cluster", "42"])
+            .args(["--count", "5", "--spool"])
+            .arg(&spool)
+            .arg(seg_name(1))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        for f in std::fs::read_dir(&spool).unwrap().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.len() == 24 {
+                let n = u64::from_str_radix(&name[16..], 16).unwrap();
+                assert!(
+                    std::fs::read(f.path()).unwrap() == segs[n as usize - 1],
+                    "{name} after a kill at {delay_ms} ms"
+                );
+            } else {
+                assert!(
+                    name.starts_with('.') || name.ends_with(".stamp"),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    // Two fetches of each segment racing, to one destination and to two:
+    // both succeed with the right bytes, from the spool or the repository.
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let other = pg_wal.join("OTHERXLOG");
+    for n in 1..=6u64 {
+        let spawn = |d: &Path| {
+            env.cmd()
+                .env_remove("HOLDFAST_PASSWORD")
+                .args(["wal-fetch", "--key-file", &kf, "--cluster", "42"])
+                .args(["--prefetch", "3"])
+                .arg(seg_name(n))
+                .arg(d)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let a = spawn(&dest);
+        let b = spawn(if n % 2 == 0 { &dest } else { &other });
+        for (c, d) in [(a, &dest), (b, if n % 2 == 0 { &dest } else { &other })] {
+            let o = c.wait_with_output().unwrap();
+            assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
+            assert!(std::fs::read(d).unwrap() == segs[n as usize - 1], "{n}");
+        }
+        if n == 2 {
+            settle(&spool, 0);
+        }
+    }
+    settle(&spool, 0);
 }

@@ -41,5 +41,8 @@ pub use physical::{
     restore_physical, snapshot_tablespaces, ClusterRecoveryPoint, PhysicalBackupOptions,
     PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget, TablespaceInfo, KIND_PHYSICAL,
 };
-pub use wal::{default_spool, prefetch as wal_prefetch, take_from_spool, SpoolLock};
+pub use wal::{
+    default_spool, prefetch as wal_prefetch, repository_fingerprint, take_from_spool, tidy_spool,
+    SpoolLock,
+};
 pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};

@@ -328,10 +328,31 @@ fn fetch_manifest(repo: &Repository, cluster: u64, name: &str) -> Result<WalMani
 }
 
 /// Write the file `m` describes to `dest` (atomically: a temporary file in
-/// the same directory, renamed). Uses the manifest's own blob locations
-/// when it has them; if those fail (a repack moved the blobs), loads the
-/// index and reads again.
+/// the same directory, renamed).
 fn fetch_to(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Result<u64> {
+    let dir = parent_dir(dest);
+    let tmp = fetch_temp(repo, m, dir)?;
+    // No fsync: PostgreSQL fsyncs a restored segment itself when it keeps
+    // it (durable_rename), and one lost in a crash is fetched again.
+    tmp.persist(dest)
+        .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
+    Ok(m.size)
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The file `m` describes, verified (size and BLAKE3), in a temporary file
+/// in `dir`. Uses the manifest's own blob locations when it has them; if
+/// those fail (a repack moved the blobs), loads the index and reads again.
+fn fetch_temp(
+    repo: &Arc<Repository>,
+    m: &WalManifest,
+    dir: &Path,
+) -> Result<tempfile::NamedTempFile> {
     if let Some(first) = m.blobs.first() {
         if repo.index().get(first).is_none() {
             match known_packs(m) {
@@ -340,23 +361,23 @@ fn fetch_to(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Result<u64>
             }
         }
     }
-    match write_verified(repo, m, dest) {
+    match write_verified(repo, m, dir) {
         Err(PgError::Repo(_)) | Err(PgError::Invalid(_)) if !m.stored_at.is_empty() => {
             repo.load_index()?;
-            write_verified(repo, m, dest)
+            write_verified(repo, m, dir)
         }
         r => r,
     }
 }
 
-fn write_verified(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Result<u64> {
+fn write_verified(
+    repo: &Arc<Repository>,
+    m: &WalManifest,
+    dir: &Path,
+) -> Result<tempfile::NamedTempFile> {
     let name = &m.name;
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
-        .prefix(".holdfast-wal-")
+        .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| PgError::io(format!("creating a temporary file in {}", dir.display()), e))?;
     let mut reader = ContentReader::new(repo.clone(), m.blobs.clone(), 4);
@@ -374,7 +395,7 @@ fn write_verified(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Resul
         }
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n])
-            .map_err(|e| PgError::io(format!("writing {}", dest.display()), e))?;
+            .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
         total += n as u64;
     }
     if total != m.size || hasher.finalize().to_hex().as_str() != m.blake3 {
@@ -382,60 +403,260 @@ fn write_verified(repo: &Arc<Repository>, m: &WalManifest, dest: &Path) -> Resul
             "archived WAL file {name} does not match its manifest (size or hash); the archive is damaged, run `holdfast check`"
         )));
     }
-    // No fsync: PostgreSQL fsyncs a restored segment itself when it keeps
-    // it (durable_rename), and one lost in a crash is fetched again.
-    tmp.persist(dest)
-        .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
-    Ok(total)
+    Ok(tmp)
 }
+
+/// Prefix of temporary files (in the destination directory and the spool):
+/// a file under it is never complete or verified.
+const TEMP_PREFIX: &str = ".holdfast-wal-";
 
 /// Name of the spool directory next to `dest` (`pg_wal/holdfast-prefetch`
 /// for PostgreSQL's `%p`, which is in `pg_wal`): same file system, so a
 /// spooled segment is renamed into place, and inside `pg_wal`, whose
 /// content base backups leave out.
 pub fn default_spool(dest: &Path) -> std::path::PathBuf {
-    dest.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("holdfast-prefetch")
+    parent_dir(dest).join("holdfast-prefetch")
 }
 
-/// Serve `name` from the spool if a prefetch put it there: verified against
-/// its manifest (size and BLAKE3) and renamed to `dest`. Returns false if it
-/// is not spooled (or does not verify: it is then removed and fetched
-/// normally).
+// The spool.
+//
+// A prefetcher (one at a time: [`SpoolLock`]) fetches each segment into a
+// temporary file in the spool (`.holdfast-wal-*`), verifies it against the
+// repository's manifest as it writes it (size and BLAKE3), sets its
+// modification time to a mark no later write can produce, fsyncs it, writes
+// a stamp `NAME.stamp` saying what it was verified against, and only then
+// renames it to its final name `NAME`. So a file under a final name is
+// complete and verified, whenever the prefetcher is killed or the machine
+// crashes (the fsync comes before the rename).
+//
+// A hit (`wal-fetch` finding NAME) must not read 16 MiB again nor open the
+// repository (a password costs argon2), so it trusts the stamp, after
+// checking everything that could make it a wrong answer:
+// - the stamp is for this repository (the fingerprint of its config object,
+//   which is written once at init and readable without a key), this cluster
+//   and exactly this file name (timeline included): a spool left by another
+//   repository, cluster, timeline or restore is never served;
+// - the spooled file is still the one stamped: a regular file (not a
+//   symlink) with the stamped device, inode, size and modification mark.
+//   Any write, truncation or replacement after verification changes at
+//   least one of them (a write sets the time to now, never the mark).
+// What this does not catch is damage below the file system (bit rot): the
+// same trust PostgreSQL puts in the files of pg_wal, and its WAL records
+// carry their own CRCs.
+
+/// What a spooled segment was verified against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct SpoolStamp {
+    version: u32,
+    /// [`repository_fingerprint`] of the repository it came from.
+    repository: String,
+    cluster: String,
+    name: String,
+    size: u64,
+    blake3: String,
+    dev: u64,
+    ino: u64,
+    /// The modification mark set before the fsync (seconds, nanoseconds).
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+const STAMP_VERSION: u32 = 1;
+const STAMP_SUFFIX: &str = ".stamp";
+
+/// An identity of a repository readable without its key: the BLAKE3 of
+/// its config object, which is sealed with a random nonce at `init` and
+/// never rewritten, so two repositories (even at the same location, one
+/// re-created) never share it.
+pub fn repository_fingerprint(
+    backend: &dyn holdfast_storage::Backend,
+    rt: &tokio::runtime::Handle,
+) -> Result<String> {
+    let bytes = rt
+        .block_on(backend.get(ObjectKind::Config, "config", None))
+        .map_err(holdfast_repo::RepoError::from)?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
+}
+
+fn stamp_path(spool: &Path, name: &str) -> std::path::PathBuf {
+    spool.join(format!("{name}{STAMP_SUFFIX}"))
+}
+
+fn read_stamp(spool: &Path, name: &str) -> Option<SpoolStamp> {
+    let b = std::fs::read(stamp_path(spool, name)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// True if `meta` (an lstat) is the file `st` stamped.
+fn is_stamped_file(st: &SpoolStamp, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.file_type().is_file()
+        && meta.dev() == st.dev
+        && meta.ino() == st.ino
+        && meta.len() == st.size
+        && meta.mtime() == st.mtime
+        && meta.mtime_nsec() == st.mtime_nsec
+}
+
+/// The stamp of spooled `name` if it is complete, verified for this
+/// repository and cluster, and unchanged since.
+fn valid_spooled(spool: &Path, fingerprint: &str, cluster: u64, name: &str) -> Option<SpoolStamp> {
+    let st = read_stamp(spool, name)?;
+    let meta = std::fs::symlink_metadata(spool.join(name)).ok()?;
+    (st.version == STAMP_VERSION
+        && st.repository == fingerprint
+        && st.cluster == cluster.to_string()
+        && st.name == name
+        && is_stamped_file(&st, &meta))
+    .then_some(st)
+}
+
+fn remove_spooled(spool: &Path, name: &str) {
+    let _ = std::fs::remove_file(spool.join(name));
+    let _ = std::fs::remove_file(stamp_path(spool, name));
+}
+
+/// Serve `name` from the spool if a prefetch put it there for this
+/// repository (`fingerprint`, see [`repository_fingerprint`]) and cluster:
+/// the checks above, then a rename to `dest`. Needs no key and reads no
+/// segment. Returns false if it is not spooled or fails a check (the
+/// spooled file is then removed and the caller fetches from the
+/// repository). History files and other non-segment names are never
+/// spooled.
 pub fn take_from_spool(
-    repo: &Repository,
+    fingerprint: &str,
     cluster: u64,
     name: &str,
     spool: &Path,
     dest: &Path,
 ) -> Result<bool> {
     validate_name(name)?;
-    let path = spool.join(name);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(PgError::io(format!("reading {}", path.display()), e)),
-    };
-    let m = fetch_manifest(repo, cluster, name)?;
-    if data.len() as u64 != m.size || blake3::hash(&data).to_hex().as_str() != m.blake3 {
-        let _ = std::fs::remove_file(&path);
+    if !is_segment_name(name) {
         return Ok(false);
     }
-    std::fs::rename(&path, dest).map_err(|e| {
-        PgError::io(
-            format!("moving {} to {}", path.display(), dest.display()),
-            e,
-        )
-    })?;
+    let src = spool.join(name);
+    let Some(st) = valid_spooled(spool, fingerprint, cluster, name) else {
+        // Absent, or not usable: from another repository, changed since it
+        // was verified, or a stamp without its file.
+        if src.symlink_metadata().is_ok() || stamp_path(spool, name).exists() {
+            remove_spooled(spool, name);
+        }
+        return Ok(false);
+    };
+    match std::fs::rename(&src, dest) {
+        Ok(()) => {}
+        // Another fetch took it first: fetch it from the repository.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        // A spool on another file system (--spool): copy, verifying.
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let ok = copy_verified(&src, dest, &st)?;
+            remove_spooled(spool, name);
+            return Ok(ok);
+        }
+        Err(e) => {
+            return Err(PgError::io(
+                format!("moving {} to {}", src.display(), dest.display()),
+                e,
+            ))
+        }
+    }
+    // The checks above and the rename are not one step: make sure what
+    // landed at `dest` is still the stamped file (a concurrent writer could
+    // have swapped it in between). If not, it goes, and the caller fetches.
+    let landed = std::fs::symlink_metadata(dest)
+        .map(|m| is_stamped_file(&st, &m))
+        .unwrap_or(false);
+    let _ = std::fs::remove_file(stamp_path(spool, name));
+    if !landed {
+        let _ = std::fs::remove_file(dest);
+        return Ok(false);
+    }
+    // The mark has done its job; give the file an ordinary time.
+    touch(dest);
     Ok(true)
 }
 
-/// Fetch up to `count` segments following `after` (same timeline) into
-/// `spool`, stopping at the first one not archived; segments up to `after`
-/// left in the spool are removed. Returns how many were fetched. Callers run
-/// this in the background (one at a time: see [`SpoolLock`]).
+/// Set a file's times to now (best effort).
+fn touch(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a valid NUL-terminated path; a null `times` means "now".
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), std::ptr::null(), 0) };
+    }
+}
+
+/// Copy a spooled file to `dest` (other file system), checking its BLAKE3
+/// against the stamp on the way. False if it does not match.
+fn copy_verified(src: &Path, dest: &Path, st: &SpoolStamp) -> Result<bool> {
+    let mut f = std::fs::File::open(src)
+        .map_err(|e| PgError::io(format!("opening {}", src.display()), e))?;
+    let dir = parent_dir(dest);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(|e| PgError::io(format!("creating a temporary file in {}", dir.display()), e))?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| PgError::io(format!("reading {}", src.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
+        total += n as u64;
+    }
+    if total != st.size || hasher.finalize().to_hex().as_str() != st.blake3 {
+        return Ok(false);
+    }
+    tmp.persist(dest)
+        .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
+    Ok(true)
+}
+
+/// Tidy the spool for a fetch of segment `name`: remove spooled segments
+/// before it (already replayed, on any timeline: recovery only moves
+/// forward) and leftovers that are not ours to keep; return how many
+/// segments of `name`'s timeline after it are spooled. Cheap: one directory
+/// read, no file is opened.
+pub fn tidy_spool(spool: &Path, name: &str) -> usize {
+    if !is_segment_name(name) {
+        return 0;
+    }
+    let Ok(rd) = std::fs::read_dir(spool) else {
+        return 0;
+    };
+    let want = name.to_ascii_uppercase();
+    let mut ahead = 0;
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else { continue };
+        let seg = file.strip_suffix(STAMP_SUFFIX).unwrap_or(file);
+        if !is_segment_name(seg) {
+            continue;
+        }
+        let seg = seg.to_ascii_uppercase();
+        // Log and segment numbers in fixed-width hex: comparing the text
+        // compares the positions, whatever the segment size.
+        if seg[8..] < want[8..] {
+            let _ = std::fs::remove_file(e.path());
+        } else if seg[..8] == want[..8] && seg[8..] > want[8..] && seg.len() == file.len() {
+            ahead += 1;
+        }
+    }
+    ahead
+}
+
+/// Fill `spool` so that up to `count` segments following `after` (same
+/// timeline) are there, stopping at the first one not archived; while
+/// recovery consumes them, keep going until `count` are waiting. Returns
+/// how many were fetched. Callers run this in the background, holding the
+/// [`SpoolLock`]. Only segments are prefetched, never history files: a
+/// guess is only ever served under the exact name it was archived under.
 pub fn prefetch(
     repo: &Arc<Repository>,
     cluster: u64,
@@ -443,19 +664,36 @@ pub fn prefetch(
     count: usize,
     spool: &Path,
 ) -> Result<usize> {
-    if !is_segment_name(after) {
+    if !is_segment_name(after) || count == 0 {
         return Ok(0);
     }
-    let size = DEFAULT_SEGMENT_SIZE;
+    std::fs::create_dir_all(spool)
+        .map_err(|e| PgError::io(format!("creating {}", spool.display()), e))?;
+    remove_temporaries(spool);
+    let fingerprint = repository_fingerprint(repo.backend().as_ref(), repo.runtime())?;
+    let after = after.to_ascii_uppercase();
+    tidy_spool(spool, &after);
     let timeline = u32::from_str_radix(&after[..8], 16)
         .map_err(|_| PgError::Invalid(format!("{after:?} is not a WAL segment name")))?;
-    let first = segment_number(after, size).unwrap_or(0);
-    remove_consumed(spool, first);
+    // The segment size decides how names count; the archived `after` says
+    // it (a cluster initialised with --wal-segsize), else the default.
+    let size = match manifest(repo, cluster, &after)? {
+        Some(m) if m.size.is_power_of_two() && (1 << 20..=1 << 30).contains(&m.size) => m.size,
+        _ => DEFAULT_SEGMENT_SIZE,
+    };
+    let Some(first) = segment_number(&after, size) else {
+        return Ok(0);
+    };
     let mut fetched = 0;
-    for n in first + 1..=first + count as u64 {
+    let mut n = first;
+    loop {
+        // What is waiting now: recovery consumes while we fetch.
+        if tidy_spool(spool, &after) >= count {
+            break;
+        }
+        n += 1;
         let name = segment_name(timeline, n, size);
-        let path = spool.join(&name);
-        if path.exists() {
+        if valid_spooled(spool, &fingerprint, cluster, &name).is_some() {
             continue;
         }
         let m = match fetch_manifest(repo, cluster, &name) {
@@ -463,20 +701,82 @@ pub fn prefetch(
             Err(PgError::WalNotFound { .. }) => break,
             Err(e) => return Err(e),
         };
-        fetch_to(repo, &m, &path)?;
+        spool_one(repo, &fingerprint, cluster, &m, spool)?;
         fetched += 1;
     }
     Ok(fetched)
 }
 
-/// Remove spooled segments at or before number `upto` (already replayed).
-fn remove_consumed(spool: &Path, upto: u64) {
+/// Fetch one segment into the spool: verified temporary file, mark, fsync,
+/// stamp, then the rename to its final name (see the comment on the spool).
+fn spool_one(
+    repo: &Arc<Repository>,
+    fingerprint: &str,
+    cluster: u64,
+    m: &WalManifest,
+    spool: &Path,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = fetch_temp(repo, m, spool)?;
+    let file = tmp.as_file();
+    let ctx = |what: &str| format!("{what} {}", tmp.path().display());
+    // A time in 2000 that no write can set (writes set "now"), with
+    // nanoseconds from the hash so that marks differ between files.
+    let nanos =
+        u32::from_str_radix(m.blake3.get(..8).unwrap_or("0"), 16).unwrap_or(0) % 1_000_000_000;
+    let mark = std::time::UNIX_EPOCH + std::time::Duration::new(946_684_800, nanos);
+    file.set_modified(mark)
+        .map_err(|e| PgError::io(ctx("setting the time of"), e))?;
+    file.sync_all()
+        .map_err(|e| PgError::io(ctx("syncing"), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| PgError::io(ctx("reading the status of"), e))?;
+    let stamp = SpoolStamp {
+        version: STAMP_VERSION,
+        repository: fingerprint.to_string(),
+        cluster: cluster.to_string(),
+        name: m.name.clone(),
+        size: m.size,
+        blake3: m.blake3.clone(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mtime: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
+    };
+    let json = serde_json::to_vec(&stamp)
+        .map_err(|e| PgError::Invalid(format!("encoding a spool stamp: {e}")))?;
+    // The stamp first, then the segment: a segment under its final name
+    // without its stamp would only be a miss, never a wrong answer; the
+    // stamp needs no fsync for the same reason (unreadable = miss).
+    let mut st = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(spool)
+        .map_err(|e| {
+            PgError::io(
+                format!("creating a temporary file in {}", spool.display()),
+                e,
+            )
+        })?;
+    st.write_all(&json)
+        .map_err(|e| PgError::io(format!("writing {}", st.path().display()), e))?;
+    let stamp_at = stamp_path(spool, &m.name);
+    st.persist(&stamp_at)
+        .map_err(|e| PgError::io(format!("writing {}", stamp_at.display()), e.error))?;
+    let dest = spool.join(&m.name);
+    tmp.persist(&dest)
+        .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
+    Ok(())
+}
+
+/// Remove temporary files a killed prefetcher left (only the lock holder
+/// calls this, so none is being written).
+fn remove_temporaries(spool: &Path) {
     let Ok(rd) = std::fs::read_dir(spool) else {
         return;
     };
     for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if segment_number(&name, DEFAULT_SEGMENT_SIZE).is_some_and(|n| n <= upto) {
+        if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
             let _ = std::fs::remove_file(e.path());
         }
     }
