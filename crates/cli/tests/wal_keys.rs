@@ -210,14 +210,15 @@ fn a_changed_or_foreign_spool_file_is_never_served() {
     std::os::unix::fs::symlink(&elsewhere, spool.join(seg_name(4))).unwrap();
 
     for n in 2..=4 {
-        let before = ino(&spool.join(seg_name(n)));
         let o = fetch(&env, &kf, n, &dest, &["--prefetch", "3"]);
         assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
         assert!(
             std::fs::read(&dest).unwrap() == segs[n as usize - 1],
             "{n}: fetched from the repository, correct"
         );
-        assert_ne!(ino(&dest), before, "{n}: the spooled file was not used");
+        // (The right bytes alone prove it for 2 and 3; the symlink of 4
+        // pointed at right bytes, and must not be what landed.)
+        assert!(std::fs::symlink_metadata(&dest).unwrap().is_file(), "{n}");
         settle(&spool, 0);
     }
 
@@ -233,13 +234,11 @@ fn a_changed_or_foreign_spool_file_is_never_served() {
     for f in [f5.clone(), format!("{f5}.stamp")] {
         std::fs::rename(spool.join(&f), ospool.join(&f)).unwrap();
     }
-    let moved = ino(&ospool.join(&f5));
     let odest = opg_wal.join("RECOVERYXLOG");
     let o = fetch(&other, &okf, 5, &odest, &["--prefetch", "3"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(std::fs::read(&odest).unwrap() == osegs[4], "its own bytes");
     assert!(osegs[4] != segs[4]);
-    assert_ne!(ino(&odest), moved);
     assert!(!ospool.join(&f5).exists(), "the foreign file is removed");
     settle(&ospool, 0);
     settle(&spool, 0);
