@@ -322,6 +322,7 @@ pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
     let prefetch = a.prefetch > 0 && pg::wal::is_segment_name(&a.name);
     if prefetch {
         let ahead = pg::tidy_spool(&spool, &a.name);
+        pg::note_position(&spool, &a.name);
         if spool.join(&a.name).symlink_metadata().is_ok() {
             let backend = open::backend(g, rt)?;
             let fingerprint = pg::repository_fingerprint(backend.as_ref(), rt.handle())?;

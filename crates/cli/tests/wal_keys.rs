@@ -93,7 +93,6 @@ fn fetch_needs_no_index_and_verifies_what_it_reads() {
     assert!(!dest2.exists(), "nothing written from damaged data");
 }
 
-
 /// Wait until no prefetcher holds the spool's lock (and at least `min`
 /// stamped segments are there), so a test sees a settled spool.
 fn settle(spool: &Path, min: usize) {
@@ -183,7 +182,9 @@ fn a_spool_hit_is_a_rename_of_the_verified_file_and_needs_no_key() {
     assert_eq!(o.status.code(), Some(9), "{}", stderr(&o));
     settle(&spool, 0);
     // Replayed segments do not stay in the spool.
-    assert!(stamped(&spool).iter().all(|n| n.as_str() > seg_name(6).as_str()));
+    assert!(stamped(&spool)
+        .iter()
+        .all(|n| n.as_str() > seg_name(6).as_str()));
 }
 
 #[test]
@@ -315,10 +316,7 @@ fn racing_fetches_and_killed_prefetchers_never_give_partial_or_wrong_wal() {
                     "{name} after a kill at {delay_ms} ms"
                 );
             } else {
-                assert!(
-                    name.starts_with('.') || name.ends_with(".stamp"),
-                    "{name}"
-                );
+                assert!(name.starts_with('.') || name.ends_with(".stamp"), "{name}");
             }
         }
     }

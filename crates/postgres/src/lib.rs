@@ -42,7 +42,7 @@ pub use physical::{
     PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget, TablespaceInfo, KIND_PHYSICAL,
 };
 pub use wal::{
-    default_spool, prefetch as wal_prefetch, repository_fingerprint, take_from_spool, tidy_spool,
-    SpoolLock,
+    default_spool, note_position, prefetch as wal_prefetch, repository_fingerprint,
+    take_from_spool, tidy_spool, SpoolLock,
 };
 pub use wal::{wal_fetch, wal_push, PushOutcome, WalManifest};

@@ -651,6 +651,23 @@ pub fn tidy_spool(spool: &Path, name: &str) -> usize {
     ahead
 }
 
+const POSITION: &str = ".position";
+
+/// Note in the spool that recovery asked for segment `name`, so that a
+/// prefetcher that fell behind skips what was replayed (best effort: a
+/// lost or torn note only costs speed).
+pub fn note_position(spool: &Path, name: &str) {
+    if is_segment_name(name) && spool.is_dir() {
+        let _ = std::fs::write(spool.join(POSITION), name.to_ascii_uppercase());
+    }
+}
+
+fn read_position(spool: &Path) -> Option<String> {
+    let s = std::fs::read_to_string(spool.join(POSITION)).ok()?;
+    let s = s.trim();
+    is_segment_name(s).then(|| s.to_ascii_uppercase())
+}
+
 /// Fill `spool` so that up to `count` segments following `after` (same
 /// timeline) are there, stopping at the first one not archived; while
 /// recovery consumes them, keep going until `count` are waiting. Returns
@@ -686,9 +703,19 @@ pub fn prefetch(
     };
     let mut fetched = 0;
     let mut n = first;
+    let mut at = after;
     loop {
-        // What is waiting now: recovery consumes while we fetch.
-        if tidy_spool(spool, &after) >= count {
+        // Where recovery is now: it consumes while we fetch. If it has
+        // passed us (a slow repository), skip what it already replayed.
+        if let Some(p) = read_position(spool) {
+            if p[..8] == at[..8] && p[8..] > at[8..] {
+                at = p;
+            }
+        }
+        if let Some(pos) = segment_number(&at, size) {
+            n = n.max(pos);
+        }
+        if tidy_spool(spool, &at) >= count {
             break;
         }
         n += 1;
