@@ -298,3 +298,85 @@ fn physical_restore_picks_the_base_backup_and_maps_tablespaces() {
         moved.display().to_string()
     );
 }
+
+/// Point-in-time recovery through the `restore_command` the CLI writes,
+/// which prefetches (HOLDFAST_WAL_PREFETCH=8): PostgreSQL replays a run of
+/// archived segments, most of them renamed out of the spool, asks for a
+/// history file and a segment that are not archived, and ends on the data
+/// of the original.
+#[test]
+fn recovery_replays_archived_wal_through_the_prefetch_spool() {
+    let cli = Cli::new();
+    let exe = env!("CARGO_BIN_EXE_holdfast");
+    let conf = format!(
+        "archive_mode = on\narchive_command = 'HOLDFAST_REPOSITORY={} HOLDFAST_PASSWORD_FILE={} {exe} -q wal-push %p'\n",
+        cli.dir.path().join("repo").display(),
+        cli.dir.path().join("pw").display(),
+    );
+    let mut pg = Cluster::new(&conf);
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let pgdata = pg.datadir.display().to_string();
+    pg.psql("postgres", "CREATE TABLE w (g int, pad text)");
+    ok(
+        &cli.run(&["backup", "--postgres-physical", &dsn, "--pgdata", &pgdata]),
+        "physical backup",
+    );
+    for i in 0..12 {
+        pg.psql(
+            "postgres",
+            &format!(
+                "INSERT INTO w SELECT g, repeat(md5(g::text), 6) FROM generate_series({}, {}) g",
+                i * 40_000 + 1,
+                (i + 1) * 40_000
+            ),
+        );
+    }
+    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let last = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        if !last.is_empty() && last.as_str() >= seg.as_str() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seg} not archived");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let expected = pg.psql("postgres", "SELECT count(*), sum(length(pad)) FROM w");
+    pg.stop();
+
+    let dir = common::shared_tempdir();
+    let target = dir.path().join("restored");
+    ok(
+        &cli.run(&[
+            "restore",
+            "latest",
+            "--to-datadir",
+            &target.display().to_string(),
+            "--until-latest",
+        ]),
+        "restore --until-latest",
+    );
+    let auto = std::fs::read_to_string(target.join("postgresql.auto.conf")).unwrap();
+    assert!(auto.contains("HOLDFAST_WAL_PREFETCH"), "{auto}");
+    let spool = target.join("pg_wal").join("holdfast-prefetch");
+    let mut restored = Cluster::on_datadir(dir, target);
+    restored.start();
+    restored.wait_promoted(std::time::Duration::from_secs(180));
+    assert!(spool.is_dir(), "the spool was used");
+    let log = restored.log();
+    let replayed = log.matches("restored log file \"0000000").count();
+    assert!(
+        replayed >= 5,
+        "{replayed} segments from the archive:\n{log}"
+    );
+    assert_eq!(
+        restored.psql("postgres", "SELECT count(*), sum(length(pad)) FROM w"),
+        expected
+    );
+}
