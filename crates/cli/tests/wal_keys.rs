@@ -351,3 +351,51 @@ fn racing_fetches_and_killed_prefetchers_never_give_partial_or_wrong_wal() {
     }
     settle(&spool, 0);
 }
+
+#[test]
+fn a_spool_on_another_file_system_is_copied_with_its_hash_checked() {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        eprintln!("no /dev/shm: skipped");
+        return;
+    }
+    let (env, kf, segs) = archive(3);
+    let spool_dir = tempfile::tempdir_in(shm).unwrap();
+    let spool = spool_dir.path().join("spool");
+    let spool_s = spool.to_str().unwrap();
+    let pg_wal = env.path("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let o = fetch(
+        &env,
+        &kf,
+        1,
+        &dest,
+        &["--prefetch", "2", "--spool", spool_s],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    settle(&spool, 2);
+    // Damage that keeps size and time (bit rot, or a deliberate reset of
+    // the time): a rename would hand it over; the copy checks the hash.
+    let p3 = spool.join(seg_name(3));
+    let mtime = std::fs::metadata(&p3).unwrap().modified().unwrap();
+    let mut b = std::fs::read(&p3).unwrap();
+    b[7] ^= 1;
+    let f = std::fs::OpenOptions::new().write(true).open(&p3).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &b[..8], 0).unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    for n in 2..=3 {
+        let o = fetch(
+            &env,
+            &kf,
+            n,
+            &dest,
+            &["--prefetch", "2", "--spool", spool_s],
+        );
+        assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
+        assert!(std::fs::read(&dest).unwrap() == segs[n as usize - 1], "{n}");
+        assert!(!spool.join(seg_name(n)).exists(), "{n}");
+    }
+    settle(&spool, 0);
+}

@@ -19,6 +19,11 @@
 //! repository grows. The price is that an identical block archived twice is
 //! stored twice (GC's repack removes the copy). `wal-fetch` loads the index
 //! lazily, only when the manifest's first blob is not already known.
+//!
+//! Prefetching (`wal-fetch --prefetch N`) fills a spool directory in the
+//! background; a segment found there is handed to PostgreSQL by a rename,
+//! trusted on the strength of a stamp the prefetcher wrote after verifying
+//! it (see the comment above [`SpoolStamp`] for what a hit checks and why).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
