@@ -99,6 +99,8 @@ def main():
     ap.add_argument("--scale", type=int, default=20, help="pgbench scale factor")
     ap.add_argument("--pgbench-seconds", type=int, default=60, help="day 2 of the pgbench workload")
     ap.add_argument("--runs", type=int, default=1, help="repeat on fresh clusters; report medians")
+    ap.add_argument("--page-compression", choices=["auto", "zstd"], default=None,
+                    help="holdfast backup --page-compression for physical backups (default: holdfast's own)")
     a = ap.parse_args()
     all_results = []
     for i in range(a.runs):
@@ -235,8 +237,9 @@ archive_command = '{archive.replace("'", "''")}'
             psql("postgres", "CHECKPOINT")
             drain_archive()
             t0 = time.monotonic()
+            pc = ["--page-compression", a.page_compression] if a.page_compression else []
             out = sh([hf, "--json", "backup", "--postgres-physical", dsn.replace("dbname=ehr", "dbname=postgres"),
-                      "--pgdata", str(data)], env=hf_env(hf_phys_repo), capture=True).stdout
+                      "--pgdata", str(data), *pc], env=hf_env(hf_phys_repo), capture=True).stdout
             r["hf_physical_s"] = time.monotonic() - t0
             # the snapshot's own count: WAL archived meanwhile goes to the same repository
             r["hf_physical_added_bytes"] = json.loads(out)["summary"]["stored_added"]

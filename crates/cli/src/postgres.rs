@@ -57,6 +57,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             source: a.source.clone(),
             tags: a.tags.clone(),
             incremental: !a.force,
+            lzma_frames: a.page_compression == "auto",
             ..PhysicalBackupOptions::default()
         };
         info(g, format!("base backup of {} ...", dsn.display()));

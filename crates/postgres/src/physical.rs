@@ -78,6 +78,9 @@ pub struct PhysicalBackupOptions {
     /// zstd level of the blocks; default the repository's
     /// (`HOLDFAST_PG_PHYSICAL_LEVEL` overrides, for measuring).
     pub compression_level: Option<i32>,
+    /// Frames of pages that zstd already shrinks 5x may be stored with
+    /// LZMA2 when smaller (see `holdfast_repo::compress`); off: zstd only.
+    pub lzma_frames: bool,
 }
 
 impl Default for PhysicalBackupOptions {
@@ -94,6 +97,7 @@ impl Default for PhysicalBackupOptions {
             block_size,
             incremental: true,
             wait_for_archive: None,
+            lzma_frames: true,
             compression_level: std::env::var("HOLDFAST_PG_PHYSICAL_LEVEL")
                 .ok()
                 .and_then(|v| v.trim().parse().ok()),
@@ -485,6 +489,7 @@ pub fn backup_physical(
         Some(level) => BlobWriter::with_level(repo, level),
         None => BlobWriter::new(repo),
     };
+    writer.set_lzma_frames(opts.lzma_frames);
     // From here on, any error must end the backup on the server.
     let copied = (|| -> Result<(WalkDir, Vec<ToRead>, u64, u64, u64)> {
         let mut w = Walker {

@@ -82,6 +82,8 @@ struct Shared {
     level: i32,
     /// Format 2: frames allowed, version-2 packs.
     frames: bool,
+    /// Frames may be encoded with LZMA2 (see `compress`).
+    lzma_frames: std::sync::atomic::AtomicBool,
     sem: Arc<Semaphore>,
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     unindexed: Mutex<Vec<PackInfo>>,
@@ -165,6 +167,7 @@ impl BlobWriter {
             pack_size: repo.config().pack_size as usize,
             level,
             frames: repo.takes_frames(),
+            lzma_frames: std::sync::atomic::AtomicBool::new(true),
             sem: Arc::new(Semaphore::new(par)),
             uploads: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
@@ -213,6 +216,12 @@ impl BlobWriter {
         })
         .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
         Ok(PendingBlob(rx))
+    }
+
+    /// Whether frames may be encoded with LZMA2 where it pays (the
+    /// default) or only with zstd (faster: see `compress`).
+    pub fn set_lzma_frames(&self, on: bool) {
+        self.shared.lzma_frames.store(on, Ordering::Relaxed);
     }
 
     /// Queue consecutive small blocks of one source (about
@@ -431,7 +440,14 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                                 (ids[i], blocks[i].len())
                             })
                             .collect();
-                        p.add_frame(blob_type, &list, |buf| enc.encode_frame_into(&frame, buf));
+                        let lzma = s.lzma_frames.load(Ordering::Relaxed);
+                        p.add_frame(blob_type, &list, |buf| {
+                            if lzma {
+                                enc.encode_frame_into(&frame, buf)
+                            } else {
+                                enc.encode_into(&frame, buf)
+                            }
+                        });
                     }
                     for &i in &new {
                         s.count(blob_type, blocks[i].len());
