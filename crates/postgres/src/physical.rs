@@ -268,64 +268,129 @@ impl Walker<'_> {
     }
 }
 
-/// Read the files in `to_read` in page-aligned blocks through the writer,
-/// keeping many blocks in flight across file boundaries. Consecutive blocks
-/// of a file go to the writer as one frame (about 1 MiB): each block is
-/// still its own blob for deduplication, but new blocks are compressed
-/// together (16 KiB blocks compressed one by one cost 1.3x the bytes).
+/// Read the files in `to_read` in page-aligned blocks through the writer.
+/// Consecutive blocks of a file go to the writer as one frame (about
+/// 1 MiB): each block is still its own blob for deduplication, but new
+/// blocks are compressed together (16 KiB blocks compressed one by one cost
+/// 1.3x the bytes). Several reader threads take whole files from a shared
+/// queue, so no single thread stands between the disk and the writer's
+/// workers (issue 14); a file's blocks stay in order because one thread
+/// reads it. `pg_control` is read last, alone, as pg_basebackup does: it
+/// must not be older than the other files.
 fn read_files(writer: &BlobWriter, files: &mut [ToRead], block: usize) -> Result<u64> {
-    // pg_control last, as pg_basebackup does: it must not be older than the files.
-    let mut order: Vec<usize> = (0..files.len()).collect();
-    order.sort_by_key(|&i| files[i].path.ends_with("global/pg_control"));
-    let per_frame = (FRAME_TARGET / block).max(1);
-    // At most this many frames in flight (about 32 MiB): enough to keep
-    // every worker busy, bounded whatever the cluster's size.
-    let in_flight = 32;
-    let mut pending: std::collections::VecDeque<(usize, PendingFrame)> = Default::default();
+    let (control, rest): (Vec<usize>, Vec<usize>) =
+        (0..files.len()).partition(|&i| files[i].path.ends_with("global/pg_control"));
+    let readers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, MAX_READERS);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+    let results: Vec<Result<Vec<(usize, FileRead)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..readers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&i) = rest.get(k) else { break };
+                        out.push((i, read_one(writer, &paths[i], block, FRAMES_PER_READER)?));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(PgError::Invalid("a reader thread panicked".into())))
+            })
+            .collect()
+    });
     let mut total = 0u64;
-    for i in order {
-        let path = files[i].path.clone();
-        let mut f = match fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                files[i].gone = true;
-                continue;
+    let mut apply = |i: usize, r: FileRead| {
+        total += r.size;
+        let f = &mut files[i];
+        f.size = r.size;
+        f.gone = r.gone;
+        f.content = r.content;
+    };
+    for r in results {
+        for (i, read) in r? {
+            apply(i, read);
+        }
+    }
+    for i in control {
+        let read = read_one(writer, &paths[i], block, FRAMES_PER_READER)?;
+        apply(i, read);
+    }
+    Ok(total)
+}
+
+/// Reader threads of a physical backup at most: past this the disk, not
+/// the CPU, is the limit on any server we know of.
+const MAX_READERS: usize = 16;
+/// Frames (about 1 MiB each) one reader keeps in flight: enough to keep
+/// the writer's workers busy; memory is readers × this × 1 MiB at most.
+const FRAMES_PER_READER: usize = 8;
+
+/// What reading one file gave.
+struct FileRead {
+    content: Vec<Id>,
+    size: u64,
+    /// The file disappeared before it was opened (dropped relation).
+    gone: bool,
+}
+
+/// Read one file in blocks and hand it to the writer a frame at a time.
+fn read_one(writer: &BlobWriter, path: &Path, block: usize, in_flight: usize) -> Result<FileRead> {
+    let per_frame = (FRAME_TARGET / block).max(1);
+    let mut out = FileRead {
+        content: Vec::new(),
+        size: 0,
+        gone: false,
+    };
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.gone = true;
+            return Ok(out);
+        }
+        Err(e) => return Err(PgError::io(format!("opening {}", path.display()), e)),
+    };
+    let mut pending: std::collections::VecDeque<PendingFrame> = Default::default();
+    let mut eof = false;
+    while !eof {
+        let mut blocks = Vec::with_capacity(per_frame);
+        while blocks.len() < per_frame {
+            let mut buf = vec![0u8; block];
+            let n = read_full(&mut f, &mut buf)
+                .map_err(|e| PgError::io(format!("reading {}", path.display()), e))?;
+            if n > 0 {
+                buf.truncate(n);
+                out.size += n as u64;
+                blocks.push(buf);
             }
-            Err(e) => return Err(PgError::io(format!("opening {}", path.display()), e)),
-        };
-        let mut eof = false;
-        while !eof {
-            let mut blocks = Vec::with_capacity(per_frame);
-            while blocks.len() < per_frame {
-                let mut buf = vec![0u8; block];
-                let n = read_full(&mut f, &mut buf)
-                    .map_err(|e| PgError::io(format!("reading {}", path.display()), e))?;
-                if n > 0 {
-                    buf.truncate(n);
-                    files[i].size += n as u64;
-                    total += n as u64;
-                    blocks.push(buf);
-                }
-                if n < block {
-                    eof = true;
-                    break;
-                }
-            }
-            if blocks.is_empty() {
+            if n < block {
+                eof = true;
                 break;
             }
-            pending.push_back((i, writer.submit_frame(BlobType::Data, blocks)?));
-            while pending.len() > in_flight {
-                if let Some((j, p)) = pending.pop_front() {
-                    files[j].content.extend(p.wait()?);
-                }
+        }
+        if blocks.is_empty() {
+            break;
+        }
+        pending.push_back(writer.submit_frame(BlobType::Data, blocks)?);
+        while pending.len() > in_flight {
+            if let Some(p) = pending.pop_front() {
+                out.content.extend(p.wait()?);
             }
         }
     }
-    for (j, p) in pending {
-        files[j].content.extend(p.wait()?);
+    for p in pending {
+        out.content.extend(p.wait()?);
     }
-    Ok(total)
+    Ok(out)
 }
 
 fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
