@@ -55,6 +55,26 @@ def run(cmd, env):
     return wall, ru.ru_maxrss / 1024.0
 
 
+def fresh_fs(work, gib):
+    """A new, empty ext4 file system mounted at WORK/fresh; returns a target inside it."""
+    img, mnt = os.path.join(work, "fresh.img"), os.path.join(work, "fresh")
+    drop_fs(work)
+    with open(img, "wb") as f:
+        f.truncate(gib << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True)
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", img, mnt], check=True)
+    return os.path.join(mnt, "restore")
+
+
+def drop_fs(work):
+    img, mnt = os.path.join(work, "fresh.img"), os.path.join(work, "fresh")
+    if os.path.ismount(mnt):
+        subprocess.run(["umount", mnt], check=True)
+    if os.path.exists(img):
+        os.remove(img)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--files", type=int, default=300_000)
@@ -64,6 +84,10 @@ def main():
     p.add_argument("--also", action="append", default=[], metavar="NAME=BINARY",
                    help="another holdfast binary to measure on the same repository (e.g. main=/tmp/holdfast-main)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fresh-fs", type=int, default=0, metavar="GIB",
+                   help="restore each run into a freshly made ext4 file system of this size on a loop "
+                        "device (root only): after a mass deletion ext4 slows every later run, so "
+                        "without this the wall times drift run after run (0: restore into --workdir)")
     a = p.parse_args()
     work = a.workdir or tempfile.mkdtemp(prefix="restore-mem-")
     os.makedirs(work, exist_ok=True)
@@ -93,12 +117,18 @@ def main():
     for rep in range(a.repeat):
         for t in order:
             target = os.path.join(work, "restore-" + t)
-            shutil.rmtree(target, ignore_errors=True)
+            if a.fresh_fs:
+                target = fresh_fs(work, a.fresh_fs)
+            else:
+                shutil.rmtree(target, ignore_errors=True)
             subprocess.run(["sync"], check=True)
             wall, rss = run(tools[t](target), env)
             results[t].append((wall, rss))
             print("rep %d %-8s %6.1f s  %7.1f MiB" % (rep, t, wall, rss), flush=True)
-            shutil.rmtree(target, ignore_errors=True)
+            if a.fresh_fs:
+                drop_fs(work)
+            else:
+                shutil.rmtree(target, ignore_errors=True)
         order.reverse()
     med = {t: (statistics.median(w for w, _ in r), statistics.median(m for _, m in r)) for t, r in results.items()}
     for t, (w, m) in med.items():
