@@ -265,6 +265,10 @@ pub struct BackupArgs {
     /// and with them POSIX ACLs and file capabilities).
     #[arg(long)]
     pub no_xattrs: bool,
+    /// Threads that walk, read and chunk files (default: one per core).
+    /// The snapshot is the same whatever the number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]

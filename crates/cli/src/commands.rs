@@ -166,6 +166,10 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         excludes,
         scan: mode != ui::ProgressMode::Off,
         no_xattrs: a.no_xattrs,
+        parallelism: backup::Parallelism {
+            readers: a.threads.unwrap_or(0),
+            ..Default::default()
+        },
     };
     interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
     let watcher = interrupt::Watcher::start(progress.clone(), g.quiet);
@@ -195,6 +199,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
             "excludes": opts.excludes,
             "warnings": out.warnings,
             "changing": out.changing,
+            "cpu": out.cpu,
         }))?;
     } else if !g.quiet {
         print_backup_summary(out.id, s);

@@ -80,12 +80,63 @@ impl Gear {
     }
 }
 
-/// Splits a byte stream into content-defined chunks.
-pub struct StreamChunker<R> {
-    source: R,
+/// The cut-point function on its own, for callers that chunk regions of a
+/// stream on several threads (see `holdfast_sources`' split reads).
+///
+/// Where a chunk ends depends only on where it starts and on the bytes up
+/// to `max` after that start: [`Cutter::cut`] on a slice that begins at a
+/// chunk start and holds at least `max` bytes (or everything to the end of
+/// the stream) gives exactly the chunk that [`StreamChunker`] gives there.
+#[derive(Clone)]
+pub struct Cutter {
     gear: Gear,
     params: ChunkerParams,
     masks: (u64, u64),
+}
+
+impl Cutter {
+    pub fn new(gear: Gear, params: ChunkerParams) -> Cutter {
+        let masks = select_masks(params.avg as usize, Normalization::Level1);
+        Cutter {
+            gear,
+            params,
+            masks,
+        }
+    }
+
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the chunk starting at `data[0]`. `data` must hold at least
+    /// `params.max` bytes, or every byte left in the stream; an empty slice
+    /// gives 0.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        if data.is_empty() {
+            return 0;
+        }
+        let (mask_s, mask_l) = self.masks;
+        let (_, len) = cut_gear(
+            data,
+            self.params.min as usize,
+            self.params.avg as usize,
+            self.params.max as usize,
+            mask_s,
+            mask_l,
+            mask_s << 1,
+            mask_l << 1,
+            &self.gear.gear[..],
+            &self.gear.gear_ls[..],
+        );
+        len.max(1).min(data.len())
+    }
+}
+
+/// Splits a byte stream into content-defined chunks.
+pub struct StreamChunker<R> {
+    source: R,
+    cutter: Cutter,
+    params: ChunkerParams,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -101,13 +152,11 @@ impl<R: Read> StreamChunker<R> {
     /// a backup of many small files must not allocate and zero twice the
     /// maximum chunk size for each of them.
     pub fn with_buffer(source: R, gear: Gear, params: ChunkerParams, mut buf: Vec<u8>) -> Self {
-        let masks = select_masks(params.avg as usize, Normalization::Level1);
         buf.resize(2 * params.max as usize, 0);
         StreamChunker {
             source,
-            gear,
+            cutter: Cutter::new(gear, params),
             params,
-            masks,
             buf,
             start: 0,
             end: 0,
@@ -151,20 +200,8 @@ impl<R: Read> StreamChunker<R> {
         if avail.is_empty() {
             return Ok(None);
         }
-        let (mask_s, mask_l) = self.masks;
-        let (_, len) = cut_gear(
-            avail,
-            self.params.min as usize,
-            self.params.avg as usize,
-            self.params.max as usize,
-            mask_s,
-            mask_l,
-            mask_s << 1,
-            mask_l << 1,
-            &self.gear.gear[..],
-            &self.gear.gear_ls[..],
-        );
-        let len = len.max(1).min(avail.len());
+        // `fill` leaves at least `max` bytes or everything up to the end.
+        let len = self.cutter.cut(avail);
         let chunk = avail[..len].to_vec();
         self.start += len;
         Ok(Some(chunk))

@@ -1,10 +1,22 @@
 //! Backing up filesystem trees.
 //!
-//! The calling thread walks the paths depth-first, reads and chunks files
-//! and hands the chunks to the repository's [`BlobWriter`], whose worker
-//! threads hash, compress, encrypt and pack them concurrently; packs upload
-//! in the background. Reading, chunking, hashing, compression, encryption and
-//! writing therefore overlap, and every queue between them is bounded.
+//! Two thread pools, and no serial stage between the disk and them:
+//!
+//! * the **reader pool** ([`Parallelism::readers`] threads, rayon) walks:
+//!   the entries of each directory are looked at in parallel (lstat,
+//!   excludes, the parent snapshot's node, extended attributes), and so
+//!   are whole subtrees; files are read and chunked by whichever thread
+//!   reaches them, several at once, and a file of at least
+//!   [`Parallelism::split_min`] bytes is itself split into segments chunked
+//!   on several threads with the same chunks as a serial pass
+//!   ([`crate::split`]);
+//! * the repository's [`BlobWriter`] workers hash, deduplicate, compress,
+//!   encrypt and pack the chunks; packs upload in the background.
+//!
+//! Results are gathered in name order, so the trees (and snapshot) are the
+//! same bytes whatever the thread count. The calling thread only sets up,
+//! waits, and finishes (index, snapshot): [`BackupOutcome::cpu`] reports
+//! the CPU time of each part, so the serial share can be measured.
 //!
 //! The snapshot mirrors absolute paths (`/srv/docs` is stored under
 //! `srv/docs`), like restic, so backups of several paths never collide.
@@ -43,10 +55,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use holdfast_repo::chunker::{ChunkerParams, Gear, StreamChunker};
+use holdfast_repo::chunker::{ChunkerParams, Cutter, Gear, StreamChunker};
 use holdfast_repo::index::Index;
 use holdfast_repo::pack::BlobType;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, Summary};
@@ -57,7 +69,9 @@ use holdfast_repo::{Id, RepoError, Repository};
 use crate::error::{SourceError, SourceResult};
 use crate::exclude::{ExcludeRules, Excluder, Verdict};
 use crate::meta::{self, NameCache};
-use crate::Progress;
+use crate::split::{self, SegmentPool, SplitFail};
+use crate::{cputime, Progress};
+use rayon::prelude::*;
 
 /// What to back up and how to label it.
 #[derive(Debug, Clone)]
@@ -72,6 +86,67 @@ pub struct BackupOptions {
     pub scan: bool,
     /// Leave extended attributes (and so ACLs and capabilities) out.
     pub no_xattrs: bool,
+    /// Threads and memory.
+    pub parallelism: Parallelism,
+}
+
+/// How many threads a backup uses and how much memory it may hold.
+///
+/// Memory bound (besides the tree of the directory being walked and its
+/// ancestors, as before): the readers hold at most
+/// `readers × 2 × max chunk size` of stream-chunker buffers plus
+/// `split_budget` bytes of segment buffers for split files (a file that
+/// cannot get two segments from the budget is read as a stream instead, so
+/// the budget is never exceeded), plus the chunk being submitted by each
+/// reader; the blob writer holds its bounded job queue (`2 × writers`
+/// chunks) and a pack per worker and per upload in flight (see
+/// `holdfast_repo::writer`). None of it grows with file sizes or counts of
+/// cores beyond these configured numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallelism {
+    /// Threads that walk, read and chunk; 0 means one per core.
+    pub readers: usize,
+    /// Blob writer workers (hash, compress, encrypt, pack); 0 means one
+    /// per core.
+    pub writers: usize,
+    /// Files at least this large are split across threads.
+    pub split_min: u64,
+    /// Bytes per segment of a split file (at least 2 × max chunk size).
+    pub segment: u64,
+    /// Bytes of segment buffers (each `segment + max chunk size`) all split
+    /// reads of the backup may hold at once.
+    pub split_budget: u64,
+}
+
+impl Default for Parallelism {
+    fn default() -> Parallelism {
+        Parallelism {
+            readers: 0,
+            writers: 0,
+            split_min: 64 << 20,
+            segment: 32 << 20,
+            split_budget: 320 << 20,
+        }
+    }
+}
+
+/// Where a backup spent CPU time, in seconds; the serial share
+/// (`(main + seams) / total`) bounds its speed-up on more cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CpuStats {
+    /// The calling thread: set-up, waiting, index and snapshot at the end.
+    pub main: f64,
+    /// The reader pool: walking, reading, chunking, trees.
+    pub readers: f64,
+    /// Of `readers`, the serial seam reconciliation of split files.
+    pub seams: f64,
+    /// The progress scanner (a side thread at low priority).
+    pub scanner: f64,
+    /// Every thread of the process during the backup (writers, uploads).
+    pub total: f64,
+    /// Threads of each pool.
+    pub reader_threads: usize,
+    pub writer_threads: usize,
 }
 
 /// What a new backup of a source builds on: the latest file snapshot of
@@ -130,6 +205,8 @@ pub struct BackupOutcome {
     pub warnings: Vec<String>,
     /// Files that kept changing while they were read (stored as read).
     pub changing: Vec<String>,
+    /// CPU time by stage.
+    pub cpu: CpuStats,
 }
 
 /// Make `p` absolute and lexically normal (no `.` or `..`), without
@@ -200,44 +277,74 @@ pub fn backup(
         Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
         None => None,
     };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let par = opts.parallelism;
+    let readers = if par.readers == 0 { cores } else { par.readers };
+    let writers = if par.writers == 0 { cores } else { par.writers };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(readers)
+        .thread_name(|i| format!("holdfast-read-{i}"))
+        .build()
+        .map_err(|e| RepoError::Invalid(format!("starting the reader threads: {e}")))?;
+    let cpu_start = (cputime::process(), cputime::thread());
+    let writer = BlobWriter::with_threads(repo, writers);
+    let segments = SegmentPool::new(par.split_budget);
     let walked = AtomicBool::new(false);
-    let (root_tree, a) = std::thread::scope(|scope| {
-        if opts.scan {
+    let mut scanner_cpu = Duration::ZERO;
+    let (root_tree, tally) = std::thread::scope(|scope| {
+        let scanner = if opts.scan {
             let (excluder, walked) = (&excluder, &walked);
-            scope.spawn(move || scan(paths, excluder, progress, walked));
-        }
-        let mut a = Archiver {
+            std::thread::Builder::new()
+                .name("holdfast-scan".into())
+                .spawn_scoped(scope, move || {
+                    scan(paths, excluder, progress, walked);
+                    cputime::thread()
+                })
+                .ok()
+        } else {
+            None
+        };
+        let a = Archiver {
             repo,
-            writer: BlobWriter::new(repo),
+            writer: &writer,
             index: repo.index(),
             names: NameCache::default(),
-            gear: repo.gear(),
             params: repo.config().chunker,
-            buf: Vec::new(),
-            warnings: Vec::new(),
-            changing: Vec::new(),
-            summary: Summary::default(),
+            cutter: Cutter::new(repo.gear(), repo.config().chunker),
+            gear: repo.gear(),
             progress,
             excluder: &excluder,
             xattrs: !opts.no_xattrs,
+            segments: &segments,
+            split_min: par.split_min.max(1),
+            segment: par.segment,
         };
-        let root = a.root(&trie, parent_root);
+        let mut tally = Tally::default();
+        let root = pool.install(|| a.root(&trie, parent_root, &mut tally));
         walked.store(true, Ordering::Relaxed);
-        (root, a)
+        if let Some(h) = scanner {
+            scanner_cpu = h.join().unwrap_or_default();
+        }
+        (root, tally)
     });
+    // Every reader thread's CPU time so far (they live as long as `pool`).
+    let readers_cpu: Duration = pool.broadcast(|_| cputime::thread()).into_iter().sum();
+    drop(pool);
     // The walk itself is the exact count: make the totals final (the
     // scanner may have been overtaken, or not run).
     let (files, bytes, _) = progress.get();
     progress.total_files.store(files, Ordering::Relaxed);
     progress.total_bytes.store(bytes, Ordering::Relaxed);
     progress.scan_done.store(true, Ordering::Relaxed);
-    let Archiver {
-        writer,
+    let Tally {
         warnings,
         changing,
         mut summary,
+        seam_cpu,
         ..
-    } = a;
+    } = tally;
     let root_tree = match root_tree {
         Ok(id) => id,
         Err(SourceError::Interrupted { .. }) => {
@@ -278,11 +385,21 @@ pub fn backup(
         meta,
     };
     let id = repo.save_snapshot(&snapshot)?;
+    let cpu = CpuStats {
+        main: cputime::thread().saturating_sub(cpu_start.1).as_secs_f64(),
+        readers: readers_cpu.as_secs_f64(),
+        seams: seam_cpu.as_secs_f64(),
+        scanner: scanner_cpu.as_secs_f64(),
+        total: cputime::process().saturating_sub(cpu_start.0).as_secs_f64(),
+        reader_threads: readers,
+        writer_threads: writers,
+    };
     Ok(BackupOutcome {
         id,
         snapshot,
         warnings,
         changing,
+        cpu,
     })
 }
 
@@ -367,36 +484,90 @@ struct PendingNode {
     blobs: Vec<PendingBlob>,
 }
 
-struct Archiver<'a> {
-    repo: &'a Repository,
-    writer: BlobWriter,
-    index: Arc<Index>,
-    names: NameCache,
-    gear: Gear,
-    params: ChunkerParams,
-    buf: Vec<u8>,
+/// What one part of the walk found besides nodes: counts and messages.
+/// Each task fills its own and the parent merges them in name order, so the
+/// summary and the order of warnings do not depend on the thread count.
+#[derive(Default)]
+struct Tally {
+    summary: Summary,
     warnings: Vec<String>,
     changing: Vec<String>,
-    summary: Summary,
+    /// Bytes chunked serially at segment seams of split reads.
+    seam_bytes: u64,
+    /// Thread CPU time of that serial reconciliation.
+    seam_cpu: Duration,
+}
+
+impl Tally {
+    fn merge(&mut self, o: Tally) {
+        let (a, b) = (&mut self.summary, o.summary);
+        a.files_new += b.files_new;
+        a.files_changed += b.files_changed;
+        a.files_unchanged += b.files_unchanged;
+        a.dirs += b.dirs;
+        a.symlinks += b.symlinks;
+        a.other += b.other;
+        a.files_failed += b.files_failed;
+        a.excluded += b.excluded;
+        a.files_reread += b.files_reread;
+        a.files_changing += b.files_changing;
+        a.total_bytes += b.total_bytes;
+        a.bytes_read += b.bytes_read;
+        self.warnings.extend(o.warnings);
+        self.changing.extend(o.changing);
+        self.seam_bytes += o.seam_bytes;
+        self.seam_cpu += o.seam_cpu;
+    }
+
+    fn warn(&mut self, progress: &Progress, path: &Path, e: &std::io::Error) {
+        self.summary.files_failed += 1;
+        progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.warnings.push(format!(
+            "{}: {e} (left out of the snapshot)",
+            path.display()
+        ));
+    }
+}
+
+thread_local! {
+    /// Each reader thread's stream-chunker buffer (2 × max chunk size),
+    /// reused across files: a backup of many small files must not allocate
+    /// and zero one per file.
+    static STREAM_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The shared, read-only state of a walk; every method takes `&self` and
+/// runs on any thread of the backup's reader pool.
+struct Archiver<'a> {
+    repo: &'a Repository,
+    writer: &'a BlobWriter,
+    index: Arc<Index>,
+    names: NameCache,
+    params: ChunkerParams,
+    cutter: Cutter,
+    gear: Gear,
     progress: &'a Progress,
     excluder: &'a Excluder,
     /// Record extended attributes.
     xattrs: bool,
+    segments: &'a SegmentPool,
+    split_min: u64,
+    segment: u64,
 }
 
 impl Archiver<'_> {
     /// The snapshot's root tree.
-    fn root(&mut self, trie: &Trie, parent_root: Option<Tree>) -> SourceResult<Id> {
+    fn root(&self, trie: &Trie, parent_root: Option<Tree>, t: &mut Tally) -> SourceResult<Id> {
         if !trie.target {
-            return self.virtual_dir(Path::new("/"), trie, parent_root.as_ref());
+            return self.virtual_dir(Path::new("/"), trie, parent_root.as_ref(), t);
         }
         // Backing up "/" itself.
         let m = fs::symlink_metadata("/").map_err(|e| SourceError::Read {
             path: "/".into(),
             cause: e,
         })?;
-        let root = self.node(Path::new("/"), b"", &m);
-        let node = self.dir(Path::new("/"), root, parent_root)?;
+        let root = self.node(Path::new("/"), b"", &m, t);
+        let node = self.dir(Path::new("/"), root, parent_root, t)?;
         match node.subtree {
             Some(id) => Ok(id),
             None => self.save_tree(Tree::default()),
@@ -413,14 +584,15 @@ impl Archiver<'_> {
         }
         Ok(())
     }
-    fn save_tree(&mut self, mut tree: Tree) -> SourceResult<Id> {
+
+    fn save_tree(&self, mut tree: Tree) -> SourceResult<Id> {
         tree.sort();
         let json = serde_json::to_vec(&tree)
             .map_err(|e| RepoError::Invalid(format!("serialising a tree: {e}")))?;
         Ok(self.writer.save(BlobType::Tree, &json)?)
     }
 
-    fn parent_subtree(&mut self, node: Option<&Node>) -> Option<Tree> {
+    fn parent_subtree(&self, node: Option<&Node>) -> Option<Tree> {
         let id = node?.subtree?;
         // A damaged parent tree only costs re-reading; it must not fail the backup.
         self.repo.load_tree(&id).ok()
@@ -428,7 +600,13 @@ impl Archiver<'_> {
 
     /// An ancestor directory of the backed-up paths: only the children on
     /// the way to targets are included.
-    fn virtual_dir(&mut self, path: &Path, trie: &Trie, parent: Option<&Tree>) -> SourceResult<Id> {
+    fn virtual_dir(
+        &self,
+        path: &Path,
+        trie: &Trie,
+        parent: Option<&Tree>,
+        t: &mut Tally,
+    ) -> SourceResult<Id> {
         let mut nodes = Vec::new();
         for (name, child) in &trie.children {
             let p = path.join(OsString::from_vec(name.clone()));
@@ -438,13 +616,13 @@ impl Archiver<'_> {
             };
             let pnode = parent.and_then(|t| t.find(name));
             if child.target {
-                if let Some(pn) = self.entry(&p, name, &m, pnode)? {
-                    nodes.push(self.resolve(pn)?);
+                if let Some(pn) = self.entry(&p, name, &m, pnode, t)? {
+                    nodes.push(resolve(pn)?);
                 }
             } else {
                 let ptree = self.parent_subtree(pnode);
-                let sub = self.virtual_dir(&p, child, ptree.as_ref())?;
-                let mut node = self.node(&p, name, &m);
+                let sub = self.virtual_dir(&p, child, ptree.as_ref(), t)?;
+                let mut node = self.node(&p, name, &m, t);
                 node.subtree = Some(sub);
                 nodes.push(node);
             }
@@ -452,52 +630,42 @@ impl Archiver<'_> {
         self.save_tree(Tree::new(nodes))
     }
 
-    fn resolve(&mut self, p: PendingNode) -> SourceResult<Node> {
-        let PendingNode { mut node, blobs } = p;
-        if !blobs.is_empty() {
-            node.content = blobs
-                .into_iter()
-                .map(PendingBlob::wait)
-                .collect::<Result<Vec<_>, _>>()?;
-        }
-        Ok(node)
-    }
-
     fn entry(
-        &mut self,
+        &self,
         path: &Path,
         name: &[u8],
         m: &fs::Metadata,
         parent: Option<&Node>,
+        t: &mut Tally,
     ) -> SourceResult<Option<PendingNode>> {
         self.check_stop()?;
-        let node = self.node(path, name, m);
+        let node = self.node(path, name, m, t);
         match node.kind {
             NodeKind::Dir => Ok(Some(PendingNode {
                 node: {
                     let ptree = self.parent_subtree(parent);
-                    self.dir(path, node, ptree)?
+                    self.dir(path, node, ptree, t)?
                 },
                 blobs: Vec::new(),
             })),
-            NodeKind::File => self.file(path, node, parent),
+            NodeKind::File => self.file(path, node, parent, t),
             NodeKind::Symlink => match fs::read_link(path) {
-                Ok(t) => {
-                    self.summary.symlinks += 1;
+                Ok(target) => {
+                    t.summary.symlinks += 1;
                     let mut node = node;
-                    node.target = Some(NodeName(t.into_os_string().into_vec()));
+                    node.target = Some(NodeName(target.into_os_string().into_vec()));
                     Ok(Some(PendingNode {
                         node,
                         blobs: Vec::new(),
                     }))
                 }
                 Err(e) => {
-                    self.warn(path, &e);
+                    t.warn(self.progress, path, &e);
                     Ok(None)
                 }
             },
             _ => {
-                self.summary.other += 1;
+                t.summary.other += 1;
                 Ok(Some(PendingNode {
                     node,
                     blobs: Vec::new(),
@@ -509,12 +677,12 @@ impl Archiver<'_> {
     /// The node for `path` from its `lstat` metadata and, unless turned
     /// off, its extended attributes. Attributes that cannot be read cost a
     /// warning, not the entry.
-    fn node(&mut self, path: &Path, name: &[u8], m: &fs::Metadata) -> Node {
+    fn node(&self, path: &Path, name: &[u8], m: &fs::Metadata, t: &mut Tally) -> Node {
         let mut node = meta::node_from_metadata(name, m, &self.names);
         if self.xattrs {
             match meta::read_xattrs(path) {
                 Ok(x) => node.xattrs = x,
-                Err(e) => self.warnings.push(format!(
+                Err(e) => t.warnings.push(format!(
                     "{}: cannot read extended attributes: {e} (stored without them)",
                     path.display()
                 )),
@@ -523,21 +691,19 @@ impl Archiver<'_> {
         node
     }
 
-    fn warn(&mut self, path: &Path, e: &std::io::Error) {
-        self.summary.files_failed += 1;
-        self.progress
-            .errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.warnings.push(format!(
-            "{}: {e} (left out of the snapshot)",
-            path.display()
-        ));
-    }
-
     /// Fill the directory `node` (already built from its `lstat` and
-    /// attributes by the caller) with its subtree.
-    fn dir(&mut self, path: &Path, mut node: Node, ptree: Option<Tree>) -> SourceResult<Node> {
-        self.summary.dirs += 1;
+    /// attributes by the caller) with its subtree. The entries are listed
+    /// here, then looked at (lstat, excludes, parent lookup, reads) in
+    /// parallel on the reader pool; results are collected in name order,
+    /// so the tree is the same whatever the number of threads.
+    fn dir(
+        &self,
+        path: &Path,
+        mut node: Node,
+        ptree: Option<Tree>,
+        t: &mut Tally,
+    ) -> SourceResult<Node> {
+        t.summary.dirs += 1;
         let mut names: Vec<OsString> = Vec::new();
         match fs::read_dir(path) {
             Ok(rd) => {
@@ -545,53 +711,72 @@ impl Archiver<'_> {
                     match e {
                         Ok(e) => names.push(e.file_name()),
                         Err(e) => {
-                            self.warn(path, &e);
+                            t.warn(self.progress, path, &e);
                             break;
                         }
                     }
                 }
             }
-            Err(e) => self.warn(path, &e),
+            Err(e) => t.warn(self.progress, path, &e),
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut pending = Vec::with_capacity(names.len());
-        for n in names {
-            let child = path.join(&n);
-            let m = match fs::symlink_metadata(&child) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.warn(&child, &e);
-                    continue;
-                }
-            };
-            match self.excluder.check(&child, &m) {
-                Verdict::Keep => {}
-                Verdict::Exclude => {
-                    self.summary.excluded += 1;
-                    continue;
-                }
-                Verdict::MountPoint => {
-                    pending.push(self.mount_point(n.as_bytes(), &m)?);
-                    continue;
-                }
+        let ptree = ptree.as_ref();
+        let children: Vec<(Option<PendingNode>, Tally)> = names
+            .into_par_iter()
+            .map(|n| {
+                let mut ct = Tally::default();
+                let p = self.child(path, &n, ptree, &mut ct)?;
+                Ok((p, ct))
+            })
+            .collect::<SourceResult<_>>()?;
+        let mut nodes = Vec::with_capacity(children.len());
+        for (p, ct) in children {
+            t.merge(ct);
+            if let Some(p) = p {
+                nodes.push(resolve(p)?);
             }
-            let pnode = ptree.as_ref().and_then(|t| t.find(n.as_bytes()));
-            if let Some(p) = self.entry(&child, n.as_bytes(), &m, pnode)? {
-                pending.push(p);
-            }
-        }
-        let mut nodes = Vec::with_capacity(pending.len());
-        for p in pending {
-            nodes.push(self.resolve(p)?);
         }
         node.subtree = Some(self.save_tree(Tree::new(nodes))?);
         Ok(node)
     }
 
+    /// One entry of a directory listing.
+    fn child(
+        &self,
+        dir: &Path,
+        n: &OsString,
+        ptree: Option<&Tree>,
+        t: &mut Tally,
+    ) -> SourceResult<Option<PendingNode>> {
+        let child = dir.join(n);
+        let m = match fs::symlink_metadata(&child) {
+            Ok(m) => m,
+            Err(e) => {
+                t.warn(self.progress, &child, &e);
+                return Ok(None);
+            }
+        };
+        match self.excluder.check(&child, &m) {
+            Verdict::Keep => {}
+            Verdict::Exclude => {
+                t.summary.excluded += 1;
+                return Ok(None);
+            }
+            Verdict::MountPoint => return self.mount_point(n.as_bytes(), &m, t).map(Some),
+        }
+        let pnode = ptree.and_then(|pt| pt.find(n.as_bytes()));
+        self.entry(&child, n.as_bytes(), &m, pnode, t)
+    }
+
     /// A mount point of another file system under `--one-file-system`: an
     /// empty directory, so that a restore recreates the place to mount on.
-    fn mount_point(&mut self, name: &[u8], m: &fs::Metadata) -> SourceResult<PendingNode> {
-        self.summary.dirs += 1;
+    fn mount_point(
+        &self,
+        name: &[u8],
+        m: &fs::Metadata,
+        t: &mut Tally,
+    ) -> SourceResult<PendingNode> {
+        t.summary.dirs += 1;
         let mut node = meta::node_from_metadata(name, m, &self.names);
         node.subtree = Some(self.save_tree(Tree::default())?);
         Ok(PendingNode {
@@ -601,16 +786,17 @@ impl Archiver<'_> {
     }
 
     fn file(
-        &mut self,
+        &self,
         path: &Path,
         mut node: Node,
         parent: Option<&Node>,
+        t: &mut Tally,
     ) -> SourceResult<Option<PendingNode>> {
         if let Some(old) = parent {
             if meta::unchanged(old, &node) && old.content.iter().all(|b| self.index.contains(b)) {
                 node.content = old.content.clone();
-                self.summary.total_bytes += node.size;
-                self.summary.files_unchanged += 1;
+                t.summary.total_bytes += node.size;
+                t.summary.files_unchanged += 1;
                 self.progress.add_file();
                 self.progress.add_bytes(node.size);
                 return Ok(Some(PendingNode {
@@ -619,7 +805,7 @@ impl Archiver<'_> {
                 }));
             }
         }
-        let (blobs, read, start) = match self.read_stable(path)? {
+        let (blobs, read, start) = match self.read_stable(path, t)? {
             Some(r) => r,
             None => return Ok(None),
         };
@@ -631,11 +817,11 @@ impl Archiver<'_> {
         node.mtime.nsec = start.mtime.1 as u32;
         node.ctime.sec = start.ctime.0;
         node.ctime.nsec = start.ctime.1 as u32;
-        self.summary.total_bytes += read;
+        t.summary.total_bytes += read;
         if parent.is_some() {
-            self.summary.files_changed += 1;
+            t.summary.files_changed += 1;
         } else {
-            self.summary.files_new += 1;
+            t.summary.files_new += 1;
         }
         self.progress.add_file();
         Ok(Some(PendingNode { node, blobs }))
@@ -644,14 +830,18 @@ impl Archiver<'_> {
     /// Read a file, and once more if it changed while it was read. `None`
     /// when it cannot be read (a warning is recorded). Returns the blobs,
     /// the bytes read and the file's state when the kept read began.
-    fn read_stable(&mut self, path: &Path) -> SourceResult<Option<(Vec<PendingBlob>, u64, Stamp)>> {
+    fn read_stable(
+        &self,
+        path: &Path,
+        t: &mut Tally,
+    ) -> SourceResult<Option<(Vec<PendingBlob>, u64, Stamp)>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let (blobs, read, before, after) = match self.read_once(path) {
+            let (blobs, read, before, after) = match self.read_once(path, t) {
                 Ok(r) => r,
                 Err(ReadFail::Io(e)) => {
-                    self.warn(path, &e);
+                    t.warn(self.progress, path, &e);
                     return Ok(None);
                 }
                 Err(ReadFail::Repo(e)) => return Err(e.into()),
@@ -662,18 +852,18 @@ impl Archiver<'_> {
                     })
                 }
             };
-            self.summary.bytes_read += read;
+            t.summary.bytes_read += read;
             let stable = before == after && read == before.size;
             if stable {
                 return Ok(Some((blobs, read, before)));
             }
             if attempt == 1 {
                 // The blobs of the mixed read are simply not referenced.
-                self.summary.files_reread += 1;
+                t.summary.files_reread += 1;
                 continue;
             }
-            self.summary.files_changing += 1;
-            self.changing.push(format!(
+            t.summary.files_changing += 1;
+            t.changing.push(format!(
                 "{}: changed while it was read, twice; stored as read, so its content may mix old and new data",
                 path.display()
             ));
@@ -683,17 +873,23 @@ impl Archiver<'_> {
 
     /// One read of a file between two `fstat`s of its descriptor.
     fn read_once(
-        &mut self,
+        &self,
         path: &Path,
+        t: &mut Tally,
     ) -> Result<(Vec<PendingBlob>, u64, Stamp, Stamp), ReadFail> {
         let f = File::open(path).map_err(ReadFail::Io)?;
         let before = Stamp::of(&f.metadata().map_err(ReadFail::Io)?);
-        let (blobs, read) = self.read_file(&f, before.size)?;
+        let (blobs, read) = self.read_file(&f, before.size, t)?;
         let after = Stamp::of(&f.metadata().map_err(ReadFail::Io)?);
         Ok((blobs, read, before, after))
     }
 
-    fn read_file(&mut self, mut f: &File, size: u64) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
+    fn read_file(
+        &self,
+        mut f: &File,
+        size: u64,
+        t: &mut Tally,
+    ) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
         if size <= u64::from(self.params.min) {
             // Small file: one chunk, no chunker buffer.
             let mut data = Vec::with_capacity(size as usize + 1);
@@ -713,11 +909,54 @@ impl Archiver<'_> {
             // It grew past the chunking threshold while we looked: chunk it.
             return self.chunk(std::io::Cursor::new(data).chain(f));
         }
+        if size >= self.split_min {
+            match self.read_split(f, size, t) {
+                Ok(r) => return Ok(r),
+                // Shrank while read, or no room for segments: a stream read
+                // decides (pread left the file offset at 0).
+                Err(SplitFail::Short) | Err(SplitFail::NoBudget) => {}
+                Err(SplitFail::Io(e)) => return Err(ReadFail::Io(e)),
+                Err(SplitFail::Emit(e)) => return Err(ReadFail::Repo(e)),
+                Err(SplitFail::Stopped) => return Err(ReadFail::Stopped),
+            }
+        }
         self.chunk(f)
     }
 
-    fn chunk<R: Read>(&mut self, r: R) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
-        let buf = std::mem::take(&mut self.buf);
+    /// A large file, chunked on several threads (see [`crate::split`]).
+    fn read_split(
+        &self,
+        f: &File,
+        size: u64,
+        t: &mut Tally,
+    ) -> Result<(Vec<PendingBlob>, u64), SplitFail<RepoError>> {
+        let cpu0 = cputime::thread();
+        let r = split::chunk_split(
+            f,
+            size,
+            &self.cutter,
+            self.segment,
+            self.segments,
+            || self.progress.stop_requested(),
+            |chunk| {
+                self.progress.add_bytes(chunk.len() as u64);
+                self.writer.submit(BlobType::Data, chunk.to_vec())
+            },
+        );
+        // Only the seam work is serial; its share of this thread's time is
+        // estimated from its share of the bytes (measuring it exactly would
+        // need a clock read per seam step, on a hot path).
+        let spent = cputime::thread().saturating_sub(cpu0);
+        let r = r?;
+        t.seam_bytes += r.seam_bytes;
+        if r.bytes > 0 {
+            t.seam_cpu += spent.mul_f64(r.seam_bytes as f64 / r.bytes as f64);
+        }
+        Ok((r.items, r.bytes))
+    }
+
+    fn chunk<R: Read>(&self, r: R) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
+        let buf = STREAM_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let mut c = StreamChunker::with_buffer(r, self.gear.clone(), self.params, buf);
         let mut blobs = Vec::new();
         let mut total = 0u64;
@@ -738,9 +977,22 @@ impl Archiver<'_> {
                 Err(e) => break Err(ReadFail::Io(e)),
             }
         };
-        self.buf = c.into_parts().1;
+        let buf = c.into_parts().1;
+        STREAM_BUF.with(|b| *b.borrow_mut() = buf);
         res.map(|()| (blobs, total))
     }
+}
+
+/// Wait for a node's content ids.
+fn resolve(p: PendingNode) -> SourceResult<Node> {
+    let PendingNode { mut node, blobs } = p;
+    if !blobs.is_empty() {
+        node.content = blobs
+            .into_iter()
+            .map(PendingBlob::wait)
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(node)
 }
 
 enum ReadFail {

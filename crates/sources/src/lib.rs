@@ -11,11 +11,13 @@
 //! the CLI polls.
 
 pub mod backup;
+pub mod cputime;
 pub mod diff;
 mod error;
 pub mod exclude;
 pub mod meta;
 pub mod restore;
+mod split;
 pub mod walk;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
