@@ -190,7 +190,8 @@ where
     let nseg = size.div_ceil(segment) as usize;
     let want = rayon::current_num_threads().max(2).min(nseg);
     let window = pool.reserve(want, each);
-    if window < 2 {
+    // One segment at a time would be a serial read with extra copies.
+    if window < 2.min(nseg) || window == 0 {
         pool.release(window, each);
         return Err(SplitFail::NoBudget);
     }
@@ -385,6 +386,8 @@ mod tests {
                 assert_eq!(s.bytes, d.len() as u64);
                 s.items
             }
+            Err(SplitFail::NoBudget) => panic!("split read: no budget"),
+            Err(SplitFail::Short) => panic!("split read: short"),
             Err(_) => panic!("split read failed"),
         }
     }
