@@ -269,6 +269,15 @@ pub struct BackupArgs {
     /// The snapshot is the same whatever the number.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(usize))]
     pub threads: Option<usize>,
+    /// Split files of at least SIZE across threads (tuning and tests).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub split_min: Option<u64>,
+    /// Bytes per segment of a split file (tuning and tests).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub split_segment: Option<u64>,
+    /// Memory for the segment buffers of split files (tuning and tests).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, hide = true)]
+    pub split_budget: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -166,9 +166,15 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         excludes,
         scan: mode != ui::ProgressMode::Off,
         no_xattrs: a.no_xattrs,
-        parallelism: backup::Parallelism {
-            readers: a.threads.unwrap_or(0),
-            ..Default::default()
+        parallelism: {
+            let d = backup::Parallelism::default();
+            backup::Parallelism {
+                readers: a.threads.unwrap_or(d.readers),
+                split_min: a.split_min.unwrap_or(d.split_min),
+                segment: a.split_segment.unwrap_or(d.segment),
+                split_budget: a.split_budget.unwrap_or(d.split_budget),
+                ..d
+            }
         },
     };
     interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
@@ -193,6 +199,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
     if g.json {
         ui::print_json(&json!({
             "snapshot": out.id,
+            "tree": out.snapshot.tree,
             "source": out.snapshot.source,
             "counts": s.counts(),
             "summary": s,

@@ -147,6 +147,10 @@ pub struct CpuStats {
     /// Threads of each pool.
     pub reader_threads: usize,
     pub writer_threads: usize,
+    /// Files read by split reads, and the bytes chunked serially at their
+    /// seams.
+    pub split_files: u64,
+    pub seam_bytes: u64,
 }
 
 /// What a new backup of a source builds on: the latest file snapshot of
@@ -286,6 +290,10 @@ pub fn backup(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(readers)
         .thread_name(|i| format!("holdfast-read-{i}"))
+        // The walk recurses once per directory level, and a thread waiting
+        // for its subtasks runs others on the same stack: room for deep
+        // trees, as the main thread had (only touched pages cost memory).
+        .stack_size(16 << 20)
         .build()
         .map_err(|e| RepoError::Invalid(format!("starting the reader threads: {e}")))?;
     let cpu_start = (cputime::process(), cputime::thread());
@@ -343,7 +351,8 @@ pub fn backup(
         changing,
         mut summary,
         seam_cpu,
-        ..
+        seam_bytes,
+        split_files,
     } = tally;
     let root_tree = match root_tree {
         Ok(id) => id,
@@ -393,6 +402,8 @@ pub fn backup(
         total: cputime::process().saturating_sub(cpu_start.0).as_secs_f64(),
         reader_threads: readers,
         writer_threads: writers,
+        split_files,
+        seam_bytes,
     };
     Ok(BackupOutcome {
         id,
@@ -496,6 +507,8 @@ struct Tally {
     seam_bytes: u64,
     /// Thread CPU time of that serial reconciliation.
     seam_cpu: Duration,
+    /// Files read by split reads.
+    split_files: u64,
 }
 
 impl Tally {
@@ -517,6 +530,7 @@ impl Tally {
         self.changing.extend(o.changing);
         self.seam_bytes += o.seam_bytes;
         self.seam_cpu += o.seam_cpu;
+        self.split_files += o.split_files;
     }
 
     fn warn(&mut self, progress: &Progress, path: &Path, e: &std::io::Error) {
@@ -949,6 +963,7 @@ impl Archiver<'_> {
         let spent = cputime::thread().saturating_sub(cpu0);
         let r = r?;
         t.seam_bytes += r.seam_bytes;
+        t.split_files += 1;
         if r.bytes > 0 {
             t.seam_cpu += spent.mul_f64(r.seam_bytes as f64 / r.bytes as f64);
         }

@@ -47,6 +47,7 @@ use crate::error::{SourceError, SourceResult};
 use crate::meta::{self, Meta};
 use crate::walk;
 use crate::Progress;
+use rayon::prelude::*;
 
 /// Blobs closer than this in one pack are fetched with one ranged read.
 const COALESCE_GAP: u64 = 512 * 1024;
@@ -349,9 +350,16 @@ pub fn restore(
     }
     drop(uses);
 
-    // 5. Links and metadata.
+    // 5. Links and metadata, on a pool as wide as the content phase's.
     let xattrs = !opts.no_xattrs;
-    let ok = finish_files(&files, xattrs, &mut out, progress);
+    let meta_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("holdfast-meta-{i}"))
+        .build()
+        .map_err(|e| {
+            holdfast_repo::RepoError::Invalid(format!("starting the metadata threads: {e}"))
+        })?;
+    let ok = meta_pool.install(|| finish_files(&files, xattrs, &mut out, progress));
     for (path, first) in links {
         if !ok[first] {
             out.failed.push(format!(
@@ -365,12 +373,20 @@ pub fn restore(
         fs::hard_link(&files[first].path, &path).map_err(|e| SourceError::write(&path, e))?;
         out.links += 1;
     }
-    for (path, m) in &others {
-        apply_meta(path, m, xattrs, &mut out);
-    }
+    meta_pool.install(|| apply_meta_all(&others, xattrs, &mut out));
+    // Deepest first: setting a directory's metadata must follow every
+    // change inside it. Directories of one depth are independent.
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (path, m) in &dirs {
-        apply_meta(path, m, xattrs, &mut out);
+    let mut rest: &[(PathBuf, Meta)] = &dirs;
+    while let Some((first, _)) = rest.first() {
+        let depth = first.components().count();
+        let n = rest
+            .iter()
+            .take_while(|(p, _)| p.components().count() == depth)
+            .count();
+        let (level, tail) = rest.split_at(n);
+        meta_pool.install(|| apply_meta_all(level, xattrs, &mut out));
+        rest = tail;
     }
     if use_marker && out.failed.is_empty() {
         // Everything is in place: this target no longer needs a resume.
@@ -783,23 +799,43 @@ fn finish_files(
     out: &mut RestoreOutcome,
     progress: &Progress,
 ) -> Vec<bool> {
-    let mut ok = vec![true; files.len()];
-    for (i, f) in files.iter().enumerate() {
-        let failed = f.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let failed = failed
-            .or_else(|| {
-                (f.remaining.load(Ordering::Relaxed) != 0).then(|| "content incomplete".to_string())
-            })
-            .or_else(|| {
-                (f.sparse && !f.kept)
-                    .then(|| full_length(&f.path, f.size).err())
-                    .flatten()
-                    .map(|e| format!("setting its length: {e}"))
-            });
-        if let Some(why) = failed {
-            ok[i] = false;
-            let _ = fs::remove_file(&f.path);
-            out.failed.push(format!("{}: {why}", f.path.display()));
+    // Checking, `chmod`/`chown`/`utimes` and attributes of every file run
+    // on the thread pool (a million files are a million syscall rounds);
+    // the results are merged in file order, so the report is the same.
+    let done: Vec<(bool, Vec<String>, Vec<String>)> = files
+        .par_iter()
+        .map(|f| {
+            let failed = f.failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let failed = failed
+                .or_else(|| {
+                    (f.remaining.load(Ordering::Relaxed) != 0)
+                        .then(|| "content incomplete".to_string())
+                })
+                .or_else(|| {
+                    (f.sparse && !f.kept)
+                        .then(|| full_length(&f.path, f.size).err())
+                        .flatten()
+                        .map(|e| format!("setting its length: {e}"))
+                });
+            if let Some(why) = failed {
+                let _ = fs::remove_file(&f.path);
+                return (
+                    false,
+                    vec![format!("{}: {why}", f.path.display())],
+                    Vec::new(),
+                );
+            }
+            progress.add_file();
+            let (failed, warnings) = meta_result(&f.path, &f.meta, xattrs);
+            (true, failed, warnings)
+        })
+        .collect();
+    let mut ok = Vec::with_capacity(files.len());
+    for (f, (good, failed, warnings)) in files.iter().zip(done) {
+        ok.push(good);
+        out.failed.extend(failed);
+        out.warnings.extend(warnings);
+        if !good {
             continue;
         }
         out.files += 1;
@@ -807,10 +843,20 @@ fn finish_files(
         if f.kept {
             out.files_skipped += 1;
         }
-        progress.add_file();
-        apply_meta(&f.path, &f.meta, xattrs, out);
     }
     ok
+}
+
+/// Metadata of many entries on the thread pool, reported in their order.
+fn apply_meta_all(entries: &[(PathBuf, Meta)], xattrs: bool, out: &mut RestoreOutcome) {
+    let done: Vec<(Vec<String>, Vec<String>)> = entries
+        .par_iter()
+        .map(|(path, m)| meta_result(path, m, xattrs))
+        .collect();
+    for (failed, warnings) in done {
+        out.failed.extend(failed);
+        out.warnings.extend(warnings);
+    }
 }
 
 /// Extend a sparse file to its length: its tail may be a hole, or all of
@@ -827,12 +873,14 @@ fn full_length(path: &Path, size: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-fn apply_meta(path: &Path, m: &Meta, xattrs: bool, out: &mut RestoreOutcome) {
+/// (failures, warnings) of restoring one entry's metadata.
+fn meta_result(path: &Path, m: &Meta, xattrs: bool) -> (Vec<String>, Vec<String>) {
     match meta::apply(path, m, xattrs) {
-        Ok(refused) => out.warnings.extend(refused),
-        Err(e) => out
-            .failed
-            .push(format!("{}: restoring metadata: {e}", path.display())),
+        Ok(refused) => (Vec::new(), refused),
+        Err(e) => (
+            vec![format!("{}: restoring metadata: {e}", path.display())],
+            Vec::new(),
+        ),
     }
 }
 
