@@ -123,7 +123,9 @@ impl Default for Parallelism {
         Parallelism {
             readers: 0,
             writers: 0,
-            split_min: 64 << 20,
+            // Below this, files already keep the readers busy side by side;
+            // at 128 MiB a split read has at least four 32 MiB segments.
+            split_min: 128 << 20,
             segment: 32 << 20,
             split_budget: 320 << 20,
         }
@@ -927,8 +929,11 @@ impl Archiver<'_> {
             match self.read_split(f, size, t) {
                 Ok(r) => return Ok(r),
                 // Shrank while read, or no room for segments: a stream read
-                // decides (pread left the file offset at 0).
-                Err(SplitFail::Short) | Err(SplitFail::NoBudget) => {}
+                // from the start decides.
+                Err(SplitFail::Short) | Err(SplitFail::NoBudget) => {
+                    use std::io::Seek;
+                    f.seek(std::io::SeekFrom::Start(0)).map_err(ReadFail::Io)?;
+                }
                 Err(SplitFail::Io(e)) => return Err(ReadFail::Io(e)),
                 Err(SplitFail::Emit(e)) => return Err(ReadFail::Repo(e)),
                 Err(SplitFail::Stopped) => return Err(ReadFail::Stopped),

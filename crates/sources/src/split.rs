@@ -38,11 +38,21 @@ use rayon::prelude::*;
 /// Where split reads get their bytes (a file; a slice in tests).
 pub(crate) trait ReadAt: Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    /// Everything before `offset` was read: move the file offset there, so
+    /// that whoever watches `/proc/PID/fdinfo` sees the read progress as
+    /// with a sequential read (`pread` leaves the offset alone).
+    fn advance(&self, _offset: u64) {}
 }
 
 impl ReadAt for std::fs::File {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         FileExt::read_at(self, buf, offset)
+    }
+    fn advance(&self, offset: u64) {
+        use std::io::Seek;
+        // Only informative: a failure changes nothing.
+        let mut f = self;
+        let _ = f.seek(std::io::SeekFrom::Start(offset));
     }
 }
 
@@ -325,6 +335,7 @@ where
         for r in items {
             out.items.extend(r?);
         }
+        src.advance(cur);
         first = last;
     }
     out.bytes = cur;
