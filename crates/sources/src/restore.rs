@@ -240,8 +240,23 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> SourceResult<RestoreOutcome> {
+    // One pool for the CPU-bound stages around the content phase (the
+    // plan's tree loading, metadata), as wide as the content phase.
+    let threads = if opts.threads > 0 {
+        opts.threads
+    } else {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        cores.max(repo.backend().capabilities().parallelism).min(16)
+    };
+    let cpu_pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("holdfast-plan-{i}"))
+        .stack_size(16 << 20)
+        .build()
+        .map_err(|e| holdfast_repo::RepoError::Invalid(format!("starting restore threads: {e}")))?;
+
     // 1. Plan.
-    let items = plan(repo, snap, target, opts)?;
+    let items = cpu_pool.install(|| plan(repo, snap, target, opts))?;
     // The walk cached tree packs; the content phase no longer needs them.
     repo.release_tree_cache();
 
@@ -308,12 +323,6 @@ pub fn restore(
     };
     let work = coalesce(&index, &uses, max_read);
     drop(index);
-    let threads = if opts.threads > 0 {
-        opts.threads
-    } else {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        cores.max(repo.backend().capabilities().parallelism).min(16)
-    };
     let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
     let pool = Pool {
@@ -352,13 +361,7 @@ pub fn restore(
 
     // 5. Links and metadata, on a pool as wide as the content phase's.
     let xattrs = !opts.no_xattrs;
-    let meta_pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("holdfast-meta-{i}"))
-        .build()
-        .map_err(|e| {
-            holdfast_repo::RepoError::Invalid(format!("starting the metadata threads: {e}"))
-        })?;
+    let meta_pool = &cpu_pool;
     let ok = meta_pool.install(|| finish_files(&files, xattrs, &mut out, progress));
     for (path, first) in links {
         if !ok[first] {
@@ -413,7 +416,7 @@ fn plan(
             // Fail clearly on an include that names nothing.
             walk::lookup(repo, snap.snapshot.tree, prefix)?;
         }
-        walk::walk(repo, snap.snapshot.tree, prefix, &mut |path, node| {
+        let found = walk::walk_map(repo, snap.snapshot.tree, prefix, &|path, node| {
             // Names come from authenticated trees, but a tree written by a
             // buggy or hostile key holder must still not escape the target.
             let n = node.name.0.as_slice();
@@ -431,9 +434,9 @@ fn plan(
                 SparseMode::Always => true,
                 SparseMode::Never => false,
             };
-            items.push(item);
-            Ok(())
+            Ok(item)
         })?;
+        items.extend(found);
     }
     items.shrink_to_fit();
     Ok(items)
