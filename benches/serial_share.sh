@@ -40,9 +40,9 @@ python3 - "$work/runs.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 labels = sorted({r["label"] for r in rows})
-print(f"{'run':16} {'n':>2} {'wall s':>8} {'CPU s':>7} {'main CPU s':>10} {'main share':>10}")
+print(f"{'run':16} {'n':>2} {'wall s':>8} {'CPU s':>7} {'main CPU s':>10} {'main share':>10} {'RSS MiB':>8}")
 for lab in labels:
     rs = [r["run"] for r in rows if r["label"] == lab]
     med = lambda k: statistics.median(x[k] for x in rs)
-    print(f"{lab:16} {len(rs):>2} {med('wall'):8.2f} {med('total'):7.2f} {med('main'):10.2f} {med('main_share'):10.3f}")
+    print(f"{lab:16} {len(rs):>2} {med('wall'):8.2f} {med('total'):7.2f} {med('main'):10.2f} {med('main_share'):10.3f} {med('max_rss_mib'):8.1f}")
 EOF

@@ -10,7 +10,7 @@ object on stdout:
 
     {"wall": s, "total": s (wait4 user+sys), "main": s (the thread whose id
      is the process id), "by_name": {thread name: s, ...}, "threads": n,
-     "main_share": main/total, "rc": exit code}
+     "main_share": main/total, "max_rss_mib": peak RSS, "rc": exit code}
 
 Works the same for any binary (no counters needed inside), so old and new
 builds are measured alike. The last interval of each thread is missed, so
@@ -83,6 +83,7 @@ def main():
         "main_share": round(main_cpu / total, 4) if total else None,
         "by_name": by_name,
         "threads": len(seen),
+        "max_rss_mib": round(ru.ru_maxrss / 1024, 1),
         "rc": os.waitstatus_to_exitcode(status),
     }
     print(json.dumps(out))
