@@ -305,7 +305,8 @@ pub fn restore(
 
     // 3. Layout.
     let leading = leading_dirs(snap, target);
-    let layout = lay_out(items, &existing.kept, &leading, &mut out, progress)?;
+    let layout =
+        cpu_pool.install(|| lay_out(items, &existing.kept, &leading, &mut out, progress))?;
     let Layout {
         files,
         contents,
@@ -632,6 +633,12 @@ fn remove_existing(path: &Path) -> SourceResult<()> {
 
 /// Create directories, symlinks and special files; remove entries in the
 /// way (the caller decided that is allowed); register files.
+///
+/// The syscalls run on the current rayon pool: directories one depth at a
+/// time (a parent before its children), then every other entry at once.
+/// Results are merged in the plan's order, so counts and messages do not
+/// depend on the thread count; on an error, the first in that order is
+/// returned.
 fn lay_out(
     items: Vec<Item>,
     kept: &[bool],
@@ -639,6 +646,51 @@ fn lay_out(
     out: &mut RestoreOutcome,
     progress: &Progress,
 ) -> SourceResult<Layout> {
+    // Which files are further names of an inode seen before (hard links,
+    // made after the content): a serial pass, no syscalls.
+    let mut primaries: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut is_link = vec![false; items.len()];
+    let mut nfiles = 0usize;
+    for (k, item) in items.iter().enumerate() {
+        if item.meta.kind != NodeKind::File {
+            continue;
+        }
+        if let Some(key) = item.link_key {
+            if primaries.contains_key(&key) {
+                is_link[k] = true;
+                continue;
+            }
+            primaries.insert(key, nfiles);
+        }
+        nfiles += 1;
+    }
+
+    let mut dir_idx: Vec<usize> = (0..items.len())
+        .filter(|&k| items[k].meta.kind == NodeKind::Dir)
+        .collect();
+    let depth = |k: usize| items[k].path.components().count();
+    dir_idx.sort_by_key(|&k| depth(k));
+    let mut rest: &[usize] = &dir_idx;
+    while let Some(&first) = rest.first() {
+        let d = depth(first);
+        let n = rest.iter().take_while(|&&k| depth(k) == d).count();
+        let (level, tail) = rest.split_at(n);
+        let made: Vec<SourceResult<()>> = level
+            .par_iter()
+            .map(|&k| make_dir(&items[k].path))
+            .collect();
+        made.into_iter().collect::<SourceResult<()>>()?;
+        rest = tail;
+    }
+
+    let made: Vec<SourceResult<Option<String>>> = items
+        .par_iter()
+        .zip(kept.par_iter())
+        .zip(is_link.par_iter())
+        .map(|((item, &keep), &link)| make_entry(item, keep, link))
+        .collect();
+    let made = made.into_iter().collect::<SourceResult<Vec<_>>>()?;
+
     let mut l = Layout {
         files: Vec::new(),
         contents: Vec::new(),
@@ -646,48 +698,22 @@ fn lay_out(
         others: Vec::new(),
         dirs: Vec::new(),
     };
-    let mut primaries: HashMap<(u64, u64), usize> = HashMap::new();
-    for (item, &keep) in items.into_iter().zip(kept) {
+    for (k, ((item, &keep), failed)) in items.into_iter().zip(kept).zip(made).enumerate() {
         let path = item.path;
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| SourceError::write(parent, e))?;
-        }
-        let kind = item.meta.kind;
-        if kind != NodeKind::Dir && !keep {
-            remove_existing(&path)?;
-        }
-        match kind {
+        match item.meta.kind {
             NodeKind::Dir => {
-                match fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                    Err(e) => return Err(SourceError::write(&path, e)),
-                }
                 if !leading.contains(&path) {
                     out.dirs += 1;
                 }
                 l.dirs.push((path, item.meta));
             }
             NodeKind::File => {
-                if let Some(key) = item.link_key {
-                    if let Some(&first) = primaries.get(&key) {
+                if is_link[k] {
+                    let first = item.link_key.and_then(|key| primaries.get(&key).copied());
+                    if let Some(first) = first {
                         l.links.push((path, first));
-                        continue;
                     }
-                    primaries.insert(key, l.files.len());
-                }
-                // Files with content are created by the worker that writes
-                // their first blob, so file creation (costly on ext4 for
-                // thousands of files) runs in parallel with the data.
-                if item.content.is_empty() && !keep {
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .open(&path)
-                        .map_err(|e| SourceError::write(&path, e))?;
-                    f.set_len(item.size)
-                        .map_err(|e| SourceError::write(&path, e))?;
+                    continue;
                 }
                 progress.total_bytes.fetch_add(item.size, Ordering::Relaxed);
                 if keep {
@@ -706,24 +732,78 @@ fn lay_out(
                     .push(if keep { Vec::new() } else { item.content });
             }
             NodeKind::Symlink => {
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&item.target), &path)
-                    .map_err(|e| SourceError::write(&path, e))?;
                 out.symlinks += 1;
                 l.others.push((path, item.meta));
             }
-            _ => {
-                match meta::mknod(&path, &item.meta) {
-                    Ok(()) => {
-                        out.other += 1;
-                        l.others.push((path, item.meta));
-                    }
-                    // Device nodes need root; report instead of failing the rest.
-                    Err(e) => out.failed.push(format!("{}: {e}", path.display())),
+            _ => match failed {
+                None => {
+                    out.other += 1;
+                    l.others.push((path, item.meta));
                 }
-            }
+                // Device nodes need root; reported instead of failing the rest.
+                Some(why) => out.failed.push(why),
+            },
         }
     }
     Ok(l)
+}
+
+/// Create the directory `path` (and any missing parent); one that exists
+/// already is fine.
+fn make_dir(path: &Path) -> SourceResult<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| SourceError::write(parent, e))?;
+    }
+    match fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(SourceError::write(path, e)),
+    }
+}
+
+/// Lay out one entry other than a directory (those are made before):
+/// remove what is in its way unless it is kept, then create a symlink, a
+/// special file or an empty file. Returns why a special file could not be
+/// made (device nodes need root), which is reported, not fatal.
+fn make_entry(item: &Item, keep: bool, link: bool) -> SourceResult<Option<String>> {
+    let kind = item.meta.kind;
+    if kind == NodeKind::Dir {
+        return Ok(None);
+    }
+    let path = &item.path;
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| SourceError::write(parent, e))?;
+    }
+    if !keep {
+        remove_existing(path)?;
+    }
+    match kind {
+        NodeKind::File => {
+            // Files with content are created by the worker that writes
+            // their first blob, so file creation (costly on ext4 for
+            // thousands of files) runs in parallel with the data; hard
+            // links are made after the content.
+            if !link && item.content.is_empty() && !keep {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(path)
+                    .map_err(|e| SourceError::write(path, e))?;
+                f.set_len(item.size)
+                    .map_err(|e| SourceError::write(path, e))?;
+            }
+            Ok(None)
+        }
+        NodeKind::Symlink => {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&item.target), path)
+                .map_err(|e| SourceError::write(path, e))?;
+            Ok(None)
+        }
+        _ => Ok(meta::mknod(path, &item.meta)
+            .err()
+            .map(|e| format!("{}: {e}", path.display()))),
+    }
 }
 
 /// Every needed blob once, with every (file, offset) it goes to. Files
