@@ -386,24 +386,12 @@ fn write_verified(
         .tempfile_in(dir)
         .map_err(|e| PgError::io(format!("creating a temporary file in {}", dir.display()), e))?;
     let mut reader = ContentReader::new(repo.clone(), m.blobs.clone(), 4);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = reader.read(&mut buf).map_err(|e| {
-            PgError::Repo(holdfast_repo::RepoError::Invalid(format!(
-                "reading archived WAL file {name}: {e}"
-            )))
-        })?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
-        total += n as u64;
-    }
-    if total != m.size || hasher.finalize().to_hex().as_str() != m.blake3 {
+    let (total, hash) = copy_hashing(&mut reader, &mut tmp, 1 << 20, &|e| {
+        PgError::Repo(holdfast_repo::RepoError::Invalid(format!(
+            "reading archived WAL file {name}: {e}"
+        )))
+    })?;
+    if total != m.size || hash != m.blake3 {
         return Err(PgError::Invalid(format!(
             "archived WAL file {name} does not match its manifest (size or hash); the archive is damaged, run `holdfast check`"
         )));
@@ -600,27 +588,42 @@ fn copy_verified(src: &Path, dest: &Path, st: &SpoolStamp) -> Result<bool> {
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(|e| PgError::io(format!("creating a temporary file in {}", dir.display()), e))?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| PgError::io(format!("reading {}", src.display()), e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
-        total += n as u64;
-    }
-    if total != st.size || hasher.finalize().to_hex().as_str() != st.blake3 {
+    let (total, hash) = copy_hashing(&mut f, &mut tmp, 256 * 1024, &|e| {
+        PgError::io(format!("reading {}", src.display()), e)
+    })?;
+    if total != st.size || hash != st.blake3 {
         return Ok(false);
     }
     tmp.persist(dest)
         .map_err(|e| PgError::io(format!("moving WAL into {}", dest.display()), e.error))?;
     Ok(true)
+}
+
+/// Copy `src` into `tmp` through a buffer of `buf` bytes, hashing on the
+/// way; returns the bytes copied and their BLAKE3 (hex). Read errors go
+/// through `read_err`, which names the source.
+fn copy_hashing(
+    src: &mut dyn Read,
+    tmp: &mut tempfile::NamedTempFile,
+    buf: usize,
+    read_err: &dyn Fn(std::io::Error) -> PgError,
+) -> Result<(u64, String)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; buf];
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(e)),
+        };
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize().to_hex().to_string()))
 }
 
 /// Tidy the spool for a fetch of segment `name`: remove spooled segments

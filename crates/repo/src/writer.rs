@@ -201,21 +201,27 @@ impl BlobWriter {
 
     /// Queue a chunk; blocks when the workers are saturated (backpressure).
     pub fn submit(&self, blob_type: BlobType, data: Vec<u8>) -> Result<PendingBlob> {
+        let (reply, rx) = bounded(1);
+        self.send(Job::Blob {
+            blob_type,
+            data,
+            reply,
+        })?;
+        Ok(PendingBlob(rx))
+    }
+
+    /// Hand a job to the workers (blocking while they are saturated),
+    /// unless the writer already failed or finished.
+    fn send(&self, job: Job) -> Result<()> {
         if let Some(e) = self.failed() {
             return Err(e);
         }
-        let (reply, rx) = bounded(1);
         let jobs = self
             .jobs
             .as_ref()
             .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
-        jobs.send(Job::Blob {
-            blob_type,
-            data,
-            reply,
-        })
-        .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
-        Ok(PendingBlob(rx))
+        jobs.send(job)
+            .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))
     }
 
     /// Whether frames may be encoded with LZMA2 where it pays (the
@@ -230,20 +236,12 @@ impl BlobWriter {
     /// compress as well as the whole file would. In a format-1 repository
     /// (no frames) each new block is stored alone. Blocks by the caller.
     pub fn submit_frame(&self, blob_type: BlobType, blocks: Vec<Vec<u8>>) -> Result<PendingFrame> {
-        if let Some(e) = self.failed() {
-            return Err(e);
-        }
         let (reply, rx) = bounded(1);
-        let jobs = self
-            .jobs
-            .as_ref()
-            .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
-        jobs.send(Job::Frame {
+        self.send(Job::Frame {
             blob_type,
             blocks,
             reply,
-        })
-        .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))?;
+        })?;
         Ok(PendingFrame(rx))
     }
 
