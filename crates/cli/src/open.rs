@@ -36,7 +36,7 @@ pub fn backend_with(g: &Global, rt: &Runtime, object_lock: bool) -> Result<Arc<d
         bail!("no repository given: pass --repo PATH or set HOLDFAST_REPOSITORY");
     };
     if url.starts_with("s3://") {
-        let mut cfg = S3Config::from_url(url)?;
+        let mut cfg = S3Config::from_url(url, |n| std::env::var(n).ok())?;
         if let Some(e) = &g.s3_endpoint {
             cfg.endpoint = Some(e.clone());
         }

@@ -24,6 +24,47 @@ use crate::ui;
 /// archive" from a broken repository.
 pub const WAL_NOT_FOUND: i32 = 9;
 
+/// The PostgreSQL settings the binary takes from the environment (the
+/// library reads none): where the client tools are, and the measuring
+/// knobs of `crates/postgres/README.md`. A knob that does not parse is
+/// ignored, as before.
+struct PgEnv {
+    bindir: Option<PathBuf>,
+    pg_dump: Option<PathBuf>,
+    dump_level: Option<i32>,
+    dump_chunk: Option<holdfast_repo::chunker::ChunkerParams>,
+    block_size: Option<usize>,
+    physical_level: Option<i32>,
+}
+
+impl PgEnv {
+    fn read() -> PgEnv {
+        // Empty counts as unset, as for every other variable (`open`).
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        PgEnv {
+            bindir: var("HOLDFAST_PG_BINDIR").map(PathBuf::from),
+            pg_dump: var("HOLDFAST_PG_DUMP").map(PathBuf::from),
+            dump_level: var("HOLDFAST_PG_DUMP_LEVEL").and_then(|v| v.trim().parse().ok()),
+            dump_chunk: var("HOLDFAST_PG_DUMP_CHUNK")
+                .and_then(|v| pg::logical::parse_chunk_sizes(&v)),
+            block_size: var("HOLDFAST_PG_BLOCK_SIZE")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|b| *b >= 8192 && b.is_multiple_of(8192)),
+            physical_level: var("HOLDFAST_PG_PHYSICAL_LEVEL").and_then(|v| v.trim().parse().ok()),
+        }
+    }
+
+    fn tools(&self) -> pg::PgTools {
+        pg::PgTools::discover_in(self.bindir.clone(), self.pg_dump.clone())
+    }
+}
+
+/// A DSN with libpq's environment defaults (`PGUSER`, `USER`,
+/// `PGPASSWORD`), which the library leaves to the binary.
+fn dsn_from(s: &str) -> Result<Dsn, PgError> {
+    Dsn::parse_with(s, |n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
 fn info(g: &Global, msg: impl AsRef<str>) {
     if !g.quiet && !g.json {
         errln!("{}", msg.as_ref());
@@ -37,13 +78,18 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
     }
     let repo = open::open(g, rt)?;
     repo.load_index()?;
+    let env = PgEnv::read();
     let out = if let Some(dsn) = &a.postgres {
-        let dsn = Dsn::parse(dsn)?;
+        let dsn = dsn_from(dsn)?;
+        let defaults = LogicalBackupOptions::default();
         let opts = LogicalBackupOptions {
             databases: a.databases.clone(),
             source: a.source.clone(),
             tags: a.tags.clone(),
-            ..LogicalBackupOptions::default()
+            tools: env.tools(),
+            chunker: env.dump_chunk.unwrap_or(defaults.chunker),
+            compression_level: env.dump_level.unwrap_or(defaults.compression_level),
+            ..defaults
         };
         info(g, format!("dumping {} ...", dsn.display()));
         pg::backup_logical(&repo, &dsn, &opts)?
@@ -51,13 +97,15 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
         if !a.databases.is_empty() {
             bail!("--database applies to logical backups (--postgres); a physical backup covers the whole cluster");
         }
-        let dsn = Dsn::parse(dsn)?;
+        let dsn = dsn_from(dsn)?;
         let opts = PhysicalBackupOptions {
             pgdata: a.pgdata.clone(),
             source: a.source.clone(),
             tags: a.tags.clone(),
             incremental: !a.force,
             lzma_frames: a.page_compression == "auto",
+            block_size: env.block_size.unwrap_or(pg::physical::DEFAULT_BLOCK_SIZE),
+            compression_level: env.physical_level,
             ..PhysicalBackupOptions::default()
         };
         info(g, format!("base backup of {} ...", dsn.display()));
@@ -104,8 +152,9 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         let Some(db) = a.database.clone() else {
             bail!("--to-postgres needs --database NAME (the database to create)");
         };
-        let dsn = Dsn::parse(dsn)?;
+        let dsn = dsn_from(dsn)?;
         let mut o = LogicalRestoreOptions::new(db);
+        o.tools = PgEnv::read().tools();
         o.source_database = a.from_database.clone();
         o.jobs = a.jobs.max(1);
         o.clean = a.clean;

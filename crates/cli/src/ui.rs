@@ -398,6 +398,55 @@ mod tests {
         }
     }
 
+    /// Architecture invariant: library crates never read the environment;
+    /// the binary reads it and passes settings in explicitly (so the daemon
+    /// and tests configure the libraries the same way). Doc comments and
+    /// unit tests may name `env::var`; binaries (`src/bin`) may call it.
+    #[test]
+    fn libraries_read_no_environment() {
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut stack = vec![];
+        for entry in std::fs::read_dir(&crates).unwrap() {
+            let dir = entry.unwrap().path();
+            if dir.file_name().is_some_and(|n| n != "cli") {
+                stack.push(dir.join("src"));
+            }
+        }
+        let mut checked = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if path.file_name().is_some_and(|n| n != "bin") {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code_part = text.split("#[cfg(test)]").next().unwrap_or("");
+                for (n, line) in code_part.lines().enumerate() {
+                    let code = line.split("//").next().unwrap_or("");
+                    for banned in ["env::var(", "env::var_os(", "env::vars("] {
+                        assert!(
+                            !code.contains(banned),
+                            "{}:{}: {banned} in a library (read it in the binary and pass it in)",
+                            path.display(),
+                            n + 1
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "only {checked} library files found");
+    }
+
     #[test]
     fn escape_keeps_text_and_escapes_what_could_mislead() {
         assert_eq!(escape(b"plain name.txt"), "plain name.txt");

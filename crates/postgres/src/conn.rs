@@ -28,7 +28,17 @@ impl std::fmt::Debug for Dsn {
 }
 
 impl Dsn {
+    /// Parse a libpq connection string or URI; what it leaves out gets
+    /// libpq's defaults (local socket, user `postgres`), never from the
+    /// environment (see [`Dsn::parse_with`]).
     pub fn parse(s: &str) -> Result<Dsn> {
+        Dsn::parse_with(s, |_| None)
+    }
+
+    /// Like [`Dsn::parse`], taking `PGUSER`, `USER` and `PGPASSWORD` from
+    /// `get` as libpq takes them from the environment; the binary passes
+    /// `|n| std::env::var(n).ok()` (libraries read no environment).
+    pub fn parse_with(s: &str, get: impl Fn(&str) -> Option<String>) -> Result<Dsn> {
         let mut config: Config = s.parse().map_err(|e: tokio_postgres::Error| {
             PgError::Dsn(format!("{}: {}", redact(s), describe_pg_error(&e)))
         })?;
@@ -43,13 +53,13 @@ impl Dsn {
             }
         }
         if config.get_user().is_none() {
-            let user = std::env::var("PGUSER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "postgres".into());
+            let user = get("PGUSER")
+                .or_else(|| get("USER"))
+                .unwrap_or_else(|| "postgres".into());
             config.user(&user);
         }
         if config.get_password().is_none() {
-            if let Ok(p) = std::env::var("PGPASSWORD") {
+            if let Some(p) = get("PGPASSWORD") {
                 config.password(p);
             }
         }
@@ -185,15 +195,20 @@ pub struct PgTools {
 }
 
 impl PgTools {
-    /// `HOLDFAST_PG_BINDIR` if set; else the newest Debian-style
-    /// `/usr/lib/postgresql/<major>/bin` (pg_dump must be at least as new as
-    /// the server, and Debian's `/usr/bin` wrappers pick a version by cluster
-    /// configuration we cannot see); else the tools on `PATH`.
-    /// `HOLDFAST_PG_DUMP` overrides pg_dump alone.
+    /// The newest Debian-style `/usr/lib/postgresql/<major>/bin` (pg_dump
+    /// must be at least as new as the server, and Debian's `/usr/bin`
+    /// wrappers pick a version by cluster configuration we cannot see);
+    /// else the tools on `PATH`. Reads no environment: the binary passes
+    /// its settings through [`PgTools::discover_in`].
     pub fn discover() -> PgTools {
-        let dir = std::env::var_os("HOLDFAST_PG_BINDIR")
-            .map(PathBuf::from)
-            .or_else(newest_debian_bindir);
+        PgTools::discover_in(None, None)
+    }
+
+    /// Like [`PgTools::discover`], with the tools taken from `bindir` when
+    /// given (the CLI's `HOLDFAST_PG_BINDIR`), and `pg_dump` overriding
+    /// pg_dump alone (`HOLDFAST_PG_DUMP`).
+    pub fn discover_in(bindir: Option<PathBuf>, pg_dump: Option<PathBuf>) -> PgTools {
+        let dir = bindir.or_else(newest_debian_bindir);
         let tool = |name: &str| match &dir {
             Some(d) => d.join(name),
             None => PathBuf::from(name),
@@ -203,8 +218,8 @@ impl PgTools {
             pg_dumpall: tool("pg_dumpall"),
             pg_restore: tool("pg_restore"),
         };
-        if let Some(p) = std::env::var_os("HOLDFAST_PG_DUMP") {
-            t.pg_dump = PathBuf::from(p);
+        if let Some(p) = pg_dump {
+            t.pg_dump = p;
         }
         t
     }

@@ -60,8 +60,8 @@ pub struct LogicalBackupOptions {
     pub row_counts: bool,
     /// Chunk sizes for the dump stream.
     pub chunker: ChunkerParams,
-    /// zstd level of the dump's blobs (default 1, `HOLDFAST_PG_DUMP_LEVEL`
-    /// overrides). Dumps are large and arrive while `pg_dump` and its
+    /// zstd level of the dump's blobs (default 1; the CLI's
+    /// `HOLDFAST_PG_DUMP_LEVEL` overrides, for measuring). Dumps are large and arrive while `pg_dump` and its
     /// server process compete for the same cores, so compression speed
     /// decides the wall time: on the EHR benchmark level 1 is twice as fast
     /// as level 3 and stores about as much.
@@ -77,19 +77,16 @@ impl Default for LogicalBackupOptions {
             tools: PgTools::discover(),
             globals: true,
             row_counts: true,
-            chunker: dump_chunker_from_env().unwrap_or(ChunkerParams::DATABASE),
-            compression_level: std::env::var("HOLDFAST_PG_DUMP_LEVEL")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(DUMP_LEVEL),
+            chunker: ChunkerParams::DATABASE,
+            compression_level: DUMP_LEVEL,
         }
     }
 }
 
-/// `HOLDFAST_PG_DUMP_CHUNK=min,avg,max` (bytes) overrides the dump chunk
-/// sizes, for benchmarking.
-fn dump_chunker_from_env() -> Option<ChunkerParams> {
-    let v = std::env::var("HOLDFAST_PG_DUMP_CHUNK").ok()?;
+/// Chunk sizes written `min,avg,max` (bytes), as the CLI's
+/// `HOLDFAST_PG_DUMP_CHUNK` takes them for benchmarking; `None` if they do
+/// not parse or are not valid chunker sizes.
+pub fn parse_chunk_sizes(v: &str) -> Option<ChunkerParams> {
     let n: Vec<u32> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
     let p = ChunkerParams {
         min: *n.first()?,

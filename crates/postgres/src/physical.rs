@@ -75,8 +75,8 @@ pub struct PhysicalBackupOptions {
     /// Wait in `pg_backup_stop` until the last segment is archived; default:
     /// when `archive_mode` is on.
     pub wait_for_archive: Option<bool>,
-    /// zstd level of the blocks; default the repository's
-    /// (`HOLDFAST_PG_PHYSICAL_LEVEL` overrides, for measuring).
+    /// zstd level of the blocks; default the repository's (the CLI's
+    /// `HOLDFAST_PG_PHYSICAL_LEVEL` overrides, for measuring).
     pub compression_level: Option<i32>,
     /// Frames of pages that zstd already shrinks 5x may be stored with
     /// LZMA2 when smaller (see `holdfast_repo::compress`); off: zstd only.
@@ -84,23 +84,18 @@ pub struct PhysicalBackupOptions {
 }
 
 impl Default for PhysicalBackupOptions {
+    /// Reads no environment (the CLI applies `HOLDFAST_PG_BLOCK_SIZE` and
+    /// `HOLDFAST_PG_PHYSICAL_LEVEL`, which exist for measuring).
     fn default() -> Self {
-        let block_size = std::env::var("HOLDFAST_PG_BLOCK_SIZE")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|b| *b >= 8192 && b.is_multiple_of(8192))
-            .unwrap_or(DEFAULT_BLOCK_SIZE);
         PhysicalBackupOptions {
             pgdata: None,
             source: None,
             tags: Vec::new(),
-            block_size,
+            block_size: DEFAULT_BLOCK_SIZE,
             incremental: true,
             wait_for_archive: None,
             lzma_frames: true,
-            compression_level: std::env::var("HOLDFAST_PG_PHYSICAL_LEVEL")
-                .ok()
-                .and_then(|v| v.trim().parse().ok()),
+            compression_level: None,
         }
     }
 }

@@ -35,14 +35,29 @@ pub use error::{RepoError, Result};
 pub use id::Id;
 pub use repository::Repository;
 
-/// This machine's host name, for snapshots and key slots.
+/// This machine's host name, for snapshots and key slots: the kernel's,
+/// never `$HOSTNAME` (a shell variable the caller may set to anything, and
+/// libraries read no environment).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(gethostname)
         .unwrap_or_else(|| "unknown".into())
+}
+
+fn gethostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The current user's name, for snapshots, key slots and audit entries:

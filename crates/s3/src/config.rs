@@ -142,11 +142,16 @@ impl S3Config {
         }
     }
 
-    /// Parse `s3://bucket[/prefix]` and apply the environment overrides
-    /// (see the module documentation).
-    pub fn from_url(url: &str) -> Result<S3Config, StorageError> {
+    /// Parse `s3://bucket[/prefix]` and apply the overrides that `get`
+    /// returns for the variable names of the module documentation. The
+    /// library reads no environment: the binary passes
+    /// `|n| std::env::var(n).ok()`, tests pass a map.
+    pub fn from_url(
+        url: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<S3Config, StorageError> {
         let mut cfg = Self::parse_url(url)?;
-        cfg.apply_env(|name| std::env::var(name).ok())?;
+        cfg.apply_env(get)?;
         Ok(cfg)
     }
 
