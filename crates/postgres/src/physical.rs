@@ -593,8 +593,10 @@ pub fn backup_physical(
     let stopped_at = Utc::now();
 
     // The WAL this backup needs to be consistent, into pg_wal/.
-    let timeline = u32::from_str_radix(&start_wal[..8], 16)
-        .map_err(|_| PgError::Invalid(format!("bad WAL file name {start_wal}")))?;
+    let timeline = start_wal
+        .get(..8)
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+        .ok_or_else(|| PgError::Invalid(format!("bad WAL file name {start_wal}")))?;
     let first = wal::segment_number(&start_wal, seg_size)
         .ok_or_else(|| PgError::Invalid(format!("bad WAL file name {start_wal}")))?;
     let last = wal::segment_number(&stop_wal, seg_size)

@@ -698,6 +698,11 @@ pub fn prefetch(
     let fingerprint = repository_fingerprint(repo.backend().as_ref(), repo.runtime())?;
     let after = after.to_ascii_uppercase();
     tidy_spool(spool, &after);
+    if !is_segment_name(&after) {
+        return Err(PgError::Invalid(format!(
+            "{after:?} is not a WAL segment name"
+        )));
+    }
     let timeline = u32::from_str_radix(&after[..8], 16)
         .map_err(|_| PgError::Invalid(format!("{after:?} is not a WAL segment name")))?;
     // The segment size decides how names count; the archived `after` says

@@ -782,7 +782,7 @@ impl Repository {
         if name == self.key_slot && !allow_current {
             return Err(RepoError::Invalid(format!(
                 "key {} is the one you opened the repository with; use another password to remove it",
-                &name[..8]
+                name.get(..8).unwrap_or(&name)
             )));
         }
         self.block_on(self.backend.delete(ObjectKind::Key, &name))?;
