@@ -25,7 +25,7 @@ use holdfast_repo::chunker::ChunkerParams;
 use holdfast_repo::reader::ContentReader;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, Summary};
 use holdfast_repo::tree::Tree;
-use holdfast_repo::writer::BlobWriter;
+use holdfast_repo::writer::{BlobWriter, WriterOptions};
 use holdfast_repo::{Id, Repository};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -156,7 +156,13 @@ pub fn backup_logical(
     }
     drop(admin);
 
-    let writer = BlobWriter::with_level(repo, opts.compression_level);
+    let writer = BlobWriter::with_options(
+        repo,
+        WriterOptions {
+            level: Some(opts.compression_level),
+            ..WriterOptions::default()
+        },
+    );
     let mut tree = Tree::default();
     let mut infos: BTreeMap<String, DatabaseInfo> = BTreeMap::new();
     let mut total = 0u64;

@@ -41,7 +41,7 @@ use holdfast_repo::pack::BlobType;
 use holdfast_repo::reader::ContentReader;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, Summary};
 use holdfast_repo::tree::{Node, NodeKind, Tree};
-use holdfast_repo::writer::{BlobWriter, PendingFrame, FRAME_TARGET};
+use holdfast_repo::writer::{BlobWriter, PendingFrame, WriterOptions, FRAME_TARGET};
 use holdfast_repo::{Id, Repository};
 use tokio_postgres::Client;
 
@@ -545,11 +545,14 @@ pub fn backup_physical(
         row.get(0)
     };
 
-    let writer = match opts.compression_level {
-        Some(level) => BlobWriter::with_level(repo, level),
-        None => BlobWriter::new(repo),
-    };
-    writer.set_lzma_frames(opts.lzma_frames);
+    let writer = BlobWriter::with_options(
+        repo,
+        WriterOptions {
+            level: opts.compression_level,
+            zstd_only_frames: !opts.lzma_frames,
+            ..WriterOptions::default()
+        },
+    );
     // From here on, any error must end the backup on the server.
     let copied = (|| -> Result<(WalkDir, Vec<ToRead>, u64, u64, u64)> {
         let mut w = Walker {

@@ -477,14 +477,16 @@ impl Repository {
         let what = |id: &Id| format!("blob {} in pack {}", id.short(), first.pack);
         let cipher = self.key.cipher_for(&first.salt);
         let need = blobs.iter().map(|(_, l)| l.needed()).max().unwrap_or(0);
+        // Named once per region (a restore opens thousands per second).
+        let first_what = what(first_id);
         let plain = cipher
             .open_in_slice(
                 u64::from(first.offset),
                 &[first.blob_type as u8],
                 buf,
-                &what(first_id),
+                &first_what,
             )
-            .and_then(|plain| dec.decode(plain, need, &what(first_id)));
+            .and_then(|plain| dec.decode(plain, need, &first_what));
         let decoded = match plain {
             Ok(d) => d,
             Err(err) => {

@@ -83,7 +83,7 @@ struct Shared {
     /// Format 2: frames allowed, version-2 packs.
     frames: bool,
     /// Frames may be encoded with LZMA2 (see `compress`).
-    lzma_frames: std::sync::atomic::AtomicBool,
+    lzma_frames: bool,
     sem: Arc<Semaphore>,
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     unindexed: Mutex<Vec<PackInfo>>,
@@ -128,33 +128,46 @@ pub struct BlobWriter {
     workers: Vec<JoinHandle<()>>,
 }
 
+/// How a [`BlobWriter`] works; `Default` is one worker per core at the
+/// repository's zstd level, with LZMA2 allowed for frames.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriterOptions {
+    /// Worker threads; `None`: one per available core.
+    pub threads: Option<usize>,
+    /// zstd level of new blobs instead of the repository's configured one
+    /// (0 stores raw). The level only affects how new blobs are encoded,
+    /// never their ids, so writers with different levels deduplicate
+    /// against each other. Used for streams where compression speed
+    /// decides the backup's wall time (large database dumps next to the
+    /// dumping server on few cores).
+    pub level: Option<i32>,
+    /// Frames may not use LZMA2, only zstd (faster; see `compress`).
+    pub zstd_only_frames: bool,
+}
+
 impl BlobWriter {
     /// A writer with one worker per available core.
     pub fn new(repo: &Repository) -> BlobWriter {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        BlobWriter::with_threads(repo, threads)
+        BlobWriter::with_options(repo, WriterOptions::default())
     }
 
     pub fn with_threads(repo: &Repository, threads: usize) -> BlobWriter {
-        BlobWriter::with_threads_and_level(repo, threads, repo.config().compression_level)
+        BlobWriter::with_options(
+            repo,
+            WriterOptions {
+                threads: Some(threads),
+                ..WriterOptions::default()
+            },
+        )
     }
 
-    /// A writer with one worker per core that compresses at zstd `level`
-    /// instead of the repository's configured level (0 stores raw). The
-    /// level only affects how new blobs are encoded, never their ids, so
-    /// writers with different levels deduplicate against each other. Used
-    /// for streams where compression speed decides the backup's wall time
-    /// (large database dumps next to the dumping server on few cores).
-    pub fn with_level(repo: &Repository, level: i32) -> BlobWriter {
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        BlobWriter::with_threads_and_level(repo, threads, level)
-    }
-
-    pub fn with_threads_and_level(repo: &Repository, threads: usize, level: i32) -> BlobWriter {
+    pub fn with_options(repo: &Repository, opts: WriterOptions) -> BlobWriter {
+        let threads = opts.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let level = opts.level.unwrap_or(repo.config().compression_level);
         let threads = threads.max(1);
         let par = repo.backend().capabilities().parallelism.clamp(1, 64);
         let shared = Arc::new(Shared {
@@ -167,7 +180,7 @@ impl BlobWriter {
             pack_size: repo.config().pack_size as usize,
             level,
             frames: repo.takes_frames(),
-            lzma_frames: std::sync::atomic::AtomicBool::new(true),
+            lzma_frames: !opts.zstd_only_frames,
             sem: Arc::new(Semaphore::new(par)),
             uploads: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
@@ -222,12 +235,6 @@ impl BlobWriter {
             .ok_or_else(|| RepoError::Invalid("blob writer already finished".into()))?;
         jobs.send(job)
             .map_err(|_| RepoError::Invalid("blob writer workers stopped".into()))
-    }
-
-    /// Whether frames may be encoded with LZMA2 where it pays (the
-    /// default) or only with zstd (faster: see `compress`).
-    pub fn set_lzma_frames(&self, on: bool) {
-        self.shared.lzma_frames.store(on, Ordering::Relaxed);
     }
 
     /// Queue consecutive small blocks of one source (about
@@ -438,7 +445,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                                 (ids[i], blocks[i].len())
                             })
                             .collect();
-                        let lzma = s.lzma_frames.load(Ordering::Relaxed);
+                        let lzma = s.lzma_frames;
                         p.add_frame(blob_type, &list, |buf| {
                             if lzma {
                                 enc.encode_frame_into(&frame, buf)
