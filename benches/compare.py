@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import stat
 import statistics
 import subprocess
@@ -56,6 +55,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True   # no benches/__pycache__ in the checkout
 import s3proxy  # noqa: E402  (benches/s3proxy.py, beside this file)
+from benchlib import free_port  # noqa: E402  (benches/benchlib.py)
 
 ROOT = os.path.dirname(HERE)
 PASSWORD = "holdfast-bench-password"
@@ -297,12 +297,6 @@ def find_moto():
             return c
     die("moto_server not found (needed by --s3): set HOLDFAST_MOTO_SERVER, or install it with "
         "`python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` at the workspace root")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:

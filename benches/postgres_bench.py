@@ -27,25 +27,15 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchlib import free_port, sh  # noqa: E402  (benches/benchlib.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-
-
-def sh(cmd, env=None, check=True, capture=False, as_pg=False, stdin=None):
-    if as_pg and os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    r = subprocess.run(cmd, env=env, check=False, stdout=subprocess.PIPE if capture else None,
-                       stderr=subprocess.PIPE, stdin=stdin, text=True)
-    if check and r.returncode != 0:
-        sys.exit(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr}")
-    return r
 
 
 def timed(fn):
@@ -63,14 +53,6 @@ def du(path):
             except FileNotFoundError:
                 pass
     return total
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def shared_repo_dir(path):

@@ -32,32 +32,21 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import benchlib  # noqa: E402  (benches/benchlib.py)
+from benchlib import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEG = 16 * 1024 * 1024
 
 
-def sh(cmd, env=None, check=True, as_pg=False):
-    if as_pg and os.geteuid() == 0:
-        cmd = ["runuser", "-u", "postgres", "--"] + cmd
-    r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if check and r.returncode != 0:
-        sys.exit(f"command failed ({r.returncode}): {' '.join(map(str, cmd))}\n{r.stderr}")
-    return r
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+def sh(cmd, **kw):
+    """benchlib.sh with stdout captured (pgbench and psql chatter stays off the report)."""
+    return benchlib.sh(cmd, capture=True, **kw)
 
 
 def prepare_wal(a, work):
