@@ -1,19 +1,20 @@
 //! One function per subcommand: open, call the library, print.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use holdfast_repo::check::{check, CheckOptions};
-use holdfast_repo::config::RepoConfig;
+use holdfast_ops::backup::{self as ops_backup, FileBackupConfig};
+use holdfast_ops::keys::{self as ops_keys, AddedSlot, NewSecret, NewSlot};
+use holdfast_ops::restore::{self as ops_restore, FileRestoreConfig, SnapshotSpec};
+use holdfast_repo::check::CheckOptions;
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 use holdfast_repo::tree::{Node, NodeKind};
 use holdfast_repo::Repository;
-use holdfast_sources::backup::{self, BackupOptions};
+use holdfast_sources::backup;
 use holdfast_sources::exclude::{self, ExcludeRules};
 use holdfast_sources::meta::NameCache;
-use holdfast_sources::restore::{self, RestoreOptions, SparseMode};
+use holdfast_sources::restore::{RestoreOptions, SparseMode};
 use holdfast_sources::{diff, walk, Progress, SourceError};
 use serde_json::json;
 
@@ -65,37 +66,25 @@ fn filter(s: &SnapshotSelect) -> SnapshotFilter {
 }
 
 fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
-    if memory_mib < 1 || iterations < 1 {
-        bail!("--kdf-memory-mib and --kdf-iterations must be at least 1");
-    }
-    Ok(KdfParams {
-        m_cost: memory_mib * 1024,
-        t_cost: iterations,
-        p_cost: 1,
-    })
+    Ok(holdfast_ops::init::kdf(memory_mib, iterations)?)
 }
 
 fn init(g: &Global, rt: &tokio::runtime::Runtime, a: InitArgs) -> Result<i32> {
     let b = open::backend_with(g, rt, a.lock_mode.is_some())?;
-    let pw = open::password(g, "new repository password: ")?;
-    if pw.is_empty() {
-        bail!("refusing an empty password");
-    }
-    let mut cfg = RepoConfig::new();
-    cfg.compression_level = a.compression;
-    if let (Some(mode), Some(days)) = (&a.lock_mode, a.lock_days) {
-        cfg.lock = Some(holdfast_repo::config::LockConfig {
-            mode: mode.clone(),
-            days,
-        });
-    }
-    let repo = Repository::init(
-        b,
-        rt.handle().clone(),
-        &pw,
-        kdf(a.kdf_memory_mib, a.kdf_iterations)?,
-        cfg,
-    )?;
+    let password = open::password(g, "new repository password: ")?;
+    let cfg = holdfast_ops::init::InitConfig {
+        password,
+        kdf: kdf(a.kdf_memory_mib, a.kdf_iterations)?,
+        compression_level: a.compression,
+        lock: match (&a.lock_mode, a.lock_days) {
+            (Some(mode), Some(days)) => Some(holdfast_repo::config::LockConfig {
+                mode: mode.clone(),
+                days,
+            }),
+            _ => None,
+        },
+    };
+    let repo = holdfast_ops::init::init(b, rt.handle(), cfg)?;
     if g.json {
         ui::print_json(&json!({
             "location": repo.location(),
@@ -115,55 +104,15 @@ fn init(g: &Global, rt: &tokio::runtime::Runtime, a: InitArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn default_source(paths: &[std::path::PathBuf]) -> Result<String> {
-    let mut abs: Vec<String> = paths
-        .iter()
-        .map(|p| backup::normalize(p).map(|p| p.display().to_string()))
-        .collect::<Result<_, _>>()?;
-    abs.sort();
-    Ok(format!("{}:{}", holdfast_repo::hostname(), abs.join(",")))
-}
-
 fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result<i32> {
-    if a.paths.is_empty() {
-        bail!("nothing to back up: give at least one path");
-    }
-    for p in &a.paths {
-        if std::fs::symlink_metadata(p).is_err() {
-            bail!("source path {} does not exist", p.display());
-        }
-    }
-    let explicit = explicit_excludes(&a)?;
-    let repo = open::open(g, rt)?;
-    repo.load_index()?;
-    warn_index_problems(g, &repo);
-    let source = match a.source.clone() {
-        Some(s) => s,
-        None => default_source(&a.paths)?,
-    };
-    let lineage = backup::lineage(&repo, &source, explicit, !a.no_inherit_excludes)?;
-    if let Some(from) = lineage.inherited_from {
-        info(
-            g,
-            format!(
-                "using the exclude rules of snapshot {}: {} (give exclude options to replace them, --no-inherit-excludes to drop them)",
-                from.short(),
-                lineage.excludes.as_flags()
-            ),
-        );
-    }
-    let (latest, excludes) = (lineage.latest, lineage.excludes);
-    let parent = if a.force { None } else { latest };
-    if let Some(p) = &parent {
-        info(g, format!("using parent snapshot {}", p.id.short()));
-    }
-    let progress = Arc::new(Progress::default());
     let mode = ui::progress_mode(g.json, g.quiet, g.progress_interval);
-    let opts = BackupOptions {
-        source,
-        tags: a.tags,
-        parent,
-        excludes,
+    let cfg = FileBackupConfig {
+        paths: a.paths.clone(),
+        source: a.source.clone(),
+        tags: a.tags.clone(),
+        excludes: explicit_excludes(&a)?,
+        inherit_excludes: !a.no_inherit_excludes,
+        full: a.force,
         scan: mode != ui::ProgressMode::Off,
         no_xattrs: a.no_xattrs,
         parallelism: {
@@ -177,18 +126,39 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
             }
         },
     };
+    // Paths and rules are checked before the repository is opened (and a
+    // password asked for).
+    ops_backup::validate(&cfg)?;
+    let repo = open::open(g, rt)?;
+    let prepared = ops_backup::prepare(&repo, &cfg)?;
+    warn_index_problems(g, &repo);
+    if let Some(from) = prepared.inherited_from {
+        info(
+            g,
+            format!(
+                "using the exclude rules of snapshot {}: {} (give exclude options to replace them, --no-inherit-excludes to drop them)",
+                from.short(),
+                prepared.excludes().as_flags()
+            ),
+        );
+    }
+    if let Some(p) = prepared.parent() {
+        info(g, format!("using parent snapshot {}", p.short()));
+    }
+    let progress = Arc::new(Progress::default());
     interrupt::install().context("installing the SIGINT/SIGTERM handlers")?;
     let watcher = interrupt::Watcher::start(progress.clone(), g.quiet);
     let bar = Bar::start(progress.clone(), mode, "backup");
-    let res = backup::backup(&repo, &a.paths, &opts, &progress);
+    let res = prepared.run(&repo, &progress);
     bar.finish();
     drop(watcher);
-    let out = match res {
-        Err(SourceError::Interrupted { packs, stored }) => {
+    let done = match res {
+        Err(holdfast_ops::OpsError::Source(SourceError::Interrupted { packs, stored })) => {
             return interrupted(g, packs, stored);
         }
         r => r?,
     };
+    let out = &done.outcome;
     for w in &out.warnings {
         errln!("holdfast: warning: {w}");
     }
@@ -203,7 +173,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
             "source": out.snapshot.source,
             "counts": s.counts(),
             "summary": s,
-            "excludes": opts.excludes,
+            "excludes": done.excludes,
             "warnings": out.warnings,
             "changing": out.changing,
             "cpu": out.cpu,
@@ -235,8 +205,6 @@ fn explicit_excludes(a: &BackupArgs) -> Result<Option<ExcludeRules>> {
         one_file_system: a.one_file_system,
         larger_than: a.exclude_larger_than,
     };
-    // Check them before the repository is opened (and a password asked for).
-    exclude::Excluder::new(&rules)?;
     let given = !a.exclude_files.is_empty() || !rules.is_empty();
     Ok(given.then_some(rules))
 }
@@ -411,12 +379,15 @@ fn snapshot_path(
     given: &std::ffi::OsStr,
 ) -> Result<Vec<u8>> {
     let cwd = std::env::current_dir().context("finding the current directory")?;
-    Ok(walk::resolve(
-        repo,
-        snap.snapshot.tree,
-        given.as_encoded_bytes(),
-        cwd.as_os_str().as_encoded_bytes(),
-    )?)
+    Ok(ops_restore::snapshot_path(repo, snap, given, &cwd)?)
+}
+
+/// The snapshot named on the command line.
+fn spec(snapshot: &str, select: &SnapshotSelect) -> SnapshotSpec {
+    SnapshotSpec {
+        spec: snapshot.to_string(),
+        filter: filter(select),
+    }
 }
 
 /// A `-l`-less listing line: the escaped path, and a symlink's target.
@@ -494,20 +465,14 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 }
 
 fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Result<i32> {
+    let target = a.target.clone().context("--target is required")?;
     let repo = open::open(g, rt)?;
     repo.load_index()?;
     warn_index_problems(g, &repo);
-    let snap = repo.find_snapshot(&a.snapshot, &filter(&a.select))?;
-    let target = a.target.clone().context("--target is required")?;
-    let includes = a
-        .includes
-        .iter()
-        .map(|p| snapshot_path(&repo, &snap, p))
-        .collect::<Result<Vec<_>>>()?;
     // The plan knows the total before any content is written.
     let (progress, bar) = known_total_bar(g, "restore");
-    let opts = RestoreOptions {
-        includes,
+    let options = RestoreOptions {
+        includes: Vec::new(),
         overwrite: a.overwrite,
         threads: 0,
         max_retrieval_wait: None,
@@ -520,16 +485,18 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             SparseMode::Auto
         },
     };
-    let started = std::time::Instant::now();
-    let res = restore::restore(&repo, &snap, &target, &opts, &progress);
+    let cfg = FileRestoreConfig {
+        snapshot: spec(&a.snapshot, &a.select),
+        target: target.clone(),
+        includes: a.includes.clone(),
+        cwd: std::env::current_dir().context("finding the current directory")?,
+        options,
+    };
+    let res = ops_restore::restore_files(&repo, &cfg, &progress);
     bar.finish();
-    let out = res.with_context(|| {
-        format!(
-            "restoring snapshot {} to {}",
-            snap.id.short(),
-            target.display()
-        )
-    })?;
+    let done =
+        res.with_context(|| format!("restoring snapshot {} to {}", a.snapshot, target.display()))?;
+    let (snap, out, seconds) = (&done.snapshot, &done.outcome, done.seconds);
     for f in &out.failed {
         errln!("holdfast: error: not restored: {f}");
     }
@@ -544,7 +511,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             "target": target,
             "counts": out.counts(),
             "restored": out,
-            "seconds": started.elapsed().as_secs_f64(),
+            "seconds": seconds,
         }))?;
     } else if !g.quiet {
         if out.retrieval_seconds > 0.0 {
@@ -559,7 +526,7 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             target.display(),
             out.counts(),
             ui::bytes(out.bytes),
-            started.elapsed().as_secs_f64()
+            seconds
         );
         if out.resumed || out.files_skipped > 0 {
             outln!(
@@ -620,7 +587,7 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
     };
     let (progress, bar) = known_total_bar(g, "check");
     let p2 = progress.clone();
-    let report = check(&repo, &opts, &move |done, total| {
+    let report = holdfast_ops::check::check(&repo, &opts, &move |done, total| {
         p2.files.store(done, std::sync::atomic::Ordering::Relaxed);
         p2.total_bytes
             .store(total, std::sync::atomic::Ordering::Relaxed);
@@ -660,7 +627,7 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
     })
 }
 
-fn new_password(g: &Global, a: &KeyAddArgs) -> Result<Vec<u8>> {
+fn new_password(a: &KeyAddArgs) -> Result<Vec<u8>> {
     let pw = match &a.new_password_file {
         Some(f) => open::read_password_file(f)?,
         None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
@@ -673,7 +640,6 @@ fn new_password(g: &Global, a: &KeyAddArgs) -> Result<Vec<u8>> {
         }
         None => bail!("no new password: pass --new-password-file or run on a terminal"),
     };
-    let _ = g;
     if pw.is_empty() {
         bail!("refusing an empty password");
     }
@@ -696,62 +662,34 @@ fn new_key_file_target(g: &Global, k: &KeyCommand) -> Option<std::path::PathBuf>
         .or_else(|| g.key_file.clone().filter(|p| !p.exists()))
 }
 
-/// The key of the key file at `path`: read if it exists, else a new random
-/// key written there (mode 0600, never over an existing file). Returns the
-/// key and whether the file was created.
-fn key_file_key(path: &std::path::Path) -> Result<([u8; 32], bool)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if path.exists() {
-        return Ok((open::read_key_file(path)?, false));
-    }
-    let key = holdfast_repo::keys::generate_key_file_key();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    f.write_all(holdfast_repo::keys::encode_key_file(&key).as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing key file {}", path.display()))?;
-    Ok((key, true))
+/// The slot `a` asks for: a key file or a password.
+fn new_slot(a: &KeyAddArgs, key_file: Option<&std::path::Path>) -> Result<NewSlot> {
+    let secret = match key_file {
+        Some(path) => NewSecret::KeyFile {
+            path: path.to_path_buf(),
+        },
+        None => NewSecret::Password {
+            password: new_password(a)?,
+            kdf: kdf(a.kdf_memory_mib, a.kdf_iterations)?,
+        },
+    };
+    Ok(NewSlot {
+        secret,
+        label: a.label.clone(),
+    })
 }
 
-/// Add the slot `a` asks for: a key file or a password. Returns its id.
-fn add_slot(
-    g: &Global,
-    repo: &Repository,
-    a: &KeyAddArgs,
-    key_file: Option<&std::path::Path>,
-) -> Result<String> {
-    let Some(path) = key_file else {
-        let pw = new_password(g, a)?;
-        return Ok(repo.add_key(&pw, kdf(a.kdf_memory_mib, a.kdf_iterations)?, &a.label)?);
-    };
-    let (key, created) = key_file_key(path)?;
-    let label = if a.label.is_empty() {
-        format!("key file {}", path.display())
-    } else {
-        a.label.clone()
-    };
-    match repo.add_key_file(&key, &label) {
-        Ok(id) => {
-            info(
-                g,
-                format!(
-                    "{} key file {}; keep it as secret as a password (anyone who can read it can read the repository)",
-                    if created { "created" } else { "using existing" },
-                    path.display()
-                ),
-            );
-            Ok(id)
-        }
-        Err(e) => {
-            if created {
-                let _ = std::fs::remove_file(path);
-            }
-            Err(e.into())
-        }
+/// Say where a new key file is and how to treat it.
+fn report_key_file(g: &Global, added: &AddedSlot) {
+    if let Some((path, created)) = &added.key_file {
+        info(
+            g,
+            format!(
+                "{} key file {}; keep it as secret as a password (anyone who can read it can read the repository)",
+                if *created { "created" } else { "using existing" },
+                path.display()
+            ),
+        );
     }
 }
 
@@ -797,7 +735,9 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Add(a) => {
-            let id = add_slot(g, &repo, &a, target.as_deref())?;
+            let added = ops_keys::add(&repo, new_slot(&a, target.as_deref())?)?;
+            report_key_file(g, &added);
+            let id = added.id;
             if g.json {
                 ui::print_json(&json!({"added": id}))?;
             } else {
@@ -805,7 +745,7 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Remove { id } => {
-            let removed = repo.remove_key(&id, false)?;
+            let removed = ops_keys::remove(&repo, &id)?;
             if g.json {
                 ui::print_json(&json!({"removed": removed}))?;
             } else {
@@ -813,11 +753,9 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
             }
         }
         KeyCommand::Passwd(a) => {
-            let old = repo.current_key().to_string();
-            let id = add_slot(g, &repo, &a, target.as_deref())?;
-            // The new slot is durable before the old one goes: a crash in
-            // between leaves both passwords working, never neither.
-            repo.remove_key(&old, true)?;
+            let (added, old) = ops_keys::change(&repo, new_slot(&a, target.as_deref())?)?;
+            report_key_file(g, &added);
+            let id = added.id;
             if g.json {
                 ui::print_json(&json!({"added": id, "removed": old}))?;
             } else {

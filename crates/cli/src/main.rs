@@ -22,6 +22,9 @@ pub mod exit {
     pub const ERROR: i32 = 1;
     pub const PARTIAL_BACKUP: i32 = 3;
     pub const INTEGRITY: i32 = 4;
+    pub const NO_SPACE: i32 = 5;
+    pub const STORAGE_UNAVAILABLE: i32 = 6;
+    pub const LOCKED: i32 = 7;
     pub const NOT_A_REPOSITORY: i32 = 10;
     pub const WRONG_PASSWORD: i32 = 12;
     pub const UNSUPPORTED_VERSION: i32 = 13;
@@ -107,27 +110,46 @@ fn error_chain(e: &anyhow::Error) -> String {
 
 fn exit_code(e: &anyhow::Error) -> i32 {
     for cause in e.chain() {
+        if let Some(o) = cause.downcast_ref::<holdfast_ops::OpsError>() {
+            return class_code(o.class(), o.repo_error());
+        }
         if let Some(r) = cause.downcast_ref::<RepoError>() {
             return repo_code(r);
         }
-        if let Some(SourceError::Repo(r)) = cause.downcast_ref::<SourceError>() {
-            return repo_code(r);
+        match cause.downcast_ref::<SourceError>() {
+            Some(SourceError::Repo(r)) => return repo_code(r),
+            Some(SourceError::NoSpace { .. }) => return exit::NO_SPACE,
+            _ => {}
         }
         if let Some(holdfast_postgres::PgError::Repo(r)) = cause.downcast_ref() {
             return repo_code(r);
+        }
+        if let Some(s) = cause.downcast_ref::<holdfast_storage::StorageError>() {
+            return repo_code(&RepoError::Storage(s.clone()));
         }
     }
     exit::ERROR
 }
 
+/// The exit code of a repository error, from its class (never its text):
+/// scripts and the daemon retry on 6, page someone on 5, 7 and 4.
 fn repo_code(r: &RepoError) -> i32 {
-    match r {
-        RepoError::NotARepository { .. } => exit::NOT_A_REPOSITORY,
-        RepoError::WrongPassword { .. } => exit::WRONG_PASSWORD,
-        RepoError::UnsupportedVersion { .. } => exit::UNSUPPORTED_VERSION,
-        RepoError::Corrupt { .. }
-        | RepoError::MissingBlob { .. }
-        | RepoError::DamagedKeySlot { .. } => exit::INTEGRITY,
+    class_code(r.class(), Some(r))
+}
+
+fn class_code(class: holdfast_repo::Class, r: Option<&RepoError>) -> i32 {
+    use holdfast_repo::Class;
+    use holdfast_storage::ErrorClass;
+    match class {
+        Class::Repository => match r.map(RepoError::root) {
+            Some(RepoError::UnsupportedVersion { .. }) => exit::UNSUPPORTED_VERSION,
+            _ => exit::NOT_A_REPOSITORY,
+        },
+        Class::Credentials => exit::WRONG_PASSWORD,
+        Class::Integrity => exit::INTEGRITY,
+        Class::Storage(ErrorClass::NoSpace) => exit::NO_SPACE,
+        Class::Storage(ErrorClass::Transient) => exit::STORAGE_UNAVAILABLE,
+        Class::Storage(ErrorClass::Locked) => exit::LOCKED,
         _ => exit::ERROR,
     }
 }

@@ -5,10 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use holdfast_repo::keys::{decode_key_file, strip_line_end, Secret, KEY_FILE_LEN};
+use holdfast_ops::open::{Credential, Location, S3Overrides};
+use holdfast_repo::keys::{decode_key_file, KEY_FILE_LEN};
 use holdfast_repo::Repository;
-use holdfast_s3::{S3Backend, S3Config};
-use holdfast_storage::local::LocalBackend;
 use holdfast_storage::Backend;
 use tokio::runtime::Runtime;
 
@@ -29,49 +28,31 @@ pub fn backend(g: &Global, rt: &Runtime) -> Result<Arc<dyn Backend>> {
     backend_with(g, rt, false)
 }
 
+/// The repository location from `--repo`/HOLDFAST_REPOSITORY, with S3
+/// settings from the flags and then the environment.
+pub fn location(g: &Global) -> Result<Location> {
+    let url = g.repo.as_deref().unwrap_or("");
+    let overrides = S3Overrides {
+        endpoint: g.s3_endpoint.clone(),
+        region: g.s3_region.clone(),
+        path_style: g.s3_path_style,
+        allow_http: g.s3_allow_http,
+    };
+    Ok(Location::from_url(
+        url,
+        |n| std::env::var(n).ok(),
+        &overrides,
+    )?)
+}
+
 /// The backend for the repository URL; `object_lock` asks an S3 backend to
 /// insist on a bucket with Object Lock (for `init --lock-mode`).
 pub fn backend_with(g: &Global, rt: &Runtime, object_lock: bool) -> Result<Arc<dyn Backend>> {
-    let Some(url) = g.repo.as_deref() else {
-        bail!("no repository given: pass --repo PATH or set HOLDFAST_REPOSITORY");
-    };
-    if url.starts_with("s3://") {
-        let mut cfg = S3Config::from_url(url, |n| std::env::var(n).ok())?;
-        if let Some(e) = &g.s3_endpoint {
-            cfg.endpoint = Some(e.clone());
-        }
-        if let Some(r) = &g.s3_region {
-            cfg.region = r.clone();
-        }
-        cfg.path_style |= g.s3_path_style;
-        cfg.allow_http |= g.s3_allow_http;
-        cfg.require_object_lock |= object_lock;
-        let b = rt.block_on(S3Backend::connect(cfg))?;
-        if object_lock {
-            rt.block_on(b.check_lock_ready())?;
-        }
-        return Ok(Arc::new(b));
-    }
-    if object_lock {
-        bail!("{url}: Object Lock needs an object store that supports it (an s3:// repository)");
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
-    Ok(Arc::new(LocalBackend::new(Path::new(path))))
-}
-
-/// What opens the repository: a password, or the key of a key file.
-pub enum Credential {
-    Password(Vec<u8>),
-    Key([u8; KEY_FILE_LEN]),
-}
-
-impl Credential {
-    pub fn secret(&self) -> Secret<'_> {
-        match self {
-            Credential::Password(p) => Secret::Password(p),
-            Credential::Key(k) => Secret::KeyFile(k),
-        }
-    }
+    Ok(holdfast_ops::open::connect(
+        &location(g)?,
+        rt.handle(),
+        object_lock,
+    )?)
 }
 
 /// The environment secret: the content of a key file (64 hex digits).
@@ -115,37 +96,21 @@ pub fn password(g: &Global, prompt: &str) -> Result<Vec<u8>> {
 
 /// A password file's content without one trailing LF or CRLF.
 pub fn read_password_file(f: &Path) -> Result<Vec<u8>> {
-    let s = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-    warn_if_exposed(f, "password file");
-    Ok(strip_line_end(&s).to_vec())
+    let s = holdfast_ops::secrets::read_password_file(f)?;
+    warn(s.warning);
+    Ok(s.value)
 }
 
 /// The key of a key file.
 pub fn read_key_file(f: &Path) -> Result<[u8; KEY_FILE_LEN]> {
-    let s = std::fs::read(f).with_context(|| format!("reading key file {}", f.display()))?;
-    warn_if_exposed(f, "key file");
-    Ok(decode_key_file(&s, &format!("key file {}", f.display()))?)
+    let s = holdfast_ops::secrets::read_key_file(f)?;
+    warn(s.warning);
+    Ok(s.value)
 }
 
-/// Warn (not fail: it may be deliberate, e.g. a group of operators) when a
-/// secret's file can be read by its group or by others.
-fn warn_if_exposed(f: &Path, what: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(m) = std::fs::metadata(f) {
-        let mode = m.permissions().mode();
-        if mode & 0o044 != 0 {
-            errln!(
-                "holdfast: warning: {what} {} is readable by {} (mode {:04o}); run `chmod 600 {}`",
-                f.display(),
-                match (mode & 0o040 != 0, mode & 0o004 != 0) {
-                    (true, true) => "its group and by others",
-                    (true, false) => "its group",
-                    _ => "others",
-                },
-                mode & 0o7777,
-                f.display()
-            );
-        }
+fn warn(w: Option<String>) {
+    if let Some(w) = w {
+        errln!("holdfast: warning: {w}");
     }
 }
 
@@ -153,8 +118,7 @@ fn warn_if_exposed(f: &Path, what: &str) {
 pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
     let b = backend(g, rt)?;
     // Check it is a repository of a readable version before asking for a password.
-    Repository::probe(b.as_ref(), rt.handle())?;
+    holdfast_ops::open::probe(b.as_ref(), rt.handle())?;
     let cred = credential(g, "repository password: ")?;
-    let repo = Repository::open_with(b, rt.handle().clone(), &cred.secret())?;
-    Ok(Arc::new(repo))
+    Ok(holdfast_ops::open::open(b, rt.handle(), &cred)?)
 }

@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use holdfast_ops::postgres as ops_pg;
+use holdfast_ops::restore::SnapshotSpec;
 use holdfast_postgres::{
     self as pg, Dsn, LogicalBackupOptions, LogicalRestoreOptions, PgError, PhysicalBackupOptions,
-    PhysicalRestoreOptions, RecoveryTarget,
+    RecoveryTarget,
 };
 use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 use holdfast_repo::Repository;
@@ -77,7 +79,6 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
         bail!("give either paths or --postgres/--postgres-physical, not both");
     }
     let repo = open::open(g, rt)?;
-    repo.load_index()?;
     let env = PgEnv::read();
     let out = if let Some(dsn) = &a.postgres {
         let dsn = dsn_from(dsn)?;
@@ -92,7 +93,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             ..defaults
         };
         info(g, format!("dumping {} ...", dsn.display()));
-        pg::backup_logical(&repo, &dsn, &opts)?
+        ops_pg::backup_logical(&repo, &dsn, &opts)?
     } else if let Some(dsn) = &a.postgres_physical {
         if !a.databases.is_empty() {
             bail!("--database applies to logical backups (--postgres); a physical backup covers the whole cluster");
@@ -109,7 +110,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             ..PhysicalBackupOptions::default()
         };
         info(g, format!("base backup of {} ...", dsn.display()));
-        pg::backup_physical(&repo, &dsn, &opts)?
+        ops_pg::backup_physical(&repo, &dsn, &opts)?
     } else {
         bail!("internal: no PostgreSQL source");
     };
@@ -140,15 +141,15 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
 /// `holdfast restore SNAPSHOT --to-postgres DSN` / `--to-datadir DIR`.
 pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    repo.load_index()?;
-    let mut f = SnapshotFilter {
-        source: a.select.source.clone(),
-        tags: a.select.tags.clone(),
-        kind: None,
+    let spec = SnapshotSpec {
+        spec: a.snapshot.clone(),
+        filter: SnapshotFilter {
+            source: a.select.source.clone(),
+            tags: a.select.tags.clone(),
+            kind: None,
+        },
     };
     if let Some(dsn) = &a.to_postgres {
-        f.kind = Some(pg::KIND_LOGICAL.into());
-        let snap = repo.find_snapshot(&a.snapshot, &f)?;
         let Some(db) = a.database.clone() else {
             bail!("--to-postgres needs --database NAME (the database to create)");
         };
@@ -161,8 +162,9 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         o.no_owner = a.no_owner;
         o.no_acl = a.no_acl;
         o.with_globals = a.with_globals;
-        let rep = pg::restore_logical(&repo, &snap, &dsn, &o)
-            .with_context(|| format!("restoring snapshot {}", snap.id.short()))?;
+        let done = ops_pg::restore_logical(&repo, &spec, &dsn, &o)
+            .with_context(|| format!("restoring snapshot {}", a.snapshot))?;
+        let (snap, rep) = (&done.snapshot, &done.report);
         if g.json {
             ui::print_json(&json!({
                 "snapshot": snap.id,
@@ -187,44 +189,28 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
     let Some(dir) = &a.to_datadir else {
         bail!("internal: no PostgreSQL restore target");
     };
-    f.kind = Some(pg::KIND_PHYSICAL.into());
     let target = match (&a.until, a.until_latest) {
         (Some(_), true) => bail!("give --until or --until-latest, not both"),
-        (Some(t), false) => RecoveryTarget::Time(parse_time(t)?),
+        (Some(t), false) => RecoveryTarget::Time(ops_pg::parse_time(t)?),
         (None, true) => RecoveryTarget::Latest,
         (None, false) => RecoveryTarget::Immediate,
     };
-    // `latest` means the newest backup that can reach the target.
-    let snap = if a.snapshot == "latest" {
-        let candidates: Vec<SnapshotEntry> = repo
-            .snapshots()?
-            .into_iter()
-            .filter(|s| f.matches(&s.snapshot))
-            .collect();
-        if candidates.is_empty() {
-            repo.find_snapshot(&a.snapshot, &f)?
-        } else {
-            pg::choose_base_backup(&candidates, target)?
-        }
-    } else {
-        repo.find_snapshot(&a.snapshot, &f)?
+    let cwd = std::env::current_dir().context("finding the current directory")?;
+    let cfg = ops_pg::PhysicalRestoreConfig {
+        snapshot: spec,
+        datadir: dir.clone(),
+        target,
+        restore_command: Some(restore_command(g)?),
+        keep_archiving: a.keep_archiving,
+        tablespace_map: a
+            .tablespace_map
+            .iter()
+            .map(|m| ops_pg::parse_tablespace_map(m, &cwd))
+            .collect::<Result<_, _>>()?,
     };
-    let mut o = PhysicalRestoreOptions::new(target);
-    o.keep_archiving = a.keep_archiving;
-    o.tablespace_map = a
-        .tablespace_map
-        .iter()
-        .map(String::as_str)
-        .map(parse_tablespace_map)
-        .collect::<Result<_>>()?;
-    o.restore_command = Some(restore_command(g, &snap)?);
-    let rep = pg::restore_physical(&repo, &snap, dir, &o).with_context(|| {
-        format!(
-            "restoring snapshot {} to {}",
-            snap.id.short(),
-            dir.display()
-        )
-    })?;
+    let done = ops_pg::restore_physical(&repo, &cfg)
+        .with_context(|| format!("restoring snapshot {} to {}", a.snapshot, dir.display()))?;
+    let (snap, rep) = (&done.snapshot, &done.report);
     if g.json {
         ui::print_json(&json!({
             "snapshot": snap.id,
@@ -251,6 +237,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 RecoveryTarget::Time(t) => t.to_rfc3339(),
             },
             rep.wal_through
+                .as_ref()
                 .map(|w| format!(" (WAL through {w})"))
                 .unwrap_or_default()
         );
@@ -266,35 +253,9 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// `OID_OR_NAME=DIR`, the directory made absolute.
-fn parse_tablespace_map(s: &str) -> Result<(String, PathBuf)> {
-    let Some((key, dir)) = s
-        .split_once('=')
-        .filter(|(k, d)| !k.is_empty() && !d.is_empty())
-    else {
-        bail!("--tablespace-map {s:?}: expected OID_OR_NAME=DIR, e.g. 16390=/srv/pg/ts1");
-    };
-    Ok((key.to_string(), absolute(Path::new(dir))?))
-}
-
-fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
-        if let Ok(t) = chrono::DateTime::parse_from_str(s, fmt) {
-            return Ok(t.with_timezone(&chrono::Utc));
-        }
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
-        return Ok(t.and_utc());
-    }
-    bail!("cannot read time {s:?}: use RFC 3339, e.g. 2025-01-31T13:45:00Z (times without zone are UTC)")
-}
-
 /// The restore_command the restored server runs: this binary, the
 /// repository and a password file, all absolute, in its environment.
-fn restore_command(g: &Global, snap: &SnapshotEntry) -> Result<String> {
+fn restore_command(g: &Global) -> Result<ops_pg::RestoreCommand> {
     let exe = std::env::current_exe().context("finding the holdfast binary")?;
     let repo = g
         .repo
@@ -313,15 +274,14 @@ fn restore_command(g: &Global, snap: &SnapshotEntry) -> Result<String> {
         (None, None) => bail!("point-in-time restores need --key-file (HOLDFAST_KEY_FILE) or --password-file (HOLDFAST_PASSWORD_FILE): the server's restore_command opens the repository with it; it must be readable by the PostgreSQL server user"),
     };
     let file = absolute(file)?.display().to_string();
-    Ok(pg::restore_command(
-        &exe,
-        &[
-            ("HOLDFAST_REPOSITORY", repo.as_str()),
-            (var, file.as_str()),
-            ("HOLDFAST_WAL_PREFETCH", "8"),
+    Ok(ops_pg::RestoreCommand {
+        program: exe,
+        env: vec![
+            ("HOLDFAST_REPOSITORY".into(), repo),
+            (var.into(), file),
+            ("HOLDFAST_WAL_PREFETCH".into(), "8".into()),
         ],
-        pg::physical::snapshot_cluster(&snap.snapshot),
-    ))
+    })
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {
@@ -336,7 +296,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 /// `holdfast wal-push PATH` (archive_command).
 pub fn wal_push(g: &Global, rt: &Runtime, a: WalPushArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    let outcome = pg::wal_push(&repo, &a.path, a.cluster)?;
+    let outcome = ops_pg::wal_push(&repo, &a.path, a.cluster)?;
     if g.json {
         ui::print_json(&json!({"file": a.path, "outcome": format!("{outcome:?}")}))?;
     } else if outcome == pg::PushOutcome::AlreadyArchived {
@@ -385,14 +345,14 @@ pub fn wal_fetch(g: &Global, rt: &Runtime, a: WalFetchArgs) -> Result<i32> {
         }
     }
     let repo = open::open(g, rt)?;
-    match pg::wal_fetch(&repo, &a.name, &a.dest, Some(cluster)) {
+    match ops_pg::wal_fetch(&repo, &a.name, &a.dest, Some(cluster)) {
         Ok(_) => {
             if prefetch {
                 start_prefetch(g, &a, cluster, &spool);
             }
             Ok(exit::OK)
         }
-        Err(e @ PgError::WalNotFound { .. }) => {
+        Err(holdfast_ops::OpsError::Postgres(e @ PgError::WalNotFound { .. })) => {
             // Routine at the end of recovery: one line, no "error:" noise.
             if !g.quiet {
                 errln!("holdfast: {e}");
@@ -475,7 +435,7 @@ pub fn wal_prefetch(g: &Global, rt: &Runtime, a: WalPrefetchArgs) -> Result<i32>
         return Ok(exit::OK); // another prefetcher is filling the spool
     };
     let repo = open::open(g, rt)?;
-    pg::wal_prefetch(&repo, a.cluster, &a.after, a.count, &a.spool)?;
+    ops_pg::wal_prefetch(&repo, a.cluster, &a.after, a.count, &a.spool)?;
     Ok(exit::OK)
 }
 
@@ -486,7 +446,7 @@ pub fn recovery_points(
     repo: &Repository,
     list: &[SnapshotEntry],
 ) -> Result<Vec<pg::ClusterRecoveryPoint>> {
-    Ok(pg::recovery_points(repo, list)?)
+    Ok(ops_pg::recovery_points(repo, list)?)
 }
 
 pub fn annotate(

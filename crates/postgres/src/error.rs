@@ -128,6 +128,19 @@ impl PgError {
         }
     }
 
+    /// An I/O error of a stream that reads from the repository: when the
+    /// repository failed (a `ContentReader` carries its error inside the
+    /// `io::Error`), that error with its class, else a plain I/O error.
+    pub fn io_or_repo(context: impl Into<String>, cause: std::io::Error) -> PgError {
+        let context = context.into();
+        match cause.get_ref() {
+            Some(inner) if inner.is::<holdfast_repo::RepoError>() => PgError::Repo(
+                holdfast_repo::RepoError::from_io_carrier(cause, &context).context(context),
+            ),
+            _ => PgError::io(context, cause),
+        }
+    }
+
     pub(crate) fn query(what: impl Into<String>, e: tokio_postgres::Error) -> PgError {
         PgError::Query {
             what: what.into(),

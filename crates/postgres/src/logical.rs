@@ -719,7 +719,7 @@ fn run_pg_restore(
             .map_err(|_| PgError::Invalid("the restore feeder thread panicked".into()))?;
         // pg_restore's own failure explains a broken pipe better than we can.
         running.finish()?;
-        fed.map_err(|e| PgError::io("streaming the dump into pg_restore", e))?;
+        fed.map_err(|e| PgError::io_or_repo("streaming the dump into pg_restore", e))?;
     } else {
         let tmp = match &opts.temp_dir {
             Some(d) => tempfile::Builder::new()
@@ -734,7 +734,7 @@ fn run_pg_restore(
             let mut reader = reader;
             let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
             std::io::copy(&mut reader, &mut w)
-                .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
+                .map_err(|e| PgError::io_or_repo(format!("writing {}", tmp.path().display()), e))?;
             w.flush()
                 .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
         }

@@ -387,9 +387,7 @@ fn write_verified(
         .map_err(|e| PgError::io(format!("creating a temporary file in {}", dir.display()), e))?;
     let mut reader = ContentReader::new(repo.clone(), m.blobs.clone(), 4);
     let (total, hash) = copy_hashing(&mut reader, &mut tmp, 1 << 20, &|e| {
-        PgError::Repo(holdfast_repo::RepoError::Invalid(format!(
-            "reading archived WAL file {name}: {e}"
-        )))
+        PgError::io_or_repo(format!("reading archived WAL file {name}"), e)
     })?;
     if total != m.size || hash != m.blake3 {
         return Err(PgError::Invalid(format!(

@@ -4,7 +4,7 @@
 //! maps variants to exit codes (see README), so variants are split by what an
 //! operator does next rather than by where they arise.
 
-use holdfast_storage::StorageError;
+use holdfast_storage::{clone_io, ErrorClass, StorageError};
 use thiserror::Error;
 
 pub type Result<T, E = RepoError> = std::result::Result<T, E>;
@@ -69,6 +69,32 @@ pub enum RepoError {
         /// In the message, not `source()`: a chain printer would repeat it.
         cause: std::io::Error,
     },
+
+    /// An error with what was being done when it happened; the class is the
+    /// inner error's (`uploading pack ab12…: no space left on device`).
+    #[error("{context}: {inner}")]
+    Context {
+        context: String,
+        inner: Box<RepoError>,
+    },
+}
+
+/// What an operator (or the daemon's retry logic) does next about an
+/// error: the storage class where storage failed, else a repository class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A failure of the storage backend, with its class.
+    Storage(ErrorClass),
+    /// Damage: a corrupt or missing object, a damaged key slot.
+    Integrity,
+    /// Not a repository, or one of a newer format.
+    Repository,
+    /// Wrong password or key file.
+    Credentials,
+    /// A local file operation failed (the class of the I/O error).
+    Local(std::io::ErrorKind),
+    /// Anything else: bad arguments, missing snapshots, invalid input.
+    Other,
 }
 
 impl RepoError {
@@ -84,5 +110,163 @@ impl RepoError {
             context: context.into(),
             cause,
         }
+    }
+
+    /// This error with `context` in front of its message; its class stays.
+    pub fn context(self, context: impl Into<String>) -> RepoError {
+        RepoError::Context {
+            context: context.into(),
+            inner: Box::new(self),
+        }
+    }
+
+    /// The error under any context.
+    pub fn root(&self) -> &RepoError {
+        match self {
+            RepoError::Context { inner, .. } => inner.root(),
+            other => other,
+        }
+    }
+
+    /// The class of this error (through any context).
+    pub fn class(&self) -> Class {
+        match self {
+            RepoError::Context { inner, .. } => inner.class(),
+            RepoError::Storage(e) => match e.class() {
+                // A repository object that should be there and is not is
+                // damage, not an answer.
+                ErrorClass::NotFound => Class::Integrity,
+                c => Class::Storage(c),
+            },
+            RepoError::Corrupt { .. }
+            | RepoError::MissingBlob { .. }
+            | RepoError::DamagedKeySlot { .. } => Class::Integrity,
+            RepoError::NotARepository { .. } | RepoError::UnsupportedVersion { .. } => {
+                Class::Repository
+            }
+            RepoError::WrongPassword { .. } => Class::Credentials,
+            RepoError::Io { cause, .. } => match cause.raw_os_error() {
+                Some(code) if is_no_space(code) => Class::Storage(ErrorClass::NoSpace),
+                _ => Class::Local(cause.kind()),
+            },
+            _ => Class::Other,
+        }
+    }
+
+    /// The storage class, if storage (or a full local disk) failed.
+    pub fn storage_class(&self) -> Option<ErrorClass> {
+        match self.class() {
+            Class::Storage(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// ENOSPC or EDQUOT: a full disk or quota, wherever it happens.
+fn is_no_space(code: i32) -> bool {
+    // Linux values; the codes are the same on every Unix Holdfast builds for.
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    code == ENOSPC || code == EDQUOT
+}
+
+/// A copy with the same variant, class and message (I/O causes rebuilt
+/// from their kind and text): the blob writer hands its first failure to
+/// every thread that submits after it.
+impl Clone for RepoError {
+    fn clone(&self) -> Self {
+        use RepoError::*;
+        match self {
+            NotARepository { location, reason } => NotARepository {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            AlreadyInitialized { location } => AlreadyInitialized {
+                location: location.clone(),
+            },
+            UnsupportedVersion {
+                location,
+                found,
+                supported,
+            } => UnsupportedVersion {
+                location: location.clone(),
+                found: *found,
+                supported: *supported,
+            },
+            WrongPassword {
+                location,
+                slots,
+                secret,
+            } => WrongPassword {
+                location: location.clone(),
+                slots: *slots,
+                secret,
+            },
+            DamagedKeySlot {
+                location,
+                slot,
+                detail,
+                others,
+                secret,
+            } => DamagedKeySlot {
+                location: location.clone(),
+                slot: slot.clone(),
+                detail: detail.clone(),
+                others: *others,
+                secret,
+            },
+            Corrupt { object, detail } => Corrupt {
+                object: object.clone(),
+                detail: detail.clone(),
+            },
+            MissingBlob {
+                blob,
+                referenced_by,
+            } => MissingBlob {
+                blob: blob.clone(),
+                referenced_by: referenced_by.clone(),
+            },
+            SnapshotNotFound(s) => SnapshotNotFound(s.clone()),
+            AmbiguousSnapshot { prefix, count } => AmbiguousSnapshot {
+                prefix: prefix.clone(),
+                count: *count,
+            },
+            KeyNotFound(s) => KeyNotFound(s.clone()),
+            Invalid(s) => Invalid(s.clone()),
+            Storage(e) => Storage(e.clone()),
+            Io { context, cause } => Io {
+                context: context.clone(),
+                cause: clone_io(cause),
+            },
+            Context { context, inner } => Context {
+                context: context.clone(),
+                inner: inner.clone(),
+            },
+        }
+    }
+}
+
+/// An `io::Error` that carries a repository error, so a `Read` adapter
+/// (a restore stream piped into `pg_restore`) loses nothing of it;
+/// [`RepoError::from_io_carrier`] gets it back.
+impl From<RepoError> for std::io::Error {
+    fn from(e: RepoError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
+impl RepoError {
+    /// The repository error inside an `io::Error` made by `From<RepoError>`,
+    /// else the I/O error with `context`.
+    pub fn from_io_carrier(e: std::io::Error, context: &str) -> RepoError {
+        if e.get_ref().is_some_and(|inner| inner.is::<RepoError>()) {
+            if let Some(inner) = e.into_inner() {
+                if let Ok(r) = inner.downcast::<RepoError>() {
+                    return *r;
+                }
+            }
+            return RepoError::Invalid(format!("{context}: lost error"));
+        }
+        RepoError::io(context, e)
     }
 }

@@ -31,7 +31,7 @@ pub mod stats;
 pub mod tree;
 pub mod writer;
 
-pub use error::{RepoError, Result};
+pub use error::{Class, RepoError, Result};
 pub use id::Id;
 pub use repository::Repository;
 

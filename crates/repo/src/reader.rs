@@ -73,7 +73,8 @@ impl Read for ContentReader {
             match self.next_blob() {
                 Ok(true) => {}
                 Ok(false) => return Ok(0),
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
+                // The repository error travels inside the io::Error whole.
+                Err(e) => return Err(e.into()),
             }
         }
         let n = buf.len().min(self.current.len() - self.pos);

@@ -88,7 +88,9 @@ struct Shared {
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     unindexed: Mutex<Vec<PackInfo>>,
     indexed: Mutex<Vec<PackInfo>>,
-    error: Mutex<Option<String>>,
+    /// The first failure, kept whole so its class (no space, transient…)
+    /// reaches the caller and the exit code.
+    error: Mutex<Option<RepoError>>,
     blobs_added: AtomicU64,
     data_added: AtomicU64,
     meta_added: AtomicU64,
@@ -325,7 +327,7 @@ impl BlobWriter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .map(|m| RepoError::Invalid(m.clone()))
+            .cloned()
     }
 
     /// Flush every pack, wait for uploads, write the index and add the new
@@ -335,7 +337,8 @@ impl BlobWriter {
         drop(self.jobs.take());
         for w in self.workers.drain(..) {
             if w.join().is_err() {
-                self.shared.fail("a pack worker thread panicked".into());
+                self.shared
+                    .fail(RepoError::Invalid("a pack worker thread panicked".into()));
             }
         }
         let s = self.shared.clone();
@@ -353,7 +356,7 @@ impl BlobWriter {
         s.rt.block_on(async {
             for h in handles {
                 if let Err(e) = h.await {
-                    s.fail(format!("an upload task failed: {e}"));
+                    s.fail(RepoError::Invalid(format!("an upload task failed: {e}")));
                 }
             }
         });
@@ -397,7 +400,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
     let mut enc = match Encoder::new(s.level) {
         Ok(e) => e,
         Err(e) => {
-            s.fail(e.to_string());
+            s.fail(e);
             return;
         }
     };
@@ -520,10 +523,10 @@ impl Shared {
         bytes.fetch_add(raw as u64, Ordering::Relaxed);
     }
 
-    fn fail(&self, msg: String) {
+    fn fail(&self, err: RepoError) {
         let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if e.is_none() {
-            *e = Some(msg);
+            *e = Some(err);
         }
     }
 
@@ -536,7 +539,7 @@ impl Shared {
         self.packs_added.fetch_add(1, Ordering::Relaxed);
         let permit = match self.rt.block_on(self.sem.clone().acquire_owned()) {
             Ok(p) => p,
-            Err(_) => return self.fail("upload limiter closed".into()),
+            Err(_) => return self.fail(RepoError::Invalid("upload limiter closed".into())),
         };
         let s = self.clone();
         let h = self.rt.spawn(async move {
@@ -567,11 +570,11 @@ impl Shared {
                     };
                     if !batch.is_empty() {
                         if let Err(e) = s.write_index_async(batch).await {
-                            s.fail(format!("writing an index object: {e}"));
+                            s.fail(e.context("writing an index object"));
                         }
                     }
                 }
-                Err(e) => s.fail(format!("uploading pack {name}: {e}")),
+                Err(e) => s.fail(RepoError::Storage(e).context(format!("uploading pack {name}"))),
             }
         });
         self.uploads

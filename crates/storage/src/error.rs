@@ -113,4 +113,135 @@ impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
+
+    /// What a caller does next about this error (see [`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StorageError::NotFound { .. } => ErrorClass::NotFound,
+            StorageError::AlreadyExists { .. } => ErrorClass::AlreadyExists,
+            StorageError::InvalidRange { .. } => ErrorClass::Other,
+            StorageError::Locked { .. } => ErrorClass::Locked,
+            StorageError::Archived { .. } => ErrorClass::Archived,
+            StorageError::Unsupported { .. } => ErrorClass::Unsupported,
+            StorageError::NoSpace { .. } => ErrorClass::NoSpace,
+            StorageError::PermissionDenied { .. } => ErrorClass::PermissionDenied,
+            StorageError::Transient { .. } => ErrorClass::Transient,
+            StorageError::Io { .. } | StorageError::Config { .. } | StorageError::Other { .. } => {
+                ErrorClass::Other
+            }
+        }
+    }
+}
+
+/// The class of a storage error, kept end to end (through the blob writer,
+/// the readers and the application layer) so that exit codes and retry
+/// decisions are taken on the class, never on a message's text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The object is not there.
+    NotFound,
+    /// A write-once object of that name exists.
+    AlreadyExists,
+    /// The device or quota is full: the operator must make room.
+    NoSpace,
+    /// A temporary failure (network, throttling, 5xx): retry with backoff.
+    Transient,
+    /// Object Lock retention or a legal hold forbids the change.
+    Locked,
+    /// In an archival tier: restore it first.
+    Archived,
+    /// Credentials or permissions do not allow the operation.
+    PermissionDenied,
+    /// The backend lacks the capability.
+    Unsupported,
+    /// Anything else (I/O errors of other kinds, configuration).
+    Other,
+}
+
+/// A copy of an error with the same class and message. `std::io::Error`
+/// is not `Clone`, so an I/O cause is rebuilt from its kind and text; the
+/// blob writer needs this to hand its first failure to every caller.
+impl Clone for StorageError {
+    fn clone(&self) -> Self {
+        use StorageError::*;
+        match self {
+            NotFound { backend, key } => NotFound {
+                backend: backend.clone(),
+                key: key.clone(),
+            },
+            AlreadyExists { backend, key } => AlreadyExists {
+                backend: backend.clone(),
+                key: key.clone(),
+            },
+            InvalidRange {
+                key,
+                start,
+                end,
+                size,
+            } => InvalidRange {
+                key: key.clone(),
+                start: *start,
+                end: *end,
+                size: *size,
+            },
+            Locked { key } => Locked { key: key.clone() },
+            Archived { key } => Archived { key: key.clone() },
+            Unsupported {
+                operation,
+                backend,
+                key,
+            } => Unsupported {
+                operation,
+                backend: backend.clone(),
+                key: key.clone(),
+            },
+            NoSpace { backend, key } => NoSpace {
+                backend: backend.clone(),
+                key: key.clone(),
+            },
+            PermissionDenied {
+                backend,
+                key,
+                detail,
+            } => PermissionDenied {
+                backend: backend.clone(),
+                key: key.clone(),
+                detail: detail.clone(),
+            },
+            Transient {
+                backend,
+                key,
+                detail,
+            } => Transient {
+                backend: backend.clone(),
+                key: key.clone(),
+                detail: detail.clone(),
+            },
+            Io {
+                backend,
+                key,
+                cause,
+            } => Io {
+                backend: backend.clone(),
+                key: key.clone(),
+                cause: clone_io(cause),
+            },
+            Config { backend, detail } => Config {
+                backend: backend.clone(),
+                detail: detail.clone(),
+            },
+            Other { backend, detail } => Other {
+                backend: backend.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
+/// An `io::Error` with the same kind, OS code and text.
+pub fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
 }

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-pub use error::{StorageError, StorageResult};
+pub use error::{clone_io, ErrorClass, StorageError, StorageResult};
 pub use kind::ObjectKind;
 
 /// Metadata about one stored object, as returned by [`Backend::list`] and

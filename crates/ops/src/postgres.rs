@@ -1,0 +1,216 @@
+//! PostgreSQL operations: logical and physical backups, restores into a
+//! server or a data directory, the WAL archive commands and the
+//! recoverable points of each cluster. The behaviour of each lives in
+//! `holdfast-postgres`; what is decided here is what a front end would
+//! otherwise have to repeat: loading the index, which snapshot a restore
+//! uses (the newest base backup that can reach the recovery target), and
+//! the `restore_command` the restored server runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use holdfast_postgres::{
+    self as pg, BackupOutcome, Dsn, LogicalBackupOptions, LogicalRestoreOptions,
+    PhysicalBackupOptions, PhysicalRestoreOptions, RecoveryTarget,
+};
+use holdfast_repo::snapshot::SnapshotEntry;
+use holdfast_repo::Repository;
+
+use crate::error::{OpsError, Result};
+use crate::restore::SnapshotSpec;
+
+/// A logical backup (`pg_dump` of each database, plus globals).
+pub fn backup_logical(
+    repo: &Repository,
+    dsn: &Dsn,
+    opts: &LogicalBackupOptions,
+) -> Result<BackupOutcome> {
+    repo.load_index()?;
+    Ok(pg::backup_logical(repo, dsn, opts)?)
+}
+
+/// A physical base backup of the whole cluster.
+pub fn backup_physical(
+    repo: &Repository,
+    dsn: &Dsn,
+    opts: &PhysicalBackupOptions,
+) -> Result<BackupOutcome> {
+    repo.load_index()?;
+    Ok(pg::backup_physical(repo, dsn, opts)?)
+}
+
+/// What a logical restore did.
+pub struct LogicalRestore {
+    pub snapshot: SnapshotEntry,
+    pub report: pg::LogicalRestoreReport,
+}
+
+/// Restore one database of a logical snapshot into the server at `dsn`.
+pub fn restore_logical(
+    repo: &Arc<Repository>,
+    snapshot: &SnapshotSpec,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+) -> Result<LogicalRestore> {
+    repo.load_index()?;
+    let mut spec = snapshot.clone();
+    spec.filter.kind = Some(pg::KIND_LOGICAL.into());
+    let snap = spec.find(repo)?;
+    let report = pg::restore_logical(repo, &snap, dsn, opts)?;
+    Ok(LogicalRestore {
+        snapshot: snap,
+        report,
+    })
+}
+
+/// The command the restored server runs to fetch WAL: `program wal-fetch`
+/// with `env` in front (the repository and the secret that opens it).
+#[derive(Debug, Clone)]
+pub struct RestoreCommand {
+    pub program: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything a physical restore needs.
+pub struct PhysicalRestoreConfig {
+    /// `latest` means the newest base backup that can reach `target`.
+    pub snapshot: SnapshotSpec,
+    pub datadir: PathBuf,
+    pub target: RecoveryTarget,
+    /// Required for targets past the end of the backup.
+    pub restore_command: Option<RestoreCommand>,
+    pub keep_archiving: bool,
+    /// (OID or name, absolute directory) for tablespaces that go elsewhere.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+}
+
+/// What a physical restore did.
+pub struct PhysicalRestore {
+    pub snapshot: SnapshotEntry,
+    pub report: pg::PhysicalRestoreReport,
+}
+
+/// The physical snapshot `spec` names for `target`: with `latest`, the
+/// newest base backup whose end is at or before the target (pgBackRest's
+/// rule); with an explicit id, that one (refused later if it cannot reach
+/// the target).
+pub fn choose_snapshot(
+    repo: &Repository,
+    spec: &SnapshotSpec,
+    target: RecoveryTarget,
+) -> Result<SnapshotEntry> {
+    let mut spec = spec.clone();
+    spec.filter.kind = Some(pg::KIND_PHYSICAL.into());
+    if spec.spec != "latest" {
+        return spec.find(repo);
+    }
+    let candidates: Vec<SnapshotEntry> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|s| spec.filter.matches(&s.snapshot))
+        .collect();
+    if candidates.is_empty() {
+        return spec.find(repo);
+    }
+    Ok(pg::choose_base_backup(&candidates, target)?)
+}
+
+/// Restore a physical snapshot into `cfg.datadir`, set up to recover to
+/// `cfg.target`.
+pub fn restore_physical(
+    repo: &Arc<Repository>,
+    cfg: &PhysicalRestoreConfig,
+) -> Result<PhysicalRestore> {
+    repo.load_index()?;
+    let snap = choose_snapshot(repo, &cfg.snapshot, cfg.target)?;
+    let mut o = PhysicalRestoreOptions::new(cfg.target);
+    o.keep_archiving = cfg.keep_archiving;
+    o.tablespace_map = cfg.tablespace_map.clone();
+    o.restore_command = cfg.restore_command.as_ref().map(|rc| {
+        let env: Vec<(&str, &str)> = rc
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pg::restore_command(
+            &rc.program,
+            &env,
+            pg::physical::snapshot_cluster(&snap.snapshot),
+        )
+    });
+    let report = pg::restore_physical(repo, &snap, &cfg.datadir, &o)?;
+    Ok(PhysicalRestore {
+        snapshot: snap,
+        report,
+    })
+}
+
+/// Parse `OID_OR_NAME=DIR` (`--tablespace-map`); `DIR` is made absolute
+/// against `cwd`.
+pub fn parse_tablespace_map(s: &str, cwd: &Path) -> Result<(String, PathBuf)> {
+    let Some((key, dir)) = s
+        .split_once('=')
+        .filter(|(k, d)| !k.is_empty() && !d.is_empty())
+    else {
+        return Err(OpsError::invalid(format!(
+            "--tablespace-map {s:?}: expected OID_OR_NAME=DIR, e.g. 16390=/srv/pg/ts1"
+        )));
+    };
+    Ok((key.to_string(), cwd.join(dir)))
+}
+
+/// Parse a recovery target time: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f][zone]`
+/// (no zone means UTC).
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
+        if let Ok(t) = chrono::DateTime::parse_from_str(s, fmt) {
+            return Ok(t.with_timezone(&chrono::Utc));
+        }
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
+        return Ok(t.and_utc());
+    }
+    Err(OpsError::invalid(format!(
+        "cannot read time {s:?}: use RFC 3339, e.g. 2025-01-31T13:45:00Z (times without zone are UTC)"
+    )))
+}
+
+/// Archive one WAL file (PostgreSQL's `archive_command`).
+pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<pg::PushOutcome> {
+    // No index load: wal-push runs once per segment and dedups against the
+    // packs its manifests name (see holdfast_postgres::wal).
+    Ok(pg::wal_push(repo, path, cluster)?)
+}
+
+/// Fetch one WAL file into `dest` (PostgreSQL's `restore_command`).
+/// `PgError::WalNotFound` is the routine end of the archive.
+pub fn wal_fetch(
+    repo: &Arc<Repository>,
+    name: &str,
+    dest: &Path,
+    cluster: Option<u64>,
+) -> Result<u64> {
+    Ok(pg::wal_fetch(repo, name, dest, cluster)?)
+}
+
+/// Fill the spool with up to `count` segments after `after`.
+pub fn wal_prefetch(
+    repo: &Arc<Repository>,
+    cluster: u64,
+    after: &str,
+    count: usize,
+    spool: &Path,
+) -> Result<usize> {
+    Ok(pg::wal_prefetch(repo, cluster, after, count, spool)?)
+}
+
+/// The latest recoverable point of every cluster with snapshots or WAL.
+pub fn recovery_points(
+    repo: &Repository,
+    snapshots: &[SnapshotEntry],
+) -> Result<Vec<pg::ClusterRecoveryPoint>> {
+    Ok(pg::recovery_points(repo, snapshots)?)
+}

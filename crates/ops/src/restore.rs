@@ -1,0 +1,102 @@
+//! Restores of file trees, and the snapshot selection every restore and
+//! listing shares. (PostgreSQL restores are in [`crate::postgres`].)
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
+use holdfast_repo::Repository;
+use holdfast_sources::restore::{self, RestoreOptions, RestoreOutcome};
+use holdfast_sources::{walk, Progress};
+
+use crate::error::Result;
+
+/// Which snapshot: an id, an id prefix or `latest`, among those the filter
+/// admits.
+#[derive(Debug, Clone)]
+pub struct SnapshotSpec {
+    pub spec: String,
+    pub filter: SnapshotFilter,
+}
+
+impl SnapshotSpec {
+    pub fn latest() -> SnapshotSpec {
+        SnapshotSpec {
+            spec: "latest".into(),
+            filter: SnapshotFilter::default(),
+        }
+    }
+
+    /// The snapshot this names in `repo`.
+    pub fn find(&self, repo: &Repository) -> Result<SnapshotEntry> {
+        Ok(repo.find_snapshot(&self.spec, &self.filter)?)
+    }
+}
+
+/// Everything a restore of files needs.
+#[derive(Debug, Clone)]
+pub struct FileRestoreConfig {
+    pub snapshot: SnapshotSpec,
+    pub target: PathBuf,
+    /// Paths to restore as the user gave them (absolute, relative to
+    /// `cwd`, or relative to the snapshot root); empty means everything.
+    pub includes: Vec<OsString>,
+    /// The directory relative `includes` are read against.
+    pub cwd: PathBuf,
+    /// Overwrite, threads, sparse files, extended attributes.
+    pub options: RestoreOptions,
+}
+
+/// What a restore of files did.
+#[derive(Debug)]
+pub struct FileRestore {
+    pub snapshot: SnapshotEntry,
+    pub outcome: RestoreOutcome,
+    pub seconds: f64,
+}
+
+/// A path from the user as an absolute path in the snapshot, resolved as
+/// `backup` resolves its paths (see `walk::resolve`).
+pub fn snapshot_path(
+    repo: &Repository,
+    snap: &SnapshotEntry,
+    given: &std::ffi::OsStr,
+    cwd: &Path,
+) -> Result<Vec<u8>> {
+    Ok(walk::resolve(
+        repo,
+        snap.snapshot.tree,
+        given.as_encoded_bytes(),
+        cwd.as_os_str().as_encoded_bytes(),
+    )?)
+}
+
+/// Restore the snapshot `cfg` names into `cfg.target`. Files that could not
+/// be restored are listed in `outcome.failed` (the caller reports them as
+/// an integrity failure); errors that stop the restore are errors.
+pub fn restore_files(
+    repo: &Arc<Repository>,
+    cfg: &FileRestoreConfig,
+    progress: &Progress,
+) -> Result<FileRestore> {
+    repo.load_index()?;
+    let snap = cfg.snapshot.find(repo)?;
+    let includes = cfg
+        .includes
+        .iter()
+        .map(|p| snapshot_path(repo, &snap, p, &cfg.cwd))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = RestoreOptions {
+        includes,
+        ..cfg.options.clone()
+    };
+    let started = Instant::now();
+    let outcome = restore::restore(repo, &snap, &cfg.target, &opts, progress)?;
+    Ok(FileRestore {
+        snapshot: snap,
+        outcome,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
