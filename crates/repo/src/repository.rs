@@ -189,7 +189,20 @@ impl Repository {
                 }
             };
             if let Some(key) = opened {
-                let config = config::decode(&key, &cfg_bytes, &location)?;
+                let config = match config::decode(&key, &cfg_bytes, &location) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The slot opens with this secret but holds another
+                        // master key: left by an `init` that died before
+                        // writing its config, or copied from another
+                        // repository. It must not hide the right slot.
+                        damaged.push((
+                            ObjectKind::Key.key(&meta.name),
+                            format!("it opens with this {} but its key does not decrypt the config ({e}); it may be left by an init that crashed", secret.describe()),
+                        ));
+                        continue;
+                    }
+                };
                 let put_opts = put_options(&config);
                 return Ok(Repository {
                     backend,

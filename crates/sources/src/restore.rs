@@ -182,6 +182,17 @@ impl Item {
     }
 }
 
+/// Whether a failed pack read ends the whole restore (storage unavailable
+/// or refusing access: nothing else would read either) rather than failing
+/// the files that need the pack (a missing or damaged pack).
+fn stops_restore(e: &StorageError) -> bool {
+    use holdfast_storage::ErrorClass;
+    matches!(
+        e.class(),
+        ErrorClass::Transient | ErrorClass::PermissionDenied | ErrorClass::NoSpace
+    )
+}
+
 /// A file being written by the workers.
 struct FileState {
     path: PathBuf,
@@ -1002,6 +1013,17 @@ impl Pool<'_> {
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
                                 .push((pack, list)),
+                            // Storage that is down or refuses us is not damage:
+                            // stop with the error's class (the daemon retries
+                            // a transient one; rerunning resumes the restore).
+                            Err(e) if stops_restore(&e) => {
+                                self.stop.store(true, Ordering::Relaxed);
+                                let mut g = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                                g.get_or_insert(SourceError::Repo(
+                                    holdfast_repo::RepoError::Storage(e)
+                                        .context(format!("reading pack {pack}")),
+                                ));
+                            }
                             Err(e) => {
                                 let msg = format!("pack {pack} cannot be read: {e}");
                                 for &i in &list {

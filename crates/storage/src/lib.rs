@@ -18,6 +18,7 @@
 
 pub mod conformance;
 mod error;
+pub mod fault;
 mod kind;
 pub mod local;
 
