@@ -321,7 +321,7 @@ fn full_disk_during_restore_is_a_clear_error() {
     }
     let _guard = Unmount(&mnt);
     let out = restore_into(&env, &mnt);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(5), "a full disk is exit 5");
     let e = stderr(&out);
     assert!(
         e.contains("no space left on device") && e.contains("big.bin"),
@@ -331,6 +331,94 @@ fn full_disk_during_restore_is_a_clear_error() {
     env.ok(["check", "--read-data"]);
     let target = env.path("roomy");
     assert_eq!(restore_into(&env, &target).status.code(), Some(0));
+}
+
+/// A tmpfs of `size` at `dir`, unmounted when dropped.
+struct SmallFs(std::path::PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path, size: &str) -> SmallFs {
+        fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        SmallFs(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_repository_disk_during_backup_is_exit_5_and_loses_nothing() {
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs and must run as root (as CI does)"
+    );
+    let env = Env::new();
+    let _fs = SmallFs::mount(&env.repo, "6m");
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("small.bin"), noise(1_000_000, 3)).unwrap();
+    env.ok(["backup".as_ref(), src.as_os_str()]);
+    fs::write(src.join("big.bin"), noise(12_000_000, 4)).unwrap();
+    let out = env.run(["backup".as_ref(), src.as_os_str()]);
+    let e = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "a full repository disk is exit 5: {e}"
+    );
+    assert!(e.contains("no space left"), "{e}");
+    // The first snapshot is intact, and only it.
+    let snaps = env.json(["snapshots"]);
+    assert_eq!(snaps.as_array().unwrap().len(), 1);
+    env.ok(["check", "--read-data"]);
+    fs::remove_file(src.join("big.bin")).unwrap();
+    let target = env.path("out");
+    let r = restore_into(&env, &target);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn unreachable_s3_endpoint_is_exit_6() {
+    // Nothing listens on this port: connection refused, retried, then
+    // reported as storage unavailable (retry later), not as damage.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .env("HOLDFAST_REPOSITORY", "s3://nobucket/prefix")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("HOLDFAST_S3_MAX_ATTEMPTS", "2")
+        .args(["--s3-endpoint", &format!("http://127.0.0.1:{port}")])
+        .args([
+            "--s3-region",
+            "us-east-1",
+            "--s3-path-style",
+            "--s3-allow-http",
+        ])
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    let e = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{e}");
+    assert!(
+        e.contains("127.0.0.1"),
+        "the message names the endpoint: {e}"
+    );
 }
 
 #[test]

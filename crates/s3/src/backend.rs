@@ -344,12 +344,19 @@ impl Inner {
             Err(f) => f.clone(),
         };
         let err = match (f.kind, f.status) {
-            (FailureKind::Network | FailureKind::Timeout | FailureKind::Response, _) => self
-                .config_error(format!(
-                    "cannot reach the S3 endpoint {endpoint} (bucket {bucket}): {}; check \
-                     HOLDFAST_S3_ENDPOINT, that the server is running, and the network",
-                    f.detail
-                )),
+            // Transient (exit 6, retried by the daemon): a server that is
+            // down now may be up at the next run.
+            (FailureKind::Network | FailureKind::Timeout | FailureKind::Response, _) => {
+                StorageError::Transient {
+                    backend: self.label.clone(),
+                    key: format!("bucket {bucket}"),
+                    detail: format!(
+                        "cannot reach the S3 endpoint {endpoint}: {}; check \
+                         HOLDFAST_S3_ENDPOINT, that the server is running, and the network",
+                        f.detail
+                    ),
+                }
+            }
             (_, Some(404)) => self.config_error(format!(
                 "bucket {bucket} does not exist at {endpoint}; create it first (with Object \
                  Lock enabled if you want retention), or fix the bucket name in the URL"

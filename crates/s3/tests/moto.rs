@@ -581,7 +581,8 @@ async fn errors_name_what_is_wrong() {
         .unwrap_err();
     let msg = err.to_string();
     println!("{msg}");
-    assert!(matches!(err, StorageError::Config { .. }), "{err:?}");
+    // Transient: a server that is down now may be up at the next run.
+    assert!(matches!(err, StorageError::Transient { .. }), "{err:?}");
     assert!(
         msg.contains(&endpoint) && msg.contains("cannot reach"),
         "{msg}"
