@@ -162,8 +162,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         o.no_owner = a.no_owner;
         o.no_acl = a.no_acl;
         o.with_globals = a.with_globals;
-        let done = ops_pg::restore_logical(&repo, &spec, &dsn, &o)
-            .with_context(|| format!("restoring snapshot {}", a.snapshot))?;
+        let done = ops_pg::restore_logical(&repo, &spec, &dsn, &o)?;
         let (snap, rep) = (&done.snapshot, &done.report);
         if g.json {
             ui::print_json(&json!({

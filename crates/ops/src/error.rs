@@ -28,6 +28,14 @@ pub enum OpsError {
     #[error("{0}")]
     Invalid(String),
 
+    /// An error with what was being done (`restoring snapshot ab12cd34 to
+    /// /srv/restore`); its class is the inner error's.
+    #[error("{context}: {inner}")]
+    Context {
+        context: String,
+        inner: Box<OpsError>,
+    },
+
     /// A local file the operation needs (a password or key file).
     #[error("{context}: {cause}")]
     Io {
@@ -41,9 +49,18 @@ impl OpsError {
         OpsError::Invalid(msg.into())
     }
 
+    /// This error with `context` in front; the class stays.
+    pub fn context(self, context: impl Into<String>) -> OpsError {
+        OpsError::Context {
+            context: context.into(),
+            inner: Box::new(self),
+        }
+    }
+
     /// The repository error at the root of this one, if any.
     pub fn repo_error(&self) -> Option<&RepoError> {
         match self {
+            OpsError::Context { inner, .. } => inner.repo_error(),
             OpsError::Repo(r) | OpsError::Source(SourceError::Repo(r)) => Some(r),
             OpsError::Postgres(PgError::Repo(r)) => Some(r),
             _ => None,
@@ -53,6 +70,7 @@ impl OpsError {
     /// The class of this error (see [`holdfast_repo::Class`]).
     pub fn class(&self) -> Class {
         match self {
+            OpsError::Context { inner, .. } => inner.class(),
             OpsError::Storage(s) => RepoError::Storage(s.clone()).class(),
             OpsError::Source(SourceError::NoSpace { .. }) => {
                 Class::Storage(holdfast_storage::ErrorClass::NoSpace)

@@ -56,7 +56,9 @@ pub fn restore_logical(
     let mut spec = snapshot.clone();
     spec.filter.kind = Some(pg::KIND_LOGICAL.into());
     let snap = spec.find(repo)?;
-    let report = pg::restore_logical(repo, &snap, dsn, opts)?;
+    let report = pg::restore_logical(repo, &snap, dsn, opts).map_err(|e| {
+        OpsError::from(e).context(format!("restoring snapshot {}", snap.id.short()))
+    })?;
     Ok(LogicalRestore {
         snapshot: snap,
         report,
@@ -138,7 +140,13 @@ pub fn restore_physical(
             pg::physical::snapshot_cluster(&snap.snapshot),
         )
     });
-    let report = pg::restore_physical(repo, &snap, &cfg.datadir, &o)?;
+    let report = pg::restore_physical(repo, &snap, &cfg.datadir, &o).map_err(|e| {
+        OpsError::from(e).context(format!(
+            "restoring snapshot {} to {}",
+            snap.id.short(),
+            cfg.datadir.display()
+        ))
+    })?;
     Ok(PhysicalRestore {
         snapshot: snap,
         report,

@@ -11,7 +11,7 @@ use holdfast_repo::Repository;
 use holdfast_sources::restore::{self, RestoreOptions, RestoreOutcome};
 use holdfast_sources::{walk, Progress};
 
-use crate::error::Result;
+use crate::error::{OpsError, Result};
 
 /// Which snapshot: an id, an id prefix or `latest`, among those the filter
 /// admits.
@@ -93,7 +93,13 @@ pub fn restore_files(
         ..cfg.options.clone()
     };
     let started = Instant::now();
-    let outcome = restore::restore(repo, &snap, &cfg.target, &opts, progress)?;
+    let outcome = restore::restore(repo, &snap, &cfg.target, &opts, progress).map_err(|e| {
+        OpsError::from(e).context(format!(
+            "restoring snapshot {} to {}",
+            snap.id.short(),
+            cfg.target.display()
+        ))
+    })?;
     Ok(FileRestore {
         snapshot: snap,
         outcome,
