@@ -93,7 +93,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             ..defaults
         };
         info(g, format!("dumping {} ...", dsn.display()));
-        ops_pg::backup_logical(&repo, &dsn, &opts)?
+        ops_pg::backup_logical(&repo, rt.handle(), &dsn, &opts)?
     } else if let Some(dsn) = &a.postgres_physical {
         if !a.databases.is_empty() {
             bail!("--database applies to logical backups (--postgres); a physical backup covers the whole cluster");
@@ -110,7 +110,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
             ..PhysicalBackupOptions::default()
         };
         info(g, format!("base backup of {} ...", dsn.display()));
-        ops_pg::backup_physical(&repo, &dsn, &opts)?
+        ops_pg::backup_physical(&repo, rt.handle(), &dsn, &opts)?
     } else {
         bail!("internal: no PostgreSQL source");
     };
@@ -162,7 +162,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         o.no_owner = a.no_owner;
         o.no_acl = a.no_acl;
         o.with_globals = a.with_globals;
-        let done = ops_pg::restore_logical(&repo, &spec, &dsn, &o)?;
+        let done = ops_pg::restore_logical(&repo, rt.handle(), &spec, &dsn, &o)?;
         let (snap, rep) = (&done.snapshot, &done.report);
         if g.json {
             ui::print_json(&json!({

@@ -15,28 +15,32 @@ use holdfast_postgres::{
 };
 use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::Repository;
+use tokio::runtime::Handle;
 
 use crate::error::{OpsError, Result};
 use crate::restore::SnapshotSpec;
 
-/// A logical backup (`pg_dump` of each database, plus globals).
+/// A logical backup (`pg_dump` of each database, plus globals). `rt`
+/// runs the PostgreSQL client connections.
 pub fn backup_logical(
     repo: &Repository,
+    rt: &Handle,
     dsn: &Dsn,
     opts: &LogicalBackupOptions,
 ) -> Result<BackupOutcome> {
     repo.load_index()?;
-    Ok(pg::backup_logical(repo, dsn, opts)?)
+    Ok(pg::backup_logical(repo, rt, dsn, opts)?)
 }
 
 /// A physical base backup of the whole cluster.
 pub fn backup_physical(
     repo: &Repository,
+    rt: &Handle,
     dsn: &Dsn,
     opts: &PhysicalBackupOptions,
 ) -> Result<BackupOutcome> {
     repo.load_index()?;
-    Ok(pg::backup_physical(repo, dsn, opts)?)
+    Ok(pg::backup_physical(repo, rt, dsn, opts)?)
 }
 
 /// What a logical restore did.
@@ -48,6 +52,7 @@ pub struct LogicalRestore {
 /// Restore one database of a logical snapshot into the server at `dsn`.
 pub fn restore_logical(
     repo: &Arc<Repository>,
+    rt: &Handle,
     snapshot: &SnapshotSpec,
     dsn: &Dsn,
     opts: &LogicalRestoreOptions,
@@ -56,7 +61,7 @@ pub fn restore_logical(
     let mut spec = snapshot.clone();
     spec.filter.kind = Some(pg::KIND_LOGICAL.into());
     let snap = spec.find(repo)?;
-    let report = pg::restore_logical(repo, &snap, dsn, opts).map_err(|e| {
+    let report = pg::restore_logical(repo, rt, &snap, dsn, opts).map_err(|e| {
         OpsError::from(e).context(format!("restoring snapshot {}", snap.id.short()))
     })?;
     Ok(LogicalRestore {

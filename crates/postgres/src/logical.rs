@@ -28,6 +28,7 @@ use holdfast_repo::tree::Tree;
 use holdfast_repo::writer::{BlobWriter, WriterOptions};
 use holdfast_repo::{Id, Repository};
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
 use crate::conn::{Dsn, PgTools};
@@ -125,12 +126,13 @@ pub struct BackupOutcome {
 /// unchanged data deduplicates.
 pub fn backup_logical(
     repo: &Repository,
+    rt: &Handle,
     dsn: &Dsn,
     opts: &LogicalBackupOptions,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = chrono::Utc::now();
-    let rt = repo.runtime().clone();
+    let rt = rt.clone();
     let admin = dsn.connect(&rt)?;
     let server_version: String = query_one(&rt, &admin, "SHOW server_version", "server version")?;
     let databases = if !opts.databases.is_empty() {
@@ -168,7 +170,7 @@ pub fn backup_logical(
     let mut total = 0u64;
     for db in &databases {
         let file = dump_file_name(db);
-        let (ids, info) = dump_one(repo, &writer, dsn, db, &file, opts)?;
+        let (ids, info) = dump_one(repo, &rt, &writer, dsn, db, &file, opts)?;
         total += info.dump_bytes;
         tree.nodes
             .push(fstree::generated_file(&file, info.dump_bytes, ids));
@@ -306,13 +308,14 @@ fn inherited_count(
 
 fn dump_one(
     repo: &Repository,
+    rt: &Handle,
     writer: &BlobWriter,
     dsn: &Dsn,
     db: &str,
     file: &str,
     opts: &LogicalBackupOptions,
 ) -> Result<(Vec<Id>, DatabaseInfo)> {
-    let rt = repo.runtime().clone();
+    let rt = rt.clone();
     let dsn = dsn.with_dbname(db);
     let client = dsn.connect(&rt)?;
     rt.block_on(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
@@ -552,6 +555,7 @@ pub fn snapshot_databases(snap: &Snapshot) -> Result<BTreeMap<String, DatabaseIn
 
 pub fn restore_logical(
     repo: &Arc<Repository>,
+    rt: &Handle,
     snap: &SnapshotEntry,
     dsn: &Dsn,
     opts: &LogicalRestoreOptions,
@@ -590,7 +594,7 @@ pub fn restore_logical(
 
     let db_entries = stored_database_entries(repo, &node.content)?;
 
-    let rt = repo.runtime().clone();
+    let rt = rt.clone();
     let target = &opts.database;
     let maint_db = match dsn.dbname() {
         Some(d) if d != target => d.to_string(),

@@ -447,6 +447,7 @@ where
 /// Take a base backup of the cluster `dsn` points at.
 pub fn backup_physical(
     repo: &Repository,
+    rt: &tokio::runtime::Handle,
     dsn: &Dsn,
     opts: &PhysicalBackupOptions,
 ) -> Result<BackupOutcome> {
@@ -458,7 +459,7 @@ pub fn backup_physical(
             opts.block_size
         )));
     }
-    let rt = repo.runtime().clone();
+    let rt = rt.clone();
     let c = dsn.connect(&rt)?;
     let version_num: i32 = q1(
         &rt,

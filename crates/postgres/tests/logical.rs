@@ -90,7 +90,7 @@ SELECT lo_from_bytea(0, decode(repeat('0a', 1000), 'hex'));
     );
     let dsn = pg.dsn_parsed("postgres");
     tr.repo.load_index().expect("index");
-    let out = backup_logical(&tr.repo, &dsn, &opts(&["rc"])).expect("backup");
+    let out = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&["rc"])).expect("backup");
     let dbs = holdfast_postgres::logical::snapshot_databases(&out.snapshot).unwrap();
     let info = &dbs["rc"];
     assert_eq!(info.row_counts_source, "dump");
@@ -114,7 +114,7 @@ fn many_types_round_trip_with_row_counts_and_clean() {
 
     let dsn = pg.dsn_parsed("postgres");
     tr.repo.load_index().expect("index");
-    let out = backup_logical(&tr.repo, &dsn, &opts(&["src"])).expect("backup");
+    let out = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&["src"])).expect("backup");
     assert_eq!(out.snapshot.kind, "postgres-logical");
     let dbs = holdfast_postgres::logical::snapshot_databases(&out.snapshot).unwrap();
     let info = &dbs["src"];
@@ -134,7 +134,7 @@ fn many_types_round_trip_with_row_counts_and_clean() {
     let snap = snaps.last().unwrap();
     let mut ro = LogicalRestoreOptions::new("copy1");
     ro.tools = tools();
-    let rep = restore_logical(&repo, snap, &dsn, &ro).expect("restore jobs=1");
+    let rep = restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro).expect("restore jobs=1");
     assert_eq!(rep.source_database, "src");
     assert_eq!(
         pg.plain_dump("copy1"),
@@ -148,25 +148,25 @@ fn many_types_round_trip_with_row_counts_and_clean() {
     let mut ro2 = LogicalRestoreOptions::new("copy2");
     ro2.tools = tools();
     ro2.jobs = 2;
-    restore_logical(&repo, snap, &dsn, &ro2).expect("restore jobs=2");
+    restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro2).expect("restore jobs=2");
     assert_eq!(pg.plain_dump("copy2"), before);
     assert_eq!(pg.psql("copy2", "SELECT app.add(2, 3)"), "5");
     assert_eq!(pg.psql("copy2", "SELECT nextval('app.ticket_seq')"), "4001");
 
     // An existing non-empty database is refused, then replaced with clean.
-    let err = restore_logical(&repo, snap, &dsn, &ro).unwrap_err();
+    let err = restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro).unwrap_err();
     assert!(matches!(err, PgError::TargetNotEmpty { .. }), "{err}");
     assert!(err.to_string().contains("--clean"));
     pg.psql("copy1", "INSERT INTO public.plain VALUES (-1, 'extra')");
     ro.clean = true;
-    restore_logical(&repo, snap, &dsn, &ro).expect("clean restore");
+    restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro).expect("clean restore");
     assert_eq!(pg.plain_dump("copy1"), before);
 
     // An existing empty database is used as is.
     pg.psql("postgres", "CREATE DATABASE empty_target");
     let mut ro3 = LogicalRestoreOptions::new("empty_target");
     ro3.tools = tools();
-    restore_logical(&repo, snap, &dsn, &ro3).expect("restore into empty db");
+    restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro3).expect("restore into empty db");
     assert_eq!(pg.plain_dump("empty_target"), before);
 }
 
@@ -192,7 +192,7 @@ fn pagila_fidelity_and_day_over_day_dedup() {
     let before = pg.plain_dump("pagila");
     let dsn = pg.dsn_parsed("pagila");
     tr.repo.load_index().unwrap();
-    let first = backup_logical(&tr.repo, &dsn, &opts(&[])).expect("backup day 1");
+    let first = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&[])).expect("backup day 1");
     assert_eq!(first.snapshot.paths, vec!["pagila".to_string()]);
 
     // Day 2: a few changes; the new dump must cost a fraction of the first.
@@ -201,7 +201,7 @@ fn pagila_fidelity_and_day_over_day_dedup() {
         "UPDATE public.bulk SET payload = 'changed' WHERE id <= 200; \
          INSERT INTO public.bulk SELECT g, md5(g::text) FROM generate_series(40001, 40100) g;",
     );
-    let second = backup_logical(&tr.repo, &dsn, &opts(&[])).expect("backup day 2");
+    let second = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&[])).expect("backup day 2");
     let a = first.snapshot.summary.stored_added;
     let b = second.snapshot.summary.stored_added;
     assert!(
@@ -215,7 +215,8 @@ fn pagila_fidelity_and_day_over_day_dedup() {
     let mut ro = LogicalRestoreOptions::new("pagila_copy");
     ro.tools = tools();
     ro.jobs = 2;
-    restore_logical(&repo, snap, &pg.dsn_parsed("postgres"), &ro).expect("restore pagila");
+    restore_logical(&repo, tr.rt.handle(), snap, &pg.dsn_parsed("postgres"), &ro)
+        .expect("restore pagila");
     assert_eq!(pg.plain_dump("pagila_copy"), before);
 }
 
@@ -235,7 +236,7 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
         "host=127.0.0.1 port={closed} user=postgres password=x dbname=db1 connect_timeout=3"
     ))
     .unwrap();
-    let err = backup_logical(&tr.repo, &dsn, &opts(&[])).unwrap_err();
+    let err = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&[])).unwrap_err();
     assert!(matches!(err, PgError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&closed.to_string()), "{err}");
 
@@ -245,7 +246,7 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
         pg.port
     ))
     .unwrap();
-    let err = backup_logical(&tr.repo, &dsn, &opts(&[])).unwrap_err();
+    let err = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&[])).unwrap_err();
     assert!(
         err.to_string().contains("password authentication failed"),
         "{err}"
@@ -254,7 +255,7 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
 
     // Missing database.
     let dsn = pg.dsn_parsed("postgres");
-    let err = backup_logical(&tr.repo, &dsn, &opts(&["nope"])).unwrap_err();
+    let err = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&["nope"])).unwrap_err();
     assert!(
         matches!(err, PgError::NoSuchDatabase(ref d) if d == "nope"),
         "{err}"
@@ -270,7 +271,7 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut o = opts(&["db1"]);
     o.tools.pg_dump = fake;
-    let err = backup_logical(&tr.repo, &dsn, &o).unwrap_err();
+    let err = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &o).unwrap_err();
     assert!(matches!(err, PgError::ToolFailed { .. }), "{err}");
     assert!(err.to_string().contains("connection lost midway"), "{err}");
     assert_eq!(
@@ -282,12 +283,12 @@ fn bad_inputs_fail_clearly_and_commit_nothing() {
     // A pg_dump binary that does not exist.
     let mut o = opts(&["db1"]);
     o.tools.pg_dump = "/nonexistent/pg_dump".into();
-    let err = backup_logical(&tr.repo, &dsn, &o).unwrap_err();
+    let err = backup_logical(&tr.repo, tr.rt.handle(), &dsn, &o).unwrap_err();
     assert!(err.to_string().contains("HOLDFAST_PG_BINDIR"), "{err}");
     assert_eq!(tr.snapshot_count(), 0);
 
     // And a good one still works afterwards.
-    backup_logical(&tr.repo, &dsn, &opts(&["db1"])).expect("good backup");
+    backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&["db1"])).expect("good backup");
     assert_eq!(tr.snapshot_count(), 1);
 }
 
@@ -358,7 +359,7 @@ fn database_properties_globals_and_missing_roles() {
 
     tr.repo.load_index().unwrap();
     let dsn = pg.dsn_parsed("postgres");
-    backup_logical(&tr.repo, &dsn, &opts(&["app"])).expect("backup");
+    backup_logical(&tr.repo, tr.rt.handle(), &dsn, &opts(&["app"])).expect("backup");
     let repo = tr.reopen();
     let snaps = repo.snapshots().unwrap();
     let snap = snaps.last().unwrap();
@@ -366,7 +367,7 @@ fn database_properties_globals_and_missing_roles() {
     // Same cluster, another name: every property follows the database.
     let mut ro = LogicalRestoreOptions::new("app copy");
     ro.tools = tools();
-    restore_logical(&repo, snap, &dsn, &ro).expect("restore under a new name");
+    restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro).expect("restore under a new name");
     // (The comment's text mentions `DATABASE app`: it stays as written.)
     assert_eq!(database_properties(&pg, "app copy"), original);
     assert_eq!(pg.psql("app copy", "SELECT count(*) FROM notes"), "100");
@@ -377,7 +378,7 @@ fn database_properties_globals_and_missing_roles() {
     let odsn = other.dsn_parsed("postgres");
     let mut ro = LogicalRestoreOptions::new("app");
     ro.tools = tools();
-    let err = restore_logical(&repo, snap, &odsn, &ro).unwrap_err();
+    let err = restore_logical(&repo, tr.rt.handle(), snap, &odsn, &ro).unwrap_err();
     assert!(matches!(err, PgError::MissingRole { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains("alice") || msg.contains("bob"), "{msg}");
@@ -390,7 +391,7 @@ fn database_properties_globals_and_missing_roles() {
     // --no-owner --no-acl is not enough: the policy names bob.
     ro.no_owner = true;
     ro.no_acl = true;
-    let err = restore_logical(&repo, snap, &odsn, &ro).unwrap_err();
+    let err = restore_logical(&repo, tr.rt.handle(), snap, &odsn, &ro).unwrap_err();
     assert!(
         matches!(err, PgError::MissingRole { ref role, .. } if role == "bob"),
         "{err}"
@@ -406,7 +407,7 @@ fn database_properties_globals_and_missing_roles() {
     let mut ro = LogicalRestoreOptions::new("app");
     ro.tools = tools();
     ro.with_globals = true;
-    restore_logical(&repo, snap, &odsn, &ro).expect("restore with globals");
+    restore_logical(&repo, tr.rt.handle(), snap, &odsn, &ro).expect("restore with globals");
     assert_eq!(database_properties(&other, "app"), original);
     assert_eq!(
         other.psql(
@@ -429,7 +430,8 @@ fn database_properties_globals_and_missing_roles() {
     ro.tools = tools();
     ro.no_owner = true;
     ro.no_acl = true;
-    restore_logical(&repo, snap, &odsn, &ro).expect("restore without owner and grants");
+    restore_logical(&repo, tr.rt.handle(), snap, &odsn, &ro)
+        .expect("restore without owner and grants");
     let bare = database_properties(&other, "bare");
     assert!(bare.starts_with("postgres | clinical app"), "{bare}");
     assert!(bare.contains(" | - | "), "database grants restored: {bare}");

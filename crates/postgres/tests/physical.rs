@@ -68,7 +68,7 @@ fn pitr_to_a_time_between_two_commits_and_to_latest() {
         pgdata: Some(pg.datadir.clone()),
         ..PhysicalBackupOptions::default()
     };
-    let base = backup_physical(&tr.repo, &dsn, &opts).expect("base backup");
+    let base = backup_physical(&tr.repo, tr.rt.handle(), &dsn, &opts).expect("base backup");
     assert_eq!(base.snapshot.kind, "postgres-physical");
     assert!(base.snapshot.meta["backup_label"]
         .as_str()
@@ -76,7 +76,7 @@ fn pitr_to_a_time_between_two_commits_and_to_latest() {
         .contains("START WAL LOCATION"));
 
     // A second base backup with nothing changed costs (almost) nothing.
-    let again = backup_physical(&tr.repo, &dsn, &opts).expect("second base backup");
+    let again = backup_physical(&tr.repo, tr.rt.handle(), &dsn, &opts).expect("second base backup");
     let first_stored = base.snapshot.summary.stored_added;
     let second_stored = again.snapshot.summary.stored_added;
     assert!(
@@ -222,7 +222,8 @@ fn base_backup_under_write_load_restores_and_starts() {
         pgdata: Some(pg.datadir.clone()),
         ..PhysicalBackupOptions::default()
     };
-    let base = backup_physical(&tr.repo, &pg.dsn_parsed("postgres"), &opts).expect("backup");
+    let base = backup_physical(&tr.repo, tr.rt.handle(), &pg.dsn_parsed("postgres"), &opts)
+        .expect("backup");
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     let batches = writer.join().expect("load thread");
@@ -367,14 +368,14 @@ fn tablespaces_and_recovery_targets_across_two_base_backups() {
     let dsn = pg.dsn_parsed("postgres");
     let before_first = chrono::Utc::now();
     tick();
-    let b1 = backup_physical(&tr.repo, &dsn, &opts).expect("first base backup");
+    let b1 = backup_physical(&tr.repo, tr.rt.handle(), &dsn, &opts).expect("first base backup");
     tick();
     pg.psql("app", "INSERT INTO marker VALUES ('a')");
     switch_and_wait_archived(&pg);
     tick();
     let between = chrono::Utc::now();
     tick();
-    let b2 = backup_physical(&tr.repo, &dsn, &opts).expect("second base backup");
+    let b2 = backup_physical(&tr.repo, tr.rt.handle(), &dsn, &opts).expect("second base backup");
     tick();
     pg.psql("app", "INSERT INTO marker VALUES ('b')");
     switch_and_wait_archived(&pg);

@@ -246,6 +246,11 @@ impl Repository {
         &self.backend
     }
 
+    /// What the storage backend can do (parallelism, retention, ...).
+    pub fn capabilities(&self) -> holdfast_storage::Capabilities {
+        self.backend.capabilities()
+    }
+
     pub fn location(&self) -> String {
         self.backend.location()
     }

@@ -257,7 +257,7 @@ pub fn restore(
         opts.threads
     } else {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        cores.max(repo.backend().capabilities().parallelism).min(16)
+        cores.max(repo.capabilities().parallelism).min(16)
     };
     let cpu_pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -328,7 +328,7 @@ pub fn restore(
 
     // 4. Content.
     let uses = blob_uses(&index, &files, contents);
-    let max_read = if repo.backend().capabilities().parallelism > 2 {
+    let max_read = if repo.capabilities().parallelism > 2 {
         MAX_READ_REMOTE
     } else {
         MAX_READ_LOCAL
