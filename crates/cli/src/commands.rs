@@ -284,16 +284,11 @@ fn snapshot_json(s: &SnapshotEntry, names: &NameCache) -> serde_json::Value {
 
 fn snapshots(g: &Global, rt: &tokio::runtime::Runtime, a: SnapshotsArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    let f = filter(&a.select);
-    let (list, bad) = repo.snapshots_with_errors()?;
-    for (name, e) in &bad {
+    let listed = holdfast_ops::inspect::snapshots(&repo, &filter(&a.select))?;
+    for (name, e) in &listed.unreadable {
         errln!("holdfast: warning: snapshot {name} is unreadable: {e}");
     }
-    let list: Vec<_> = list
-        .into_iter()
-        .filter(|s| f.matches(&s.snapshot))
-        .collect();
-    let points = crate::postgres::recovery_points(&repo, &list)?;
+    let (list, points) = (listed.snapshots, listed.recovery_points);
     if g.json {
         let names = NameCache::default();
         let mut values: Vec<_> = list.iter().map(|s| snapshot_json(s, &names)).collect();
@@ -775,18 +770,8 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
 
 fn stats(g: &Global, rt: &tokio::runtime::Runtime, a: StatsArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    repo.load_index()?;
-    let snaps = match &a.snapshot {
-        Some(s) => vec![repo.find_snapshot(s, &filter(&a.select))?],
-        None => {
-            let f = filter(&a.select);
-            repo.snapshots()?
-                .into_iter()
-                .filter(|s| f.matches(&s.snapshot))
-                .collect()
-        }
-    };
-    let s = holdfast_repo::stats::stats(&repo, &snaps)?;
+    let one = a.snapshot.as_deref().map(|s| spec(s, &a.select));
+    let s = holdfast_ops::inspect::stats(&repo, one.as_ref(), &filter(&a.select))?;
     if g.json {
         ui::print_json(&s)?;
     } else {
@@ -813,11 +798,7 @@ fn stats(g: &Global, rt: &tokio::runtime::Runtime, a: StatsArgs) -> Result<i32> 
 
 fn diff_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: DiffArgs) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    repo.load_index()?;
-    let f = filter(&a.select);
-    let sa = repo.find_snapshot(&a.a, &f)?;
-    let sb = repo.find_snapshot(&a.b, &f)?;
-    let d = diff::diff(&repo, sa.snapshot.tree, sb.snapshot.tree)?;
+    let d = holdfast_ops::inspect::diff(&repo, &spec(&a.a, &a.select), &spec(&a.b, &a.select))?;
     if g.json {
         ui::print_json(&d)?;
     } else {
@@ -843,7 +824,7 @@ fn diff_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: DiffArgs) -> Result<i32
 
 fn repair_index(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    let r = holdfast_repo::repair::repair_index(&repo)?;
+    let r = holdfast_ops::repair::index(&repo)?;
     if g.json {
         ui::print_json(&r)?;
     } else {
@@ -881,7 +862,7 @@ fn print_relocations(r: &holdfast_repo::repair::RepairReport) {
 
 fn repair_snapshots(g: &Global, rt: &tokio::runtime::Runtime) -> Result<i32> {
     let repo = open::open(g, rt)?;
-    let r = holdfast_repo::repair::repair_snapshots(&repo)?;
+    let r = holdfast_ops::repair::snapshots(&repo)?;
     if g.json {
         ui::print_json(&r)?;
     } else {

@@ -12,7 +12,6 @@ use holdfast_postgres::{
     RecoveryTarget,
 };
 use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
-use holdfast_repo::Repository;
 use serde_json::json;
 use tokio::runtime::Runtime;
 
@@ -441,13 +440,6 @@ pub fn wal_prefetch(g: &Global, rt: &Runtime, a: WalPrefetchArgs) -> Result<i32>
 /// For `holdfast snapshots`: the recoverable point of every cluster, added
 /// to each physical snapshot's JSON (`cluster_recovery`) and printed after
 /// the table.
-pub fn recovery_points(
-    repo: &Repository,
-    list: &[SnapshotEntry],
-) -> Result<Vec<pg::ClusterRecoveryPoint>> {
-    Ok(ops_pg::recovery_points(repo, list)?)
-}
-
 pub fn annotate(
     values: &mut [serde_json::Value],
     list: &[SnapshotEntry],

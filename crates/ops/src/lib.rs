@@ -15,9 +15,11 @@ pub mod backup;
 pub mod check;
 mod error;
 pub mod init;
+pub mod inspect;
 pub mod keys;
 pub mod open;
 pub mod postgres;
+pub mod repair;
 pub mod restore;
 pub mod secrets;
 
