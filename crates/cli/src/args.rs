@@ -134,6 +134,32 @@ pub enum Command {
     /// Internal: background prefetch for `wal-fetch --prefetch`.
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),
+    /// Retention policy files: validate them, plan what they keep, archive
+    /// and purge.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files; every error names file, line and column (exit 2).
+    Validate {
+        /// Policy files (`policies/*.toml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// For every snapshot: keep, archive or purge, and the rule that decided.
+    Plan(PolicyPlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyPlanArgs {
+    /// A policy file (repeatable).
+    #[arg(long = "policy", value_name = "FILE", required = true)]
+    pub policies: Vec<PathBuf>,
+    /// Plan as of this time instead of now (RFC 3339): preview a future date.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +242,11 @@ pub struct BackupArgs {
     /// Re-read every file instead of trusting the parent snapshot.
     #[arg(long)]
     pub force: bool,
+    /// Record this time as the snapshot's (RFC 3339, or
+    /// `YYYY-MM-DD HH:MM:SS` in UTC) instead of now: for importing history
+    /// and testing retention.
+    #[arg(long, value_name = "TIMESTAMP")]
+    pub time: Option<String>,
     /// Leave out paths matching this glob (repeatable). Without a slash it
     /// matches a name at any depth (`*.tmp`, `node_modules`); a leading slash
     /// anchors it at the root of the absolute path (`/srv/docs/tmp`); `**`

@@ -48,6 +48,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::WalPush(a) => crate::postgres::wal_push(g, &rt, a),
         Command::WalFetch(a) => crate::postgres::wal_fetch(g, &rt, a),
         Command::WalPrefetch(a) => crate::postgres::wal_prefetch(g, &rt, a),
+        Command::Policy(c) => crate::policy::run(g, &rt, c),
     }
 }
 
@@ -113,6 +114,11 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         excludes: explicit_excludes(&a)?,
         inherit_excludes: !a.no_inherit_excludes,
         full: a.force,
+        time: a
+            .time
+            .as_deref()
+            .map(holdfast_ops::postgres::parse_time)
+            .transpose()?,
         scan: mode != ui::ProgressMode::Off,
         no_xattrs: a.no_xattrs,
         parallelism: {

@@ -10,6 +10,7 @@ mod args;
 mod commands;
 mod interrupt;
 mod open;
+mod policy;
 mod postgres;
 
 use clap::Parser;

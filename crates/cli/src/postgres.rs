@@ -77,6 +77,9 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
     if !a.paths.is_empty() {
         bail!("give either paths or --postgres/--postgres-physical, not both");
     }
+    if a.time.is_some() {
+        bail!("--time applies to backups of files; a database backup records the time the server gives it");
+    }
     let repo = open::open(g, rt)?;
     let env = PgEnv::read();
     let out = if let Some(dsn) = &a.postgres {

@@ -30,6 +30,9 @@ pub struct FileBackupConfig {
     pub scan: bool,
     pub no_xattrs: bool,
     pub parallelism: Parallelism,
+    /// The snapshot's time instead of now (importing history, testing
+    /// retention).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl FileBackupConfig {
@@ -45,6 +48,7 @@ impl FileBackupConfig {
             scan: false,
             no_xattrs: false,
             parallelism: Parallelism::default(),
+            time: None,
         }
     }
 }
@@ -159,6 +163,7 @@ pub fn prepare(repo: &Repository, cfg: &FileBackupConfig) -> Result<PreparedBack
             scan: cfg.scan,
             no_xattrs: cfg.no_xattrs,
             parallelism: cfg.parallelism,
+            time: cfg.time,
         },
         inherited_from: lineage.inherited_from,
     })

@@ -18,6 +18,7 @@ pub mod init;
 pub mod inspect;
 pub mod keys;
 pub mod open;
+pub mod policy;
 pub mod postgres;
 pub mod repair;
 pub mod restore;

@@ -88,6 +88,9 @@ pub struct BackupOptions {
     pub no_xattrs: bool,
     /// Threads and memory.
     pub parallelism: Parallelism,
+    /// The snapshot's time; `None` is now (a given time imports history
+    /// and tests retention, as restic's `--time`).
+    pub time: Option<chrono::DateTime<Utc>>,
 }
 
 /// How many threads a backup uses and how much memory it may hold.
@@ -382,7 +385,7 @@ pub fn backup(
         meta.insert(ExcludeRules::META_KEY.to_string(), rules);
     }
     let snapshot = Snapshot {
-        time: Utc::now(),
+        time: opts.time.unwrap_or_else(Utc::now),
         hostname: holdfast_repo::hostname(),
         username: holdfast_repo::username(),
         source: opts.source.clone(),
