@@ -306,20 +306,7 @@ fn full_disk_during_restore_is_a_clear_error() {
     fs::write(src.join("big.bin"), noise(4_000_000, 7)).unwrap();
     env.ok(["backup".as_ref(), src.as_os_str()]);
     let mnt = env.path("small");
-    fs::create_dir_all(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(&mnt);
+    let _fs = SmallFs::mount(&mnt, "1m");
     let out = restore_into(&env, &mnt);
     assert_eq!(out.status.code(), Some(5), "a full disk is exit 5");
     let e = stderr(&out);

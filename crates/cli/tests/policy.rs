@@ -68,6 +68,23 @@ fn invalid_policy_files_exit_2_naming_file_line_and_column() {
     assert_eq!(v["errors"][0]["column"], 9);
 }
 
+/// `policy plan --policy FILE --at AT` (exit 0), as JSON or text.
+fn plan_at(env: &Env, policy: &std::path::Path, at: &str, json: bool) -> std::process::Output {
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    if json {
+        args.push("--json".as_ref());
+    }
+    args.extend::<[&std::ffi::OsStr; 6]>([
+        "policy".as_ref(),
+        "plan".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--at".as_ref(),
+        at.as_ref(),
+    ]);
+    env.ok(&args)
+}
+
 #[test]
 fn plan_over_an_imported_history() {
     let env = Env::new();
@@ -101,14 +118,9 @@ fn plan_over_an_imported_history() {
         "[[policy]]\nname = \"documents\"\nsource = \"docs\"\ntimezone = \"UTC\"\nkeep = { last = 2, daily = 4 }\nfloor = \"3d\"\nmax_age = \"8d\"\n",
     )
     .unwrap();
-    let plan = env.json([
-        "policy".as_ref(),
-        "plan".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--at".as_ref(),
-        "2026-03-11T12:00:00Z".as_ref(),
-    ]);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&plan_at(&env, &policy, "2026-03-11T12:00:00Z", true).stdout)
+            .unwrap();
     let plan = plan.as_array().unwrap();
     assert_eq!(plan.len(), 11);
     let by_time = |t: &str| {
@@ -143,28 +155,16 @@ fn plan_over_an_imported_history() {
     assert_eq!(by_time("2026-03-02T10")["rule"], "past max_age 8d");
     assert_eq!(by_time("2026-03-02T10")["action"], "purge");
     // A year later everything is past max_age.
-    let later = env.json([
-        "policy".as_ref(),
-        "plan".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--at".as_ref(),
-        "2027-03-11T12:00:00Z".as_ref(),
-    ]);
+    let later: serde_json::Value =
+        serde_json::from_slice(&plan_at(&env, &policy, "2027-03-11T12:00:00Z", true).stdout)
+            .unwrap();
     assert!(later
         .as_array()
         .unwrap()
         .iter()
         .all(|d| d["action"] == "purge"));
     // The human table says the same.
-    let out = env.ok([
-        "policy".as_ref(),
-        "plan".as_ref(),
-        "--policy".as_ref(),
-        policy.as_os_str(),
-        "--at".as_ref(),
-        "2026-03-11T12:00:00Z".as_ref(),
-    ]);
+    let out = plan_at(&env, &policy, "2026-03-11T12:00:00Z", false);
     let text = stdout(&out);
     assert!(
         text.contains("daily #3 of 4") && text.contains("purge"),
