@@ -12,6 +12,7 @@
 //! clap or terminals. It talks to storage only through
 //! `holdfast_storage::Backend` and never prints.
 
+pub mod cache;
 pub mod check;
 pub mod chunker;
 pub mod compress;

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
 use tokio::runtime::Handle;
 
+use crate::cache::{Cache, CacheKind};
 use crate::chunker::Gear;
 use crate::compress;
 use crate::config::{self, RepoConfig};
@@ -46,6 +47,8 @@ pub struct Repository {
     format_version: u32,
     index: RwLock<Arc<Index>>,
     index_problems: RwLock<IndexProblems>,
+    /// The local cache, if the caller gave one (see `use_cache`).
+    cache: RwLock<Option<Arc<Cache>>>,
     put_opts: PutOptions,
     /// Whole packs of trees, by pack id (see `cached_tree_pack`).
     tree_packs: std::sync::Mutex<std::collections::HashMap<Id, Bytes>>,
@@ -105,6 +108,7 @@ impl Repository {
             format_version: config::FORMAT_VERSION,
             index: RwLock::new(Arc::new(Index::new())),
             index_problems: RwLock::new(IndexProblems::default()),
+            cache: RwLock::new(None),
             put_opts,
             tree_packs: Default::default(),
         })
@@ -213,6 +217,7 @@ impl Repository {
                     format_version,
                     index: RwLock::new(Arc::new(Index::new())),
                     index_problems: RwLock::new(IndexProblems::default()),
+                    cache: RwLock::new(None),
                     put_opts,
                     tree_packs: Default::default(),
                 });
@@ -297,66 +302,55 @@ impl Repository {
 
     // ---- index ------------------------------------------------------------
 
-    /// Load every index object. Unreadable ones are recorded in
+    /// Load the index (see [`crate::index::load`]): from the local cache's
+    /// runs and copies when [`Repository::use_cache`] gave one, fetching
+    /// only index objects it lacks. Unreadable objects are recorded in
     /// [`Repository::index_problems`] rather than failing the load: the data
     /// they describe is still in the packs, and `repair index` can rebuild them.
     pub fn load_index(&self) -> Result<()> {
-        self.load_index_packs().map(|_| ())
+        self.load_index_with(false).map(|_| ())
     }
 
     /// Like [`Repository::load_index`], and also return every pack every
-    /// readable index object describes, as written: the in-memory index
-    /// keeps one location per blob, so a pack whose blobs are all also in
-    /// another pack (two concurrent backups storing the same data) is in
-    /// this list but unreachable through [`Index::get`]. `check` needs it.
+    /// readable index object describes, as written: the index keeps one
+    /// location per blob, so a pack whose blobs are all also in another
+    /// pack (two concurrent backups storing the same data) is in this list
+    /// but unreachable through [`Index::get`]. `check` needs it.
     pub fn load_index_packs(&self) -> Result<Vec<PackInfo>> {
-        let metas = self.block_on(self.backend.list(ObjectKind::Index))?;
-        let par = self.backend.capabilities().parallelism.max(2);
-        let backend = self.backend.clone();
-        let names: Vec<String> = metas.into_iter().map(|m| m.name).collect();
-        let fetched = self.block_on(async move {
-            let sem = Arc::new(tokio::sync::Semaphore::new(par));
-            let mut tasks = Vec::new();
-            for name in names {
-                let b = backend.clone();
-                let sem = sem.clone();
-                tasks.push(tokio::spawn(async move {
-                    let _p = sem.acquire().await;
-                    let r = b.get(ObjectKind::Index, &name, None).await;
-                    (name, r)
-                }));
-            }
-            let mut out = Vec::new();
-            for t in tasks {
-                if let Ok(x) = t.await {
-                    out.push(x);
-                }
-            }
-            out
-        });
-        let mut idx = Index::new();
-        let mut problems = IndexProblems::default();
-        let mut all = Vec::new();
-        for (name, r) in fetched {
-            let what = format!("index object {name}");
-            let parsed = r
-                .map_err(RepoError::from)
-                .and_then(|b| object::open(&self.key, &b, &what))
-                .and_then(|p| index::decode(&p, &what));
-            match parsed {
-                Ok(packs) => {
-                    packs.iter().for_each(|p| idx.add_pack(p));
-                    all.extend(packs);
-                }
-                Err(e) => problems.corrupt.push((name, e.to_string())),
-            }
-        }
+        self.load_index_with(true).map(|l| l.packs)
+    }
+
+    fn load_index_with(&self, want_packs: bool) -> Result<crate::index::load::Loaded> {
+        let cache = self.cache();
+        let mut loaded =
+            crate::index::load::Loader::new(&self.backend, &self.rt, &self.key, cache.as_deref())
+                .load(want_packs)?;
+        let idx = std::mem::take(&mut loaded.index);
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(idx);
         *self
             .index_problems
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = problems;
-        Ok(all)
+            .unwrap_or_else(|e| e.into_inner()) = IndexProblems {
+            corrupt: std::mem::take(&mut loaded.corrupt),
+        };
+        Ok(loaded)
+    }
+
+    /// Use a local cache under `root` (see [`crate::cache`]) for index
+    /// objects, snapshots and tree packs, keyed by this repository's id;
+    /// `None` stops using one. Call before [`Repository::load_index`].
+    pub fn use_cache(&self, root: Option<&std::path::Path>) -> Result<()> {
+        let cache = match root {
+            Some(r) => Some(Arc::new(Cache::open(r, &self.config.id)?)),
+            None => None,
+        };
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        Ok(())
+    }
+
+    /// The local cache in use, if any.
+    pub fn cache(&self) -> Option<Arc<Cache>> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -379,11 +373,10 @@ impl Repository {
         self.extend_index(packs);
     }
 
-    /// Add freshly written packs to the in-memory index.
+    /// Add freshly written packs to the index (its small table of new
+    /// blobs: nothing is copied, and holders of the index see them too).
     pub(crate) fn extend_index(&self, packs: &[PackInfo]) {
-        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
-        // Clones only if a reader still holds the previous index.
-        let idx = Arc::make_mut(&mut guard);
+        let idx = self.index();
         for p in packs {
             idx.add_pack(p);
         }
@@ -397,6 +390,7 @@ impl Repository {
             &self.key,
             &self.put_opts,
             packs,
+            self.cache().as_deref(),
         )
     }
 
@@ -404,7 +398,14 @@ impl Repository {
 
     /// Read, decrypt, decode and verify one blob.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        let loc = self.index().get(id).ok_or_else(|| RepoError::MissingBlob {
+        let mut found = self.index().get(id);
+        if found.is_none() && self.index().damaged() {
+            // A cached index run failed its check (and was removed): the
+            // miss may be that run's. Rebuild from the index objects.
+            self.load_index()?;
+            found = self.index().get(id);
+        }
+        let loc = found.ok_or_else(|| RepoError::MissingBlob {
             blob: id.to_hex(),
             referenced_by: "caller".into(),
         })?;
@@ -437,6 +438,9 @@ impl Repository {
     /// snapshot touches every tree, and a request per tree is what makes a
     /// remote store slow (and bills per request). Only packs small enough
     /// are cached, within a total budget; anything else reads per blob.
+    ///
+    /// With a local cache, tree packs are read from (and kept in) it, so a
+    /// warm incremental backup reads its parent's trees without a request.
     fn cached_tree_pack(&self, loc: &BlobLocation) -> Result<Option<Bytes>> {
         const MAX_PACK: u64 = 32 * 1024 * 1024;
         const BUDGET: usize = 128 * 1024 * 1024;
@@ -445,15 +449,48 @@ impl Repository {
             return Ok(Some(b.clone()));
         }
         let used: usize = cache.values().map(Bytes::len).sum();
-        let size = self
-            .block_on(self.backend.head(ObjectKind::Pack, &loc.pack.to_hex()))?
-            .size;
-        if size > MAX_PACK || used + size as usize > BUDGET {
-            return Ok(None);
+        let name = loc.pack.to_hex();
+        let local = self.cache();
+        let bytes = match local
+            .as_ref()
+            .and_then(|c| c.get(CacheKind::TreePack, &name))
+        {
+            Some(b) => Bytes::from(b),
+            None => {
+                let size = self
+                    .block_on(self.backend.head(ObjectKind::Pack, &name))?
+                    .size;
+                if size > MAX_PACK {
+                    return Ok(None);
+                }
+                let b = self.block_on(self.backend.get(ObjectKind::Pack, &name, None))?;
+                if let Some(c) = &local {
+                    c.put(CacheKind::TreePack, &name, &b);
+                }
+                b
+            }
+        };
+        if used + bytes.len() > BUDGET {
+            // Over the memory budget: this read uses it, later ones read
+            // the cache's copy (or storage) again.
+            return Ok(Some(bytes));
         }
-        let bytes = self.block_on(self.backend.get(ObjectKind::Pack, &loc.pack.to_hex(), None))?;
         cache.insert(loc.pack, bytes.clone());
         Ok(Some(bytes))
+    }
+
+    /// An object's stored bytes: the cache's verified copy, else fetched
+    /// (and then cached). Only for content-named kinds the cache holds.
+    fn get_cached(&self, kind: ObjectKind, ck: CacheKind, name: &str) -> Result<Vec<u8>> {
+        let cache = self.cache();
+        if let Some(b) = cache.as_ref().and_then(|c| c.get(ck, name)) {
+            return Ok(b);
+        }
+        let b = self.block_on(self.backend.get(kind, name, None))?;
+        if let Some(c) = &cache {
+            c.put(ck, name, &b);
+        }
+        Ok(b.to_vec())
     }
 
     /// Decrypt, decode and verify a blob's stored bytes (the blob's own
@@ -671,14 +708,25 @@ impl Repository {
     /// separately so listings can warn instead of failing.
     pub fn snapshots_with_errors(&self) -> Result<(Vec<SnapshotEntry>, Vec<Unreadable>)> {
         let metas = self.block_on(self.backend.list(ObjectKind::Snapshot))?;
+        let cache = self.cache();
+        if let Some(c) = &cache {
+            let keep: std::collections::HashSet<&str> =
+                metas.iter().map(|m| m.name.as_str()).collect();
+            c.retain(CacheKind::Snapshot, &|n| keep.contains(n));
+        }
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for m in metas {
             let what = format!("snapshot {}", m.name);
             let r = self
-                .block_on(self.backend.get(ObjectKind::Snapshot, &m.name, None))
-                .map_err(RepoError::from)
+                .get_cached(ObjectKind::Snapshot, CacheKind::Snapshot, &m.name)
                 .and_then(|b| object::open_json::<Snapshot>(&self.key, &b, &what));
+            if r.is_err() {
+                // Never keep a copy of what does not open.
+                if let Some(c) = &cache {
+                    c.remove(CacheKind::Snapshot, &m.name);
+                }
+            }
             match (r, m.name.parse::<Id>()) {
                 (Ok(snapshot), Ok(id)) => out.push(SnapshotEntry { id, snapshot }),
                 (Err(e), _) => bad.push((m.name, e.to_string())),
@@ -725,6 +773,9 @@ impl Repository {
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let bytes = object::seal_json(&self.key, snap)?;
         let id = Id::of_stored(&bytes);
+        if let Some(c) = self.cache() {
+            c.put(CacheKind::Snapshot, &id.to_hex(), &bytes);
+        }
         self.block_on(self.backend.put(
             ObjectKind::Snapshot,
             &id.to_hex(),
@@ -857,9 +908,15 @@ pub(crate) fn write_index_object(
     key: &MasterKey,
     opts: &PutOptions,
     packs: &[PackInfo],
+    cache: Option<&Cache>,
 ) -> Result<Id> {
     let bytes = object::seal(key, &index::encode(packs));
     let id = Id::of_stored(&bytes);
+    if let Some(c) = cache {
+        // Before the put: a copy of an object that then failed to store is
+        // dropped at the next load (it is not listed).
+        c.put(CacheKind::Index, &id.to_hex(), &bytes);
+    }
     rt.block_on(backend.put(ObjectKind::Index, &id.to_hex(), Bytes::from(bytes), opts))?;
     Ok(id)
 }

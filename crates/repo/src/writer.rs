@@ -23,6 +23,7 @@ use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
+use crate::cache::{Cache, CacheKind};
 use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::compress::Encoder;
 use crate::crypto::MasterKey;
@@ -76,7 +77,11 @@ struct Shared {
     rt: Handle,
     key: MasterKey,
     put_opts: PutOptions,
+    /// The repository's index; dedup lookups go to its runs and small table.
     index: Arc<Index>,
+    /// Where tree packs and index objects are kept as they are written, so
+    /// the next backup reads its parent's trees without a request.
+    cache: Option<Arc<Cache>>,
     claimed: Mutex<HashSet<Id>>,
     pack_size: usize,
     level: i32,
@@ -178,6 +183,7 @@ impl BlobWriter {
             key: repo.key().clone(),
             put_opts: repo.put_options().clone(),
             index: repo.index(),
+            cache: repo.cache(),
             claimed: Mutex::new(HashSet::new()),
             pack_size: repo.config().pack_size as usize,
             level,
@@ -551,6 +557,11 @@ impl Shared {
             let bytes = Bytes::from(bytes);
             let keep = bytes.clone();
             let r = s.backend.put(ObjectKind::Pack, &name, bytes, &opts).await;
+            if metadata && r.is_ok() {
+                if let Some(c) = &s.cache {
+                    c.put(CacheKind::TreePack, &name, &keep);
+                }
+            }
             drop(permit);
             // The backend has let go of its handle: take the buffer back.
             if let Ok(buf) = keep.try_into_mut() {
@@ -586,6 +597,9 @@ impl Shared {
     async fn write_index_async(&self, batch: Vec<PackInfo>) -> Result<()> {
         let bytes = crate::object::seal(&self.key, &crate::index::encode(&batch));
         let id = Id::of_stored(&bytes);
+        if let Some(c) = &self.cache {
+            c.put(CacheKind::Index, &id.to_hex(), &bytes);
+        }
         self.backend
             .put(
                 ObjectKind::Index,
@@ -612,6 +626,7 @@ impl Shared {
             &self.key,
             &self.put_opts,
             &batch,
+            self.cache.as_deref(),
         )?;
         self.indexed
             .lock()
