@@ -62,6 +62,13 @@ pub struct Global {
     /// to stderr every DURATION (e.g. 10s, 1m, 500ms); JSON lines with --json.
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration)]
     pub progress_interval: Option<std::time::Duration>,
+    /// Local cache of index, snapshot and tree data (default:
+    /// $XDG_CACHE_HOME/holdfast, else ~/.cache/holdfast); safe to delete.
+    #[arg(long, env = "HOLDFAST_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the local cache: fetch all metadata from the repository.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 /// `10s`, `1m`, `500ms`, `2h`, or a number of seconds.
@@ -138,6 +145,12 @@ pub enum Command {
     /// and purge.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Benchmarks only: write synthetic index objects (benches/index_scale.py).
+    #[command(hide = true)]
+    BenchSynthIndex(crate::bench::SynthIndexArgs),
+    /// Benchmarks only: open, load the index, print timings as JSON.
+    #[command(hide = true)]
+    BenchOpen,
 }
 
 #[derive(Debug, Subcommand)]

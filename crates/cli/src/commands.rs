@@ -49,6 +49,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::WalFetch(a) => crate::postgres::wal_fetch(g, &rt, a),
         Command::WalPrefetch(a) => crate::postgres::wal_prefetch(g, &rt, a),
         Command::Policy(c) => crate::policy::run(g, &rt, c),
+        Command::BenchSynthIndex(a) => crate::bench::synth_index(g, &rt, a),
+        Command::BenchOpen => crate::bench::open_index(g, &rt),
     }
 }
 

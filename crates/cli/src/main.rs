@@ -7,6 +7,7 @@
 #[macro_use]
 mod ui;
 mod args;
+mod bench;
 mod commands;
 mod interrupt;
 mod open;

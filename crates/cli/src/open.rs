@@ -120,5 +120,28 @@ pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
     // Check it is a repository of a readable version before asking for a password.
     holdfast_ops::open::probe(b.as_ref(), rt.handle())?;
     let cred = credential(g, "repository password: ")?;
-    Ok(holdfast_ops::open::open(b, rt.handle(), &cred)?)
+    let repo = holdfast_ops::open::open(b, rt.handle(), &cred)?;
+    if let Some(root) = cache_root(g) {
+        // A cache that cannot be used costs requests, not the operation.
+        if let Err(e) = repo.use_cache(Some(&root)) {
+            errln!("holdfast: warning: not using the local cache: {e}");
+        }
+    }
+    Ok(repo)
+}
+
+/// Where the local cache lives: --cache-dir / HOLDFAST_CACHE_DIR, else
+/// $XDG_CACHE_HOME/holdfast (if absolute, as the XDG spec requires), else
+/// ~/.cache/holdfast; none with --no-cache or without a home.
+pub fn cache_root(g: &Global) -> Option<std::path::PathBuf> {
+    if g.no_cache {
+        return None;
+    }
+    if let Some(d) = &g.cache_dir {
+        return Some(d.clone());
+    }
+    if let Some(x) = env_nonempty("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
+        return Some(Path::new(&x).join("holdfast"));
+    }
+    env_nonempty("HOME").map(|h| Path::new(&h).join(".cache").join("holdfast"))
 }

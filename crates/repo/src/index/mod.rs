@@ -18,6 +18,7 @@ pub(crate) mod build;
 pub mod load;
 mod mmap;
 mod payload;
+pub mod synth;
 pub(crate) mod run;
 
 use std::collections::HashMap;
