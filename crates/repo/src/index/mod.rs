@@ -18,8 +18,8 @@ pub(crate) mod build;
 pub mod load;
 mod mmap;
 mod payload;
-pub mod synth;
 pub(crate) mod run;
+pub mod synth;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
