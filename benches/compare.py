@@ -60,8 +60,9 @@ from benchlib import free_port  # noqa: E402  (benches/benchlib.py)
 ROOT = os.path.dirname(HERE)
 PASSWORD = "holdfast-bench-password"
 
-PHASES = ("init", "full", "incremental", "restore")
-TABLE_PHASES = (("full", "full backup"), ("incremental", "incremental backup"), ("restore", "restore"))
+PHASES = ("init", "full", "unchanged", "incremental", "restore")
+TABLE_PHASES = (("full", "full backup"), ("unchanged", "unchanged re-backup"),
+                ("incremental", "incremental backup"), ("restore", "restore"))
 METRICS = (("wall_s", "wall s"), ("cpu_s", "CPU s (user+sys)"), ("sys_s", "  of which sys s"),
            ("peak_rss_mib", "peak RSS MiB"))
 
@@ -84,6 +85,12 @@ S3_TARGETS = {
     ("restore", "wall_s"): 0.6,
     ("full", "req_PUT"): 1.0,
     ("incremental", "req_PUT"): 1.0,
+}
+# S3 with --latency-ms (a WAN round trip per request): the issue-8 targets.
+S3_LATENCY_TARGETS = {
+    ("unchanged", "wall_s"): 0.3,
+    ("incremental", "wall_s"): 0.3,
+    ("restore", "wall_s"): 0.5,
 }
 # Request rows per phase in S3 mode: (key in the phase summary, label).
 S3_METRICS = (
@@ -176,8 +183,10 @@ class Holdfast(Tool):
                 "AWS_ACCESS_KEY_ID": "test",
                 "AWS_SECRET_ACCESS_KEY": "test",
                 "AWS_REGION": "us-east-1",
+                "HOLDFAST_CACHE_DIR": os.path.join(self.home, "cache"),
             }
-        return {"HOLDFAST_REPOSITORY": self.repo, "HOLDFAST_PASSWORD": PASSWORD}
+        return {"HOLDFAST_REPOSITORY": self.repo, "HOLDFAST_PASSWORD": PASSWORD,
+                "HOLDFAST_CACHE_DIR": os.path.join(self.home, "cache")}
 
     def version(self):
         return capture([self.bin, "--version"])
@@ -307,12 +316,13 @@ class S3Server:
     moto and are not counted.
     """
 
-    def __init__(self, moto_bin, logdir):
+    def __init__(self, moto_bin, logdir, latency_ms=0.0):
         self.moto_bin = moto_bin
         self.logdir = logdir
         self.proc = None
         self.moto_port = None
-        self.proxy = s3proxy.CountingProxy(upstream_port=0).start()
+        self.latency_ms = latency_ms
+        self.proxy = s3proxy.CountingProxy(upstream_port=0, latency_ms=latency_ms).start()
         self.endpoint = self.proxy.endpoint
 
     def version(self):
@@ -646,7 +656,7 @@ def one_repetition(rep, tools, pristine, args, gen):
                 r["server_cpu_s"] = cpu_after[0] - cpu_before[0]
                 r["proxy_cpu_s"] = cpu_after[1] - cpu_before[1]
             stdout = r.pop("stdout")
-            if t.name == "holdfast" and name in ("full", "incremental"):
+            if t.name == "holdfast" and name in ("full", "unchanged", "incremental"):
                 try:
                     r["holdfast_summary"] = json.loads(stdout).get("summary")
                 except ValueError:
@@ -670,6 +680,8 @@ def one_repetition(rep, tools, pristine, args, gen):
 
     phase("init", lambda t: (t.init_cmd(), None))
     phase("full", lambda t: (t.backup_cmd("full"), None), label="after_full")
+    # The same tree again: what a nightly backup of an unchanged store costs.
+    phase("unchanged", lambda t: (t.backup_cmd("unchanged"), None))
 
     say("mutating every copy (same seed)")
     for t in tools:
@@ -767,9 +779,9 @@ def fmt(v, digits=2):
     return f"{v:.{digits}f}"
 
 
-def render_table(summary, tool_names, base="holdfast", ref="restic", s3=False):
+def render_table(summary, tool_names, base="holdfast", ref="restic", s3=False, latency=False):
     """The results table as text, and the list of target verdicts."""
-    targets = S3_TARGETS if s3 else TARGETS
+    targets = (S3_LATENCY_TARGETS if latency else S3_TARGETS) if s3 else TARGETS
     metrics = METRICS + (S3_METRICS if s3 else ())
     rows = []   # (phase label, metric label, key)
     for ph, ph_label in TABLE_PHASES:
@@ -850,6 +862,9 @@ def main():
     p.add_argument("--s3", action="store_true",
                    help="repositories in a local S3 server (moto) behind a counting proxy; "
                    "holdfast and restic only; reports S3 requests per phase")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="with --s3: delay every request by this many ms in the proxy (a WAN "
+                   "round trip; the issue-8 targets apply)")
     args = p.parse_args()
     if args.repeat < 1 or args.size_mb < 1:
         die("--repeat and --size-mb must be at least 1")
@@ -871,7 +886,7 @@ def main():
     s3 = None
     if args.s3:
         os.makedirs(runs_home, exist_ok=True)
-        s3 = S3Server(find_moto(), work)
+        s3 = S3Server(find_moto(), work, args.latency_ms)
         for t in tools:
             t.use_s3(s3)
     for n, why in skipped.items():
@@ -904,6 +919,7 @@ def main():
         "skipped": skipped,
         "s3": None if s3 is None else {
             "server": s3.moto_bin, "server_version": s3.version(), "proxy": s3.endpoint,
+            "latency_ms": s3.latency_ms,
             "buckets": {t.name: t.bucket for t in tools}, "prefix": S3_PREFIX,
             "env": {t.name: {k: v for k, v in t.env().items() if "PASSWORD" not in k} for t in tools},
             "repository_size": "sum of object sizes from ListObjectsV2 straight to moto (not counted)",
@@ -932,11 +948,12 @@ def main():
 
     names = [t.name for t in tools]
     summary = summarize(runs, names)
-    table, verdicts = render_table(summary, names, s3=bool(s3))
+    table, verdicts = render_table(summary, names, s3=bool(s3), latency=bool(s3 and args.latency_ms))
     print()
     if s3:
         print(f"S3 mode: {meta['s3']['server_version']} on 127.0.0.1 (single-process Python, on the same "
-              f"cores as the tools: see the moto CPU s rows), counting proxy {s3.endpoint}")
+              f"cores as the tools: see the moto CPU s rows), counting proxy {s3.endpoint}"
+              f"{f', {args.latency_ms:g} ms added to every request' if args.latency_ms else ''}")
     print(f"corpus {c_bytes / 2**20:.0f} MiB in {c_files} files; {args.repeat} repetition(s)"
           f"{' (medians)' if args.repeat > 1 else ''}; {os.cpu_count()} CPUs; "
           f"load avg {meta['loadavg_start'][0]:.2f} -> {meta['loadavg_end'][0]:.2f}")

@@ -11,7 +11,7 @@ apart (one bucket per tool).
 
 Python 3 standard library only. Used in-process:
 
-    proxy = CountingProxy(upstream_port=5000)   # listens on 127.0.0.1, a free port
+    proxy = CountingProxy(upstream_port=5000, latency_ms=25)   # 127.0.0.1, a free port
     proxy.start()                               # serves from a daemon thread
     before = proxy.snapshot("bucket")
     ...
@@ -20,7 +20,7 @@ Python 3 standard library only. Used in-process:
 
 or stand-alone for poking at a tool by hand:
 
-    python3 benches/s3proxy.py --upstream-port 5000 --port 5001
+    python3 benches/s3proxy.py --upstream-port 5000 --port 5001 [--latency-ms 25]
     (Ctrl-C or SIGTERM prints the counters as JSON)
 """
 import argparse
@@ -178,6 +178,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self._read_body()
         lower = {k.lower(): v for k, v in self.headers.items()}
         bucket, op = classify(self.command, self.path, lower)
+        delay = self.server.proxy.latency_ms
+        if delay > 0:
+            # One WAN round trip per request, paid before the server sees
+            # it; requests in flight at once wait side by side (a thread
+            # per connection), as they would on a real link.
+            time.sleep(delay / 1000.0)
         status, sent_back = 502, 0
         try:
             for attempt in (0, 1):
@@ -258,8 +264,9 @@ class _Server(http.server.ThreadingHTTPServer):
 class CountingProxy:
     """The proxy: listens on 127.0.0.1:port, forwards to 127.0.0.1:upstream_port."""
 
-    def __init__(self, upstream_port, port=0):
+    def __init__(self, upstream_port, port=0, latency_ms=0.0):
         self.upstream_port = upstream_port
+        self.latency_ms = latency_ms
         self._lock = threading.Lock()
         self._counts = {}
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -309,8 +316,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--upstream-port", type=int, required=True, help="port of the S3 server on 127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="delay every request by this many milliseconds (a WAN round trip)")
     args = p.parse_args()
-    proxy = CountingProxy(args.upstream_port, args.port).start()
+    proxy = CountingProxy(args.upstream_port, args.port, args.latency_ms).start()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     print(f"s3proxy: {proxy.endpoint} -> http://127.0.0.1:{args.upstream_port}", flush=True)
     try:

@@ -35,7 +35,7 @@ use super::{decode, Index};
 pub const MAX_RUNS: usize = 8;
 
 /// Index objects fetched per batch (their bytes are held until decoded).
-const BATCH: usize = 64;
+const BATCH: usize = 16;
 
 /// What loading found.
 #[derive(Debug, Default)]
