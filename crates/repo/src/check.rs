@@ -118,6 +118,8 @@ pub fn check(
     progress: &dyn Fn(u64, u64),
 ) -> Result<CheckReport> {
     let mut r = CheckReport::default();
+    // What is in storage, not the local cache's copies.
+    let _storage_only = repo.suspend_cache();
     // Snapshots before the index: see the module docs.
     let (snaps, bad) = repo.snapshots_with_errors()?;
     let index_packs = repo.load_index_packs()?;

@@ -178,6 +178,8 @@ fn sort_out(
 }
 
 pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
+    // Repair what is in storage, not the local cache's copies.
+    let _storage_only = repo.suspend_cache();
     repo.load_index()?;
     let mut report = RepairReport::default();
     for (name, _) in repo.index_problems().corrupt {
@@ -217,6 +219,7 @@ pub fn repair_index(repo: &Repository) -> Result<RepairReport> {
 /// Sort out every unreadable object under `snapshots/`: put back what
 /// belongs elsewhere, move the rest to `lost+found/`. Never deletes.
 pub fn repair_snapshots(repo: &Repository) -> Result<RepairReport> {
+    let _storage_only = repo.suspend_cache();
     let mut report = RepairReport::default();
     let (_, bad) = repo.snapshots_with_errors()?;
     let mut placed_packs = Vec::new();

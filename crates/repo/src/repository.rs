@@ -353,6 +353,13 @@ impl Repository {
         self.cache.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Stop using the cache until the guard is dropped: `check` must read
+    /// what is in storage, not a good copy of a since damaged object.
+    pub fn suspend_cache(&self) -> CacheSuspended<'_> {
+        let taken = self.cache.write().unwrap_or_else(|e| e.into_inner()).take();
+        CacheSuspended { repo: self, taken }
+    }
+
     pub fn index(&self) -> Arc<Index> {
         self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -858,6 +865,20 @@ impl Repository {
         }
         self.block_on(self.backend.delete(ObjectKind::Key, &name))?;
         Ok(name)
+    }
+}
+
+/// See [`Repository::suspend_cache`]: gives the cache back when dropped.
+pub struct CacheSuspended<'a> {
+    repo: &'a Repository,
+    taken: Option<Arc<Cache>>,
+}
+
+impl Drop for CacheSuspended<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.taken.take() {
+            *self.repo.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        }
     }
 }
 

@@ -472,3 +472,41 @@ fn format_1_repository_reads_the_same_through_the_cache() {
         }
     }
 }
+
+/// `check` reads storage, not the cache: a stored object damaged after the
+/// cache took a good copy of it is still reported.
+#[test]
+fn check_reads_storage_not_the_cache() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cache) = (dir.path().join("repo"), dir.path().join("cache"));
+    init(&root, &rt);
+    let (repo, _) = open(&root, &rt, Some(&cache));
+    backup(&repo, 1);
+    backup(&repo, 2);
+    let opts = holdfast_repo::check::CheckOptions::default();
+    let clean = holdfast_repo::check::check(&repo, &opts, &|_, _| {}).unwrap();
+    assert!(clean.errors.is_empty(), "{:?}", clean.errors);
+    for sub in ["index", "snapshots"] {
+        let f = std::fs::read_dir(root.join(sub))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        let good = std::fs::read(&f).unwrap();
+        let mut bad = good.clone();
+        let i = bad.len() - 5;
+        bad[i] ^= 1;
+        std::fs::write(&f, &bad).unwrap();
+        let (repo, _) = open(&root, &rt, Some(&cache));
+        let report = holdfast_repo::check::check(&repo, &opts, &|_, _| {}).unwrap();
+        assert!(
+            !report.errors.is_empty(),
+            "damaged {sub} object not reported"
+        );
+        // The cache is back in use after the check.
+        assert!(repo.cache().is_some());
+        std::fs::write(&f, &good).unwrap();
+    }
+}
