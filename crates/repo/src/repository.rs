@@ -162,7 +162,14 @@ impl Repository {
         secret: &Secret<'_>,
     ) -> Result<Repository> {
         let location = backend.location();
-        let cfg_bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
+        // The config and the key slot listing at once (one round trip).
+        let (cfg_got, slots) = rt.block_on(async {
+            tokio::join!(
+                backend.get(ObjectKind::Config, "config", None),
+                backend.list(ObjectKind::Key)
+            )
+        });
+        let cfg_bytes = match cfg_got {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
                 return Err(RepoError::NotARepository {
@@ -173,7 +180,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let format_version = config::read_version(&cfg_bytes, &location)?;
-        let slots = rt.block_on(backend.list(ObjectKind::Key))?;
+        let slots = slots?;
         let mut damaged: Vec<(String, String)> = Vec::new();
         for meta in &slots {
             let bytes = rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?;

@@ -123,12 +123,19 @@ impl S3Backend {
             lock_ready: OnceCell::new(),
             writing: KeyLocks::default(),
         };
-        inner.probe_bucket().await?;
-        let versioning = inner.bucket_versioning().await;
+        // Three independent questions, asked at once: on a WAN link each
+        // round trip is most of what opening a repository costs. The probe's
+        // error (missing bucket, denied) is the one that explains a failure.
+        let (probe, versioning, lock) = tokio::join!(
+            inner.probe_bucket(),
+            inner.bucket_versioning(),
+            inner.bucket_lock_enabled()
+        );
+        probe?;
         inner
             .versioned
             .store(matches!(versioning, Ok(Some(_))), Ordering::Relaxed);
-        inner.lock_enabled = inner.bucket_lock_enabled().await.ok();
+        inner.lock_enabled = lock.ok();
         let backend = S3Backend {
             inner: Arc::new(inner),
         };
