@@ -27,7 +27,15 @@ an older holdfast binary (the in-memory hash-map index) for comparison.
         --holdfast target/release/holdfast --json-out /tmp/index-scale.json
 
 Targets (issue 8): peak RSS under 300 MB at 50 million entries, open under
-2 s with a warm cache. Python 3 standard library only.
+2 s with a warm cache.
+
+With --many-objects N (and --s3-latency-ms 25) it also opens a repository
+of N small index objects, as months of `wal-push` leave, with no cache,
+cold and warm, locally and on S3 (moto) through benches/s3proxy.py:
+
+    python3 benches/index_scale.py --entries 0 --many-objects 5000 --s3-latency-ms 25
+
+Python 3 standard library only.
 """
 import argparse
 import json
@@ -39,6 +47,8 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True   # no benches/__pycache__ in the checkout
 PASSWORD = "index-scale-bench"
 
 
@@ -128,6 +138,70 @@ def one_size(n, args, work):
     return row
 
 
+def many_objects(args, work):
+    """Open a repository of `--many-objects` small index objects (what
+    months of `wal-push` leave: one object per WAL segment), cold and warm,
+    locally and, with --s3-latency-ms, on S3 (moto) through the counting
+    proxy with that delay added to every request."""
+    import s3proxy   # benches/s3proxy.py
+    from benchlib import free_port
+    n = args.many_objects
+    out = {"objects": n}
+    targets = [("local", None)]
+    if args.s3_latency_ms is not None:
+        targets.append(("s3", args.s3_latency_ms))
+    for where, latency in targets:
+        home = os.path.join(work, f"many-{where}")
+        shutil.rmtree(home, ignore_errors=True)
+        os.makedirs(home)
+        log = os.path.join(home, "commands.log")
+        env = dict(os.environ)
+        env.update({"HOLDFAST_PASSWORD": PASSWORD, "HOLDFAST_CACHE_DIR": os.path.join(home, "cache")})
+        moto = proxy = None
+        if where == "local":
+            env["HOLDFAST_REPOSITORY"] = os.path.join(home, "repo")
+        else:
+            port = free_port()
+            moto = subprocess.Popen([args.moto, "-H", "127.0.0.1", "-p", str(port)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                try:
+                    import urllib.request
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}/many", method="PUT"))
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            proxy = s3proxy.CountingProxy(upstream_port=port, latency_ms=latency).start()
+            env.update({"HOLDFAST_REPOSITORY": "s3://many/repo", "HOLDFAST_S3_ENDPOINT": proxy.endpoint,
+                        "HOLDFAST_S3_PATH_STYLE": "true", "HOLDFAST_S3_ALLOW_HTTP": "true",
+                        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_REGION": "us-east-1"})
+        try:
+            hf = args.holdfast
+            measure([hf, "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"], env, log)
+            measure([hf, "--no-cache", "bench-synth-index", "--entries", str(3 * n), "--per-object", "3"],
+                    env, log)
+            row = {}
+            for label, extra in (("no_cache", ["--no-cache"]), ("cold", []), ("warm", [])):
+                before = proxy.snapshot("many") if proxy else None
+                w, rss, o = measure([hf] + extra + ["bench-open"], env, log)
+                row[label] = {"wall_s": w, "rss_mib": rss, **json.loads(o)}
+                if proxy:
+                    row[label]["requests"] = s3proxy.diff_counts(proxy.snapshot("many"), before)["groups"]
+                print(f"  {n} index objects, {where}{f' +{latency:g} ms' if latency else ''}, "
+                      f"{label:<8} wall {w:6.2f}s  RSS {rss:6.1f} MiB"
+                      + (f"  requests {row[label]['requests']}" if proxy else ""), flush=True)
+            out[where] = row
+        finally:
+            if proxy:
+                proxy.stop()
+            if moto:
+                moto.terminate()
+                moto.wait()
+    return out
+
+
 def table(rows):
     head = ("entries", "open cold s", "RSS MiB", "open warm s", "RSS MiB", "backup s", "RSS MiB",
             "changed s", "RSS MiB", "restore 1 s", "RSS MiB", "before: backup RSS MiB")
@@ -151,21 +225,28 @@ def main():
     p.add_argument("--workdir", help="scratch directory (default: a new temp dir)")
     p.add_argument("--keep", action="store_true", help="keep repositories and caches")
     p.add_argument("--json-out", help="write the measurements here")
+    p.add_argument("--many-objects", type=int, default=0,
+                   help="also open a repository of this many small index objects (wal-push style)")
+    p.add_argument("--s3-latency-ms", type=float,
+                   help="with --many-objects: also on S3 (moto) with this delay per request")
+    p.add_argument("--moto", default=os.environ.get("HOLDFAST_MOTO_SERVER", "moto_server"))
     args = p.parse_args()
     if not os.access(args.holdfast, os.X_OK):
         sys.exit(f"index_scale.py: {args.holdfast} is not executable (cargo build --release -p holdfast-cli)")
     work = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="holdfast-index-scale-"))
     os.makedirs(work, exist_ok=True)
     rows = []
-    for n in [int(x) for x in args.entries.split(",") if x.strip()]:
+    for n in [int(x) for x in args.entries.split(",") if x.strip() and int(x) > 0]:
         print(f"[{time.strftime('%H:%M:%S')}] {n:,} entries", flush=True)
         rows.append(one_size(n, args, work))
+    many = many_objects(args, work) if args.many_objects else None
     print()
-    print(table(rows))
+    if rows:
+        print(table(rows))
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"rows": rows, "table": table(rows), "cpus": os.cpu_count(),
-                       "loadavg": os.getloadavg()}, f, indent=2)
+            json.dump({"rows": rows, "table": table(rows) if rows else None, "many_objects": many,
+                       "cpus": os.cpu_count(), "loadavg": os.getloadavg()}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ unsafe impl Sync for Mmap {}
 
 impl Mmap {
     /// Map all of `file` read-only. The caller must own the file's
-    /// immutability: cache files are written to a temporary name, fsynced
+    /// immutability: cache files are written to a temporary name
     /// and renamed into place, never modified after that (a replacement is a
     /// new inode; unlinking leaves existing maps valid).
     pub(crate) fn map(file: &File) -> std::io::Result<Mmap> {
