@@ -449,7 +449,7 @@ fn format_1_repository_reads_the_same_through_the_cache() {
     for _ in 0..2 {
         let cached = open1(Some(&cache));
         assert_eq!(plain.index().len(), cached.index().len());
-        assert!(plain.index().len() > 0);
+        assert!(!plain.index().is_empty());
         for s in plain.snapshots().unwrap() {
             let mut stack = vec![s.snapshot.tree];
             while let Some(t) = stack.pop() {
