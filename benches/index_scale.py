@@ -98,7 +98,7 @@ def one_size(n, args, work):
     hf = args.holdfast
     row = {"entries": n}
     measure([hf, "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"], env, log)
-    w, rss, out = measure([hf, "bench-synth-index", "--entries", str(n)], env, log)
+    w, rss, out = measure([hf, "--no-cache", "bench-synth-index", "--entries", str(n)], env, log)
     row["synth"] = {"wall_s": w, "rss_mib": rss, **json.loads(out)}
     print(f"  {n:>11,} entries: synthesized in {w:.1f}s", flush=True)
     for label in ("open_cold", "open_warm"):
