@@ -474,7 +474,10 @@ impl Repository {
                 let size = self
                     .block_on(self.backend.head(ObjectKind::Pack, &name))?
                     .size;
-                if size > MAX_PACK {
+                // Without a cache to keep it, a whole pack over the memory
+                // budget would be fetched again for each of its trees:
+                // read the one blob instead.
+                if size > MAX_PACK || (local.is_none() && used + size as usize > BUDGET) {
                     return Ok(None);
                 }
                 let b = self.block_on(self.backend.get(ObjectKind::Pack, &name, None))?;

@@ -510,3 +510,95 @@ fn check_reads_storage_not_the_cache() {
         std::fs::write(&f, &good).unwrap();
     }
 }
+
+/// Lists a phantom index object (as if a GC removed it after the listing)
+/// for the first `times` listings, then stops.
+#[derive(Debug)]
+struct Phantom {
+    inner: Arc<dyn Backend>,
+    times: Mutex<usize>,
+}
+
+#[async_trait]
+impl Backend for Phantom {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> StorageResult<()> {
+        self.inner.put(kind, name, data, opts).await
+    }
+    async fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes> {
+        self.inner.get(kind, name, range).await
+    }
+    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(kind, name).await
+    }
+    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        let mut out = self.inner.list(kind).await?;
+        let mut t = self.times.lock().unwrap();
+        if kind == ObjectKind::Index && *t > 0 {
+            *t -= 1;
+            out.push(ObjectMeta {
+                kind,
+                name: "ab".repeat(32),
+                size: 100,
+            });
+        }
+        Ok(out)
+    }
+    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        self.inner.delete(kind, name).await
+    }
+}
+
+/// An index object listed and then gone (replaced by a GC meanwhile) makes
+/// the load list again rather than miss blobs; one that keeps vanishing is
+/// an error that says so, never an index with blobs missing.
+#[test]
+fn index_objects_removed_while_loading_are_listed_again() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    init(&root, &rt);
+    let ids = {
+        let (repo, _) = open(&root, &rt, None);
+        small_object(&repo, 7)
+    };
+    for (times, ok) in [(2, true), (10, false)] {
+        for cache in [None, Some(dir.path().join(format!("cache{times}")))] {
+            let b = Arc::new(Phantom {
+                inner: Arc::new(LocalBackend::new(&root)),
+                times: Mutex::new(times),
+            });
+            let repo = Repository::open(b, rt.handle().clone(), PASSWORD).unwrap();
+            repo.use_cache(cache.as_deref()).unwrap();
+            match repo.load_index() {
+                Ok(()) => {
+                    assert!(ok, "{times} phantom listings accepted");
+                    assert!(ids.iter().all(|id| repo.index().contains(id)));
+                    assert!(repo.index_problems().corrupt.is_empty());
+                }
+                Err(e) => {
+                    assert!(!ok, "{times}: {e}");
+                    assert!(e
+                        .to_string()
+                        .contains("removed while the index was being loaded"));
+                }
+            }
+        }
+    }
+}

@@ -78,8 +78,22 @@ impl Loader<'_> {
     }
 
     /// Load the index; with `want_packs`, also return every pack of every
-    /// readable index object (`check` needs them all, as written).
+    /// readable index object (`check` needs them all, as written). An index
+    /// object removed between the listing and its read (a GC replacing
+    /// index objects meanwhile) means listing again: its replacement was
+    /// written before it was removed.
     pub(crate) fn load(&self, want_packs: bool) -> Result<Loaded> {
+        let mut tries = 0;
+        loop {
+            match self.load_once(want_packs) {
+                Err(Vanished(_)) if tries < 3 => tries += 1,
+                Err(Vanished(e)) | Err(Failed(e)) => return Err(e),
+                Ok(l) => return Ok(l),
+            }
+        }
+    }
+
+    fn load_once(&self, want_packs: bool) -> std::result::Result<Loaded, LoadError> {
         let listed: Vec<String> = self
             .rt
             .block_on(self.backend.list(ObjectKind::Index))?
@@ -182,7 +196,7 @@ impl Loader<'_> {
         b: &mut RunBuilder,
         out: &mut Loaded,
         keep_packs: bool,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), LoadError> {
         let mut vanished = Vec::new();
         for batch in names.chunks(BATCH) {
             for (name, got) in self.fetch(batch)? {
@@ -218,11 +232,11 @@ impl Loader<'_> {
             // Listed, then gone: replaced by a merge or GC since the
             // listing. Its replacement was written before it was removed,
             // so a fresh listing has it: start over rather than miss blobs.
-            return Err(RepoError::Invalid(format!(
-                "{} index object(s) were removed while the index was being loaded (e.g. {}); a repository maintenance job ran meanwhile: run the command again",
+            return Err(Vanished(RepoError::Invalid(format!(
+                "{} index object(s) were removed while the index was being loaded (e.g. {}), again after three new listings: is a repository maintenance job running? Run the command again",
                 vanished.len(),
                 vanished[0]
-            )));
+            ))));
         }
         Ok(())
     }
@@ -275,6 +289,26 @@ impl Loader<'_> {
             out.push((name, r));
         }
         Ok(out)
+    }
+}
+
+/// Why one loading attempt failed.
+enum LoadError {
+    /// An index object was listed and then gone: list again.
+    Vanished(RepoError),
+    Failed(RepoError),
+}
+use LoadError::{Failed, Vanished};
+
+impl From<RepoError> for LoadError {
+    fn from(e: RepoError) -> LoadError {
+        Failed(e)
+    }
+}
+
+impl From<StorageError> for LoadError {
+    fn from(e: StorageError) -> LoadError {
+        Failed(e.into())
     }
 }
 
