@@ -121,6 +121,7 @@ fn backup_once(repo: &Repository, src: &Path) -> holdfast_repo::snapshot::Summar
         scan: false,
         no_xattrs: false,
         parallelism: backup::Parallelism::default(),
+        time: None,
     };
     let out = backup::backup(repo, &[src.to_path_buf()], &opts, &Progress::default()).unwrap();
     out.snapshot.summary
