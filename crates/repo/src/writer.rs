@@ -92,7 +92,6 @@ struct Shared {
     sem: Arc<Semaphore>,
     uploads: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     unindexed: Mutex<Vec<PackInfo>>,
-    indexed: Mutex<Vec<PackInfo>>,
     /// The first failure, kept whole so its class (no space, transient…)
     /// reaches the caller and the exit code.
     error: Mutex<Option<RepoError>>,
@@ -192,7 +191,6 @@ impl BlobWriter {
             sem: Arc::new(Semaphore::new(par)),
             uploads: Mutex::new(Vec::new()),
             unindexed: Mutex::new(Vec::new()),
-            indexed: Mutex::new(Vec::new()),
             error: Mutex::new(None),
             blobs_added: AtomicU64::new(0),
             data_added: AtomicU64::new(0),
@@ -370,8 +368,13 @@ impl BlobWriter {
             return Err(e);
         }
         s.flush_index()?;
-        let indexed = std::mem::take(&mut *s.indexed.lock().unwrap_or_else(|e| e.into_inner()));
-        repo.extend_index(&indexed);
+        // The packs went into the index as their index objects were
+        // written. If the repository reloaded its index meanwhile, the new
+        // one may predate some of them: give it this writer's blobs too.
+        let current = repo.index();
+        if !Arc::ptr_eq(&current, &s.index) {
+            current.absorb_fresh(&s.index);
+        }
         Ok(WriteStats {
             blobs_added: s.blobs_added.load(Ordering::Relaxed),
             data_added: s.data_added.load(Ordering::Relaxed),
@@ -608,11 +611,29 @@ impl Shared {
                 &self.put_opts,
             )
             .await?;
-        self.indexed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(batch);
+        self.indexed(&batch);
         Ok(())
+    }
+
+    /// The index object describing `batch` is stored: its blobs go into
+    /// the index (where every later claim finds them), then leave the set
+    /// of claimed ids. So the writer holds the ids of at most
+    /// `INDEX_EVERY_PACKS` packs besides the index's table of new blobs,
+    /// and no list of every pack written waits for `finish`.
+    fn indexed(&self, batch: &[PackInfo]) {
+        for p in batch {
+            self.index.add_pack(p);
+        }
+        let mut claimed = self.claimed.lock().unwrap_or_else(|e| e.into_inner());
+        for p in batch {
+            for e in &p.entries {
+                claimed.remove(&e.id);
+            }
+        }
+        // Give back the memory of a large batch's ids.
+        if claimed.capacity() > 4 * claimed.len() + 1024 {
+            claimed.shrink_to_fit();
+        }
     }
 
     fn flush_index(&self) -> Result<()> {
@@ -628,10 +649,7 @@ impl Shared {
             &batch,
             self.cache.as_deref(),
         )?;
-        self.indexed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(batch);
+        self.indexed(&batch);
         Ok(())
     }
 }

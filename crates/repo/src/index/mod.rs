@@ -157,6 +157,38 @@ impl Index {
         }
     }
 
+    /// Add the blobs another index learnt since its runs were built (a
+    /// writer's, when the repository reloaded its index meanwhile).
+    pub(crate) fn absorb_fresh(&self, other: &Index) {
+        if std::ptr::eq(self, other) {
+            return;
+        }
+        let theirs: Vec<(Id, BlobLocation)> = {
+            let f = other.fresh();
+            f.blobs
+                .iter()
+                .filter_map(|(id, l)| Some((*id, f.location(l)?)))
+                .collect()
+        };
+        let mut f = self.fresh.write().unwrap_or_else(|e| e.into_inner());
+        let f = &mut *f;
+        for (id, l) in theirs {
+            let next = f.packs.len() as u32;
+            let pos = *f.pack_pos.entry(l.pack).or_insert(next);
+            if pos == next {
+                f.packs.push((l.pack, l.salt));
+            }
+            f.blobs.entry(id).or_insert(Loc {
+                pack: pos,
+                blob_type: l.blob_type,
+                offset: l.offset,
+                length: l.length,
+                raw_len: l.raw_len,
+                inner: l.inner,
+            });
+        }
+    }
+
     pub fn get(&self, id: &Id) -> Option<BlobLocation> {
         if let Some(l) = {
             let f = self.fresh();
