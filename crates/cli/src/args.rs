@@ -138,6 +138,9 @@ pub enum Command {
     /// Fetch an archived WAL file (restore_command: holdfast wal-fetch %f %p);
     /// exits 9 when the file is not archived.
     WalFetch(WalFetchArgs),
+    /// Upgrade the repository in place to the newest format (see
+    /// docs/format.md); safe to run again after a crash.
+    Migrate,
     /// Internal: background prefetch for `wal-fetch --prefetch`.
     #[command(hide = true)]
     WalPrefetch(WalPrefetchArgs),

@@ -51,6 +51,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Policy(c) => crate::policy::run(g, &rt, c),
         Command::BenchSynthIndex(a) => crate::bench::synth_index(g, &rt, a),
         Command::BenchOpen => crate::bench::open_index(g, &rt),
+        Command::Migrate => crate::migrate::run(g, &rt),
     }
 }
 
@@ -609,10 +610,11 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
         }
         if !g.quiet {
             outln!(
-                "checked {} snapshot(s), {} tree(s), {} pack(s); read {} pack(s), {} blob(s): {}",
+                "checked {} snapshot(s), {} tree(s), {} pack(s), {} WAL manifest(s); read {} pack(s), {} blob(s): {}",
                 report.snapshots,
                 report.trees,
                 report.packs,
+                report.wal_manifests,
                 report.packs_read,
                 report.blobs_read,
                 if report.ok() {

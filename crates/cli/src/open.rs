@@ -121,6 +121,9 @@ pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
     holdfast_ops::open::probe(b.as_ref(), rt.handle())?;
     let cred = credential(g, "repository password: ")?;
     let repo = holdfast_ops::open::open(b, rt.handle(), &cred)?;
+    for w in repo.open_warnings() {
+        errln!("holdfast: warning: {w}");
+    }
     if let Some(root) = cache_root(g) {
         // A cache that cannot be used costs requests, not the operation.
         if let Err(e) = repo.use_cache(Some(&root)) {

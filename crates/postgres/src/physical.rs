@@ -746,6 +746,8 @@ pub fn backup_physical(
         },
         program_version: env!("CARGO_PKG_VERSION").into(),
         meta,
+        predecessors: Vec::new(),
+        migrated_from: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

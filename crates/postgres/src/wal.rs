@@ -30,13 +30,13 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use holdfast_repo::pack::{BlobType, PackEntry, PackInfo};
 use holdfast_repo::reader::ContentReader;
+pub use holdfast_repo::walmanifest::{StoredAt, WalManifest};
 use holdfast_repo::writer::BlobWriter;
-use holdfast_repo::{object, Id, Repository};
-use holdfast_storage::{ObjectKind, StorageError};
+use holdfast_repo::{Id, Repository};
+use holdfast_storage::ObjectKind;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PgError, Result};
@@ -45,45 +45,6 @@ use crate::error::{PgError, Result};
 const WAL_BLOCK: usize = 1024 * 1024;
 /// PostgreSQL's default segment size; physical snapshots record the real one.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
-
-/// The manifest of one archived WAL file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WalManifest {
-    pub version: u32,
-    /// System identifier of the cluster, in decimal.
-    pub cluster: String,
-    pub name: String,
-    pub size: u64,
-    /// BLAKE3 of the content, hex.
-    pub blake3: String,
-    pub blobs: Vec<Id>,
-    pub archived_at: DateTime<Utc>,
-    /// Where each blob was stored when it was archived, so `wal-fetch` reads
-    /// it without loading the repository index. Absent in manifests written
-    /// before this field existed; may be stale after a repack. Either way
-    /// `wal-fetch` falls back to the index.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stored_at: Vec<StoredAt>,
-}
-
-/// Where one blob of a WAL file was stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredAt {
-    pub pack: Id,
-    /// The pack's salt, hex.
-    pub salt: String,
-    pub offset: u32,
-    pub length: u32,
-    pub raw_len: u32,
-    /// Where the blob starts in its decoded frame (format 2); absent and 0
-    /// for WAL, which is never framed, kept so a location is complete.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub inner: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
 
 /// Repository object name of a WAL file of a cluster.
 pub fn object_name(cluster: u64, name: &str) -> String {
@@ -160,15 +121,7 @@ fn validate_name(name: &str) -> Result<()> {
 }
 
 fn read_manifest(repo: &Repository, obj: &str) -> Result<Option<WalManifest>> {
-    match repo.block_on(repo.backend().get(ObjectKind::Wal, obj, None)) {
-        Ok(bytes) => Ok(Some(object::open_json(
-            repo.key(),
-            &bytes,
-            &format!("WAL manifest {obj}"),
-        )?)),
-        Err(StorageError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(PgError::Repo(e.into())),
-    }
+    Ok(repo.wal_manifest(obj)?)
 }
 
 /// Archive one WAL file (the `%p` of `archive_command`). `cluster` defaults
@@ -220,22 +173,15 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         archived_at: Utc::now(),
         stored_at,
     };
-    let sealed = object::seal_json(repo.key(), &manifest)?;
-    match repo.block_on(repo.backend().put(
-        ObjectKind::Wal,
-        &obj,
-        Bytes::from(sealed),
-        repo.put_options(),
-    )) {
-        Ok(()) => Ok(PushOutcome::Stored),
-        // Someone archived it concurrently: judge by content, like above.
-        Err(StorageError::AlreadyExists { .. }) => match read_manifest(repo, &obj)? {
-            Some(existing) => same_or_conflict(&existing, &name, &hash, data.len() as u64),
-            None => Err(PgError::Invalid(format!(
-                "WAL manifest {obj} both exists and does not; retry"
-            ))),
-        },
-        Err(e) => Err(PgError::Repo(e.into())),
+    if repo.put_wal_manifest(&manifest)? {
+        return Ok(PushOutcome::Stored);
+    }
+    // Someone archived it concurrently: judge by content, like above.
+    match read_manifest(repo, &obj)? {
+        Some(existing) => same_or_conflict(&existing, &name, &hash, data.len() as u64),
+        None => Err(PgError::Invalid(format!(
+            "WAL manifest {obj} both exists and does not; retry"
+        ))),
     }
 }
 
@@ -872,12 +818,10 @@ pub(crate) fn archived_segments(
     cluster: u64,
     segment_size: u64,
 ) -> Result<BTreeMap<u64, Vec<String>>> {
-    let all = repo
-        .block_on(repo.backend().list(ObjectKind::Wal))
-        .map_err(holdfast_repo::RepoError::from)?;
+    let all = repo.list_wal_manifests()?;
     let mut out: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for m in all {
-        if let Some((c, name)) = split_object_name(&m.name) {
+    for obj in all {
+        if let Some((c, name)) = split_object_name(&obj) {
             if c == cluster {
                 if let Some(n) = segment_number(name, segment_size) {
                     out.entry(n).or_default().push(name.to_string());
@@ -893,12 +837,10 @@ pub(crate) fn archived_segments(
 
 /// Clusters that have WAL in the archive.
 pub fn archived_clusters(repo: &Repository) -> Result<BTreeSet<u64>> {
-    let all = repo
-        .block_on(repo.backend().list(ObjectKind::Wal))
-        .map_err(holdfast_repo::RepoError::from)?;
+    let all = repo.list_wal_manifests()?;
     Ok(all
         .iter()
-        .filter_map(|m| split_object_name(&m.name).map(|(c, _)| c))
+        .filter_map(|m| split_object_name(m).map(|(c, _)| c))
         .collect())
 }
 

@@ -2,11 +2,16 @@
 //!
 //! Structure (always): every index object opens; every pack the index names
 //! exists with a plausible size; every snapshot opens; every tree reachable
-//! from a snapshot opens and every blob it references is indexed.
+//! from a snapshot opens and every blob it references is indexed; every
+//! predecessor a snapshot names still exists; every WAL manifest opens and
+//! every blob it names is indexed. Every object is opened with its name
+//! binding checked (see `object`), so a renamed, swapped or moved object is
+//! an error naming it.
 //!
 //! Data (`read_data`, or a random subset of packs): every pack is downloaded
 //! whole, its trailer must match the index, and every blob must decrypt
-//! (AES-GCM authenticates it) and hash to its id.
+//! (AES-GCM authenticates it) and hash to its id. That covers the blobs of
+//! WAL manifests too: they are in the indexed packs.
 //!
 //! Problems are collected, never fixed here: `check` is read-only.
 //!
@@ -100,6 +105,8 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     pub snapshots: usize,
     pub trees: usize,
+    /// WAL manifests read.
+    pub wal_manifests: usize,
     pub packs: usize,
     pub packs_read: usize,
     pub blobs_read: usize,
@@ -122,6 +129,9 @@ pub fn check(
     let _storage_only = repo.suspend_cache();
     // Snapshots before the index: see the module docs.
     let (snaps, bad) = repo.snapshots_with_errors()?;
+    // WAL manifests are written after the index objects naming their
+    // blobs, like snapshots: read before the index too.
+    let (wals, bad_wals) = repo.wal_manifests()?;
     let index_packs = repo.load_index_packs()?;
     for (name, e) in repo.index_problems().corrupt {
         r.errors.push(format!(
@@ -177,7 +187,7 @@ pub fn check(
     }
 
     // Snapshots and trees.
-    for (name, e) in bad {
+    for (name, e) in &bad {
         r.errors.push(format!(
             "snapshot {name} is unreadable: {e} (if it is not a snapshot of this repository, \
              e.g. a stray or misplaced file, `holdfast repair snapshots` moves it aside)"
@@ -234,6 +244,34 @@ pub fn check(
         }
     }
 
+    check_predecessors(&snaps, &bad, &mut r);
+
+    // WAL manifests: roots like snapshots; every blob they name is indexed.
+    for (name, e) in bad_wals {
+        r.errors
+            .push(format!("WAL manifest wal/{name} is unreadable: {e}"));
+    }
+    r.wal_manifests = wals.len();
+    for (name, m) in &wals {
+        let mut missing = 0usize;
+        let mut first = None;
+        for b in &m.blobs {
+            if !index.contains(b) && !reloaded {
+                index = reload(repo, &mut reloaded)?;
+            }
+            if !index.contains(b) {
+                missing += 1;
+                first.get_or_insert(*b);
+            }
+        }
+        if let Some(b) = first {
+            r.errors.push(format!(
+                "WAL manifest wal/{name} names {missing} blob(s) that are in no index (e.g. {})",
+                b.short()
+            ));
+        }
+    }
+
     // Data.
     let subset = match (opts.read_data, opts.read_data_subset) {
         (_, Some(sub)) => Some(sub),
@@ -265,6 +303,31 @@ pub fn check(
         progress(total, total);
     }
     Ok(r)
+}
+
+/// A predecessor a snapshot names that no longer exists means a newer
+/// snapshot of its source was deleted or rolled back (see docs/format.md).
+/// Unreadable snapshots are still there, so they count as present.
+fn check_predecessors(
+    snaps: &[crate::snapshot::SnapshotEntry],
+    bad: &[crate::repository::Unreadable],
+    r: &mut CheckReport,
+) {
+    let present: HashSet<String> = snaps
+        .iter()
+        .map(|s| s.id.to_hex())
+        .chain(bad.iter().map(|(n, _)| n.clone()))
+        .collect();
+    for s in snaps {
+        for p in &s.snapshot.predecessors {
+            if !present.contains(&p.to_hex()) {
+                r.errors.push(format!(
+                    "snapshot {} names predecessor {} of source {:?}, which is missing: deleted or rolled back",
+                    s.id, p, s.snapshot.source
+                ));
+            }
+        }
+    }
 }
 
 /// Every pack the index objects describe, with its blobs (once each).

@@ -20,10 +20,15 @@ pub const CONFIG_MAGIC: &[u8; 8] = b"HOLDFAST";
 /// The newest repository format this build reads and writes; `init`
 /// creates repositories of this version. Format 2 adds frames (several
 /// small blobs compressed together, LZMA2 encoding, version-2 packs and
-/// index payloads; docs/format.md). Format-1 repositories are still read
-/// and written, with format-1 objects only, so older holdfast builds keep
-/// reading them.
-pub const FORMAT_VERSION: u32 = 2;
+/// index payloads); format 3 seals every object in a name-bound envelope
+/// (see `object`) and records snapshot predecessors (docs/format.md).
+/// Format-1 and -2 repositories are still read and written, with objects of
+/// their format only, so older holdfast builds keep reading them, until
+/// `holdfast migrate` upgrades them.
+pub const FORMAT_VERSION: u32 = 3;
+/// The name a migration stages the new config under before it replaces
+/// `config` (see `migrate`): write-once storage has no atomic replace.
+pub const STAGED_CONFIG: &str = "config.next";
 
 /// Object Lock settings chosen at init (used by S3 repositories).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,23 +69,36 @@ impl Default for RepoConfig {
     }
 }
 
-pub fn encode(key: &MasterKey, cfg: &RepoConfig) -> Result<Vec<u8>> {
+/// The binding of the config body's envelope (format 3 and later).
+fn binding() -> object::Binding<'static> {
+    object::Binding::new(holdfast_storage::ObjectKind::Config, "config")
+}
+
+/// The config object of a repository of `format`.
+pub fn encode(key: &MasterKey, cfg: &RepoConfig, format: u32) -> Result<Vec<u8>> {
     let mut out = CONFIG_MAGIC.to_vec();
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&object::seal_json(key, cfg)?);
+    out.extend_from_slice(&format.to_le_bytes());
+    let json = serde_json::to_vec(cfg)
+        .map_err(|e| RepoError::Invalid(format!("cannot serialise: {e}")))?;
+    out.extend_from_slice(&object::seal_for(key, format, binding(), &json)?);
     Ok(out)
 }
 
 /// Check the clear header; returns the format version.
 pub fn read_version(bytes: &[u8], location: &str) -> Result<u32> {
-    if bytes.len() < 12 || &bytes[..8] != CONFIG_MAGIC {
-        return Err(RepoError::corrupt(
+    let bad = || {
+        RepoError::corrupt(
             format!("config of {location}"),
             "not a Holdfast config object",
-        ));
+        )
+    };
+    if bytes.get(..8) != Some(CONFIG_MAGIC.as_slice()) {
+        return Err(bad());
     }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&bytes[8..12]);
+    let v: [u8; 4] = bytes
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(bad)?;
     let version = u32::from_le_bytes(v);
     if version > FORMAT_VERSION {
         return Err(RepoError::UnsupportedVersion {
@@ -89,10 +107,35 @@ pub fn read_version(bytes: &[u8], location: &str) -> Result<u32> {
             supported: FORMAT_VERSION,
         });
     }
+    if version == 0 {
+        return Err(bad());
+    }
     Ok(version)
 }
 
+/// Decode a config object. The clear format version must agree with the
+/// envelope: a format-3 config is bound to its name, and a name-bound body
+/// under a header claiming an older format means the header was edited (to
+/// make readers accept unbound objects: a downgrade), which is refused.
 pub fn decode(key: &MasterKey, bytes: &[u8], location: &str) -> Result<RepoConfig> {
-    read_version(bytes, location)?;
-    object::open_json(key, &bytes[12..], &format!("config of {location}"))
+    let format = read_version(bytes, location)?;
+    let body = bytes.get(12..).unwrap_or_default();
+    let what = format!("config of {location}");
+    let bound = object::envelope_version(body) == Some(object::ENVELOPE_V2);
+    if bound != object::writes_bound(format) {
+        let plain = object::open_any(key, body, &what);
+        return Err(RepoError::corrupt(
+            what,
+            match plain {
+                Ok(_) => format!(
+                    "its header says format {format} but its body is sealed as format {}: the header was edited",
+                    if bound { "3 or later" } else { "1 or 2" }
+                ),
+                Err(e) => e.to_string(),
+            },
+        ));
+    }
+    let plain = object::open_bound(key, format, binding(), body)
+        .map_err(|e| RepoError::corrupt(what.clone(), e.to_string()))?;
+    serde_json::from_slice(&plain).map_err(|e| RepoError::corrupt(what, format!("bad JSON: {e}")))
 }

@@ -24,15 +24,19 @@ pub enum RepoError {
         supported: u32,
     },
 
-    #[error("wrong {secret}: none of the {slots} key slot(s) of {location} opens with it")]
+    #[error(
+        "wrong {secret}: none of the {slots} key slot(s) of {location} opens with it ({counts})"
+    )]
     WrongPassword {
         location: String,
         slots: usize,
         /// "password" or "key file".
         secret: &'static str,
+        /// Why each slot did not open.
+        counts: SlotCounts,
     },
 
-    #[error("key slot {slot} of {location} is damaged ({detail}) and none of the other {others} slot(s) opens with this {secret}; if the damaged slot was the one for it, restore that file from a copy of the repository, or open with another password or key file and remove it with `holdfast key remove`")]
+    #[error("key slot {slot} of {location} is damaged ({detail}) and none of the other {others} slot(s) opens with this {secret} ({counts}); if the damaged slot was the one for it, restore that file from a copy of the repository, or open with another password or key file and remove it with `holdfast key remove`")]
     DamagedKeySlot {
         location: String,
         /// The slot's key, e.g. `keys/ab12...`.
@@ -40,6 +44,18 @@ pub enum RepoError {
         detail: String,
         others: usize,
         secret: &'static str,
+        counts: SlotCounts,
+    },
+
+    /// A genuine object found under a name (or kind) it was not written
+    /// as: renamed, swapped, moved, or an old copy put back.
+    #[error("{object} holds {holds}: {how}")]
+    Misplaced {
+        /// The storage key it was read from, e.g. `snapshots/ab12...`.
+        object: String,
+        /// What it really is, e.g. `the object named snapshots/cd34...`.
+        holds: String,
+        how: String,
     },
 
     #[error("corrupt {object}: {detail}")]
@@ -97,6 +113,39 @@ pub enum Class {
     Other,
 }
 
+/// Why the key slots did not open, for the refusal when none does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCounts {
+    /// Slots of the secret's kind that authenticated nothing.
+    pub wrong: u32,
+    /// Slots that are damaged: unparseable, truncated, a bad nonce, or
+    /// content that no longer hashes to the slot's name.
+    pub damaged: u32,
+    /// Slots never tried: an unknown KDF, or KDF parameters outside the
+    /// bounds (see `keys::KdfParams::check`).
+    pub skipped: u32,
+}
+
+impl std::fmt::Display for SlotCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only what happened: "1 wrong, 2 damaged", never "0 wrong".
+        let parts: Vec<String> = [
+            (self.wrong, "wrong"),
+            (self.damaged, "damaged"),
+            (self.skipped, "skipped"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if parts.is_empty() {
+            f.write_str("none of its kind")
+        } else {
+            f.write_str(&parts.join(", "))
+        }
+    }
+}
+
 impl RepoError {
     pub fn corrupt(object: impl Into<String>, detail: impl Into<String>) -> RepoError {
         RepoError::Corrupt {
@@ -140,7 +189,8 @@ impl RepoError {
             },
             RepoError::Corrupt { .. }
             | RepoError::MissingBlob { .. }
-            | RepoError::DamagedKeySlot { .. } => Class::Integrity,
+            | RepoError::DamagedKeySlot { .. }
+            | RepoError::Misplaced { .. } => Class::Integrity,
             RepoError::NotARepository { .. } | RepoError::UnsupportedVersion { .. } => {
                 Class::Repository
             }
@@ -197,10 +247,12 @@ impl Clone for RepoError {
                 location,
                 slots,
                 secret,
+                counts,
             } => WrongPassword {
                 location: location.clone(),
                 slots: *slots,
                 secret,
+                counts: *counts,
             },
             DamagedKeySlot {
                 location,
@@ -208,12 +260,19 @@ impl Clone for RepoError {
                 detail,
                 others,
                 secret,
+                counts,
             } => DamagedKeySlot {
                 location: location.clone(),
                 slot: slot.clone(),
                 detail: detail.clone(),
                 others: *others,
                 secret,
+                counts: *counts,
+            },
+            Misplaced { object, holds, how } => Misplaced {
+                object: object.clone(),
+                holds: holds.clone(),
+                how: how.clone(),
             },
             Corrupt { object, detail } => Corrupt {
                 object: object.clone(),

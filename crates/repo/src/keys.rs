@@ -63,6 +63,62 @@ impl Default for KdfParams {
     }
 }
 
+/// Bounds on argon2id parameters. A slot outside them is refused before
+/// any hashing (never attempted): a hostile slot could otherwise hang an
+/// open (`t_cost = 2^32-1`), allocate terabytes (`m_cost = 2^32-1`) or,
+/// below argon2's own minimum, fail in a way that used to lock out every
+/// password. The maxima are far above anything `key add` writes (64 MiB,
+/// 3 passes, 1 lane by default).
+pub const KDF_MIN_MEMORY_KIB: u32 = 64;
+/// 4 GiB.
+pub const KDF_MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const KDF_MAX_TIME: u32 = 64;
+pub const KDF_MAX_LANES: u32 = 64;
+/// Largest stored slot read at all (slots are a few hundred bytes).
+pub const MAX_SLOT_BYTES: u64 = 64 * 1024;
+/// Length of a wrapped master key: 32 bytes and the 16-byte tag.
+const WRAPPED_LEN: usize = 32 + 16;
+
+impl KdfParams {
+    /// Refuse parameters outside the bounds above, naming the one that is.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let min_memory = KDF_MIN_MEMORY_KIB.max(self.p_cost.saturating_mul(8));
+        if !(1..=KDF_MAX_LANES).contains(&self.p_cost) {
+            return Err(format!(
+                "argon2 lanes p_cost={} outside 1..={KDF_MAX_LANES}",
+                self.p_cost
+            ));
+        }
+        if !(min_memory..=KDF_MAX_MEMORY_KIB).contains(&self.m_cost) {
+            return Err(format!(
+                "argon2 memory m_cost={} KiB outside {min_memory}..={KDF_MAX_MEMORY_KIB} KiB",
+                self.m_cost
+            ));
+        }
+        if !(1..=KDF_MAX_TIME).contains(&self.t_cost) {
+            return Err(format!(
+                "argon2 passes t_cost={} outside 1..={KDF_MAX_TIME}",
+                self.t_cost
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What became of one slot when a secret was tried against it.
+#[derive(Debug)]
+pub enum SlotOutcome {
+    Opened(MasterKey),
+    /// Of the secret's kind, authenticated nothing: not this secret's slot.
+    Wrong,
+    /// Of the other kind (a key-file slot for a password); not tried.
+    OtherKind,
+    /// Unusable as stored: why.
+    Damaged(String),
+    /// Deliberately not tried (unknown KDF, parameters out of bounds): why.
+    Skipped(String),
+}
+
 /// What the caller offers to open the repository with.
 #[derive(Clone, Copy)]
 pub enum Secret<'a> {
@@ -199,6 +255,9 @@ impl KeySlot {
         params: KdfParams,
         label: &str,
     ) -> Result<KeySlot> {
+        params
+            .check()
+            .map_err(|why| RepoError::Invalid(format!("key derivation parameters: {why}")))?;
         let salt: [u8; 16] = rand::random();
         let nonce: [u8; 12] = rand::random();
         let kek = argon2_kek(password, &salt, params)?;
@@ -232,29 +291,88 @@ impl KeySlot {
         }
     }
 
-    /// Unwrap the master key; `None` if the secret does not fit (or is of
-    /// the other kind). An error means the slot itself is unusable.
-    pub fn open_with(&self, secret: &Secret<'_>) -> Result<Option<MasterKey>> {
-        if !self.accepts(secret) {
-            return Ok(None);
-        }
+    /// What is wrong with this slot's shape or parameters, found without
+    /// running any KDF: damage (`Damaged`) or a refusal (`Skipped`).
+    pub fn inspect(&self) -> Option<SlotOutcome> {
+        let secret = match self.kdf.as_str() {
+            KDF_ARGON2ID => Secret::Password(b""),
+            KDF_KEYFILE => Secret::KeyFile(&[0; KEY_FILE_LEN]),
+            other => {
+                return Some(SlotOutcome::Skipped(format!(
+                    "unknown kdf {other:?} (written by a newer holdfast?)"
+                )))
+            }
+        };
+        self.shape_problem(&secret)
+    }
+
+    fn shape_problem(&self, secret: &Secret<'_>) -> Option<SlotOutcome> {
         if self.nonce.len() != 12 {
-            return Err(RepoError::Invalid(format!(
-                "key slot has a {}-byte nonce (12 expected)",
+            return Some(SlotOutcome::Damaged(format!(
+                "a {}-byte nonce (12 expected)",
                 self.nonce.len()
             )));
         }
+        if self.wrapped.len() != WRAPPED_LEN {
+            return Some(SlotOutcome::Damaged(format!(
+                "a {}-byte wrapped key ({WRAPPED_LEN} expected): truncated or extended",
+                self.wrapped.len()
+            )));
+        }
+        if !(8..=64).contains(&self.salt.len()) {
+            return Some(SlotOutcome::Damaged(format!(
+                "a {}-byte salt (8 to 64 expected)",
+                self.salt.len()
+            )));
+        }
+        if let Secret::Password(_) = secret {
+            let Some(params) = self.params else {
+                return Some(SlotOutcome::Damaged(
+                    "an argon2id slot without parameters".into(),
+                ));
+            };
+            if let Err(why) = params.check() {
+                return Some(SlotOutcome::Skipped(format!(
+                    "refused, never attempted: {why}"
+                )));
+            }
+        }
+        None
+    }
+
+    /// Try `secret` on this slot. Nothing in a slot can make this hang or
+    /// allocate beyond the KDF bounds: the shape is checked first (a short
+    /// nonce or truncated ciphertext is damage, not a wrong password), then
+    /// the parameters, and only then is the KDF run.
+    pub fn try_open(&self, secret: &Secret<'_>) -> SlotOutcome {
+        if self.kdf != KDF_ARGON2ID && self.kdf != KDF_KEYFILE {
+            return SlotOutcome::Skipped(format!(
+                "unknown kdf {:?} (written by a newer holdfast?)",
+                self.kdf
+            ));
+        }
+        if !self.accepts(secret) {
+            return SlotOutcome::OtherKind;
+        }
+        if let Some(problem) = self.shape_problem(secret) {
+            return problem;
+        }
         let kek = match secret {
             Secret::Password(p) => {
-                let params = self.params.ok_or_else(|| {
-                    RepoError::Invalid("argon2id key slot without parameters".into())
-                })?;
-                argon2_kek(p, &self.salt, params)?
+                // Checked by shape_problem above.
+                let Some(params) = self.params else {
+                    return SlotOutcome::Damaged("an argon2id slot without parameters".into());
+                };
+                match argon2_kek(p, &self.salt, params) {
+                    Ok(k) => k,
+                    Err(e) => return SlotOutcome::Damaged(e.to_string()),
+                }
             }
             Secret::KeyFile(k) => keyfile_kek(k, &self.salt),
         };
-        let aead = Aes256Gcm::new_from_slice(&kek)
-            .map_err(|e| RepoError::Invalid(format!("key-encryption key: {e}")))?;
+        let Ok(aead) = Aes256Gcm::new_from_slice(&kek) else {
+            return SlotOutcome::Damaged("key-encryption key of the wrong length".into());
+        };
         match aead.decrypt(
             Nonce::from_slice(&self.nonce),
             Payload {
@@ -262,12 +380,23 @@ impl KeySlot {
                 aad: AAD,
             },
         ) {
-            Ok(raw) if raw.len() == 32 => {
-                let mut m = [0u8; 32];
-                m.copy_from_slice(&raw);
-                Ok(Some(MasterKey::from_bytes(m)))
+            Ok(raw) => match <[u8; 32]>::try_from(raw.as_slice()) {
+                Ok(m) => SlotOutcome::Opened(MasterKey::from_bytes(m)),
+                Err(_) => SlotOutcome::Damaged("the wrapped key is not 32 bytes".into()),
+            },
+            Err(_) => SlotOutcome::Wrong,
+        }
+    }
+
+    /// Unwrap the master key; `None` if the secret does not fit (or is of
+    /// the other kind). An error means the slot itself is unusable.
+    pub fn open_with(&self, secret: &Secret<'_>) -> Result<Option<MasterKey>> {
+        match self.try_open(secret) {
+            SlotOutcome::Opened(k) => Ok(Some(k)),
+            SlotOutcome::Wrong | SlotOutcome::OtherKind => Ok(None),
+            SlotOutcome::Damaged(why) | SlotOutcome::Skipped(why) => {
+                Err(RepoError::Invalid(format!("key slot: {why}")))
             }
-            _ => Ok(None),
         }
     }
 
@@ -275,6 +404,30 @@ impl KeySlot {
     pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
         self.open_with(&Secret::Password(password))
     }
+}
+
+/// Parse a stored slot named `name` (`keys/<name>`): its bytes must be a
+/// slot and hash to its name (a slot is named by the BLAKE3 of its bytes,
+/// so a renamed, swapped or edited slot is told from a wrong password).
+/// The error says why it is damaged.
+pub fn parse_slot(name: &str, bytes: &[u8]) -> std::result::Result<KeySlot, String> {
+    let actual = crate::id::Id::of_stored(bytes).to_hex();
+    let slot = serde_json::from_slice::<KeySlot>(bytes).map_err(|e| {
+        if actual != name {
+            format!(
+                "{} byte(s), content does not hash to its name, not a readable slot: {e}",
+                bytes.len()
+            )
+        } else {
+            format!("not a readable key slot: {e}")
+        }
+    })?;
+    if actual != name {
+        return Err(format!(
+            "keys/{name} holds the slot named keys/{actual}: renamed, swapped or edited"
+        ));
+    }
+    Ok(slot)
 }
 
 mod hex_bytes {

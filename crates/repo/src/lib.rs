@@ -5,7 +5,9 @@
 //! encryption ([`crypto`]), per-blob compression ([`compress`]), packs
 //! ([`pack`]), the index ([`index`]), trees ([`tree`]), snapshots
 //! ([`snapshot`]), key slots ([`keys`]), the config header ([`config`]), the
-//! concurrent blob writer ([`writer`]) and integrity checking ([`check`]).
+//! object envelope and its name binding ([`object`]), WAL manifests
+//! ([`walmanifest`]), the concurrent blob writer ([`writer`]), integrity
+//! checking ([`check`]) and format upgrades ([`migrate`]).
 //! `docs/format.md` at the repository root specifies every object.
 //!
 //! Architecture invariant: this crate knows nothing of S3, PostgreSQL, cron,
@@ -22,6 +24,7 @@ mod error;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod migrate;
 pub mod object;
 pub mod pack;
 pub mod reader;
@@ -30,9 +33,10 @@ pub mod repository;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;
+pub mod walmanifest;
 pub mod writer;
 
-pub use error::{Class, RepoError, Result};
+pub use error::{Class, RepoError, Result, SlotCounts};
 pub use id::Id;
 pub use repository::Repository;
 

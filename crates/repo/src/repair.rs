@@ -70,19 +70,29 @@ fn identify(repo: &Repository, name: &str, bytes: &[u8]) -> Identity {
         return Identity::Unknown("not a Holdfast object".into());
     }
     let intact = name.parse::<Id>().ok() == Some(Id::of_stored(bytes));
-    let payload = match object::open(key, bytes, &format!("object {name}")) {
-        Ok(p) => p,
+    let (kind, payload) = match object::open_any(key, bytes, &format!("object {name}")) {
+        Ok(x) => x,
         Err(e) if !intact => return Identity::Damaged(e.to_string()),
         Err(_) => return Identity::Unknown(
             "intact, but does not open under this repository's key (another repository's object?)"
                 .into(),
         ),
     };
-    if index::decode(&payload, "object").is_ok() {
-        return Identity::Index;
-    }
-    if serde_json::from_slice::<Snapshot>(&payload).is_ok() {
-        return Identity::Snapshot;
+    // A name-bound envelope says what it is; an older one is told by
+    // what its payload parses as.
+    let as_index = || index::decode(&payload, "object").is_ok();
+    let as_snapshot = || serde_json::from_slice::<Snapshot>(&payload).is_ok();
+    match kind {
+        Some(ObjectKind::Index) if as_index() => return Identity::Index,
+        Some(ObjectKind::Snapshot) if as_snapshot() => return Identity::Snapshot,
+        Some(other) => {
+            return Identity::Unknown(format!(
+                "a {other} object of this repository, which repair does not place"
+            ))
+        }
+        None if as_index() => return Identity::Index,
+        None if as_snapshot() => return Identity::Snapshot,
+        None => {}
     }
     Identity::Unknown("an object of this repository that is neither an index nor a snapshot".into())
 }

@@ -18,11 +18,12 @@ use crate::chunker::Gear;
 use crate::compress;
 use crate::config::{self, RepoConfig};
 use crate::crypto::MasterKey;
+use crate::error::SlotCounts;
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
-use crate::keys::{KdfParams, KeySlot, Secret, KEY_FILE_LEN};
-use crate::object;
+use crate::keys::{self, KdfParams, KeySlot, Secret, SlotOutcome, KEY_FILE_LEN};
+use crate::object::{self, Binding};
 use crate::pack::{BlobType, PackInfo};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
@@ -52,6 +53,9 @@ pub struct Repository {
     put_opts: PutOptions,
     /// Whole packs of trees, by pack id (see `cached_tree_pack`).
     tree_packs: std::sync::Mutex<std::collections::HashMap<Id, Bytes>>,
+    /// What opening found and worked around (skipped or damaged key
+    /// slots, an unfinished migration), for the caller to show.
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -63,7 +67,7 @@ impl std::fmt::Debug for Repository {
 }
 
 impl Repository {
-    /// Create a new repository in an empty store.
+    /// Create a new repository in an empty store, in the newest format.
     pub fn init(
         backend: Arc<dyn Backend>,
         rt: Handle,
@@ -71,6 +75,26 @@ impl Repository {
         kdf: KdfParams,
         config: RepoConfig,
     ) -> Result<Repository> {
+        Repository::init_format(backend, rt, password, kdf, config, config::FORMAT_VERSION)
+    }
+
+    /// Create a new repository of an older `format` (1 to
+    /// [`config::FORMAT_VERSION`]): what older holdfast builds wrote, for
+    /// compatibility tests and `migrate`'s.
+    pub fn init_format(
+        backend: Arc<dyn Backend>,
+        rt: Handle,
+        password: &[u8],
+        kdf: KdfParams,
+        config: RepoConfig,
+        format: u32,
+    ) -> Result<Repository> {
+        if !(1..=config::FORMAT_VERSION).contains(&format) {
+            return Err(RepoError::Invalid(format!(
+                "cannot create a format-{format} repository (1 to {} are known)",
+                config::FORMAT_VERSION
+            )));
+        }
         let location = backend.location();
         match rt.block_on(backend.head(ObjectKind::Config, "config")) {
             Ok(_) => return Err(RepoError::AlreadyInitialized { location }),
@@ -92,7 +116,7 @@ impl Repository {
             Bytes::from(slot_bytes),
             &put_opts,
         ))?;
-        let cfg_bytes = config::encode(&key, &config)?;
+        let cfg_bytes = config::encode(&key, &config, format)?;
         rt.block_on(backend.put(
             ObjectKind::Config,
             "config",
@@ -105,12 +129,13 @@ impl Repository {
             key,
             key_slot: slot_name,
             config,
-            format_version: config::FORMAT_VERSION,
+            format_version: format,
             index: RwLock::new(Arc::new(Index::new())),
             index_problems: RwLock::new(IndexProblems::default()),
             cache: RwLock::new(None),
             put_opts,
             tree_packs: Default::default(),
+            warnings: Vec::new(),
         })
     }
 
@@ -122,8 +147,8 @@ impl Repository {
             location: location.clone(),
             reason: reason.to_string(),
         };
-        let bytes = match rt.block_on(backend.get(ObjectKind::Config, "config", None)) {
-            Ok(b) => b,
+        let bytes = match rt.block_on(read_config(backend)) {
+            Ok((b, _)) => b,
             Err(StorageError::NotFound { .. }) => {
                 return Err(not_a_repository("it has no config object"))
             }
@@ -164,12 +189,9 @@ impl Repository {
         let location = backend.location();
         // The config and the key slot listing at once (one round trip).
         let (cfg_got, slots) = rt.block_on(async {
-            tokio::join!(
-                backend.get(ObjectKind::Config, "config", None),
-                backend.list(ObjectKind::Key)
-            )
+            tokio::join!(read_config(backend.as_ref()), backend.list(ObjectKind::Key))
         });
-        let cfg_bytes = match cfg_got {
+        let (cfg_bytes, staged) = match cfg_got {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
                 return Err(RepoError::NotARepository {
@@ -181,77 +203,145 @@ impl Repository {
         };
         let format_version = config::read_version(&cfg_bytes, &location)?;
         let slots = slots?;
+        let mut counts = SlotCounts::default();
         let mut damaged: Vec<(String, String)> = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        if staged {
+            warnings.push(format!(
+                "{location}: a `holdfast migrate` stopped before it replaced `config` (read from `{}`); run `holdfast migrate` again to finish",
+                config::STAGED_CONFIG
+            ));
+        }
+        // The slot that opened: its name, the key and the config.
+        let mut opened: Option<(String, MasterKey, RepoConfig)> = None;
         for meta in &slots {
+            let slot_key = ObjectKind::Key.key(&meta.name);
+            // Damage and refusals are reported and the next slot tried: no
+            // one slot may lock out the others.
+            let mut problem = |damage: bool, detail: String| {
+                if damage {
+                    counts.damaged += 1;
+                    warnings.push(format!("key slot {slot_key} is damaged: {detail}"));
+                    damaged.push((slot_key.clone(), detail));
+                } else {
+                    counts.skipped += 1;
+                    warnings.push(format!("key slot {slot_key} skipped: {detail}"));
+                }
+            };
+            if meta.size > keys::MAX_SLOT_BYTES {
+                problem(true, format!("{} bytes, not a key slot", meta.size));
+                continue;
+            }
             let bytes = rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?;
-            let slot = match parse_slot(&meta.name, &bytes) {
+            let slot = match keys::parse_slot(&meta.name, &bytes) {
                 Ok(s) => s,
                 Err(detail) => {
-                    // A damaged slot must not lock out the others.
-                    damaged.push((ObjectKind::Key.key(&meta.name), detail));
+                    problem(true, detail);
                     continue;
                 }
             };
-            let opened = match slot.open_with(secret) {
-                Ok(k) => k,
+            if opened.is_some() {
+                // Already open: the other slots are only looked at (no
+                // KDF runs), so that every damaged one is reported.
+                match slot.inspect() {
+                    Some(SlotOutcome::Damaged(d)) => problem(true, d),
+                    Some(SlotOutcome::Skipped(d)) => problem(false, d),
+                    _ => {}
+                }
+                continue;
+            }
+            let key = match slot.try_open(secret) {
+                SlotOutcome::Opened(k) => k,
+                SlotOutcome::OtherKind => continue,
+                SlotOutcome::Wrong => {
+                    counts.wrong += 1;
+                    continue;
+                }
+                SlotOutcome::Damaged(d) => {
+                    problem(true, d);
+                    continue;
+                }
+                SlotOutcome::Skipped(d) => {
+                    problem(false, d);
+                    continue;
+                }
+            };
+            let config = match config::decode(&key, &cfg_bytes, &location) {
+                Ok(c) => c,
                 Err(e) => {
-                    damaged.push((ObjectKind::Key.key(&meta.name), e.to_string()));
+                    // The slot opens with this secret but holds another
+                    // master key: left by an `init` that died before
+                    // writing its config, or copied from another
+                    // repository. It must not hide the right slot.
+                    problem(
+                        true,
+                        format!("it opens with this {} but its key does not decrypt the config ({e}); it may be left by an init that crashed, or copied from another repository", secret.describe()),
+                    );
                     continue;
                 }
             };
-            if let Some(key) = opened {
-                let config = match config::decode(&key, &cfg_bytes, &location) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // The slot opens with this secret but holds another
-                        // master key: left by an `init` that died before
-                        // writing its config, or copied from another
-                        // repository. It must not hide the right slot.
-                        damaged.push((
-                            ObjectKind::Key.key(&meta.name),
-                            format!("it opens with this {} but its key does not decrypt the config ({e}); it may be left by an init that crashed", secret.describe()),
-                        ));
-                        continue;
-                    }
-                };
-                let put_opts = put_options(&config);
-                return Ok(Repository {
-                    backend,
-                    rt,
-                    key,
-                    key_slot: meta.name.clone(),
-                    config,
-                    format_version,
-                    index: RwLock::new(Arc::new(Index::new())),
-                    index_problems: RwLock::new(IndexProblems::default()),
-                    cache: RwLock::new(None),
-                    put_opts,
-                    tree_packs: Default::default(),
-                });
-            }
-            // A slot whose bytes no longer hash to its name was modified
-            // after it was written: it may have been the matching one.
-            if Id::of_stored(&bytes).to_hex() != meta.name && meta.name.parse::<Id>().is_ok() {
-                damaged.push((
-                    ObjectKind::Key.key(&meta.name),
-                    "its content does not hash to its name".into(),
-                ));
-            }
+            opened = Some((meta.name.clone(), key, config));
+        }
+        if let Some((key_slot, key, config)) = opened {
+            let put_opts = put_options(&config);
+            return Ok(Repository {
+                backend,
+                rt,
+                key,
+                key_slot,
+                config,
+                format_version,
+                index: RwLock::new(Arc::new(Index::new())),
+                index_problems: RwLock::new(IndexProblems::default()),
+                cache: RwLock::new(None),
+                put_opts,
+                tree_packs: Default::default(),
+                warnings,
+            });
         }
         if let Some((slot, detail)) = damaged.into_iter().next() {
             return Err(RepoError::DamagedKeySlot {
                 location,
                 slot,
                 detail,
-                others: slots.len() - 1,
+                others: slots.len().saturating_sub(1),
                 secret: secret.describe(),
+                counts,
             });
         }
         Err(RepoError::WrongPassword {
             location,
             slots: slots.len(),
             secret: secret.describe(),
+            counts,
         })
+    }
+
+    /// What opening found and worked around: key slots skipped as damaged
+    /// or refused, an unfinished migration. The library never prints; the
+    /// caller shows these.
+    pub fn open_warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Seal `payload` as object `b` in this repository's envelope version.
+    pub fn seal_object(&self, b: Binding<'_>, payload: &[u8]) -> Result<Vec<u8>> {
+        object::seal_for(&self.key, self.format_version, b, payload)
+    }
+
+    /// Open stored object `b`, refusing it unless it is what its name says
+    /// (see [`object::open_bound`]).
+    pub fn open_object(&self, b: Binding<'_>, bytes: &[u8]) -> Result<Vec<u8>> {
+        object::open_bound(&self.key, self.format_version, b, bytes)
+    }
+
+    /// [`Repository::open_object`] of a JSON object.
+    pub fn open_json_object<T: serde::de::DeserializeOwned>(
+        &self,
+        b: Binding<'_>,
+        bytes: &[u8],
+    ) -> Result<T> {
+        object::open_json_bound(&self.key, self.format_version, b, bytes)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -329,9 +419,14 @@ impl Repository {
 
     fn load_index_with(&self, want_packs: bool) -> Result<crate::index::load::Loaded> {
         let cache = self.cache();
-        let mut loaded =
-            crate::index::load::Loader::new(&self.backend, &self.rt, &self.key, cache.as_deref())
-                .load(want_packs)?;
+        let mut loaded = crate::index::load::Loader::new(
+            &self.backend,
+            &self.rt,
+            &self.key,
+            self.format_version,
+            cache.as_deref(),
+        )
+        .load(want_packs)?;
         let idx = std::mem::take(&mut loaded.index);
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(idx);
         *self
@@ -403,6 +498,7 @@ impl Repository {
             &self.rt,
             &self.key,
             &self.put_opts,
+            self.format_version,
             packs,
             self.cache().as_deref(),
         )
@@ -734,10 +830,14 @@ impl Repository {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for m in metas {
-            let what = format!("snapshot {}", m.name);
             let r = self
                 .get_cached(ObjectKind::Snapshot, CacheKind::Snapshot, &m.name)
-                .and_then(|b| object::open_json::<Snapshot>(&self.key, &b, &what));
+                .and_then(|b| {
+                    self.open_json_object::<Snapshot>(
+                        Binding::new(ObjectKind::Snapshot, &m.name),
+                        &b,
+                    )
+                });
             if r.is_err() {
                 // Never keep a copy of what does not open.
                 if let Some(c) = &cache {
@@ -758,14 +858,35 @@ impl Repository {
         Ok(self.snapshots_with_errors()?.0)
     }
 
+    /// Read one snapshot by its object name, its name binding checked.
+    pub fn load_snapshot(&self, name: &str) -> Result<Snapshot> {
+        let bytes = self.block_on(self.backend.get(ObjectKind::Snapshot, name, None))?;
+        self.open_json_object(Binding::new(ObjectKind::Snapshot, name), &bytes)
+    }
+
     /// Resolve `latest`, a full id or a unique id prefix, within `filter`.
+    /// An unreadable snapshot is never skipped silently: asked for by id,
+    /// its own error is returned; and `latest` is refused while any
+    /// snapshot is unreadable, since it might be the newest one (a renamed
+    /// or damaged newest snapshot must not make `latest` restore an older
+    /// one with success).
     pub fn find_snapshot(&self, spec: &str, filter: &SnapshotFilter) -> Result<SnapshotEntry> {
-        let all: Vec<_> = self
-            .snapshots()?
+        let (good, bad) = self.snapshots_with_errors()?;
+        let all: Vec<_> = good
             .into_iter()
             .filter(|s| filter.matches(&s.snapshot))
             .collect();
         if spec == "latest" {
+            if let Some((name, _)) = bad.first() {
+                let err = match self.load_snapshot(name) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "unreadable when listed".into(),
+                };
+                return Err(RepoError::Invalid(format!(
+                    "cannot tell which snapshot is the latest: {} snapshot(s) cannot be read, e.g. {err}; name the snapshot by id, or run `holdfast check`",
+                    bad.len()
+                )));
+            }
             return all
                 .into_iter()
                 .last()
@@ -776,19 +897,42 @@ impl Repository {
             .into_iter()
             .filter(|s| s.id.to_hex().starts_with(&spec_l))
             .collect();
-        match hits.len() {
-            0 => Err(RepoError::SnapshotNotFound(describe(spec, filter))),
-            1 => Ok(hits.remove(0)),
-            n => Err(RepoError::AmbiguousSnapshot {
+        let bad_hits: Vec<&String> = bad
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with(&spec_l))
+            .collect();
+        match (hits.len(), bad_hits.as_slice()) {
+            (0, []) => Err(RepoError::SnapshotNotFound(describe(spec, filter))),
+            (0, [name]) => match self.load_snapshot(name) {
+                Err(e) => Err(e),
+                Ok(_) => Err(RepoError::SnapshotNotFound(describe(spec, filter))),
+            },
+            (1, []) => Ok(hits.remove(0)),
+            (n, b) => Err(RepoError::AmbiguousSnapshot {
                 prefix: spec.to_string(),
-                count: n,
+                count: n + b.len(),
             }),
         }
     }
 
-    /// Write a snapshot manifest: the commit point of a backup.
+    /// Write a snapshot manifest: the commit point of a backup. Unless the
+    /// caller set them, its `predecessors` are the newest snapshots of the
+    /// same source and host visible now (see [`Snapshot::predecessors`]).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let bytes = object::seal_json(&self.key, snap)?;
+        let mut snap = snap.clone();
+        if snap.predecessors.is_empty() {
+            snap.predecessors = crate::snapshot::latest_of_same_source(&self.snapshots()?, &snap);
+        }
+        self.put_snapshot(&snap)
+    }
+
+    /// Seal and store `snap` as it is (no predecessors added): `migrate`
+    /// re-seals snapshots with this.
+    pub(crate) fn put_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(snap)
+            .map_err(|e| RepoError::Invalid(format!("cannot serialise: {e}")))?;
+        let bytes = self.seal_object(Binding::new(ObjectKind::Snapshot, ""), &json)?;
         let id = Id::of_stored(&bytes);
         if let Some(c) = self.cache() {
             c.put(CacheKind::Snapshot, &id.to_hex(), &bytes);
@@ -892,15 +1036,17 @@ impl Drop for CacheSuspended<'_> {
     }
 }
 
-/// A stored slot, or why it cannot be one (the caller names the slot).
-fn parse_slot(name: &str, bytes: &[u8]) -> std::result::Result<KeySlot, String> {
-    match serde_json::from_slice::<KeySlot>(bytes) {
-        Ok(s) => Ok(s),
-        Err(e) if Id::of_stored(bytes).to_hex() != name => Err(format!(
-            "{} byte(s), content does not hash to its name, not a readable slot: {e}",
-            bytes.len()
-        )),
-        Err(e) => Err(format!("not a readable key slot: {e}")),
+/// The config object, or, when a migration stopped between removing it
+/// and writing it again, the staged one (true). The staged config is
+/// sealed and bound to the name `config` like the final one, so reading
+/// it is no weaker.
+async fn read_config(backend: &dyn Backend) -> Result<(Bytes, bool), StorageError> {
+    match backend.get(ObjectKind::Config, "config", None).await {
+        Err(StorageError::NotFound { .. }) => backend
+            .get(ObjectKind::Config, config::STAGED_CONFIG, None)
+            .await
+            .map(|b| (b, true)),
+        other => other.map(|b| (b, false)),
     }
 }
 
@@ -938,10 +1084,16 @@ pub(crate) fn write_index_object(
     rt: &Handle,
     key: &MasterKey,
     opts: &PutOptions,
+    format: u32,
     packs: &[PackInfo],
     cache: Option<&Cache>,
 ) -> Result<Id> {
-    let bytes = object::seal(key, &index::encode(packs));
+    let bytes = object::seal_for(
+        key,
+        format,
+        Binding::new(ObjectKind::Index, ""),
+        &index::encode(packs),
+    )?;
     let id = Id::of_stored(&bytes);
     if let Some(c) = cache {
         // Before the put: a copy of an object that then failed to store is

@@ -137,6 +137,27 @@ pub struct Snapshot {
     /// Source-specific metadata (database versions, row counts, WAL positions...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: BTreeMap<String, serde_json::Value>,
+    /// The newest snapshot(s) of the same source and host that the writer
+    /// saw when it wrote this one. `check` reports a predecessor that is
+    /// missing: the newer snapshots of a source cannot be deleted or rolled
+    /// back silently while a later one remains (see docs/format.md for
+    /// what stays undetectable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predecessors: Vec<Id>,
+    /// The id this snapshot had before `holdfast migrate` re-sealed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_from: Option<Id>,
+}
+
+/// The predecessors a new snapshot `snap` records, given every snapshot
+/// now in the repository (oldest first): the newest one of the same source
+/// and host, if any.
+pub fn latest_of_same_source(all: &[SnapshotEntry], snap: &Snapshot) -> Vec<Id> {
+    all.iter()
+        .rev()
+        .find(|e| e.snapshot.source == snap.source && e.snapshot.hostname == snap.hostname)
+        .map(|e| vec![e.id])
+        .unwrap_or_default()
 }
 
 /// A snapshot and its id (the name of its object).

@@ -77,6 +77,8 @@ struct Shared {
     rt: Handle,
     key: MasterKey,
     put_opts: PutOptions,
+    /// The repository's format: which envelope index objects get.
+    format: u32,
     /// The repository's index; dedup lookups go to its runs and small table.
     index: Arc<Index>,
     /// Where tree packs and index objects are kept as they are written, so
@@ -181,6 +183,7 @@ impl BlobWriter {
             rt: repo.runtime().clone(),
             key: repo.key().clone(),
             put_opts: repo.put_options().clone(),
+            format: repo.format_version(),
             index: repo.index(),
             cache: repo.cache(),
             claimed: Mutex::new(HashSet::new()),
@@ -598,7 +601,12 @@ impl Shared {
     }
 
     async fn write_index_async(&self, batch: Vec<PackInfo>) -> Result<()> {
-        let bytes = crate::object::seal(&self.key, &crate::index::encode(&batch));
+        let bytes = crate::object::seal_for(
+            &self.key,
+            self.format,
+            crate::object::Binding::new(ObjectKind::Index, ""),
+            &crate::index::encode(&batch),
+        )?;
         let id = Id::of_stored(&bytes);
         if let Some(c) = &self.cache {
             c.put(CacheKind::Index, &id.to_hex(), &bytes);
@@ -646,6 +654,7 @@ impl Shared {
             &self.rt,
             &self.key,
             &self.put_opts,
+            self.format,
             &batch,
             self.cache.as_deref(),
         )?;

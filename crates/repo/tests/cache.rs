@@ -401,7 +401,9 @@ fn runs_of_removed_index_objects_are_dropped() {
             .unwrap();
         let key = repo.key().clone();
         let packs = holdfast_repo::index::decode(
-            &holdfast_repo::object::open(&key, &bytes, "i").unwrap(),
+            &holdfast_repo::object::open_any(&key, &bytes, "i")
+                .unwrap()
+                .1,
             "i",
         )
         .unwrap();

@@ -80,7 +80,8 @@ fn frames_round_trip_dedup_per_block_and_check() {
         RepoConfig::new(),
     )
     .unwrap();
-    assert_eq!(repo.format_version(), 2);
+    assert_eq!(repo.format_version(), holdfast_repo::config::FORMAT_VERSION);
+    assert!(repo.takes_frames());
 
     // Two frames; the second repeats two blocks of the first and one of
     // its own (zero pages), which must be stored once.

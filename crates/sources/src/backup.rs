@@ -397,6 +397,8 @@ pub fn backup(
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
         meta,
+        predecessors: Vec::new(),
+        migrated_from: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     let cpu = CpuStats {

@@ -56,6 +56,8 @@ pub(crate) struct Loader<'a> {
     pub backend: &'a Arc<dyn Backend>,
     pub rt: &'a Handle,
     pub key: &'a MasterKey,
+    /// The repository's format: which envelopes index objects may have.
+    pub format: u32,
     pub cache: Option<&'a Cache>,
     /// Records sorted in memory before spilling (tests make it small).
     pub chunk: usize,
@@ -66,12 +68,14 @@ impl Loader<'_> {
         backend: &'a Arc<dyn Backend>,
         rt: &'a Handle,
         key: &'a MasterKey,
+        format: u32,
         cache: Option<&'a Cache>,
     ) -> Loader<'a> {
         Loader {
             backend,
             rt,
             key,
+            format,
             cache,
             chunk: DEFAULT_CHUNK,
         }
@@ -204,7 +208,7 @@ impl Loader<'_> {
                 let packs = match got {
                     Ok(bytes) => {
                         out.objects_read += 1;
-                        open_index_object(self.key, &name, &bytes, &what)
+                        open_index_object(self.key, self.format, &name, &bytes, &what)
                     }
                     Err(RepoError::Storage(StorageError::NotFound { .. })) => {
                         vanished.push(name);
@@ -313,14 +317,18 @@ impl From<StorageError> for LoadError {
 }
 
 /// Open and decode one index object's stored bytes. Every read of an index
-/// object, fetched or cached, goes through here.
+/// object, fetched or cached, goes through here, so its name binding (the
+/// bytes hash to `name`; a format-3 envelope of kind index) is checked on
+/// every load.
 pub(crate) fn open_index_object(
     key: &MasterKey,
-    _name: &str,
+    format: u32,
+    name: &str,
     bytes: &[u8],
     what: &str,
 ) -> Result<Vec<PackInfo>> {
-    let payload = object::open(key, bytes, what)?;
+    let b = object::Binding::new(holdfast_storage::ObjectKind::Index, name);
+    let payload = object::open_bound(key, format, b, bytes)?;
     decode(&payload, what)
 }
 
