@@ -38,6 +38,9 @@ fn run(repo: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .env("HOLDFAST_REPOSITORY", repo)
         .env("HOLDFAST_PASSWORD_FILE", fixture().join("password"))
+        // Copies share the repository id, so each gets its own local
+        // cache: one copy's cached objects must not stand in for another's.
+        .env("HOLDFAST_CACHE_DIR", repo.with_extension("cache"))
         .env_remove("HOLDFAST_PASSWORD")
         .args(args)
         .output()
@@ -283,6 +286,9 @@ fn run3(repo: &Path, args: &[&str]) -> std::process::Output {
     Command::new(BIN)
         .env("HOLDFAST_REPOSITORY", repo)
         .env("HOLDFAST_PASSWORD_FILE", fixture_v3().join("password"))
+        // Copies share the repository id, so each gets its own local
+        // cache: one copy's cached objects must not stand in for another's.
+        .env("HOLDFAST_CACHE_DIR", repo.with_extension("cache"))
         .env_remove("HOLDFAST_PASSWORD")
         .args(args)
         .output()

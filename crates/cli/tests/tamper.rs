@@ -45,9 +45,14 @@ fn two_sources(env: &Env) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// Run, require a failure (exit code other than 0), return stderr.
+/// Run, require a failure (exit code other than 0), return stderr. Without
+/// the local cache: it holds genuine copies of what this machine wrote
+/// (verified by hash), so with it a restore here gets the right data from
+/// it; what is tested is a reader that has only the tampered storage.
 fn fails(env: &Env, args: &[&str]) -> String {
-    let out = env.run(args);
+    let mut args = args.to_vec();
+    args.push("--no-cache");
+    let out = env.run(&args);
     assert_ne!(
         out.status.code(),
         Some(0),
