@@ -119,13 +119,14 @@ pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
     Ok(Repository::probe(backend, rt)?)
 }
 
-/// Open the repository in `backend` with `credential`.
+/// Open the repository in `backend` with `credential`. Callers that ask
+/// for a password [`probe`] first, so that a wrong path is reported before
+/// the prompt; this does not probe again (a round trip on S3).
 pub fn open(
     backend: Arc<dyn Backend>,
     rt: &Handle,
     credential: &Credential,
 ) -> Result<Arc<Repository>> {
-    Repository::probe(backend.as_ref(), rt)?;
     let repo = Repository::open_with(backend, rt.clone(), &credential.secret())?;
     Ok(Arc::new(repo))
 }
