@@ -639,7 +639,7 @@ pub fn prefetch(
     std::fs::create_dir_all(spool)
         .map_err(|e| PgError::io(format!("creating {}", spool.display()), e))?;
     remove_temporaries(spool);
-    let fingerprint = repository_fingerprint(repo.backend().as_ref(), repo.runtime())?;
+    let fingerprint = repo.config_fingerprint()?;
     let after = after.to_ascii_uppercase();
     tidy_spool(spool, &after);
     if !is_segment_name(&after) {

@@ -14,7 +14,6 @@ use holdfast_postgres::{
     wal, wal_fetch, wal_push, PgError, PhysicalBackupOptions, PhysicalRestoreOptions, PushOutcome,
     RecoveryTarget,
 };
-use holdfast_storage::ObjectKind;
 
 /// Wait until every segment up to the current one has been archived.
 fn switch_and_wait_archived(pg: &Cluster) {
@@ -133,10 +132,9 @@ fn pitr_to_a_time_between_two_commits_and_to_latest() {
     let segs = wal::archived_clusters(&repo).unwrap();
     let cluster = *segs.iter().next().unwrap();
     let mut names: Vec<String> = repo
-        .block_on(repo.backend().list(ObjectKind::Wal))
+        .list_wal_manifests()
         .unwrap()
         .into_iter()
-        .map(|m| m.name)
         .filter(|n| n.len() > 24 && wal::is_segment_name(&n[n.len() - 24..]))
         .collect();
     names.sort();

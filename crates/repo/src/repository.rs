@@ -344,8 +344,18 @@ impl Repository {
         object::open_json_bound(&self.key, self.format_version, b, bytes)
     }
 
-    pub fn backend(&self) -> &Arc<dyn Backend> {
+    /// The storage under this repository. Crate-private: other crates go
+    /// through the repository's typed API, so every object they read is
+    /// verified and every object they write is sealed and bound.
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    /// An identity of this repository readable without its key: the
+    /// BLAKE3 of its stored config (see `holdfast_postgres::wal`'s spool).
+    pub fn config_fingerprint(&self) -> Result<String> {
+        let bytes = self.block_on(self.backend.get(ObjectKind::Config, "config", None))?;
+        Ok(blake3::hash(&bytes).to_hex().to_string())
     }
 
     /// What the storage backend can do (parallelism, retention, ...).
@@ -375,7 +385,7 @@ impl Repository {
         &self.config
     }
 
-    pub fn runtime(&self) -> &Handle {
+    pub(crate) fn runtime(&self) -> &Handle {
         &self.rt
     }
 
@@ -388,7 +398,7 @@ impl Repository {
         Gear::from_key(self.key.chunker_key())
     }
 
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+    pub(crate) fn block_on<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
 
