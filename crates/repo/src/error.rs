@@ -76,6 +76,12 @@ pub enum RepoError {
     #[error("{0}")]
     Invalid(String),
 
+    #[error("repository {location} is locked: {detail}")]
+    RepositoryLocked { location: String, detail: String },
+
+    #[error("the repository lease of this {operation} was lost ({detail}); nothing was committed, since a garbage collection may have run meanwhile: run the {operation} again")]
+    LeaseLost { operation: String, detail: String },
+
     #[error(transparent)]
     Storage(#[from] StorageError),
 

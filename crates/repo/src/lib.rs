@@ -24,6 +24,7 @@ mod error;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod lease;
 pub mod migrate;
 pub mod object;
 pub mod pack;

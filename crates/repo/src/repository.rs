@@ -23,6 +23,7 @@ use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
 use crate::keys::{self, KdfParams, KeySlot, Secret, SlotOutcome, KEY_FILE_LEN};
+use crate::lease::{LeaseOptions, WriterSlot};
 use crate::object::{self, Binding};
 use crate::pack::{BlobType, PackInfo};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
@@ -56,6 +57,12 @@ pub struct Repository {
     /// What opening found and worked around (skipped or damaged key
     /// slots, an unfinished migration), for the caller to show.
     warnings: Vec<String>,
+    /// Durations of the leases this session takes (see `lease`).
+    pub(crate) lease_opts: RwLock<LeaseOptions>,
+    /// The shared lease this process's writers hold, while any does.
+    pub(crate) writer_slot: WriterSlot,
+    /// Names of the index objects the in-memory index was loaded from.
+    index_names: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -136,6 +143,9 @@ impl Repository {
             put_opts,
             tree_packs: Default::default(),
             warnings: Vec::new(),
+            lease_opts: Default::default(),
+            writer_slot: Default::default(),
+            index_names: Default::default(),
         })
     }
 
@@ -297,6 +307,9 @@ impl Repository {
                 put_opts,
                 tree_packs: Default::default(),
                 warnings,
+                lease_opts: Default::default(),
+                writer_slot: Default::default(),
+                index_names: Default::default(),
             });
         }
         if let Some((slot, detail)) = damaged.into_iter().next() {
@@ -438,6 +451,7 @@ impl Repository {
         )
         .load(want_packs)?;
         let idx = std::mem::take(&mut loaded.index);
+        *self.index_names.lock().unwrap_or_else(|e| e.into_inner()) = Some(loaded.listed.clone());
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(idx);
         *self
             .index_problems
@@ -470,6 +484,30 @@ impl Repository {
     pub fn suspend_cache(&self) -> CacheSuspended<'_> {
         let taken = self.cache.write().unwrap_or_else(|e| e.into_inner()).take();
         CacheSuspended { repo: self, taken }
+    }
+
+    /// Reload the index if an index object it was loaded from is gone:
+    /// GC deletes the index objects naming packs before the packs (see
+    /// `docs/format.md`, "Garbage collection"), so this is how a writer
+    /// whose lease began after it loaded the index learns of a sweep.
+    pub(crate) fn reload_index_if_swept(&self) -> Result<()> {
+        let loaded = self
+            .index_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(loaded) = loaded else {
+            return Ok(());
+        };
+        let now: std::collections::HashSet<String> = self
+            .block_on(self.backend.list(ObjectKind::Index))?
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        if loaded.iter().all(|n| now.contains(n)) {
+            return Ok(());
+        }
+        self.load_index()
     }
 
     pub fn index(&self) -> Arc<Index> {
@@ -929,7 +967,10 @@ impl Repository {
     /// Write a snapshot manifest: the commit point of a backup. Unless the
     /// caller set them, its `predecessors` are the newest snapshots of the
     /// same source and host visible now (see [`Snapshot::predecessors`]).
+    /// Refuses if this process's writer lease lapsed or was removed (see
+    /// [`crate::lease`]).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        self.check_writer_lease()?;
         let mut snap = snap.clone();
         if snap.predecessors.is_empty() {
             snap.predecessors = crate::snapshot::latest_of_same_source(&self.snapshots()?, &snap);

@@ -868,6 +868,11 @@ fn s3_date(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
 }
 
 /// Add Object Lock headers to a write request.
+/// An S3 timestamp (`LastModified`, whole seconds on AWS) as chrono's.
+fn from_s3_date(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
+}
+
 pub(crate) fn apply_lock(
     mut req: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
     opts: &PutOptions,
@@ -1054,6 +1059,7 @@ impl Backend for S3Backend {
             kind,
             name: name.to_string(),
             size: h.content_length().unwrap_or(0).max(0) as u64,
+            modified: h.last_modified().and_then(from_s3_date),
         })
     }
 
@@ -1096,6 +1102,7 @@ impl Backend for S3Backend {
                             kind,
                             name,
                             size: obj.size().unwrap_or(0).max(0) as u64,
+                            modified: obj.last_modified().and_then(from_s3_date),
                         });
                     }
                 }

@@ -90,7 +90,11 @@ async fn conformance_versioned_bucket() {
         1,
         "delete on a versioned bucket removes the versions, not just hides them"
     );
-    conformance::concurrent_writers(Arc::new(b)).await;
+    conformance::modification_times(&b).await;
+    conformance::replace_by_put_and_delete(&b).await;
+    let b = Arc::new(b);
+    conformance::racing_creators(b.clone()).await;
+    conformance::concurrent_writers(b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,9 @@ pub async fn run_all(backend: Arc<dyn Backend>, many: usize) {
     large_object(backend.as_ref()).await;
     list_many(backend.as_ref(), many).await;
     concurrent_writers(backend.clone()).await;
+    modification_times(backend.as_ref()).await;
+    replace_by_put_and_delete(backend.as_ref()).await;
+    racing_creators(backend.clone()).await;
 }
 
 pub async fn put_get_round_trip(b: &dyn Backend) {
@@ -275,4 +278,148 @@ pub async fn concurrent_writers(b: Arc<dyn Backend>) {
     assert_eq!(winners, 1, "exactly one racing put of one name succeeds");
     let keys = b.list(ObjectKind::Key).await.unwrap();
     assert_eq!(keys.len(), 17);
+}
+
+/// Contract point 8: `head` and `list` report when the store wrote each
+/// object, by a clock close to ours, and a later write is not older.
+/// Lease staleness and GC's grace periods depend on it.
+pub async fn modification_times(b: &dyn Backend) {
+    // Generous: the store's clock may differ from ours a little, and S3
+    // reports whole seconds.
+    let slack = chrono::Duration::minutes(5);
+    let before = chrono::Utc::now();
+    b.put(
+        ObjectKind::Lock,
+        "a0a0",
+        pattern(20, 11),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("put a lock object");
+    let head = b.head(ObjectKind::Lock, "a0a0").await.expect("head");
+    let first = head
+        .modified
+        .expect("head must report the modification time (contract point 8)");
+    assert!(
+        first > before - slack && first < chrono::Utc::now() + slack,
+        "modification time {first} is far from the time of the put ({before})"
+    );
+    let listed = b.list(ObjectKind::Lock).await.expect("list");
+    let meta = listed
+        .iter()
+        .find(|m| m.name == "a0a0")
+        .expect("listing shows the new object");
+    let in_list = meta
+        .modified
+        .expect("list must report the modification time (contract point 8)");
+    assert!(
+        (in_list - first).num_seconds().abs() <= 1,
+        "list ({in_list}) and head ({first}) disagree on the modification time"
+    );
+    // A later object is not older (at the store's granularity of a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    b.put(
+        ObjectKind::Lock,
+        "a0a1",
+        pattern(20, 12),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("second put");
+    let second = b
+        .head(ObjectKind::Lock, "a0a1")
+        .await
+        .expect("head")
+        .modified
+        .expect("modification time");
+    assert!(
+        second > first,
+        "an object written a second later must have a later modification time ({second} vs {first})"
+    );
+    b.delete(ObjectKind::Lock, "a0a0").await.expect("cleanup");
+    b.delete(ObjectKind::Lock, "a0a1").await.expect("cleanup");
+}
+
+/// How a lease is refreshed on write-once storage: put the new object,
+/// then delete the old; a listing in between shows both, after only the
+/// new one, never neither.
+pub async fn replace_by_put_and_delete(b: &dyn Backend) {
+    b.put(
+        ObjectKind::Lock,
+        "b0b0",
+        pattern(30, 13),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("put the first version");
+    b.put(
+        ObjectKind::Lock,
+        "b0b1",
+        pattern(30, 14),
+        &PutOptions::default(),
+    )
+    .await
+    .expect("put its replacement");
+    let names = |v: Vec<crate::ObjectMeta>| {
+        let mut n: Vec<String> = v
+            .into_iter()
+            .map(|m| m.name)
+            .filter(|n| n.starts_with("b0b"))
+            .collect();
+        n.sort();
+        n
+    };
+    let both = names(b.list(ObjectKind::Lock).await.expect("list"));
+    assert_eq!(
+        both,
+        ["b0b0", "b0b1"],
+        "both versions listed before the delete"
+    );
+    b.delete(ObjectKind::Lock, "b0b0")
+        .await
+        .expect("delete the old version");
+    let after = names(b.list(ObjectKind::Lock).await.expect("list"));
+    assert_eq!(
+        after,
+        ["b0b1"],
+        "only the replacement is listed after the delete"
+    );
+    b.delete(ObjectKind::Lock, "b0b1").await.expect("cleanup");
+}
+
+/// The conditional put locks rely on, on the lock kind itself: of many
+/// writers creating one lock name at once exactly one wins, the others get
+/// `AlreadyExists` naming the key, and the winner's bytes are what is stored.
+pub async fn racing_creators(b: Arc<dyn Backend>) {
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let data = pattern(50, 100 + i);
+            let r = b
+                .put(
+                    ObjectKind::Lock,
+                    "c0c0",
+                    data.clone(),
+                    &PutOptions::default(),
+                )
+                .await;
+            (data, r)
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        let (data, r) = t.await.expect("task");
+        match r {
+            Ok(()) => won.push(data),
+            Err(StorageError::AlreadyExists { key, .. }) => {
+                assert!(key.contains("c0c0"), "the refusal names the key, got {key}")
+            }
+            Err(e) => panic!("a losing creator must get AlreadyExists, got {e:?}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one creator of a lock name wins");
+    let stored = b.get(ObjectKind::Lock, "c0c0", None).await.expect("get");
+    assert_eq!(stored, won[0], "the stored lock is the winner's");
+    b.delete(ObjectKind::Lock, "c0c0").await.expect("cleanup");
 }

@@ -39,6 +39,12 @@ pub struct ObjectMeta {
     pub kind: ObjectKind,
     pub name: String,
     pub size: u64,
+    /// When the store last wrote the object, by the store's clock (a local
+    /// file's mtime, S3's `LastModified`), or `None` if the store cannot
+    /// say. Objects are write-once, so this is their creation time. Lease
+    /// staleness and GC age checks use it as a clock the writer does not
+    /// control (see `docs/format.md`, "Locks" and "Garbage collection").
+    pub modified: Option<DateTime<Utc>>,
 }
 
 /// Object Lock retention mode, as in S3.
@@ -134,6 +140,23 @@ pub enum ArchiveState {
 ///    [`StorageError::Locked`] and the object stays.
 /// 7. Safe to share between threads and tasks; concurrent puts of distinct
 ///    names all succeed, concurrent puts of one name succeed at most once.
+/// 8. **Modification time.** `head` and `list` report `modified`, the time
+///    the store wrote the object by the store's own clock, to a second or
+///    better. A backend that cannot must report `None` and say so in its
+///    docs (callers then fall back to the times written inside objects).
+///
+/// # Conditional put: what locks and GC rely on
+///
+/// Points 1 and 7 together are a *conditional put* ("create if absent"):
+/// of several writers racing for one name, exactly one succeeds and the
+/// others learn it with `AlreadyExists`. Nothing in Holdfast ever
+/// overwrites an object, so there is no compare-and-swap: a lease refresh
+/// is a put of a new name followed by a delete of the old one, and a
+/// repository lock is "write my lease, then list the others", which needs
+/// only that a `list` begun after a `put` returned sees that object
+/// (point 2). Garbage collection relies on the same two facts plus
+/// `modified` (an object's age by a clock no writer controls): see
+/// `docs/format.md`.
 #[async_trait]
 pub trait Backend: Send + Sync + Debug {
     /// A human-readable location, e.g. `/srv/backups/repo` or `s3://bucket/prefix`.

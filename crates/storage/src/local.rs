@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 
 use crate::{
     Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageError, StorageResult,
@@ -204,6 +205,7 @@ impl LocalBackend {
                     kind,
                     name: "config".into(),
                     size: m.len(),
+                    modified: mtime(&m),
                 });
             }
             return Ok(out);
@@ -245,6 +247,7 @@ impl LocalBackend {
                     kind,
                     name,
                     size: meta.len(),
+                    modified: mtime(&meta),
                 });
             }
         }
@@ -304,6 +307,7 @@ impl Backend for LocalBackend {
             kind,
             name: name.to_string(),
             size: m.len(),
+            modified: mtime(&m),
         })
     }
 
@@ -316,6 +320,12 @@ impl Backend for LocalBackend {
         let key = kind.key(name);
         fs::remove_file(self.path(kind, name)).map_err(|e| self.err(&key, e))
     }
+}
+
+/// A file's modification time: the object's creation time, since objects
+/// are never modified after they are published.
+fn mtime(m: &fs::Metadata) -> Option<DateTime<Utc>> {
+    m.modified().ok().map(DateTime::<Utc>::from)
 }
 
 /// Permission bits for new objects and directories.

@@ -49,6 +49,9 @@ pub struct Loaded {
     pub objects_read: usize,
     /// Of those, fetched from storage.
     pub objects_fetched: usize,
+    /// Names of the index objects listed (the index describes these): a
+    /// writer compares them after taking its lease (see `lease`).
+    pub listed: Vec<String>,
 }
 
 /// How to load.
@@ -113,7 +116,10 @@ impl Loader<'_> {
             Some(c) if !want_packs => c,
             _ => {
                 // Everything from the objects: no cache, or `check`.
-                let mut out = Loaded::default();
+                let mut out = Loaded {
+                    listed: listed.clone(),
+                    ..Loaded::default()
+                };
                 let dir = self.cache.map(Cache::runs_dir);
                 let mut b = RunBuilder::new(dir.as_deref(), self.chunk);
                 self.read_objects(&listed, &mut b, &mut out, want_packs)?;
@@ -136,7 +142,10 @@ impl Loader<'_> {
             .filter(|n| n.parse::<Id>().map_or(true, |id| !covered.contains(&id)))
             .cloned()
             .collect();
-        let mut out = Loaded::default();
+        let mut out = Loaded {
+            listed: listed.clone(),
+            ..Loaded::default()
+        };
         if !missing.is_empty() {
             let dir = cache.runs_dir();
             let mut b = RunBuilder::new(Some(&dir), self.chunk);
