@@ -69,6 +69,10 @@ pub struct Global {
     /// Neither read nor write the local cache: fetch all metadata from the repository.
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Validity of this process's repository lease, refreshed every third
+    /// of it (default 10m); a crashed writer's lease is stale after it.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration, env = "HOLDFAST_LEASE_DURATION")]
+    pub lease_duration: Option<std::time::Duration>,
 }
 
 /// `10s`, `1m`, `500ms`, `2h`, or a number of seconds.
@@ -154,6 +158,18 @@ pub enum Command {
     /// Benchmarks only: open, load the index, print timings as JSON.
     #[command(hide = true)]
     BenchOpen,
+    /// List the repository's locks (leases of running writers and of GC),
+    /// live or stale.
+    Locks,
+    /// Remove stale locks (left by processes that crashed); --force: all.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Remove live locks too (their holders then fail before committing).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -52,6 +52,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::BenchSynthIndex(a) => crate::bench::synth_index(g, &rt, a),
         Command::BenchOpen => crate::bench::open_index(g, &rt),
         Command::Migrate => crate::migrate::run(g, &rt),
+        Command::Locks => crate::locks::locks(g, &rt),
+        Command::Unlock(a) => crate::locks::unlock(g, &rt, a),
     }
 }
 

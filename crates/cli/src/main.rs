@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod commands;
 mod interrupt;
+mod locks;
 mod migrate;
 mod open;
 mod policy;

@@ -130,6 +130,14 @@ pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
             errln!("holdfast: warning: not using the local cache: {e}");
         }
     }
+    if let Some(d) = g.lease_duration {
+        let base = holdfast_repo::lease::LeaseOptions::default();
+        repo.set_lease_options(holdfast_repo::lease::LeaseOptions {
+            shared_duration: d,
+            exclusive_duration: d.min(base.exclusive_duration),
+            ..base
+        });
+    }
     Ok(repo)
 }
 

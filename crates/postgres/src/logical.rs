@@ -158,6 +158,8 @@ pub fn backup_logical(
     }
     drop(admin);
 
+    // Held until the snapshot is written (see `holdfast_repo::lease`).
+    let _lease = repo.writer_lease("backup-postgres")?;
     let writer = BlobWriter::with_options(
         repo,
         WriterOptions {

@@ -459,6 +459,8 @@ pub fn backup_physical(
             opts.block_size
         )));
     }
+    // Held until the snapshot is written (see `holdfast_repo::lease`).
+    let _lease = repo.writer_lease("backup-postgres-physical")?;
     let rt = rt.clone();
     let c = dsn.connect(&rt)?;
     let version_num: i32 = q1(

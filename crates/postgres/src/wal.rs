@@ -152,6 +152,8 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         return same_or_conflict(&existing, &name, &hash, data.len() as u64);
     }
 
+    // Held until the manifest is written (see `holdfast_repo::lease`).
+    let lease = repo.writer_lease("wal-push")?;
     let writer = BlobWriter::with_threads(repo, 2);
     let mut pending = Vec::new();
     for block in data.chunks(WAL_BLOCK) {
@@ -173,6 +175,8 @@ pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<
         archived_at: Utc::now(),
         stored_at,
     };
+    // A lapsed lease means a GC may have removed data the blobs reuse.
+    lease.confirm()?;
     if repo.put_wal_manifest(&manifest)? {
         return Ok(PushOutcome::Stored);
     }

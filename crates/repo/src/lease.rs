@@ -389,11 +389,34 @@ impl LeaseState {
         record.expires = now + to_chrono(self.duration);
         match self.write(&record) {
             Ok(name) => {
+                // Our previous object gone means someone removed the lease
+                // (`unlock --force`): the operator judged us dead, and a GC
+                // may now run, so we must not carry on as if we held it.
                 let mut failed = Vec::new();
-                for old in std::iter::once(old).chain(leftovers) {
+                let removed = match self
+                    .rt
+                    .block_on(self.backend.delete(ObjectKind::Lock, &old))
+                {
+                    Ok(()) => false,
+                    Err(StorageError::NotFound { .. }) => true,
+                    Err(_) => {
+                        failed.push(old.clone());
+                        false
+                    }
+                };
+                for old in leftovers {
                     if self.delete(&old).is_err() {
                         failed.push(old);
                     }
+                }
+                if removed {
+                    let _ = self.delete(&name);
+                    let mut c = self.lock();
+                    c.leftovers = failed;
+                    c.lost = Some(format!(
+                        "its lock object locks/{old} was removed by someone else (`holdfast unlock --force`?)"
+                    ));
+                    return;
                 }
                 let mut c = self.lock();
                 c.record = record;
@@ -616,6 +639,30 @@ impl Lease {
         }
     }
 
+    /// [`Lease::check`], and also that the lease object is still stored
+    /// (one `head`): how a writer about to commit learns that someone
+    /// removed its lease (`unlock --force`) since the last refresh.
+    pub fn confirm(&self) -> Result<()> {
+        self.check()?;
+        let st = &self.0.state;
+        let name = st.lock().name.clone();
+        match st.rt.block_on(st.backend.head(ObjectKind::Lock, &name)) {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound { .. }) => {
+                let mut c = st.lock();
+                let why = format!(
+                    "its lock object locks/{name} was removed by someone else (`holdfast unlock --force`?)"
+                );
+                c.lost = Some(why.clone());
+                Err(RepoError::LeaseLost {
+                    operation: c.record.operation.clone(),
+                    detail: why,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The record as last written.
     pub fn record(&self) -> LeaseRecord {
         self.0.state.lock().record.clone()
@@ -739,14 +786,15 @@ impl Repository {
         )
     }
 
-    /// Err if this process's writer lease lapsed (see [`Lease::check`]).
+    /// Err if this process's writer lease lapsed or was removed (see
+    /// [`Lease::confirm`]).
     pub(crate) fn check_writer_lease(&self) -> Result<()> {
         let held = {
             let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
             slot.upgrade().map(Lease)
         };
         match held {
-            Some(l) => l.check(),
+            Some(l) => l.confirm(),
             None => Ok(()),
         }
     }

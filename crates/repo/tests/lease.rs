@@ -424,3 +424,38 @@ fn unreadable_lock_objects_are_reported_not_fatal() {
     drop(shared);
     assert_eq!(f.repo.unlock(true).unwrap().removed.len(), 1);
 }
+
+#[test]
+fn a_lease_removed_by_force_is_lost_to_its_holder() {
+    let f = fixture(LeaseOptions {
+        shared_duration: Duration::from_secs(60),
+        ..short()
+    });
+    let l = f.repo.writer_lease("backup").unwrap();
+    let u = f.repo.unlock(true).unwrap();
+    assert_eq!(u.removed.len(), 1);
+    // The next refresh notices and does not quietly re-create the lease.
+    let err = l.refresh_now().unwrap_err();
+    assert!(err.to_string().contains("removed"), "{err}");
+    assert!(lock_names(&f).is_empty(), "no lease was re-created");
+    // A later writer of this process takes a new lease.
+    drop(l);
+    let again = f.repo.writer_lease("backup").unwrap();
+    again.check().unwrap();
+    assert_eq!(lock_names(&f).len(), 1);
+}
+
+#[test]
+fn confirm_sees_a_removal_before_any_refresh() {
+    let f = fixture(LeaseOptions {
+        shared_duration: Duration::from_secs(60),
+        ..short()
+    });
+    let l = f.repo.writer_lease("backup").unwrap();
+    l.confirm().unwrap();
+    f.repo.unlock(true).unwrap();
+    l.check().unwrap(); // no refresh yet: the record alone cannot tell
+    let err = l.confirm().unwrap_err();
+    assert!(matches!(err, RepoError::LeaseLost { .. }), "{err}");
+    l.check().unwrap_err();
+}

@@ -302,6 +302,9 @@ pub fn backup(
         .build()
         .map_err(|e| RepoError::Invalid(format!("starting the reader threads: {e}")))?;
     let cpu_start = (cputime::process(), cputime::thread());
+    // Held until the snapshot is written: a GC sweep cannot run meanwhile
+    // (see `holdfast_repo::lease`), and save_snapshot refuses if it lapsed.
+    let _lease = repo.writer_lease("backup")?;
     let writer = BlobWriter::with_threads(repo, writers);
     let segments = SegmentPool::new(par.split_budget);
     let walked = AtomicBool::new(false);
