@@ -298,6 +298,14 @@ impl Clone for RepoError {
             },
             KeyNotFound(s) => KeyNotFound(s.clone()),
             Invalid(s) => Invalid(s.clone()),
+            RepositoryLocked { location, detail } => RepositoryLocked {
+                location: location.clone(),
+                detail: detail.clone(),
+            },
+            LeaseLost { operation, detail } => LeaseLost {
+                operation: operation.clone(),
+                detail: detail.clone(),
+            },
             Storage(e) => Storage(e.clone()),
             Io { context, cause } => Io {
                 context: context.clone(),

@@ -387,45 +387,42 @@ impl LeaseState {
         };
         record.refreshed = now;
         record.expires = now + to_chrono(self.duration);
-        match self.write(&record) {
-            Ok(name) => {
-                // Our previous object gone means someone removed the lease
-                // (`unlock --force`): the operator judged us dead, and a GC
-                // may now run, so we must not carry on as if we held it.
-                let mut failed = Vec::new();
-                let removed = match self
-                    .rt
-                    .block_on(self.backend.delete(ObjectKind::Lock, &old))
-                {
-                    Ok(()) => false,
-                    Err(StorageError::NotFound { .. }) => true,
-                    Err(_) => {
-                        failed.push(old.clone());
-                        false
-                    }
-                };
-                for old in leftovers {
-                    if self.delete(&old).is_err() {
-                        failed.push(old);
-                    }
+        // A failed write is retried at the next tick; the lease stays
+        // valid until its expiry, and a refresh past it marks it lost.
+        if let Ok(name) = self.write(&record) {
+            // Our previous object gone means someone removed the lease
+            // (`unlock --force`): the operator judged us dead, and a GC
+            // may now run, so we must not carry on as if we held it.
+            let mut failed = Vec::new();
+            let removed = match self
+                .rt
+                .block_on(self.backend.delete(ObjectKind::Lock, &old))
+            {
+                Ok(()) => false,
+                Err(StorageError::NotFound { .. }) => true,
+                Err(_) => {
+                    failed.push(old.clone());
+                    false
                 }
-                if removed {
-                    let _ = self.delete(&name);
-                    let mut c = self.lock();
-                    c.leftovers = failed;
-                    c.lost = Some(format!(
-                        "its lock object locks/{old} was removed by someone else (`holdfast unlock --force`?)"
-                    ));
-                    return;
+            };
+            for old in leftovers {
+                if self.delete(&old).is_err() {
+                    failed.push(old);
                 }
-                let mut c = self.lock();
-                c.record = record;
-                c.name = name;
-                c.leftovers = failed;
             }
-            // Retried at the next tick; the lease stays valid until its
-            // expiry, and a later failure past it marks it lost.
-            Err(_) => {}
+            if removed {
+                let _ = self.delete(&name);
+                let mut c = self.lock();
+                c.leftovers = failed;
+                c.lost = Some(format!(
+                    "its lock object locks/{old} was removed by someone else (`holdfast unlock --force`?)"
+                ));
+                return;
+            }
+            let mut c = self.lock();
+            c.record = record;
+            c.name = name;
+            c.leftovers = failed;
         }
     }
 
@@ -497,11 +494,9 @@ pub fn acquire(
     let thread = std::thread::Builder::new()
         .name("holdfast-lease".into())
         .spawn(move || {
-            loop {
-                match rx.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => st.refresh(),
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
+            // A message or a dropped sender both mean: stop.
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                st.refresh();
             }
             let _ = st.release();
         })
