@@ -558,6 +558,7 @@ impl Backend for Phantom {
                 kind,
                 name: "ab".repeat(32),
                 size: 100,
+                modified: None,
             });
         }
         Ok(out)
