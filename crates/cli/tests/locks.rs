@@ -160,9 +160,11 @@ fn unlock_force_removes_a_live_lease_and_its_holder_does_not_commit() {
     assert_eq!(removed[0]["pid"], child.id());
     assert_eq!(removed[0]["state"], "live");
     let out = child.wait_with_output().unwrap();
-    assert!(
-        !out.status.success(),
-        "a backup whose lease was removed must fail"
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "a backup whose lease was removed fails with exit 7 (locked): {}",
+        stderr(&out)
     );
     let err = stderr(&out);
     assert!(err.contains("lease") && err.contains("removed"), "{err}");

@@ -362,3 +362,104 @@ fn backup_through_faults_succeeds_or_fails_cleanly() {
         &["restore", "latest", "--target", target.to_str().unwrap()],
     );
 }
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl holdfast_repo::retention::Clock for TestClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn object_lock_retention_is_computed_per_write_and_reused_packs_are_extended() {
+    use holdfast_ops::backup::{backup_files, FileBackupConfig};
+    use holdfast_storage::{Backend, ObjectKind};
+    use std::sync::Arc;
+
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(moto.create_lock_bucket("worm-clock"));
+    let mut cfg = moto.config("worm-clock", "r");
+    cfg.require_object_lock = true;
+    let backend: Arc<dyn Backend> =
+        Arc::new(rt.block_on(holdfast_s3::S3Backend::connect(cfg)).unwrap());
+    let repo = Arc::new(
+        holdfast_ops::init::init(
+            backend.clone(),
+            rt.handle(),
+            holdfast_ops::init::InitConfig {
+                password: PASSWORD.as_bytes().to_vec(),
+                kdf: holdfast_ops::init::kdf(8, 1).unwrap(),
+                compression_level: 3,
+                lock: Some(holdfast_repo::config::LockConfig {
+                    mode: "governance".into(),
+                    days: 30,
+                }),
+            },
+        )
+        .unwrap(),
+    );
+    let t0 = chrono::Utc::now();
+    let clock = Arc::new(TestClock(std::sync::Mutex::new(t0)));
+    repo.set_clock(clock.clone());
+    let env = Env::new();
+    let src = env.path("src");
+    // An unchanged subdirectory: the next backups reuse its file content
+    // (without reading it) and its tree.
+    fs::create_dir_all(src.join("keep")).unwrap();
+    fs::write(src.join("keep/old.bin"), noise(3_000_000, 1)).unwrap();
+    let packs = || -> std::collections::BTreeSet<String> {
+        rt.block_on(backend.list(ObjectKind::Pack))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.name)
+            .collect()
+    };
+    let until = |name: &str| {
+        rt.block_on(backend.retention(ObjectKind::Pack, name))
+            .unwrap()
+            .expect("retained")
+            .until
+    };
+    let mut cfg = FileBackupConfig::new(vec![src.clone()]);
+    cfg.source = Some("docs".into());
+    backup_files(&repo, &cfg, &Default::default()).unwrap();
+    let first = packs();
+    assert!(!first.is_empty());
+    let day = chrono::Duration::days(1);
+    for p in &first {
+        let u = until(p);
+        assert!((u - (t0 + day * 30)).num_seconds().abs() < 120, "{p}: {u}");
+    }
+    // Ten days later, the same open repository writes a new pack and
+    // reuses the old ones.
+    *clock.0.lock().unwrap() = t0 + day * 10;
+    fs::write(src.join("new.bin"), noise(3_000_000, 2)).unwrap();
+    backup_files(&repo, &cfg, &Default::default()).unwrap();
+    let second: Vec<String> = packs().difference(&first).cloned().collect();
+    assert!(!second.is_empty());
+    for p in &second {
+        let u = until(p);
+        assert!(
+            (u - (t0 + day * 40)).num_seconds().abs() < 120,
+            "a new pack's retention is from its own write, not from the open: {p}: {u}"
+        );
+    }
+    for p in &first {
+        let u = until(p);
+        assert!(
+            u >= t0 + day * 40,
+            "reused pack {p} keeps {u}, shorter than the new snapshot needs"
+        );
+    }
+    // The next day needs no extension (the margin covers it): retention
+    // stays where it is.
+    let before: Vec<_> = first.iter().map(|p| until(p)).collect();
+    *clock.0.lock().unwrap() = t0 + day * 11;
+    backup_files(&repo, &cfg, &Default::default()).unwrap();
+    let after: Vec<_> = first.iter().map(|p| until(p)).collect();
+    assert_eq!(before, after);
+}

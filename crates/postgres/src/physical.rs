@@ -153,6 +153,9 @@ struct ToRead {
 
 struct Walker<'a> {
     repo: &'a Repository,
+    /// Told about reused blocks (their packs' Object Lock retention is
+    /// extended for the new snapshot).
+    writer: &'a BlobWriter,
     to_read: Vec<ToRead>,
     parent_cutoff: i64,
     reused_files: u64,
@@ -232,6 +235,7 @@ impl Walker<'_> {
                         && child_rel != Path::new("global/pg_control")
                 });
                 if let Some(p) = reuse {
+                    self.writer.note_reused(&p.content);
                     node.content = p.content.clone();
                     self.reused_files += 1;
                     self.reused_bytes += node.size;
@@ -560,6 +564,7 @@ pub fn backup_physical(
     let copied = (|| -> Result<(WalkDir, Vec<ToRead>, u64, u64, u64)> {
         let mut w = Walker {
             repo,
+            writer: &writer,
             to_read: Vec::new(),
             parent_cutoff,
             reused_files: 0,

@@ -201,6 +201,11 @@ impl RepoError {
                 Class::Repository
             }
             RepoError::WrongPassword { .. } => Class::Credentials,
+            // Another operation holds the repository (an exclusive phase),
+            // or took this one's lease away: exit 7, retry later.
+            RepoError::RepositoryLocked { .. } | RepoError::LeaseLost { .. } => {
+                Class::Storage(ErrorClass::Locked)
+            }
             RepoError::Io { cause, .. } => match cause.raw_os_error() {
                 Some(code) if is_no_space(code) => Class::Storage(ErrorClass::NoSpace),
                 _ => Class::Local(cause.kind()),

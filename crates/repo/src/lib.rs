@@ -31,6 +31,7 @@ pub mod pack;
 pub mod reader;
 pub mod repair;
 pub mod repository;
+pub mod retention;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;

@@ -103,7 +103,7 @@ pub fn migrate(repo: &Repository, progress: &dyn Fn(&str)) -> Result<MigrateRepo
             ObjectKind::Config,
             STAGED_CONFIG,
             Bytes::from(bytes),
-            repo.put_options(),
+            &repo.put_options(),
         ))?;
     }
 
@@ -154,7 +154,7 @@ fn put_config(repo: &Repository, bytes: &Bytes) -> Result<()> {
         ObjectKind::Config,
         "config",
         bytes.clone(),
-        repo.put_options(),
+        &repo.put_options(),
     ))?;
     Ok(())
 }
@@ -195,7 +195,7 @@ fn put_bound(repo: &Repository, b: Binding<'_>, payload: &[u8]) -> Result<String
 }
 
 fn put_once(repo: &Repository, kind: ObjectKind, name: &str, bytes: Bytes) -> Result<()> {
-    match repo.block_on(repo.backend().put(kind, name, bytes, repo.put_options())) {
+    match repo.block_on(repo.backend().put(kind, name, bytes, &repo.put_options())) {
         Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -102,7 +102,7 @@ fn put_once(repo: &Repository, kind: ObjectKind, name: &str, bytes: &[u8]) -> Re
     let opts = if kind == ObjectKind::LostFound {
         PutOptions::default()
     } else {
-        repo.put_options().clone()
+        repo.put_options()
     };
     match repo.block_on(
         repo.backend()

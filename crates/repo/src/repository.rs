@@ -26,6 +26,7 @@ use crate::keys::{self, KdfParams, KeySlot, Secret, SlotOutcome, KEY_FILE_LEN};
 use crate::lease::{LeaseOptions, WriterSlot};
 use crate::object::{self, Binding};
 use crate::pack::{BlobType, PackInfo};
+use crate::retention::{self, Clock, RetentionPolicy, SystemClock};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
 
@@ -51,7 +52,10 @@ pub struct Repository {
     index_problems: RwLock<IndexProblems>,
     /// The local cache, if the caller gave one (see `use_cache`).
     cache: RwLock<Option<Arc<Cache>>>,
-    put_opts: PutOptions,
+    /// Object Lock retention of every write, if configured (computed at
+    /// each write from `clock`, never once per open).
+    retention: Option<RetentionPolicy>,
+    clock: RwLock<Arc<dyn Clock>>,
     /// Whole packs of trees, by pack id (see `cached_tree_pack`).
     tree_packs: std::sync::Mutex<std::collections::HashMap<Id, Bytes>>,
     /// What opening found and worked around (skipped or damaged key
@@ -114,7 +118,8 @@ impl Repository {
         let slot_bytes =
             serde_json::to_vec_pretty(&slot).map_err(|e| RepoError::Invalid(e.to_string()))?;
         let slot_name = Id::of_stored(&slot_bytes).to_hex();
-        let put_opts = put_options(&config);
+        let policy = RetentionPolicy::of(&config);
+        let put_opts = retention::put_options(policy.as_ref(), chrono::Utc::now());
         // Key first, config last: a crash in between leaves no config, so
         // the store is still "not a repository" and init can be rerun.
         rt.block_on(backend.put(
@@ -140,7 +145,8 @@ impl Repository {
             index: RwLock::new(Arc::new(Index::new())),
             index_problems: RwLock::new(IndexProblems::default()),
             cache: RwLock::new(None),
-            put_opts,
+            retention: policy,
+            clock: RwLock::new(Arc::new(SystemClock)),
             tree_packs: Default::default(),
             warnings: Vec::new(),
             lease_opts: Default::default(),
@@ -293,7 +299,7 @@ impl Repository {
             opened = Some((meta.name.clone(), key, config));
         }
         if let Some((key_slot, key, config)) = opened {
-            let put_opts = put_options(&config);
+            let policy = RetentionPolicy::of(&config);
             return Ok(Repository {
                 backend,
                 rt,
@@ -304,7 +310,8 @@ impl Repository {
                 index: RwLock::new(Arc::new(Index::new())),
                 index_problems: RwLock::new(IndexProblems::default()),
                 cache: RwLock::new(None),
-                put_opts,
+                retention: policy,
+                clock: RwLock::new(Arc::new(SystemClock)),
                 tree_packs: Default::default(),
                 warnings,
                 lease_opts: Default::default(),
@@ -402,9 +409,32 @@ impl Repository {
         &self.rt
     }
 
-    /// Options for every object this repository writes (Object Lock, if configured).
-    pub fn put_options(&self) -> &PutOptions {
-        &self.put_opts
+    /// Options for an object written now (Object Lock retention from this
+    /// moment, if configured): computed per write, so a repository kept
+    /// open for weeks never writes an object retained for less than
+    /// configured.
+    pub fn put_options(&self) -> PutOptions {
+        retention::put_options(self.retention.as_ref(), self.now())
+    }
+
+    /// The repository's Object Lock policy, if any.
+    pub fn retention_policy(&self) -> Option<RetentionPolicy> {
+        self.retention
+    }
+
+    /// The time retention is computed from.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.read().unwrap_or_else(|e| e.into_inner()).now()
+    }
+
+    /// The clock retention is computed from (tests move time with it).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replace the clock (for tests: time that moves without sleeping).
+    pub fn set_clock(&self, clock: Arc<dyn Clock>) {
+        *self.clock.write().unwrap_or_else(|e| e.into_inner()) = clock;
     }
 
     pub fn gear(&self) -> Gear {
@@ -545,7 +575,7 @@ impl Repository {
             self.backend.as_ref(),
             &self.rt,
             &self.key,
-            &self.put_opts,
+            &self.put_options(),
             self.format_version,
             packs,
             self.cache().as_deref(),
@@ -992,7 +1022,7 @@ impl Repository {
             ObjectKind::Snapshot,
             &id.to_hex(),
             Bytes::from(bytes),
-            &self.put_opts,
+            &self.put_options(),
         ))?;
         Ok(id)
     }
@@ -1113,21 +1143,6 @@ fn describe(spec: &str, f: &SnapshotFilter) -> String {
         s.push_str(&format!(" of kind {k:?}"));
     }
     s
-}
-
-fn put_options(cfg: &RepoConfig) -> PutOptions {
-    let retention = cfg.lock.as_ref().map(|l| holdfast_storage::Retention {
-        mode: if l.mode.eq_ignore_ascii_case("compliance") {
-            holdfast_storage::LockMode::Compliance
-        } else {
-            holdfast_storage::LockMode::Governance
-        },
-        until: chrono::Utc::now() + chrono::Duration::days(i64::from(l.days)),
-    });
-    PutOptions {
-        retention,
-        ..PutOptions::default()
-    }
 }
 
 pub(crate) fn write_index_object(

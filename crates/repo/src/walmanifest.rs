@@ -106,7 +106,7 @@ impl Repository {
             ObjectKind::Wal,
             &name,
             Bytes::from(sealed),
-            self.put_options(),
+            &self.put_options(),
         )) {
             Ok(()) => Ok(true),
             Err(StorageError::AlreadyExists { .. }) => Ok(false),

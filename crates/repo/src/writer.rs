@@ -32,6 +32,7 @@ use crate::id::Id;
 use crate::index::Index;
 use crate::pack::{BlobType, PackInfo, PackWriter};
 use crate::repository::{write_index_object, Repository};
+use crate::retention::{Clock, RetentionPolicy};
 
 /// Packs indexed per index object written during a backup (about 1 GiB),
 /// so that a crash late in a long backup keeps most of the uploaded data
@@ -76,7 +77,12 @@ struct Shared {
     backend: Arc<dyn Backend>,
     rt: Handle,
     key: MasterKey,
-    put_opts: PutOptions,
+    /// Object Lock retention, computed for each object as it is written.
+    retention: Option<RetentionPolicy>,
+    clock: Arc<dyn Clock>,
+    /// With Object Lock: packs this backup deduplicated against. The new
+    /// snapshot depends on them, so their retention is extended at finish.
+    reused: Mutex<HashSet<Id>>,
     /// The repository's format: which envelope index objects get.
     format: u32,
     /// The repository's index; dedup lookups go to its runs and small table.
@@ -182,7 +188,9 @@ impl BlobWriter {
             backend: repo.backend().clone(),
             rt: repo.runtime().clone(),
             key: repo.key().clone(),
-            put_opts: repo.put_options().clone(),
+            retention: repo.retention_policy(),
+            clock: repo.clock(),
+            reused: Mutex::new(HashSet::new()),
             format: repo.format_version(),
             index: repo.index(),
             cache: repo.cache(),
@@ -259,6 +267,25 @@ impl BlobWriter {
             reply,
         })?;
         Ok(PendingFrame(rx))
+    }
+
+    /// Blobs the new snapshot takes over from its parent without storing
+    /// them again (unchanged files): with Object Lock, their packs'
+    /// retention is extended at [`BlobWriter::finish`]. Free otherwise.
+    pub fn note_reused(&self, ids: &[Id]) {
+        let s = &self.shared;
+        if s.retention.is_none() {
+            return;
+        }
+        let packs: Vec<Id> = ids
+            .iter()
+            .filter_map(|id| s.index.get(id))
+            .map(|l| l.pack)
+            .collect();
+        s.reused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(packs);
     }
 
     /// Store one blob now, on the calling thread (used for trees, which are
@@ -371,6 +398,7 @@ impl BlobWriter {
             return Err(e);
         }
         s.flush_index()?;
+        s.extend_reused()?;
         // The packs went into the index as their index objects were
         // written. If the repository reloaded its index meanwhile, the new
         // one may predate some of them: give it this writer's blobs too.
@@ -493,6 +521,15 @@ impl Shared {
     /// True if this blob is new to the repository and this session: the
     /// caller must store it. Exactly one caller wins per id.
     fn claim(&self, id: &Id) -> bool {
+        if self.retention.is_some() {
+            if let Some(loc) = self.index.get(id) {
+                self.reused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(loc.pack);
+                return false;
+            }
+        }
         !self.index.contains(id)
             && self
                 .claimed
@@ -535,6 +572,58 @@ impl Shared {
         bytes.fetch_add(raw as u64, Ordering::Relaxed);
     }
 
+    /// Options for an object written now.
+    fn put_options(&self) -> PutOptions {
+        crate::retention::put_options(self.retention.as_ref(), self.clock.now())
+    }
+
+    /// Extend the Object Lock retention of every pack this backup reused to
+    /// cover a snapshot written now (plus the policy's margin, so that the
+    /// next backups need not extend it again): one retention read per pack,
+    /// and a write only where it falls short. Without this, a snapshot
+    /// could outlive the retention of old packs it depends on.
+    fn extend_reused(&self) -> Result<()> {
+        let Some(policy) = self.retention else {
+            return Ok(());
+        };
+        let packs: Vec<Id> =
+            std::mem::take(&mut *self.reused.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let backend = self.backend.clone();
+        let sem = self.sem.clone();
+        self.rt.block_on(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            for pack in packs {
+                let (backend, sem) = (backend.clone(), sem.clone());
+                tasks.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let name = pack.to_hex();
+                    let current = backend.retention(ObjectKind::Pack, &name).await?;
+                    match policy.extension(current.map(|r| r.until), now) {
+                        Some(r) => backend.extend_retention(ObjectKind::Pack, &name, r).await,
+                        None => Ok(()),
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                match done {
+                    Ok(r) => r.map_err(|e| {
+                        RepoError::Storage(e).context("extending the retention of a reused pack")
+                    })?,
+                    Err(e) => {
+                        return Err(RepoError::Invalid(format!("a retention task failed: {e}")))
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn fail(&self, err: RepoError) {
         let mut e = self.error.lock().unwrap_or_else(|e| e.into_inner());
         if e.is_none() {
@@ -558,7 +647,7 @@ impl Shared {
             let name = info.id.to_hex();
             let opts = PutOptions {
                 metadata,
-                ..s.put_opts.clone()
+                ..s.put_options()
             };
             let bytes = Bytes::from(bytes);
             let keep = bytes.clone();
@@ -616,7 +705,7 @@ impl Shared {
                 ObjectKind::Index,
                 &id.to_hex(),
                 Bytes::from(bytes),
-                &self.put_opts,
+                &self.put_options(),
             )
             .await?;
         self.indexed(&batch);
@@ -653,7 +742,7 @@ impl Shared {
             self.backend.as_ref(),
             &self.rt,
             &self.key,
-            &self.put_opts,
+            &self.put_options(),
             self.format,
             &batch,
             self.cache.as_deref(),

@@ -1124,6 +1124,11 @@ impl Backend for S3Backend {
         }
     }
 
+    async fn retention(&self, kind: ObjectKind, name: &str) -> StorageResult<Option<Retention>> {
+        let key = self.inner.key(kind, name);
+        self.inner.current_retention(&key).await
+    }
+
     async fn extend_retention(
         &self,
         kind: ObjectKind,

@@ -818,6 +818,7 @@ impl Archiver<'_> {
     ) -> SourceResult<Option<PendingNode>> {
         if let Some(old) = parent {
             if meta::unchanged(old, &node) && old.content.iter().all(|b| self.index.contains(b)) {
+                self.writer.note_reused(&old.content);
                 node.content = old.content.clone();
                 t.summary.total_bytes += node.size;
                 t.summary.files_unchanged += 1;

@@ -284,6 +284,13 @@ impl Backend for FaultyBackend {
         self.inner.extend_retention(kind, name, retention).await
     }
 
+    async fn retention(&self, kind: ObjectKind, name: &str) -> StorageResult<Option<Retention>> {
+        if self.crashed() {
+            return Err(self.dead(kind, name));
+        }
+        self.inner.retention(kind, name).await
+    }
+
     async fn set_legal_hold(&self, kind: ObjectKind, name: &str, on: bool) -> StorageResult<()> {
         if self.crashed() {
             return Err(self.dead(kind, name));

@@ -205,6 +205,15 @@ pub trait Backend: Send + Sync + Debug {
         })
     }
 
+    /// The Object Lock retention an object has now (`None`: none).
+    async fn retention(&self, kind: ObjectKind, name: &str) -> StorageResult<Option<Retention>> {
+        Err(StorageError::Unsupported {
+            operation: "object lock retention",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+
     /// Place (`true`) or release (`false`) an S3 legal hold on an object.
     async fn set_legal_hold(&self, kind: ObjectKind, name: &str, _on: bool) -> StorageResult<()> {
         Err(StorageError::Unsupported {
