@@ -712,7 +712,10 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
     };
     match k {
         KeyCommand::List => {
-            let keys = repo.list_keys()?;
+            let (keys, damaged) = repo.key_slots()?;
+            for (id, why) in &damaged {
+                errln!("holdfast: warning: key slot {id} is damaged ({why}); `holdfast key remove {}` removes it", short_id(id));
+            }
             let names = NameCache::default();
             if g.json {
                 let v: Vec<_> = keys

@@ -310,6 +310,22 @@ fn damaged_key_slots_are_named_not_called_a_wrong_password() {
     assert_eq!(code(&o), Some(4), "{}", stderr(&o));
     assert!(stderr(&o).contains(&kf_slot), "{}", stderr(&o));
 
+    // `key list` still lists the others and names the damaged one.
+    std::fs::write(&kpath, &bytes[..bytes.len() / 2]).unwrap();
+    let listed = env.ok(["key", "list"]);
+    assert!(
+        stdout(&listed).contains(&pw_slot[..8]),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(
+        stderr(&listed).contains(&kf_slot) && stderr(&listed).contains("damaged"),
+        "{}",
+        stderr(&listed)
+    );
+    let json = env.json(["key", "list"]);
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+
     // The damaged slot can be removed with the password.
     env.ok(["key", "remove", &kf_slot[..12]]);
 

@@ -1029,17 +1029,33 @@ impl Repository {
 
     // ---- keys -------------------------------------------------------------
 
+    /// Every readable key slot, oldest first. Unreadable ones are left
+    /// out; [`Repository::key_slots`] reports them.
     pub fn list_keys(&self) -> Result<Vec<(String, KeySlot)>> {
+        Ok(self.key_slots()?.0)
+    }
+
+    /// Every key slot, oldest first, and the ones that cannot be read or
+    /// parsed with why (a damaged slot must not hide the others: `key
+    /// list` shows it, `key remove` can remove it).
+    pub fn key_slots(&self) -> Result<(Vec<(String, KeySlot)>, Vec<(String, String)>)> {
         let metas = self.block_on(self.backend.list(ObjectKind::Key))?;
         let mut out = Vec::new();
+        let mut bad = Vec::new();
         for m in metas {
-            let bytes = self.block_on(self.backend.get(ObjectKind::Key, &m.name, None))?;
-            let slot: KeySlot = serde_json::from_slice(&bytes)
-                .map_err(|e| RepoError::corrupt(format!("key slot {}", m.name), e.to_string()))?;
-            out.push((m.name, slot));
+            let bytes = match self.block_on(self.backend.get(ObjectKind::Key, &m.name, None)) {
+                Ok(b) => b,
+                Err(StorageError::NotFound { .. }) => continue, // removed meanwhile
+                Err(e) => return Err(e.into()),
+            };
+            match serde_json::from_slice::<KeySlot>(&bytes) {
+                Ok(slot) => out.push((m.name, slot)),
+                Err(e) => bad.push((m.name, format!("not a readable key slot: {e}"))),
+            }
         }
         out.sort_by_key(|k| k.1.created);
-        Ok(out)
+        bad.sort();
+        Ok((out, bad))
     }
 
     /// Add a key slot for `password`; returns its id.
