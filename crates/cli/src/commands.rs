@@ -712,7 +712,10 @@ fn key(g: &Global, rt: &tokio::runtime::Runtime, k: KeyCommand) -> Result<i32> {
     };
     match k {
         KeyCommand::List => {
-            let (keys, damaged) = repo.key_slots()?;
+            let holdfast_repo::repository::KeySlots {
+                readable: keys,
+                damaged,
+            } = repo.key_slots()?;
             for (id, why) in &damaged {
                 errln!("holdfast: warning: key slot {id} is damaged ({why}); `holdfast key remove {}` removes it", short_id(id));
             }

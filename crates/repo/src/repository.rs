@@ -69,6 +69,14 @@ pub struct Repository {
     index_names: std::sync::Mutex<Option<Vec<String>>>,
 }
 
+/// The key slots of a repository: (id, slot) of the readable ones, oldest
+/// first, and (id, why) of those that cannot be read.
+#[derive(Debug, Clone, Default)]
+pub struct KeySlots {
+    pub readable: Vec<(String, KeySlot)>,
+    pub damaged: Vec<(String, String)>,
+}
+
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Repository")
@@ -1032,13 +1040,13 @@ impl Repository {
     /// Every readable key slot, oldest first. Unreadable ones are left
     /// out; [`Repository::key_slots`] reports them.
     pub fn list_keys(&self) -> Result<Vec<(String, KeySlot)>> {
-        Ok(self.key_slots()?.0)
+        Ok(self.key_slots()?.readable)
     }
 
     /// Every key slot, oldest first, and the ones that cannot be read or
     /// parsed with why (a damaged slot must not hide the others: `key
     /// list` shows it, `key remove` can remove it).
-    pub fn key_slots(&self) -> Result<(Vec<(String, KeySlot)>, Vec<(String, String)>)> {
+    pub fn key_slots(&self) -> Result<KeySlots> {
         let metas = self.block_on(self.backend.list(ObjectKind::Key))?;
         let mut out = Vec::new();
         let mut bad = Vec::new();
@@ -1055,7 +1063,10 @@ impl Repository {
         }
         out.sort_by_key(|k| k.1.created);
         bad.sort();
-        Ok((out, bad))
+        Ok(KeySlots {
+            readable: out,
+            damaged: bad,
+        })
     }
 
     /// Add a key slot for `password`; returns its id.
