@@ -21,6 +21,7 @@ use holdfast_repo::snapshot::Snapshot;
 use holdfast_repo::tree::Tree;
 use holdfast_repo::writer::BlobWriter;
 use holdfast_repo::{Id, Repository};
+use holdfast_storage::fault::{FaultPlan, FaultyBackend, Op};
 use holdfast_storage::local::LocalBackend;
 use holdfast_storage::{Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageResult};
 
@@ -30,13 +31,6 @@ const FAST_KDF: KdfParams = KdfParams {
     p_cost: 1,
 };
 const PASSWORD: &[u8] = b"cache test";
-
-/// Counts the reads a repository makes, by kind, and passes everything on.
-#[derive(Debug)]
-struct Counting {
-    inner: Arc<dyn Backend>,
-    gets: Mutex<HashMap<&'static str, usize>>,
-}
 
 fn kind_name(k: ObjectKind) -> &'static str {
     match k {
@@ -49,60 +43,20 @@ fn kind_name(k: ObjectKind) -> &'static str {
     }
 }
 
-impl Counting {
-    fn new(inner: Arc<dyn Backend>) -> Arc<Counting> {
-        Arc::new(Counting {
-            inner,
-            gets: Mutex::new(HashMap::new()),
-        })
+/// The reads a repository made through `seen` since the last call, by kind
+/// (GETs by kind name, HEADs as "pack head" or "other head").
+fn reads(seen: &FaultyBackend) -> HashMap<&'static str, usize> {
+    let mut out = HashMap::new();
+    for s in seen.take_seen() {
+        let what = match (s.op, s.kind) {
+            (Op::Get, k) => kind_name(k),
+            (Op::Head, ObjectKind::Pack) => "pack head",
+            (Op::Head, _) => "other head",
+            _ => continue,
+        };
+        *out.entry(what).or_default() += 1;
     }
-    fn bump(&self, what: &'static str) {
-        *self.gets.lock().unwrap().entry(what).or_default() += 1;
-    }
-    fn take(&self) -> HashMap<&'static str, usize> {
-        std::mem::take(&mut *self.gets.lock().unwrap())
-    }
-}
-
-#[async_trait]
-impl Backend for Counting {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn put(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        data: Bytes,
-        opts: &PutOptions,
-    ) -> StorageResult<()> {
-        self.inner.put(kind, name, data, opts).await
-    }
-    async fn get(
-        &self,
-        kind: ObjectKind,
-        name: &str,
-        range: Option<Range<u64>>,
-    ) -> StorageResult<Bytes> {
-        self.bump(kind_name(kind));
-        self.inner.get(kind, name, range).await
-    }
-    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
-        self.bump(match kind {
-            ObjectKind::Pack => "pack head",
-            _ => "other head",
-        });
-        self.inner.head(kind, name).await
-    }
-    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
-        self.inner.list(kind).await
-    }
-    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
-        self.inner.delete(kind, name).await
-    }
+    out
 }
 
 /// Metadata reads: index objects, snapshots, packs (of trees, here) and their HEADs.
@@ -132,13 +86,17 @@ fn init(root: &Path, rt: &tokio::runtime::Runtime) {
     .unwrap();
 }
 
-/// Open through a counting backend, with a cache under `cache` (or none).
+/// Open through a recording backend (the fault decorator with no fault),
+/// with a cache under `cache` (or none).
 fn open(
     root: &Path,
     rt: &tokio::runtime::Runtime,
     cache: Option<&Path>,
-) -> (Repository, Arc<Counting>) {
-    let counting = Counting::new(Arc::new(LocalBackend::new(root)));
+) -> (Repository, Arc<FaultyBackend>) {
+    let counting = Arc::new(FaultyBackend::new(
+        Arc::new(LocalBackend::new(root)),
+        FaultPlan::default(),
+    ));
     let repo = Repository::open(counting.clone(), rt.handle().clone(), PASSWORD).unwrap();
     repo.use_cache(cache).unwrap();
     repo.load_index().unwrap();
@@ -196,13 +154,13 @@ fn warm_incremental_backup_makes_no_metadata_gets() {
     for day in 2..5 {
         let (repo, counting) = open(&root, &rt, Some(&cache));
         backup(&repo, day);
-        let gets = counting.take();
+        let gets = reads(&counting);
         assert_eq!(metadata_gets(&gets), 0, "day {day}: {gets:?}");
     }
     // --no-cache: the same work reads the metadata from storage.
     let (repo, counting) = open(&root, &rt, None);
     backup(&repo, 5);
-    let gets = counting.take();
+    let gets = reads(&counting);
     assert!(gets.get("index").copied().unwrap_or(0) >= 4, "{gets:?}");
     assert!(gets.get("snapshot").copied().unwrap_or(0) >= 4, "{gets:?}");
     assert!(gets.get("pack").copied().unwrap_or(0) >= 1, "{gets:?}");
@@ -214,7 +172,7 @@ fn warm_incremental_backup_makes_no_metadata_gets() {
     let (repo, counting) = open(&root, &rt, Some(&cold));
     let snaps = repo.snapshots().unwrap();
     assert_eq!(snaps.len(), 5);
-    assert_eq!(counting.take().get("index"), None);
+    assert_eq!(reads(&counting).get("index"), None);
 }
 
 fn cached_files(cache: &Path, sub: &str) -> Vec<std::path::PathBuf> {
@@ -280,7 +238,7 @@ fn damaged_cache_entries_are_refetched() {
                     }
                 }
             }
-            let gets = counting.take();
+            let gets = reads(&counting);
             if sub != "runs" {
                 assert!(
                     metadata_gets(&gets) > 0,
@@ -294,7 +252,7 @@ fn damaged_cache_entries_are_refetched() {
                 repo.load_tree(id).unwrap();
             }
             repo.snapshots().unwrap();
-            let gets = counting.take();
+            let gets = reads(&counting);
             assert_eq!(
                 metadata_gets(&gets),
                 0,
@@ -348,7 +306,7 @@ fn thousands_of_small_index_objects_open_warm() {
     let t = std::time::Instant::now();
     let (_, counting) = open(&root, &rt, Some(&cache));
     eprintln!("cold open, 1500 index objects: {:?}", t.elapsed());
-    assert_eq!(counting.take().get("index"), Some(&1500));
+    assert_eq!(reads(&counting).get("index"), Some(&1500));
     for round in 0..30u64 {
         let (repo, _) = open(&root, &rt, Some(&cache));
         for s in 0..3 {
@@ -358,7 +316,7 @@ fn thousands_of_small_index_objects_open_warm() {
     let t = std::time::Instant::now();
     let (repo, counting) = open(&root, &rt, Some(&cache));
     eprintln!("warm open, 1590 index objects: {:?}", t.elapsed());
-    let gets = counting.take();
+    let gets = reads(&counting);
     assert_eq!(gets.get("index"), None, "{gets:?}");
     let f = repo.index().footprint();
     assert!(f.runs <= MAX_RUNS, "{f:?}");

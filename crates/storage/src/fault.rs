@@ -122,6 +122,13 @@ impl FaultyBackend {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Every operation attempted since the last call (or since creation),
+    /// in order; the record starts afresh. With an empty plan this makes
+    /// the decorator a request counter for tests.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// How many operations `op` on `kind` were attempted.
     pub fn count(&self, op: Op, kind: ObjectKind) -> usize {
         self.seen()
