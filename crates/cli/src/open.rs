@@ -120,25 +120,15 @@ pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
     // Check it is a repository of a readable version before asking for a password.
     holdfast_ops::open::probe(b.as_ref(), rt.handle())?;
     let cred = credential(g, "repository password: ")?;
-    let repo = holdfast_ops::open::open(b, rt.handle(), &cred)?;
-    for w in repo.open_warnings() {
+    let opts = holdfast_ops::open::SessionOptions {
+        cache_dir: cache_root(g),
+        lease_duration: g.lease_duration,
+    };
+    let session = holdfast_ops::open::open_session(b, rt.handle(), &cred, &opts)?;
+    for w in &session.warnings {
         errln!("holdfast: warning: {w}");
     }
-    if let Some(root) = cache_root(g) {
-        // A cache that cannot be used costs requests, not the operation.
-        if let Err(e) = repo.use_cache(Some(&root)) {
-            errln!("holdfast: warning: not using the local cache: {e}");
-        }
-    }
-    if let Some(d) = g.lease_duration {
-        let base = holdfast_repo::lease::LeaseOptions::default();
-        repo.set_lease_options(holdfast_repo::lease::LeaseOptions {
-            shared_duration: d,
-            exclusive_duration: d.min(base.exclusive_duration),
-            ..base
-        });
-    }
-    Ok(repo)
+    Ok(session.repo)
 }
 
 /// Where the local cache lives: --cache-dir / HOLDFAST_CACHE_DIR, else

@@ -119,6 +119,52 @@ pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
     Ok(Repository::probe(backend, rt)?)
 }
 
+/// How a session uses the repository beyond the secret that opens it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// The local cache's root (`None`: no cache). The caller resolves it
+    /// (the CLI from `--cache-dir` and XDG, the daemon from its config).
+    pub cache_dir: Option<PathBuf>,
+    /// Validity of this process's writer lease (default: the repository
+    /// crate's).
+    pub lease_duration: Option<std::time::Duration>,
+}
+
+/// An open repository and what opening it found worth telling the
+/// operator (skipped key slots, an unfinished migration, a cache that
+/// cannot be used).
+pub struct Session {
+    pub repo: Arc<Repository>,
+    pub warnings: Vec<String>,
+}
+
+/// Open the repository in `backend` with `credential` and set it up as
+/// `opts` says. A cache that cannot be used costs requests, not the
+/// operation: it becomes a warning.
+pub fn open_session(
+    backend: Arc<dyn Backend>,
+    rt: &Handle,
+    credential: &Credential,
+    opts: &SessionOptions,
+) -> Result<Session> {
+    let repo = open(backend, rt, credential)?;
+    let mut warnings = repo.open_warnings().to_vec();
+    if let Some(root) = &opts.cache_dir {
+        if let Err(e) = repo.use_cache(Some(root)) {
+            warnings.push(format!("not using the local cache: {e}"));
+        }
+    }
+    if let Some(d) = opts.lease_duration {
+        let base = holdfast_repo::lease::LeaseOptions::default();
+        repo.set_lease_options(holdfast_repo::lease::LeaseOptions {
+            shared_duration: d,
+            exclusive_duration: d.min(base.exclusive_duration),
+            ..base
+        });
+    }
+    Ok(Session { repo, warnings })
+}
+
 /// Open the repository in `backend` with `credential`. Callers that ask
 /// for a password [`probe`] first, so that a wrong path is reported before
 /// the prompt; this does not probe again (a round trip on S3).
