@@ -122,7 +122,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
         time: a
             .time
             .as_deref()
-            .map(holdfast_ops::postgres::parse_time)
+            .map(holdfast_ops::time::parse_time)
             .transpose()?,
         scan: mode != ui::ProgressMode::Off,
         no_xattrs: a.no_xattrs,

@@ -69,7 +69,7 @@ fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     let at = match &a.at {
-        Some(t) => holdfast_ops::postgres::parse_time(t)?,
+        Some(t) => holdfast_ops::time::parse_time(t)?,
         None => chrono::Utc::now(),
     };
     let repo = open::open(g, rt)?;

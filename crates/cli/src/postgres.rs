@@ -192,7 +192,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
     };
     let target = match (&a.until, a.until_latest) {
         (Some(_), true) => bail!("give --until or --until-latest, not both"),
-        (Some(t), false) => RecoveryTarget::Time(ops_pg::parse_time(t)?),
+        (Some(t), false) => RecoveryTarget::Time(holdfast_ops::time::parse_time(t)?),
         (None, true) => RecoveryTarget::Latest,
         (None, false) => RecoveryTarget::Immediate,
     };

@@ -23,5 +23,6 @@ pub mod postgres;
 pub mod repair;
 pub mod restore;
 pub mod secrets;
+pub mod time;
 
 pub use error::{OpsError, Result};

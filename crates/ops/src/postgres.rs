@@ -172,25 +172,6 @@ pub fn parse_tablespace_map(s: &str, cwd: &Path) -> Result<(String, PathBuf)> {
     Ok((key.to_string(), cwd.join(dir)))
 }
 
-/// Parse a recovery target time: RFC 3339, or `YYYY-MM-DD HH:MM:SS[.f][zone]`
-/// (no zone means UTC).
-pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%#z"] {
-        if let Ok(t) = chrono::DateTime::parse_from_str(s, fmt) {
-            return Ok(t.with_timezone(&chrono::Utc));
-        }
-    }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f") {
-        return Ok(t.and_utc());
-    }
-    Err(OpsError::invalid(format!(
-        "cannot read time {s:?}: use RFC 3339, e.g. 2025-01-31T13:45:00Z (times without zone are UTC)"
-    )))
-}
-
 /// Archive one WAL file (PostgreSQL's `archive_command`).
 pub fn wal_push(repo: &Repository, path: &Path, cluster: Option<u64>) -> Result<pg::PushOutcome> {
     // No index load: wal-push runs once per segment and dedups against the
