@@ -132,12 +132,9 @@ impl PgError {
     /// repository failed (a `ContentReader` carries its error inside the
     /// `io::Error`), that error with its class, else a plain I/O error.
     pub fn io_or_repo(context: impl Into<String>, cause: std::io::Error) -> PgError {
-        let context = context.into();
-        match cause.get_ref() {
-            Some(inner) if inner.is::<holdfast_repo::RepoError>() => PgError::Repo(
-                holdfast_repo::RepoError::from_io_carrier(cause, &context).context(context),
-            ),
-            _ => PgError::io(context, cause),
+        match cause.downcast::<holdfast_repo::RepoError>() {
+            Ok(r) => PgError::Repo(r.context(context)),
+            Err(cause) => PgError::io(context, cause),
         }
     }
 

@@ -337,14 +337,33 @@ impl RepoError {
     /// The repository error inside an `io::Error` made by `From<RepoError>`,
     /// else the I/O error with `context`.
     pub fn from_io_carrier(e: std::io::Error, context: &str) -> RepoError {
-        if e.get_ref().is_some_and(|inner| inner.is::<RepoError>()) {
-            if let Some(inner) = e.into_inner() {
-                if let Ok(r) = inner.downcast::<RepoError>() {
-                    return *r;
-                }
-            }
-            return RepoError::Invalid(format!("{context}: lost error"));
+        match e.downcast::<RepoError>() {
+            Ok(r) => r,
+            Err(e) => RepoError::io(context, e),
         }
-        RepoError::io(context, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repository_error_survives_an_io_error_with_its_class() {
+        let e = RepoError::Storage(StorageError::Transient {
+            backend: "b".into(),
+            key: "data/ab".into(),
+            detail: "503".into(),
+        });
+        let carried: std::io::Error = e.into();
+        let back = RepoError::from_io_carrier(carried, "reading");
+        assert_eq!(
+            back.class(),
+            Class::Storage(ErrorClass::Transient),
+            "{back}"
+        );
+        let plain = RepoError::from_io_carrier(std::io::Error::other("disk"), "reading x");
+        assert!(matches!(plain, RepoError::Io { .. }), "{plain}");
+        assert!(plain.to_string().starts_with("reading x: "), "{plain}");
     }
 }
