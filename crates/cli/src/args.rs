@@ -163,6 +163,28 @@ pub enum Command {
     Locks,
     /// Remove stale locks (left by processes that crashed); --force: all.
     Unlock(UnlockArgs),
+    /// Garbage collection: delete packs no snapshot or WAL manifest needs,
+    /// repack mostly-unused ones, merge index objects. Runs beside backups.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Report what would be deleted and repacked; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// At most this percentage of the stored bytes is rewritten by
+    /// repacking in one run (default 100: no limit; 0: never repack).
+    #[arg(long, value_name = "PERCENT")]
+    pub max_repack: Option<f64>,
+    /// Repack partly used packs until at most this percentage of the
+    /// stored bytes is unused (default 5).
+    #[arg(long, value_name = "PERCENT")]
+    pub max_unused: Option<f64>,
+    /// Leave packs younger than this alone (e.g. 24h, 2d; default 0: the
+    /// lease protocol protects running writers).
+    #[arg(long, value_name = "AGE")]
+    pub min_age: Option<String>,
 }
 
 #[derive(Debug, Args)]

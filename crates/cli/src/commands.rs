@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Migrate => crate::migrate::run(g, &rt),
         Command::Locks => crate::locks::locks(g, &rt),
         Command::Unlock(a) => crate::locks::unlock(g, &rt, a),
+        Command::Gc(a) => crate::gc::run(g, &rt, a),
     }
 }
 

@@ -9,6 +9,7 @@ mod ui;
 mod args;
 mod bench;
 mod commands;
+mod gc;
 mod interrupt;
 mod locks;
 mod migrate;

@@ -14,6 +14,7 @@
 pub mod backup;
 pub mod check;
 mod error;
+pub mod gc;
 pub mod init;
 pub mod inspect;
 pub mod keys;

@@ -19,6 +19,7 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod config;
+pub mod gc;
 pub mod crypto;
 mod error;
 pub mod id;

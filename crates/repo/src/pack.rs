@@ -185,6 +185,29 @@ impl PackWriter {
         }
     }
 
+    /// Append one sealed region copied from another pack (garbage
+    /// collection's repack): `encoded` is the region's decrypted encoding,
+    /// re-encrypted here under this pack's key; `blobs` are its entries
+    /// (id, raw length, inner offset) exactly as the old pack described
+    /// them, so a frame keeps every blob where it was.
+    pub fn add_region(&mut self, blob_type: BlobType, blobs: &[(Id, u32, u32)], encoded: &[u8]) {
+        let offset = self.buf.len();
+        self.buf.extend_from_slice(encoded);
+        self.cipher
+            .seal_in_place(offset as u64, &[blob_type as u8], &mut self.buf, offset);
+        let length = (self.buf.len() - offset) as u32;
+        for (id, raw_len, inner) in blobs {
+            self.entries.push(PackEntry {
+                blob_type,
+                id: *id,
+                offset: offset as u32,
+                length,
+                raw_len: *raw_len,
+                inner: *inner,
+            });
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.buf.len()
     }

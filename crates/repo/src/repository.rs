@@ -500,6 +500,35 @@ impl Repository {
         Ok(loaded)
     }
 
+    /// The named index objects, each decoded or with why it is unreadable
+    /// (see [`crate::index::load::Loader::read_named`]).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn read_index_objects(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Result<Vec<PackInfo>>)>> {
+        let cache = self.cache();
+        crate::index::load::Loader::new(
+            &self.backend,
+            &self.rt,
+            &self.key,
+            self.format_version,
+            cache.as_deref(),
+        )
+        .read_named(names)
+    }
+
+    /// Does snapshot `id` still exist? A writer asks after taking its lease
+    /// before it reuses the parent snapshot's data: a purge and a GC may
+    /// have removed the parent since it was chosen.
+    pub fn snapshot_exists(&self, id: &Id) -> Result<bool> {
+        Ok(self.block_on(holdfast_storage::exists(
+            self.backend.as_ref(),
+            ObjectKind::Snapshot,
+            &id.to_hex(),
+        ))?)
+    }
+
     /// Use a local cache under `root` (see [`crate::cache`]) for index
     /// objects, snapshots and tree packs, keyed by this repository's id;
     /// `None` stops using one. Call before [`Repository::load_index`].

@@ -282,10 +282,17 @@ pub fn backup(
             excluder.allow_device(m.dev());
         }
     }
+    // Held until the snapshot is written: a GC sweep cannot run meanwhile
+    // (see `holdfast_repo::lease`), and save_snapshot refuses if it lapsed.
+    // Taken before the parent's data is trusted: a parent purged (and its
+    // packs swept) between choosing it and this moment is not reused, since
+    // nothing protects data a writer took from a snapshot that is gone.
+    let _lease = repo.writer_lease("backup")?;
     let parent_root = match &opts.parent {
-        Some(p) => Some(repo.load_tree(&p.snapshot.tree)?),
-        None => None,
+        Some(p) if repo.snapshot_exists(&p.id)? => Some(repo.load_tree(&p.snapshot.tree)?),
+        _ => None,
     };
+    let parent_used = parent_root.is_some();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -302,9 +309,6 @@ pub fn backup(
         .build()
         .map_err(|e| RepoError::Invalid(format!("starting the reader threads: {e}")))?;
     let cpu_start = (cputime::process(), cputime::thread());
-    // Held until the snapshot is written: a GC sweep cannot run meanwhile
-    // (see `holdfast_repo::lease`), and save_snapshot refuses if it lapsed.
-    let _lease = repo.writer_lease("backup")?;
     let writer = BlobWriter::with_threads(repo, writers);
     let segments = SegmentPool::new(par.split_budget);
     let walked = AtomicBool::new(false);
@@ -396,7 +400,7 @@ pub fn backup(
         tags: opts.tags.clone(),
         paths: recorded,
         tree: root_tree,
-        parent: opts.parent.as_ref().map(|p| p.id),
+        parent: opts.parent.as_ref().filter(|_| parent_used).map(|p| p.id),
         summary,
         program_version: env!("CARGO_PKG_VERSION").into(),
         meta,

@@ -254,6 +254,23 @@ impl Loader<'_> {
         Ok(())
     }
 
+    /// Read and decode the named index objects (cache first, then storage,
+    /// in parallel batches): each name with its packs as written, or why it
+    /// could not be read. Garbage collection needs them object by object,
+    /// to know which objects name the packs it deletes.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn read_named(&self, names: &[String]) -> Result<Vec<(String, Result<Vec<PackInfo>>)>> {
+        let mut out = Vec::with_capacity(names.len());
+        for batch in names.chunks(BATCH * 4) {
+            for (name, got) in self.fetch(batch)? {
+                let what = format!("index object {name}");
+                let packs = got.and_then(|b| open_index_object(self.key, self.format, &name, &b, &what));
+                out.push((name, packs));
+            }
+        }
+        Ok(out)
+    }
+
     /// The stored bytes of index objects: from the cache when it holds a
     /// verified copy, else fetched in parallel (and then cached).
     #[allow(clippy::type_complexity)]

@@ -1,0 +1,173 @@
+//! Repacking: copy the live regions of mostly-unused packs into new packs,
+//! and index the new packs, so that the old ones can be deleted.
+//!
+//! A region is decrypted with the old pack's key and sealed again under the
+//! new pack's (the nonce is the offset, which changes), never decoded: the
+//! blobs keep their compression, and a frame moves whole with every blob
+//! at the same place inside it. Decryption authenticates each region, so a
+//! damaged one is reported, never copied. Data and tree regions go to
+//! separate packs, as a backup writes them (tree packs stay in the metadata
+//! storage class). The new packs are stored and indexed before anything is
+//! deleted: an interrupted repack leaves duplicates, never a loss.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use holdfast_storage::{ErrorClass, ObjectKind, PutOptions};
+
+use crate::error::{RepoError, Result};
+use crate::id::Id;
+use crate::pack::{self, BlobType, PackInfo, PackWriter, PACK_VERSION};
+use crate::repository::Repository;
+
+use super::plan::PackRecord;
+
+/// What a repack did.
+#[derive(Debug, Default)]
+pub(crate) struct Repacked {
+    /// Old packs whose live regions are all in new packs now.
+    pub done: Vec<Id>,
+    /// New packs, stored and indexed.
+    pub written: Vec<PackInfo>,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// Old packs left as they are, and why (archived, say).
+    pub skipped: Vec<(Id, String)>,
+}
+
+/// Copy the live regions of `packs`; `progress(done, total)` per old pack.
+pub(crate) fn repack(
+    repo: &Repository,
+    packs: &[&PackRecord],
+    live: &HashSet<Id>,
+    progress: &dyn Fn(u64, u64),
+) -> Result<Repacked> {
+    let mut out = Repacked::default();
+    let target = repo.config().pack_size as usize;
+    let mut data = Out::new(repo, false, target);
+    let mut trees = Out::new(repo, true, target);
+    let total = packs.len() as u64;
+    for (i, rec) in packs.iter().enumerate() {
+        progress(i as u64, total);
+        let name = rec.id.to_hex();
+        let bytes = match repo.block_on(repo.backend().get(ObjectKind::Pack, &name, None)) {
+            Ok(b) => b,
+            Err(e) if e.class() == ErrorClass::Archived => {
+                out.skipped.push((rec.id, "in an archival storage class".into()));
+                continue;
+            }
+            Err(e) => return Err(RepoError::from(e).context(format!("repacking pack {name}"))),
+        };
+        out.bytes_read += bytes.len() as u64;
+        let what = format!("pack {name}");
+        let header = bytes.get(..pack::HEADER_LEN).unwrap_or(&bytes[..]);
+        let cipher = pack::header_cipher(repo.key(), header, &what)?;
+        for (offset, entries) in rec.regions() {
+            if !entries.iter().any(|e| live.contains(&e.id)) {
+                continue;
+            }
+            let first = entries[0];
+            let (start, end) = (offset as usize, offset as usize + first.length as usize);
+            let sealed = bytes.get(start..end).ok_or_else(|| {
+                RepoError::corrupt(
+                    &what,
+                    format!("region at {start}..{end} is past the pack's end"),
+                )
+            })?;
+            let encoded = pack::open_blob(&cipher, first.blob_type, offset, sealed, &what)?;
+            let blobs: Vec<(Id, u32, u32)> = entries
+                .iter()
+                .map(|e| (e.id, e.raw_len, e.inner))
+                .collect();
+            let dest = match first.blob_type {
+                BlobType::Data => &mut data,
+                BlobType::Tree => &mut trees,
+            };
+            dest.add(first.blob_type, &blobs, &encoded, &mut out)?;
+        }
+        out.done.push(rec.id);
+    }
+    data.flush(&mut out)?;
+    trees.flush(&mut out)?;
+    // Index the new packs before anyone may delete the old ones.
+    for batch in out.written.chunks(super::INDEX_PACKS_PER_OBJECT) {
+        repo.write_index(batch)?;
+    }
+    repo.extend_index(&out.written);
+    progress(total, total);
+    Ok(out)
+}
+
+/// One destination pack being filled.
+struct Out<'a> {
+    repo: &'a Repository,
+    metadata: bool,
+    target: usize,
+    pack: Option<PackWriter>,
+}
+
+impl<'a> Out<'a> {
+    fn new(repo: &'a Repository, metadata: bool, target: usize) -> Out<'a> {
+        Out {
+            repo,
+            metadata,
+            target,
+            pack: None,
+        }
+    }
+
+    fn add(
+        &mut self,
+        blob_type: BlobType,
+        blobs: &[(Id, u32, u32)],
+        encoded: &[u8],
+        out: &mut Repacked,
+    ) -> Result<()> {
+        if self
+            .pack
+            .as_ref()
+            .is_some_and(|p| !p.is_empty() && p.len() + encoded.len() > self.target)
+        {
+            self.flush(out)?;
+        }
+        let repo = self.repo;
+        let target = self.target;
+        let p = self.pack.get_or_insert_with(|| {
+            PackWriter::with_buffer(repo.key(), target, Vec::new(), PACK_VERSION)
+        });
+        p.add_region(blob_type, blobs, encoded);
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Repacked) -> Result<()> {
+        let Some(p) = self.pack.take() else {
+            return Ok(());
+        };
+        if p.is_empty() {
+            return Ok(());
+        }
+        let (bytes, info) = p.finish();
+        let opts = PutOptions {
+            metadata: self.metadata,
+            ..self.repo.put_options()
+        };
+        out.bytes_written += bytes.len() as u64;
+        let name = info.id.to_hex();
+        let backend = Arc::clone(self.repo.backend());
+        match self.repo.block_on(backend.put(
+            ObjectKind::Pack,
+            &name,
+            Bytes::from(bytes),
+            &opts,
+        )) {
+            // The same bytes are already stored (a repack run twice with
+            // the same salt cannot happen, but an identical pack is fine).
+            Ok(()) => {}
+            Err(e) if e.class() == ErrorClass::AlreadyExists => {}
+            Err(e) => return Err(RepoError::from(e).context(format!("storing repacked pack {name}"))),
+        }
+        out.written.push(info);
+        Ok(())
+    }
+}
