@@ -75,7 +75,7 @@ pub struct Global {
     pub lease_duration: Option<std::time::Duration>,
 }
 
-/// `10s`, `1m`, `500ms`, `2h`, or a number of seconds.
+/// `10s`, `1m`, `500ms`, `2h`, `1d`, or a number of seconds.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
     let split = t
@@ -90,7 +90,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?} has an unknown unit: use ms, s, m or h")),
+        "d" => n * 86400.0,
+        _ => return Err(format!("{s:?} has an unknown unit: use ms, s, m, h or d")),
     };
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("{s:?}: the interval must be more than zero"));
@@ -181,10 +182,10 @@ pub struct GcArgs {
     /// stored bytes is unused (default 5).
     #[arg(long, value_name = "PERCENT")]
     pub max_unused: Option<f64>,
-    /// Leave packs younger than this alone (e.g. 24h, 2d; default 0: the
+    /// Leave packs younger than this alone (e.g. 24h; default 0: the
     /// lease protocol protects running writers).
-    #[arg(long, value_name = "AGE")]
-    pub min_age: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub min_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]

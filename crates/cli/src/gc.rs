@@ -71,7 +71,11 @@ fn print_summary(r: &GcReport) {
         HumanBytes(r.bytes_deleted),
         r.unindexed_deleted
     );
-    let repacked = if r.dry_run { "would repack" } else { "repacked" };
+    let repacked = if r.dry_run {
+        "would repack"
+    } else {
+        "repacked"
+    };
     outln!(
         "{repacked} {} pack(s): read {}, wrote {} in {} new pack(s)",
         r.packs_repacked,

@@ -250,8 +250,11 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
     doomed.extend(gone.iter().copied());
     if !d.repack.is_empty() {
         let lease = repo.writer_lease("gc-repack")?;
-        let recs: Vec<&plan::PackRecord> =
-            d.repack.iter().filter_map(|id| table.packs.get(id)).collect();
+        let recs: Vec<&plan::PackRecord> = d
+            .repack
+            .iter()
+            .filter_map(|id| table.packs.get(id))
+            .collect();
         let done = repack::repack(repo, &recs, marker.live(), &|a, b| progress("repack", a, b))?;
         // The new packs are indexed: they count for the rescue below.
         for p in &done.written {
@@ -290,7 +293,8 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
     r.packs_deleted = swept.iter().filter(|id| !gone.contains(id)).count();
     r.bytes_deleted = sum_stored(&table, swept.iter());
     r.unindexed_deleted = unindexed.len();
-    r.packs_after = r.packs_before + r.packs_written - r.packs_deleted.min(r.packs_before + r.packs_written);
+    r.packs_after =
+        r.packs_before + r.packs_written - r.packs_deleted.min(r.packs_before + r.packs_written);
     r.bytes_after = (r.bytes_before + r.repack_bytes_written).saturating_sub(r.bytes_deleted);
     // Our own index, for whatever the caller does next.
     repo.load_index()?;
@@ -311,15 +315,17 @@ impl Roots {
     fn read(repo: &Repository) -> Result<Roots> {
         let (snaps, bad) = repo.snapshots_with_errors()?;
         if let Some((name, why)) = bad.first() {
-            return Err(RepoError::Invalid(format!(
-                "snapshot {name} cannot be read ({why}); garbage collection deletes nothing while a root is unreadable (see `holdfast check`, `holdfast repair snapshots`)"
-            )));
+            return Err(RepoError::corrupt(
+                format!("snapshots/{name}"),
+                format!("cannot be read ({why}); garbage collection deletes nothing while a root is unreadable (see `holdfast check`, `holdfast repair snapshots`)"),
+            ));
         }
         let (wal, bad) = repo.wal_manifests()?;
         if let Some((name, why)) = bad.first() {
-            return Err(RepoError::Invalid(format!(
-                "WAL manifest wal/{name} cannot be read ({why}); garbage collection deletes nothing while a root is unreadable (see `holdfast check`)"
-            )));
+            return Err(RepoError::corrupt(
+                format!("wal/{name}"),
+                format!("cannot be read ({why}); garbage collection deletes nothing while a root is unreadable (see `holdfast check`)"),
+            ));
         }
         Ok(Roots {
             snapshots: snaps
@@ -349,8 +355,8 @@ fn read_objects(repo: &Repository, names: &[String]) -> Result<Vec<(String, Vec<
         match got {
             Ok(packs) => out.push((name, packs)),
             Err(e) => {
-                return Err(RepoError::Invalid(format!(
-                    "index object {name} cannot be read ({e}); garbage collection deletes nothing while the index is damaged (run `holdfast repair index`)"
+                return Err(e.context(format!(
+                    "garbage collection deletes nothing while the index is damaged (run `holdfast repair index`); index object {name}"
                 )))
             }
         }
@@ -486,12 +492,17 @@ fn sweep_phase(
     let retained = sweep::retained(repo, ObjectKind::Index, &rewrite.replace, par)?;
     if !retained.is_empty() {
         for (name, until) in &retained {
-            if let Some((_, packs)) = objects.iter().find(|(n, _)| n == name) {
+            // A retained object only kept for merging is simply not merged;
+            // one naming doomed packs keeps them (its entries stay).
+            let Some((_, packs)) = objects.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            if packs.iter().any(|p| doomed.contains(&p.id)) {
                 for p in packs {
                     doomed.remove(&p.id);
                 }
+                note_locked(r, table, ObjectKind::Index, name, Some(*until));
             }
-            note_locked(r, table, ObjectKind::Index, name, Some(*until));
         }
         let free: Vec<(String, Vec<PackInfo>)> = objects
             .iter()

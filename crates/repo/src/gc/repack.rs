@@ -54,7 +54,8 @@ pub(crate) fn repack(
         let bytes = match repo.block_on(repo.backend().get(ObjectKind::Pack, &name, None)) {
             Ok(b) => b,
             Err(e) if e.class() == ErrorClass::Archived => {
-                out.skipped.push((rec.id, "in an archival storage class".into()));
+                out.skipped
+                    .push((rec.id, "in an archival storage class".into()));
                 continue;
             }
             Err(e) => return Err(RepoError::from(e).context(format!("repacking pack {name}"))),
@@ -76,10 +77,8 @@ pub(crate) fn repack(
                 )
             })?;
             let encoded = pack::open_blob(&cipher, first.blob_type, offset, sealed, &what)?;
-            let blobs: Vec<(Id, u32, u32)> = entries
-                .iter()
-                .map(|e| (e.id, e.raw_len, e.inner))
-                .collect();
+            let blobs: Vec<(Id, u32, u32)> =
+                entries.iter().map(|e| (e.id, e.raw_len, e.inner)).collect();
             let dest = match first.blob_type {
                 BlobType::Data => &mut data,
                 BlobType::Tree => &mut trees,
@@ -155,17 +154,17 @@ impl<'a> Out<'a> {
         out.bytes_written += bytes.len() as u64;
         let name = info.id.to_hex();
         let backend = Arc::clone(self.repo.backend());
-        match self.repo.block_on(backend.put(
-            ObjectKind::Pack,
-            &name,
-            Bytes::from(bytes),
-            &opts,
-        )) {
+        match self
+            .repo
+            .block_on(backend.put(ObjectKind::Pack, &name, Bytes::from(bytes), &opts))
+        {
             // The same bytes are already stored (a repack run twice with
             // the same salt cannot happen, but an identical pack is fine).
             Ok(()) => {}
             Err(e) if e.class() == ErrorClass::AlreadyExists => {}
-            Err(e) => return Err(RepoError::from(e).context(format!("storing repacked pack {name}"))),
+            Err(e) => {
+                return Err(RepoError::from(e).context(format!("storing repacked pack {name}")))
+            }
         }
         out.written.push(info);
         Ok(())

@@ -118,7 +118,9 @@ pub(crate) fn delete_all(
                 name,
                 until,
             }),
-            Err(e) => return Err(RepoError::from(e).context(format!("deleting {}", kind.key(&name)))),
+            Err(e) => {
+                return Err(RepoError::from(e).context(format!("deleting {}", kind.key(&name))))
+            }
         }
     }
     Ok(locked)

@@ -259,12 +259,16 @@ impl Loader<'_> {
     /// could not be read. Garbage collection needs them object by object,
     /// to know which objects name the packs it deletes.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn read_named(&self, names: &[String]) -> Result<Vec<(String, Result<Vec<PackInfo>>)>> {
+    pub(crate) fn read_named(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, Result<Vec<PackInfo>>)>> {
         let mut out = Vec::with_capacity(names.len());
         for batch in names.chunks(BATCH * 4) {
             for (name, got) in self.fetch(batch)? {
                 let what = format!("index object {name}");
-                let packs = got.and_then(|b| open_index_object(self.key, self.format, &name, &b, &what));
+                let packs =
+                    got.and_then(|b| open_index_object(self.key, self.format, &name, &b, &what));
                 out.push((name, packs));
             }
         }
