@@ -56,7 +56,8 @@ pub(crate) fn plan_rewrite(
     let mut seen: HashSet<Id> = HashSet::new();
     for (i, (name, packs)) in objects.iter().enumerate() {
         let names_doomed = packs.iter().any(|p| doomed.contains(&p.id));
-        if !names_doomed && !(merge_small && small.contains(&i)) {
+        let merged = merge_small && small.contains(&i);
+        if !(names_doomed || merged) {
             continue;
         }
         out.replace.push(name.clone());
