@@ -463,3 +463,155 @@ fn object_lock_retention_is_computed_per_write_and_reused_packs_are_extended() {
     let after: Vec<_> = first.iter().map(|p| until(p)).collect();
     assert_eq!(before, after);
 }
+
+/// Every object under `prefix` of `bucket`, with its size.
+fn s3_objects(
+    rt: &tokio::runtime::Runtime,
+    admin: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, i64> {
+    let out = rt
+        .block_on(admin.list_objects_v2().bucket(bucket).prefix(prefix).send())
+        .unwrap();
+    out.contents()
+        .iter()
+        .map(|o| (o.key().unwrap().to_string(), o.size().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn gc_on_s3_returns_space_and_leaves_object_locked_packs_reported() {
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("gc-plain"));
+    rt.block_on(moto.create_lock_bucket("gc-worm"));
+    let admin = moto.admin();
+    let env = Env::new();
+    let src = env.path("src");
+    tree(&src);
+    let json = |url: &str, args: &[&str]| -> serde_json::Value {
+        let out = ok(hf(&moto, url), args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    // Plain bucket: the newest snapshot's own data comes back.
+    let url = "s3://gc-plain/r";
+    ok(
+        hf(&moto, url),
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+    ok(hf(&moto, url), &["backup", src.to_str().unwrap()]);
+    let kept = src.with_extension("kept");
+    fs::create_dir_all(&kept).unwrap();
+    fs::rename(src.join("scans/big.pdf"), kept.join("big.pdf")).unwrap();
+    fs::write(src.join("scans/big.pdf"), noise(20_000_000, 77)).unwrap();
+    ok(hf(&moto, url), &["backup", src.to_str().unwrap()]);
+    let snaps = s3_objects(&rt, &admin, "gc-plain", "r/snapshots/");
+    let newest = json(url, &["snapshots", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|s| s["time"].as_str().unwrap().to_string())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(snaps.len(), 2);
+    rt.block_on(
+        admin
+            .delete_object()
+            .bucket("gc-plain")
+            .key(format!("r/snapshots/{newest}"))
+            .send(),
+    )
+    .unwrap();
+    let before: i64 = s3_objects(&rt, &admin, "gc-plain", "r/data/")
+        .values()
+        .sum();
+    let r = json(url, &["gc", "--json"]);
+    let after: i64 = s3_objects(&rt, &admin, "gc-plain", "r/data/")
+        .values()
+        .sum();
+    assert!(before - after >= 19_000_000, "{before} -> {after}: {r}");
+    assert_eq!(r["bytes_after"].as_i64().unwrap(), after, "{r}");
+    ok(hf(&moto, url), &["check", "--read-data"]);
+    fs::rename(kept.join("big.pdf"), src.join("scans/big.pdf")).unwrap();
+    let target = env.path("plain-out");
+    ok(
+        hf(&moto, url),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    for f in ["scans/big.pdf", "scans/page7.tif", "notes.txt"] {
+        assert!(
+            fs::read(restored.join(f)).unwrap() == fs::read(src.join(f)).unwrap(),
+            "{f} differs"
+        );
+    }
+
+    // Object Lock: a pack nobody needs (what a killed backup leaves) whose
+    // retention has not ended is kept and reported, and GC succeeds.
+    let url = "s3://gc-worm/r";
+    ok(
+        hf(&moto, url),
+        &[
+            "init",
+            "--lock-mode",
+            "governance",
+            "--lock-days",
+            "1",
+            "--kdf-memory-mib",
+            "8",
+            "--kdf-iterations",
+            "1",
+        ],
+    );
+    ok(hf(&moto, url), &["backup", src.to_str().unwrap()]);
+    let data = s3_objects(&rt, &admin, "gc-worm", "r/data/");
+    let real = data.keys().next().unwrap().clone();
+    let obj = rt
+        .block_on(admin.get_object().bucket("gc-worm").key(&real).send())
+        .unwrap();
+    let mut body = rt
+        .block_on(obj.body.collect())
+        .unwrap()
+        .into_bytes()
+        .to_vec();
+    body.extend_from_slice(b"left by a killed backup");
+    let name = holdfast_repo::Id::of_stored(&body).to_hex();
+    let key = format!("r/data/{}/{name}", &name[..2]);
+    let until =
+        aws_sdk_s3::primitives::DateTime::from_secs(chrono::Utc::now().timestamp() + 86_400);
+    rt.block_on(
+        admin
+            .put_object()
+            .bucket("gc-worm")
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(body))
+            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Governance)
+            .object_lock_retain_until_date(until)
+            .send(),
+    )
+    .unwrap();
+    let r = json(url, &["gc", "--json"]);
+    assert_eq!(r["packs_kept_locked"], 1, "{r}");
+    assert_eq!(r["packs_deleted"], 0, "{r}");
+    assert_eq!(r["kept_locked"][0]["name"], name.as_str(), "{r}");
+    assert!(r["kept_locked"][0]["until"].is_string(), "{r}");
+    assert!(s3_objects(&rt, &admin, "gc-worm", "r/data/").contains_key(&key));
+    // The text summary says so too, and a later run tries again.
+    let out = ok(hf(&moto, url), &["gc"]);
+    assert!(
+        stdout(&out).contains("kept because locked"),
+        "{}",
+        stdout(&out)
+    );
+    ok(hf(&moto, url), &["check", "--read-data"]);
+    let target = env.path("worm-out");
+    ok(
+        hf(&moto, url),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+}
