@@ -370,6 +370,7 @@ fn backups_and_gc_in_parallel_with_kill_9_lose_nothing() {
     let mut kills = (0, 0);
     // (GC runs that deleted, roots committed during a GC, packs rescued)
     let mut sweeps = (0u64, 0u64, 0u64);
+    let mut segments: Vec<PathBuf> = Vec::new();
     for round in 0..rounds {
         mutate(&src, &mut rng, 3);
         let tag = format!("r{round:02}");
@@ -410,6 +411,23 @@ fn backups_and_gc_in_parallel_with_kill_9_lose_nothing() {
         if let Some((code, err)) = wait(backup) {
             assert_eq!(code, 0, "round {round}: backup failed: {err}");
         }
+        // A WAL segment archived at the same time: WAL manifests are roots.
+        let seg = env.path(&format!("{:024X}", 0x1_0000_0000_0000_u64 + round as u64));
+        fs::write(&seg, noise(300_000, 5000 + round as u64)).unwrap();
+        let push = spawn(
+            &env,
+            &[
+                lease,
+                "wal-push".as_ref(),
+                "--cluster".as_ref(),
+                "42".as_ref(),
+                seg.as_os_str(),
+            ],
+        );
+        if let Some((code, err)) = wait(push) {
+            assert_eq!(code, 0, "round {round}: wal-push failed: {err}");
+        }
+        segments.push(seg);
         let out = gc.wait_with_output().unwrap();
         if let Some(code) = out.status.code() {
             // GC may give up on the exclusive lease while a killed
@@ -446,5 +464,21 @@ fn backups_and_gc_in_parallel_with_kill_9_lose_nothing() {
     assert!(snaps.len() >= rounds / 3, "{snaps:?}");
     for (tag, id) in &snaps {
         restores_exactly(&env, id, &src, &refs[tag]);
+    }
+    for seg in &segments {
+        let name = seg.file_name().unwrap();
+        let dest = env.path("fetched");
+        env.ok([
+            "wal-fetch".as_ref(),
+            "--cluster".as_ref(),
+            "42".as_ref(),
+            name,
+            dest.as_os_str(),
+        ]);
+        assert!(
+            fs::read(&dest).unwrap() == fs::read(seg).unwrap(),
+            "{name:?} differs"
+        );
+        fs::remove_file(&dest).unwrap();
     }
 }
