@@ -26,7 +26,7 @@ mod plan;
 mod repack;
 mod sweep;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use holdfast_storage::ObjectKind;
@@ -241,6 +241,7 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
     // ---- repack ---------------------------------------------------------
     // Missing packs with nothing reachable lose their index entries too.
     let mut doomed: HashSet<Id> = d.delete.clone();
+    let mut written: Vec<PackInfo> = Vec::new();
     let gone: HashSet<Id> = d
         .missing
         .iter()
@@ -268,6 +269,7 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
             r.not_repacked.push(format!("{id}: {why}"));
         }
         doomed.extend(done.done.iter().copied());
+        written = done.written;
         lease.release()?;
     }
     r.unused_bytes_kept = d.unused_kept;
@@ -281,6 +283,7 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
         &mut table,
         &mut marker,
         &mut doomed,
+        &written,
         par,
         progress,
         &mut r,
@@ -407,6 +410,7 @@ fn sweep_phase(
     table: &mut plan::PackTable,
     marker: &mut Marker,
     doomed: &mut HashSet<Id>,
+    repacked: &[PackInfo],
     par: usize,
     progress: Progress<'_>,
     r: &mut GcReport,
@@ -457,8 +461,14 @@ fn sweep_phase(
     let walked_wal: HashSet<&String> = roots.wal.iter().map(|(n, _)| n).collect();
     let mut newly: Vec<Id> = Vec::new();
     let mut new_roots = 0usize;
-    if now_roots.snapshots.iter().any(|(n, _)| !walked.contains(n)) {
+    let any_new = now_roots.snapshots.iter().any(|(n, _)| !walked.contains(n))
+        || now_roots.wal.iter().any(|(n, _)| !walked_wal.contains(n));
+    if any_new {
+        // Trees of the new snapshots, and where their blobs are now.
         repo.load_index()?;
+        if !repacked.is_empty() {
+            repo.extend_index(repacked);
+        }
     }
     for (name, tree) in &now_roots.snapshots {
         if !walked.contains(name) {
@@ -473,14 +483,30 @@ fn sweep_phase(
         }
     }
     r.new_roots = new_roots;
-    for b in &newly {
-        let Some(packs) = table.blob_packs.get(b) else {
-            continue;
-        };
-        if packs.iter().all(|p| doomed.contains(p)) {
-            for p in packs {
-                if doomed.remove(p) {
-                    r.packs_rescued += 1;
+    if !newly.is_empty() {
+        // Which doomed packs hold each blob (doomed packs only: few).
+        let mut holders: HashMap<Id, Vec<Id>> = HashMap::new();
+        for id in doomed.iter() {
+            if let Some(p) = table.packs.get(id) {
+                for e in &p.entries {
+                    holders.entry(e.id).or_default().push(*id);
+                }
+            }
+        }
+        let index = repo.index();
+        for b in &newly {
+            let Some(packs) = holders.get(b) else {
+                continue;
+            };
+            // A copy outside the doomed packs (a repacked one, or a second
+            // write) keeps the blob; when the index cannot show one, keep
+            // every doomed pack holding it (at worst, space for a later run).
+            let safe = index.get(b).is_some_and(|l| !doomed.contains(&l.pack));
+            if !safe {
+                for p in packs {
+                    if doomed.remove(p) {
+                        r.packs_rescued += 1;
+                    }
                 }
             }
         }

@@ -60,8 +60,6 @@ pub(crate) struct PackTable {
     /// Stored objects under `data/` whose names are not pack ids (foreign
     /// files): never touched, only counted.
     pub foreign: usize,
-    /// Where each blob is stored (a blob written twice has two packs).
-    pub blob_packs: HashMap<Id, Vec<Id>>,
 }
 
 impl PackTable {
@@ -102,19 +100,18 @@ impl PackTable {
             indexed: true,
         });
         rec.indexed = true;
-        let fresh = rec.entries.is_empty();
+        if rec.entries.is_empty() {
+            rec.entries.extend_from_slice(&p.entries);
+            return;
+        }
+        // Named by a second index object (a merge or a duplicate write).
         for e in &p.entries {
-            if fresh
-                || !rec
-                    .entries
-                    .iter()
-                    .any(|x| x.id == e.id && x.offset == e.offset)
+            if !rec
+                .entries
+                .iter()
+                .any(|x| x.id == e.id && x.offset == e.offset)
             {
                 rec.entries.push(*e);
-                let packs = self.blob_packs.entry(e.id).or_default();
-                if !packs.contains(&p.id) {
-                    packs.push(p.id);
-                }
             }
         }
     }

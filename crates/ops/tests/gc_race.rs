@@ -1,0 +1,303 @@
+//! The race GC must win, made deterministic: a backup commits a snapshot
+//! that reuses data GC has already found unreferenced, between GC's mark
+//! and its sweep. A backend decorator runs that backup at the exact moment
+//! GC asks for its exclusive lease (its first lock write), so the sweep
+//! must find the new snapshot, keep the pack, and leave a repository that
+//! checks clean and restores byte for byte. Without the backup, the same
+//! pack is deleted (the control).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use holdfast_ops::backup::{backup_files, FileBackupConfig};
+use holdfast_ops::init::{init, InitConfig};
+use holdfast_ops::open::{open, Credential};
+use holdfast_repo::check::CheckOptions;
+use holdfast_repo::gc::{gc, GcOptions};
+use holdfast_repo::keys::KdfParams;
+use holdfast_repo::Repository;
+use holdfast_sources::Progress;
+use holdfast_storage::local::LocalBackend;
+use holdfast_storage::{Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageResult};
+
+const PASSWORD: &[u8] = b"gc race password";
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Forwards everything; runs `hook` (once, on its own thread, to its end)
+/// before the first lock object is written.
+#[derive(Clone)]
+struct BeforeFirstLock {
+    inner: Arc<dyn Backend>,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+impl std::fmt::Debug for BeforeFirstLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeFirstLock")
+    }
+}
+
+#[async_trait]
+impl Backend for BeforeFirstLock {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> StorageResult<()> {
+        if kind == ObjectKind::Lock {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(h) = hook {
+                // A blocking wait inside the runtime is fine for a test
+                // whose runtime has spare workers; the hook uses its own.
+                std::thread::spawn(h).join().unwrap();
+            }
+        }
+        self.inner.put(kind, name, data, opts).await
+    }
+    async fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes> {
+        self.inner.get(kind, name, range).await
+    }
+    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(kind, name).await
+    }
+    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        self.inner.list(kind).await
+    }
+    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        self.inner.delete(kind, name).await
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn open_repo(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime) -> Arc<Repository> {
+    open(
+        backend,
+        rt.handle(),
+        &Credential::Password(PASSWORD.to_vec()),
+    )
+    .unwrap()
+}
+
+fn backup(repo: &Repository, src: &Path, source: &str) -> String {
+    let mut cfg = FileBackupConfig::new(vec![src.to_path_buf()]);
+    cfg.source = Some(source.into());
+    backup_files(repo, &cfg, &Progress::default())
+        .unwrap()
+        .outcome
+        .id
+        .to_hex()
+}
+
+fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for fan in std::fs::read_dir(repo.join("data")).unwrap() {
+        for p in std::fs::read_dir(fan.unwrap().path()).unwrap() {
+            out.push(p.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A pack of file data rather than trees (the test's files are 3 MiB).
+fn is_data(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.len() > 1 << 20)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    /// The snapshot whose manifest was removed: its data is garbage.
+    dropped_src: PathBuf,
+    /// Packs that only the dropped snapshot used.
+    doomed: Vec<PathBuf>,
+    /// Of those, the ones holding file data.
+    doomed_data: Vec<PathBuf>,
+}
+
+/// Two sources; the first one's snapshot removed, so its packs are garbage.
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let repo_dir = dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    init(
+        plain.clone(),
+        rt.handle(),
+        InitConfig {
+            password: PASSWORD.to_vec(),
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            compression_level: 3,
+            lock: None,
+        },
+    )
+    .unwrap();
+    let repo = open_repo(plain.clone(), &rt);
+    let kept = dir.path().join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("k.bin"), noise(3 << 20, 1)).unwrap();
+    backup(&repo, &kept, "kept");
+    let before = packs(&repo_dir);
+    let dropped_src = dir.path().join("dropped");
+    std::fs::create_dir_all(&dropped_src).unwrap();
+    std::fs::write(dropped_src.join("d.bin"), noise(3 << 20, 2)).unwrap();
+    let dropped = backup(&repo, &dropped_src, "dropped");
+    let doomed: Vec<PathBuf> = packs(&repo_dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    let doomed_data: Vec<PathBuf> = doomed.iter().filter(|p| is_data(p)).cloned().collect();
+    assert!(!doomed_data.is_empty());
+    rt.block_on(plain.delete(ObjectKind::Snapshot, &dropped))
+        .unwrap();
+    Setup {
+        dir,
+        rt,
+        dropped_src,
+        doomed,
+        doomed_data,
+    }
+}
+
+fn check_clean(repo: &Repository) {
+    let report = holdfast_repo::check::check(
+        repo,
+        &CheckOptions {
+            read_data: true,
+            read_data_subset: None,
+        },
+        &|_, _| {},
+    )
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
+
+#[test]
+fn a_snapshot_committed_between_mark_and_sweep_keeps_the_data_it_reuses() {
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    // The same content as the dropped snapshot, under a new source: the
+    // backup deduplicates against the doomed packs.
+    let again = s.dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    let committed = Arc::new(Mutex::new(None::<String>));
+    let hook: Hook = {
+        let (plain, again, committed) = (plain.clone(), again.clone(), committed.clone());
+        let repo_dir = repo_dir.clone();
+        Box::new(move || {
+            let rt = runtime();
+            let repo = open_repo(plain, &rt);
+            let before = packs(&repo_dir);
+            let id = backup(&repo, &again, "again");
+            // Its file data was all deduplicated (only its tree is new).
+            let new: Vec<PathBuf> = packs(&repo_dir)
+                .into_iter()
+                .filter(|p| !before.contains(p))
+                .collect();
+            let new_bytes: u64 = new
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .sum();
+            assert!(
+                new_bytes < 100_000,
+                "the backup stored {new_bytes} bytes again"
+            );
+            *committed.lock().unwrap() = Some(id);
+        })
+    };
+    let hooked: Arc<dyn Backend> = Arc::new(BeforeFirstLock {
+        inner: plain.clone(),
+        hook: Arc::new(Mutex::new(Some(hook))),
+    });
+    let gc_repo = open_repo(hooked, &s.rt);
+    let report = gc(&gc_repo, &GcOptions::default(), &|_, _, _| {}).unwrap();
+    let id = committed.lock().unwrap().clone().expect("the backup ran");
+    assert_eq!(report.new_roots, 1, "{report:?}");
+    assert!(report.packs_rescued >= 1, "{report:?}");
+    // The data packs stay (the dropped snapshot's tree pack may go: the
+    // new snapshot has its own tree).
+    for p in &s.doomed_data {
+        assert!(
+            p.exists(),
+            "{} was deleted under a new snapshot",
+            p.display()
+        );
+    }
+    let repo = open_repo(plain.clone(), &s.rt);
+    check_clean(&repo);
+    let target = s.dir.path().join("out");
+    holdfast_ops::restore::restore_files(
+        &repo,
+        &holdfast_ops::restore::FileRestoreConfig {
+            snapshot: holdfast_ops::restore::SnapshotSpec {
+                spec: id,
+                filter: Default::default(),
+            },
+            target: target.clone(),
+            includes: Vec::new(),
+            cwd: s.dir.path().to_path_buf(),
+            options: Default::default(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
+    let restored = target.join(again.strip_prefix("/").unwrap()).join("d.bin");
+    assert!(std::fs::read(restored).unwrap() == noise(3 << 20, 2));
+}
+
+#[test]
+fn without_a_new_snapshot_the_same_packs_are_deleted() {
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let repo = open_repo(plain, &s.rt);
+    let report = gc(&repo, &GcOptions::default(), &|_, _, _| {}).unwrap();
+    assert_eq!(report.new_roots, 0);
+    assert_eq!(report.packs_rescued, 0);
+    for p in &s.doomed {
+        assert!(!p.exists(), "{} survived", p.display());
+    }
+    check_clean(&repo);
+}
