@@ -205,6 +205,18 @@ pub enum PolicyCommand {
     },
     /// For every snapshot: keep, archive or purge, and the rule that decided.
     Plan(PolicyPlanArgs),
+    /// Carry out the plan: a dry run unless --yes, which purges (deletion
+    /// record, then manifest; `holdfast gc` then reclaims the space).
+    Apply(PolicyApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyApplyArgs {
+    #[command(flatten)]
+    pub plan: PolicyPlanArgs,
+    /// Delete what the plan purges (without it: a dry run).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

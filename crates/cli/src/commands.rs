@@ -626,6 +626,12 @@ fn check_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: CheckArgs) -> Result<i
                     format!("{} error(s)", report.errors.len())
                 }
             );
+            if let Some(name) = &report.verification_record {
+                outln!(
+                    "recorded {} snapshot(s) read in full and found good as verified (verified/{name})",
+                    report.verified.len()
+                );
+            }
         }
     }
     Ok(if report.ok() {

@@ -1,13 +1,14 @@
-//! `holdfast policy validate|plan`: retention policy files. The planning
-//! is `holdfast-ops`'s and `holdfast-policy`'s; this module prints.
+//! `holdfast policy validate|plan|apply`: retention policy files. The
+//! planning and purging are `holdfast-ops`'s and `holdfast-policy`'s; this
+//! module prints.
 
 use anyhow::Result;
-use holdfast_ops::policy::{self as ops_policy, PlanConfig};
-use holdfast_policy::{Action, Policy, PolicyError};
+use holdfast_ops::policy::{self as ops_policy, ApplyConfig, Outcome, PlanConfig};
+use holdfast_policy::{Action, Decision, Policy, PolicyError};
 use serde_json::json;
 use tokio::runtime::Runtime;
 
-use crate::args::{Global, PolicyCommand, PolicyPlanArgs};
+use crate::args::{Global, PolicyApplyArgs, PolicyCommand, PolicyPlanArgs};
 use crate::exit;
 use crate::open;
 use crate::ui;
@@ -20,6 +21,7 @@ pub fn run(g: &Global, rt: &Runtime, c: PolicyCommand) -> Result<i32> {
     match c {
         PolicyCommand::Validate { files } => validate(g, &files),
         PolicyCommand::Plan(a) => plan(g, rt, a),
+        PolicyCommand::Apply(a) => apply(g, rt, a),
     }
 }
 
@@ -63,21 +65,56 @@ fn validate(g: &Global, files: &[std::path::PathBuf]) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
+/// The policies and the instant of `a`, or the exit code of invalid files.
+fn plan_config(g: &Global, a: &PolicyPlanArgs) -> Result<std::result::Result<PlanConfig, i32>> {
     let policies = match load(g, &a.policies)? {
         Ok(p) => p,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok(Err(code)),
     };
     let at = match &a.at {
         Some(t) => holdfast_ops::time::parse_time(t)?,
         None => chrono::Utc::now(),
     };
+    Ok(Ok(PlanConfig { policies, at }))
+}
+
+fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Keep => "keep",
+        Action::Archive => "archive",
+        Action::Purge => "purge",
+    }
+}
+
+/// One row of the plan table; `outcome` is apply's column.
+fn row(d: &Decision, outcome: Option<&str>) {
+    let outcome = outcome.map(|o| format!("{o:<16} ")).unwrap_or_default();
+    outln!(
+        "{:<8} {outcome}{:<10} {:<20} {:<18} {}",
+        action_name(d.action),
+        d.snapshot.get(..8).unwrap_or(&d.snapshot),
+        d.time.format("%Y-%m-%d %H:%M:%S"),
+        ui::escape(d.source.as_bytes()),
+        d.rule
+    );
+}
+
+fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
+    let cfg = match plan_config(g, &a)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let at = cfg.at;
     let repo = open::open(g, rt)?;
-    let decisions = ops_policy::plan(&repo, &PlanConfig { policies, at })?;
+    let plan = ops_policy::plan(&repo, &cfg)?;
+    for w in &plan.warnings {
+        errln!("warning: {w}");
+    }
     if g.json {
-        ui::print_json(&decisions)?;
+        ui::print_json(&plan)?;
         return Ok(exit::OK);
     }
+    let decisions = &plan.snapshots;
     outln!(
         "{:<8} {:<10} {:<20} {:<18} rule",
         "action",
@@ -85,22 +122,11 @@ fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
         "time",
         "source"
     );
-    for d in &decisions {
+    for d in decisions {
         if ui::stdout_closed() {
             break;
         }
-        outln!(
-            "{:<8} {:<10} {:<20} {:<18} {}",
-            match d.action {
-                Action::Keep => "keep",
-                Action::Archive => "archive",
-                Action::Purge => "purge",
-            },
-            d.snapshot.get(..8).unwrap_or(&d.snapshot),
-            d.time.format("%Y-%m-%d %H:%M:%S"),
-            ui::escape(d.source.as_bytes()),
-            d.rule
-        );
+        row(d, None);
     }
     if !g.quiet {
         let n = |a: Action| decisions.iter().filter(|d| d.action == a).count();
@@ -111,6 +137,78 @@ fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
             n(Action::Archive),
             n(Action::Purge)
         );
+    }
+    Ok(exit::OK)
+}
+
+fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Kept => "kept",
+        Outcome::WouldPurge => "would purge",
+        Outcome::Purged => "purged",
+        Outcome::AlreadyGone => "already gone",
+        Outcome::KeptLocked => "kept: locked",
+        Outcome::ArchivePending => "archive (pending)",
+    }
+}
+
+fn apply(g: &Global, rt: &Runtime, a: PolicyApplyArgs) -> Result<i32> {
+    let plan = match plan_config(g, &a.plan)? {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let repo = open::open(g, rt)?;
+    let report = ops_policy::apply(
+        &repo,
+        &ApplyConfig {
+            plan,
+            delete: a.yes,
+        },
+    )?;
+    for w in &report.warnings {
+        errln!("warning: {w}");
+    }
+    if g.json {
+        ui::print_json(&report)?;
+        return Ok(exit::OK);
+    }
+    outln!(
+        "{:<8} {:<16} {:<10} {:<20} {:<18} rule",
+        "action",
+        "outcome",
+        "snapshot",
+        "time",
+        "source"
+    );
+    for s in &report.snapshots {
+        if ui::stdout_closed() {
+            break;
+        }
+        row(&s.decision, Some(outcome_name(s.outcome)));
+        if let Some(detail) = &s.detail {
+            outln!("         ({detail})");
+        }
+    }
+    if !g.quiet {
+        let n = |o: Outcome| report.count(o);
+        if report.deleted {
+            outln!(
+                "as of {}: purged {}, kept {}, kept because locked {}, archive pending {}; run `holdfast gc` to reclaim the space",
+                report.at.to_rfc3339(),
+                n(Outcome::Purged) + n(Outcome::AlreadyGone),
+                n(Outcome::Kept),
+                n(Outcome::KeptLocked),
+                n(Outcome::ArchivePending)
+            );
+        } else {
+            outln!(
+                "dry run as of {}: would purge {}, keep {}, archive pending {}; nothing was changed (add --yes to purge)",
+                report.at.to_rfc3339(),
+                n(Outcome::WouldPurge),
+                n(Outcome::Kept),
+                n(Outcome::ArchivePending)
+            );
+        }
     }
     Ok(exit::OK)
 }

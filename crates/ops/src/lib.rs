@@ -25,5 +25,6 @@ pub mod repair;
 pub mod restore;
 pub mod secrets;
 pub mod time;
+pub mod verification;
 
 pub use error::{OpsError, Result};

@@ -1,16 +1,35 @@
-//! Retention: loading policy files and planning what to keep, archive and
-//! purge for the snapshots of a repository. The decisions are the policy
-//! crate's; this module feeds it the repository's snapshots.
+//! Retention: loading policy files, planning what to keep, archive and
+//! purge for the snapshots of a repository, and applying the plan. The
+//! decisions are the policy crate's; this module feeds it the repository's
+//! snapshots, verification records and holds, and carries out the purges.
+//!
+//! Applying is a dry run unless asked to delete. A purge writes the
+//! snapshot's sealed deletion record, then deletes its manifest
+//! (`Repository::forget_snapshot`); the data it alone referenced becomes
+//! garbage that `holdfast gc` reclaims. Before anything is deleted every
+//! purge is checked again against the floor, the last verified snapshot
+//! of its source and the holds, so a planner bug cannot delete what those
+//! protect: the apply stops with an error instead.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use holdfast_policy::{Decision, HoldCheck, NoHolds, PlanInput, Policy, PolicyError, SnapshotInfo};
+use holdfast_policy::{
+    Action, Decision, HoldCheck, NoHolds, PlanInput, Policy, PolicyError, SnapshotInfo,
+};
+use holdfast_repo::forget::{Forgotten, Tombstone};
 use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::Repository;
+use serde::Serialize;
 
 use crate::error::{OpsError, Result};
+use crate::verification;
+
+/// What a purge's deletion record says deleted the snapshot.
+pub const PURGED_BY: &str = "policy apply";
+/// The lease operation name of `policy apply --yes`.
+pub const LEASE_OPERATION: &str = "policy-apply";
 
 /// Read and validate policy files; every error, each at file:line:column.
 pub fn load(paths: &[PathBuf]) -> std::result::Result<Vec<Policy>, Vec<PolicyError>> {
@@ -36,28 +55,250 @@ pub struct PlanConfig {
     pub at: DateTime<Utc>,
 }
 
-/// The decision for every snapshot of `repo`, oldest first.
-pub fn plan(repo: &Repository, cfg: &PlanConfig) -> Result<Vec<Decision>> {
+/// A plan: one decision per snapshot, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub at: DateTime<Utc>,
+    pub snapshots: Vec<Decision>,
+    /// What the plan could not take into account (unreadable verification
+    /// records), for the caller to show.
+    pub warnings: Vec<String>,
+}
+
+/// The plan for every snapshot of `repo`, without holds.
+pub fn plan(repo: &Repository, cfg: &PlanConfig) -> Result<Plan> {
     plan_with(repo, cfg, &NoHolds)
 }
 
 /// [`plan`] with the holds that protect snapshots (the holds issue passes
 /// the repository's; tests pass stand-ins).
-pub fn plan_with(
+pub fn plan_with(repo: &Repository, cfg: &PlanConfig, holds: &dyn HoldCheck) -> Result<Plan> {
+    let entries = repo.snapshots()?;
+    plan_entries(repo, cfg, holds, &entries).map(|(p, _)| p)
+}
+
+/// The plan for `entries`, and the verified set it was made with.
+fn plan_entries(
     repo: &Repository,
     cfg: &PlanConfig,
     holds: &dyn HoldCheck,
-) -> Result<Vec<Decision>> {
-    let snaps: Vec<SnapshotInfo> = repo.snapshots()?.iter().map(snapshot_info).collect();
-    // Verification records come with drills and audited checks; until a
-    // snapshot is recorded as verified, none is.
-    let verified = BTreeSet::new();
-    holdfast_policy::plan(&PlanInput {
+    entries: &[SnapshotEntry],
+) -> Result<(Plan, BTreeSet<String>)> {
+    let snaps: Vec<SnapshotInfo> = entries.iter().map(snapshot_info).collect();
+    let v = verification::verified(repo)?;
+    let warnings = v
+        .unreadable
+        .iter()
+        .map(|(name, why)| {
+            format!(
+                "verification record verified/{name} cannot be read and vouches for nothing: {why}"
+            )
+        })
+        .collect();
+    let decisions = holdfast_policy::plan(&PlanInput {
         snapshots: &snaps,
         policies: &cfg.policies,
         now: cfg.at,
-        verified: &verified,
+        verified: &v.snapshots,
         holds,
     })
-    .map_err(OpsError::Invalid)
+    .map_err(OpsError::Invalid)?;
+    Ok((
+        Plan {
+            at: cfg.at,
+            snapshots: decisions,
+            warnings,
+        },
+        v.snapshots,
+    ))
+}
+
+/// What applying did (or, in a dry run, would do) with one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Kept, as planned.
+    Kept,
+    /// Dry run: would be purged.
+    WouldPurge,
+    /// Deletion record written and manifest deleted.
+    Purged,
+    /// Already gone (an earlier run, or one running beside this one).
+    AlreadyGone,
+    /// To be purged, but Object Lock (retention or a legal hold on the
+    /// manifest) refuses: kept, and retried by a later run.
+    KeptLocked,
+    /// To be archived: archival's data movement is not wired into apply
+    /// yet, so nothing is done and the snapshot stays on the hot tier.
+    ArchivePending,
+}
+
+/// One snapshot's decision and what was done.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    #[serde(flatten)]
+    pub decision: Decision,
+    pub outcome: Outcome,
+    /// Why a purge was refused (the lock), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What `policy apply` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub at: DateTime<Utc>,
+    /// False for a dry run (nothing was changed).
+    pub deleted: bool,
+    pub snapshots: Vec<Applied>,
+    pub warnings: Vec<String>,
+}
+
+impl ApplyReport {
+    /// How many snapshots ended with `o`.
+    pub fn count(&self, o: Outcome) -> usize {
+        self.snapshots.iter().filter(|a| a.outcome == o).count()
+    }
+}
+
+/// How to apply.
+pub struct ApplyConfig {
+    pub plan: PlanConfig,
+    /// Delete (`--yes`); otherwise a dry run.
+    pub delete: bool,
+}
+
+/// Apply the policies without holds.
+pub fn apply(repo: &Repository, cfg: &ApplyConfig) -> Result<ApplyReport> {
+    apply_with(repo, cfg, &NoHolds)
+}
+
+/// Plan, then (with `cfg.delete`) purge every snapshot the plan says
+/// `purge`, under a shared lease. Never one under its policy's floor,
+/// the newest verified snapshot of its source, or one `holds` protects:
+/// these are checked again before anything is deleted.
+pub fn apply_with(
+    repo: &Repository,
+    cfg: &ApplyConfig,
+    holds: &dyn HoldCheck,
+) -> Result<ApplyReport> {
+    if cfg.delete && cfg.plan.at > repo.now() + chrono::Duration::minutes(5) {
+        return Err(OpsError::invalid(format!(
+            "--at {} is in the future: a plan for a later date may purge snapshots that the floor protects today; preview it with `policy plan --at`, apply it when the date comes",
+            cfg.plan.at.to_rfc3339()
+        )));
+    }
+    // The lease before the listing: what is deleted was listed under it.
+    let lease = if cfg.delete {
+        Some(repo.writer_lease(LEASE_OPERATION)?)
+    } else {
+        None
+    };
+    let entries = repo.snapshots()?;
+    let (plan, verified) = plan_entries(repo, &cfg.plan, holds, &entries)?;
+    let by_id: BTreeMap<String, &SnapshotEntry> =
+        entries.iter().map(|e| (e.id.to_hex(), e)).collect();
+    if cfg.delete {
+        guard(&plan, &cfg.plan.policies, &entries, &verified, holds)?;
+    }
+    let mut report = ApplyReport {
+        at: plan.at,
+        deleted: cfg.delete,
+        snapshots: Vec::with_capacity(plan.snapshots.len()),
+        warnings: plan.warnings,
+    };
+    for d in plan.snapshots {
+        let (outcome, detail) = match d.action {
+            Action::Keep => (Outcome::Kept, None),
+            // Archival's data movement lives in `crate::archive` and is
+            // wired in here by the archival work; until then an archive
+            // decision changes nothing and says so.
+            Action::Archive => (Outcome::ArchivePending, None),
+            Action::Purge if !cfg.delete => (Outcome::WouldPurge, None),
+            Action::Purge => {
+                if let Some(l) = &lease {
+                    l.check()?;
+                }
+                let entry = by_id.get(&d.snapshot).ok_or_else(|| {
+                    OpsError::invalid(format!("snapshot {} is not in the listing", d.snapshot))
+                })?;
+                let t = Tombstone::new(entry, PURGED_BY, d.policy.as_deref(), &d.rule, repo.now());
+                match repo.forget_snapshot(&t).map_err(|e| {
+                    OpsError::from(e).context(format!("purging snapshot {}", d.snapshot))
+                })? {
+                    Forgotten::Deleted => (Outcome::Purged, None),
+                    Forgotten::AlreadyGone => (Outcome::AlreadyGone, None),
+                    Forgotten::Locked { detail, .. } => (Outcome::KeptLocked, Some(detail)),
+                }
+            }
+        };
+        report.snapshots.push(Applied {
+            decision: d,
+            outcome,
+            detail,
+        });
+    }
+    if let Some(l) = lease {
+        l.release()?;
+    }
+    Ok(report)
+}
+
+/// Check every purge of `plan` again, independently of the planner, before
+/// anything is deleted: not under its policy's floor, not the newest
+/// verified snapshot of its source, not held. A purge that fails one is a
+/// planner bug: nothing is deleted.
+fn guard(
+    plan: &Plan,
+    policies: &[Policy],
+    entries: &[SnapshotEntry],
+    verified: &BTreeSet<String>,
+    holds: &dyn HoldCheck,
+) -> Result<()> {
+    let mut newest_verified: BTreeMap<&str, &SnapshotEntry> = BTreeMap::new();
+    for e in entries.iter().filter(|e| verified.contains(&e.id.to_hex())) {
+        let slot = newest_verified
+            .entry(e.snapshot.source.as_str())
+            .or_insert(e);
+        if (e.snapshot.time, e.id) > (slot.snapshot.time, slot.id) {
+            *slot = e;
+        }
+    }
+    let by_id: BTreeMap<String, &SnapshotEntry> =
+        entries.iter().map(|e| (e.id.to_hex(), e)).collect();
+    for d in plan.snapshots.iter().filter(|d| d.action == Action::Purge) {
+        let refuse = |why: String| {
+            Err(OpsError::invalid(format!(
+                "refusing to apply: the plan purges snapshot {} ({}), but {why}; nothing was deleted",
+                d.snapshot, d.rule
+            )))
+        };
+        let Some(entry) = by_id.get(&d.snapshot) else {
+            return refuse("it is not in the listing".into());
+        };
+        let held = holds.holds(&snapshot_info(entry));
+        if !held.is_empty() {
+            return refuse(format!("it is held by {}", held.join(", ")));
+        }
+        if newest_verified
+            .get(entry.snapshot.source.as_str())
+            .is_some_and(|v| v.id == entry.id)
+        {
+            return refuse(format!(
+                "it is the last verified good snapshot of source {:?}",
+                entry.snapshot.source
+            ));
+        }
+        let policy = policies.iter().find(|p| Some(&p.name) == d.policy.as_ref());
+        let Some(policy) = policy else {
+            return refuse("no policy of that name selects it".into());
+        };
+        if let Some(f) = policy.floor {
+            let until = f.after(&entry.snapshot.time.with_timezone(&policy.timezone));
+            if until > plan.at {
+                return refuse(format!("its floor {f} lasts until {}", until.to_rfc3339()));
+            }
+        }
+    }
+    Ok(())
 }

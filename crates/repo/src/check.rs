@@ -13,7 +13,14 @@
 //! (AES-GCM authenticates it) and hash to its id. That covers the blobs of
 //! WAL manifests too: they are in the indexed packs.
 //!
-//! Problems are collected, never fixed here: `check` is read-only.
+//! Problems are collected, never fixed here: `check` is read-only. A full
+//! data read also says which snapshots had every blob read and found good
+//! ([`CheckReport::verified`]); the application layer records that.
+//!
+//! Snapshots deleted on purpose (retention) have a sealed deletion record
+//! (`forget`): a missing predecessor with a valid record is not reported,
+//! a record that does not open is, and a record beside a snapshot that
+//! still exists is an interrupted purge (a warning).
 //!
 //! A check may run while backups and `wal-push` write. Writers store packs,
 //! then the index objects naming them, then (backups) the snapshot, so the
@@ -110,6 +117,15 @@ pub struct CheckReport {
     pub packs: usize,
     pub packs_read: usize,
     pub blobs_read: usize,
+    /// Deletion records read.
+    pub tombstones: usize,
+    /// With a full data read: the snapshots (ids) whose every tree and
+    /// data blob was read and found good. Empty otherwise.
+    pub verified: Vec<String>,
+    /// The verification record written for `verified`, if any (set by the
+    /// application layer, which writes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification_record: Option<String>,
 }
 
 impl CheckReport {
@@ -129,6 +145,10 @@ pub fn check(
     let _storage_only = repo.suspend_cache();
     // Snapshots before the index: see the module docs.
     let (snaps, bad) = repo.snapshots_with_errors()?;
+    // Deletion records after the snapshots: a purge writes its record
+    // before it deletes, so any snapshot missing from the listing above
+    // that was purged has its record in this one.
+    let (tombs, bad_tombs) = repo.tombstones()?;
     // WAL manifests are written after the index objects naming their
     // blobs, like snapshots: read before the index too.
     let (wals, bad_wals) = repo.wal_manifests()?;
@@ -187,7 +207,12 @@ pub fn check(
     }
 
     // Snapshots and trees.
+    let tombstoned: HashSet<&str> = tombs.iter().map(|(n, _)| n.as_str()).collect();
     for (name, e) in &bad {
+        if tombstoned.contains(name.as_str()) && !still_stored(repo, name)? {
+            // Purged (record first, then delete) while this check ran.
+            continue;
+        }
         r.errors.push(format!(
             "snapshot {name} is unreadable: {e} (if it is not a snapshot of this repository, \
              e.g. a stray or misplaced file, `holdfast repair snapshots` moves it aside)"
@@ -244,7 +269,8 @@ pub fn check(
         }
     }
 
-    check_predecessors(&snaps, &bad, &mut r);
+    check_tombstones(&snaps, &tombs, &bad_tombs, &mut r);
+    check_predecessors(&snaps, &bad, &tombstoned, &mut r);
 
     // WAL manifests: roots like snapshots; every blob they name is indexed.
     for (name, e) in bad_wals {
@@ -290,19 +316,137 @@ pub fn check(
             DataSubset::Percent(_) => {}
             DataSubset::Part { n, m } => packs.retain(|p| DataSubset::part_holds(n, m, p)),
         }
+        let full = packs.len() == by_pack.len();
         let total = packs.len() as u64;
+        let mut faults = DataFaults::default();
         for (i, pack_id) in packs.iter().enumerate() {
             progress(i as u64, total);
             if !stored.contains_key(&pack_id.to_hex()) {
                 continue; // already reported missing
             }
             r.packs_read += 1;
+            faults.read.insert(*pack_id);
             let expected = by_pack.get(pack_id).cloned().unwrap_or_default();
-            check_pack(repo, *pack_id, &expected, &mut r);
+            check_pack(repo, *pack_id, &expected, &mut r, &mut faults);
         }
         progress(total, total);
+        if full {
+            r.verified = verified_snapshots(repo, &snaps, &r, reloaded, &faults);
+        }
     }
     Ok(r)
+}
+
+/// What the data read found wrong, by pack and by blob.
+#[derive(Default)]
+struct DataFaults {
+    /// Packs read (present in storage).
+    read: HashSet<Id>,
+    /// Packs that could not be read, do not hash to their names or whose
+    /// trailer is unreadable: none of their blobs counts as verified.
+    packs: HashSet<Id>,
+    /// Blobs that failed to decrypt, decompress or hash to their ids, or
+    /// that the pack's trailer does not list.
+    blobs: HashSet<Id>,
+}
+
+/// The snapshots whose every tree and data blob was read and found good.
+/// With no error at all and no index reload (every referenced blob was in
+/// an indexed pack that was read), that is every snapshot; otherwise each
+/// snapshot's trees are walked again, memoised, to find which ones a fault
+/// touches.
+fn verified_snapshots(
+    repo: &Repository,
+    snaps: &[crate::snapshot::SnapshotEntry],
+    r: &CheckReport,
+    reloaded: bool,
+    faults: &DataFaults,
+) -> Vec<String> {
+    if r.errors.is_empty() && !reloaded {
+        return snaps.iter().map(|s| s.id.to_hex()).collect();
+    }
+    let index = repo.index();
+    let blob_good = |b: &Id| {
+        !faults.blobs.contains(b)
+            && index
+                .get(b)
+                .is_some_and(|l| faults.read.contains(&l.pack) && !faults.packs.contains(&l.pack))
+    };
+    let mut memo: HashMap<Id, bool> = HashMap::new();
+    snaps
+        .iter()
+        .filter(|s| tree_good(repo, s.snapshot.tree, &blob_good, &mut memo))
+        .map(|s| s.id.to_hex())
+        .collect()
+}
+
+/// A tree is good if its own blob, every data blob it names and every
+/// subtree are.
+fn tree_good(
+    repo: &Repository,
+    id: Id,
+    blob_good: &dyn Fn(&Id) -> bool,
+    memo: &mut HashMap<Id, bool>,
+) -> bool {
+    if let Some(v) = memo.get(&id) {
+        return *v;
+    }
+    // Provisionally bad while walked: a tree cannot contain itself (ids are
+    // hashes), so this only guards against a damaged repository looping.
+    memo.insert(id, false);
+    let good = blob_good(&id)
+        && match repo.load_tree(&id) {
+            Ok(tree) => tree.nodes.iter().all(|n| {
+                n.content.iter().all(blob_good)
+                    && n.subtree
+                        .is_none_or(|sub| tree_good(repo, sub, blob_good, memo))
+            }),
+            Err(_) => false,
+        };
+    memo.insert(id, good);
+    good
+}
+
+/// Whether snapshot manifest `name` is in storage now.
+fn still_stored(repo: &Repository, name: &str) -> Result<bool> {
+    match repo.block_on(repo.backend().head(ObjectKind::Snapshot, name)) {
+        Ok(_) => Ok(true),
+        Err(holdfast_storage::StorageError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletion records: one that does not open is an error (forged, damaged
+/// or moved: it cannot vouch for a deletion); one beside a snapshot that
+/// still exists is a purge that stopped half-way (or that Object Lock
+/// refused after the record was written).
+fn check_tombstones(
+    snaps: &[crate::snapshot::SnapshotEntry],
+    tombs: &[(String, crate::forget::Tombstone)],
+    bad: &[crate::repository::Unreadable],
+    r: &mut CheckReport,
+) {
+    r.tombstones = tombs.len();
+    for (name, e) in bad {
+        r.errors.push(format!(
+            "deletion record {} cannot be read: {e} (it does not excuse a missing snapshot; \
+             a record not written by holdfast with this repository's key is forged or damaged)",
+            ObjectKind::Tombstone.key(name)
+        ));
+    }
+    let present: HashSet<String> = snaps.iter().map(|s| s.id.to_hex()).collect();
+    for (name, t) in tombs {
+        if present.contains(name) {
+            r.warnings.push(format!(
+                "snapshot {name} of source {:?} has a deletion record ({}, {}) but still exists: \
+                 a purge was interrupted or the store refused the delete (Object Lock); \
+                 `holdfast policy apply --yes` finishes it",
+                t.source,
+                t.by,
+                t.forgotten_at.to_rfc3339()
+            ));
+        }
+    }
 }
 
 /// A predecessor a snapshot names that no longer exists means a newer
@@ -311,6 +455,7 @@ pub fn check(
 fn check_predecessors(
     snaps: &[crate::snapshot::SnapshotEntry],
     bad: &[crate::repository::Unreadable],
+    tombstoned: &HashSet<&str>,
     r: &mut CheckReport,
 ) {
     let present: HashSet<String> = snaps
@@ -320,7 +465,8 @@ fn check_predecessors(
         .collect();
     for s in snaps {
         for p in &s.snapshot.predecessors {
-            if !present.contains(&p.to_hex()) {
+            let p_hex = p.to_hex();
+            if !present.contains(&p_hex) && !tombstoned.contains(p_hex.as_str()) {
                 r.errors.push(format!(
                     "snapshot {} names predecessor {} of source {:?}, which is missing: deleted or rolled back",
                     s.id, p, s.snapshot.source
@@ -372,6 +518,7 @@ fn check_pack(
     pack_id: Id,
     expected: &[(Id, BlobLocation)],
     r: &mut CheckReport,
+    faults: &mut DataFaults,
 ) {
     let what = format!("pack {pack_id}");
     let bytes = match repo.block_on(
@@ -381,6 +528,7 @@ fn check_pack(
         Ok(b) => b,
         Err(e) => {
             r.errors.push(format!("{what} cannot be read: {e}"));
+            faults.packs.insert(pack_id);
             return;
         }
     };
@@ -388,12 +536,14 @@ fn check_pack(
         r.errors.push(format!(
             "{what} is damaged: its content does not hash to its name"
         ));
+        faults.packs.insert(pack_id);
     }
     match pack::read_info(repo.key(), &bytes, &what) {
         Ok(info) => {
             let in_trailer: HashSet<Id> = info.entries.iter().map(|e| e.id).collect();
             for (id, _) in expected {
                 if !in_trailer.contains(id) {
+                    faults.blobs.insert(*id);
                     r.errors.push(format!(
                         "{what}: trailer does not list blob {} that the index places there",
                         id.short()
@@ -401,7 +551,10 @@ fn check_pack(
                 }
             }
         }
-        Err(e) => r.errors.push(format!("{what}: trailer unreadable: {e}")),
+        Err(e) => {
+            r.errors.push(format!("{what}: trailer unreadable: {e}"));
+            faults.packs.insert(pack_id);
+        }
     }
     // Blobs of one frame share a sealed region, decoded once for all.
     let mut sorted: Vec<(Id, BlobLocation)> = expected.to_vec();
@@ -414,6 +567,7 @@ fn check_pack(
         let e = s + loc.length as usize;
         if e > bytes.len() {
             for (id, _) in group {
+                faults.blobs.insert(*id);
                 r.errors
                     .push(format!("{what}: blob {} lies past the end", id.short()));
             }
@@ -424,6 +578,7 @@ fn check_pack(
         repo.visit_region(&mut buf, group, &mut dec, &mut |id, res| {
             r.blobs_read += 1;
             if let Err(err) = res {
+                faults.blobs.insert(*id);
                 r.errors
                     .push(format!("{what}: blob {} is damaged: {err}", id.short()));
             }

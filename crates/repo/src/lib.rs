@@ -6,8 +6,9 @@
 //! ([`pack`]), the index ([`index`]), trees ([`tree`]), snapshots
 //! ([`snapshot`]), key slots ([`keys`]), the config header ([`config`]), the
 //! object envelope and its name binding ([`object`]), WAL manifests
-//! ([`walmanifest`]), the concurrent blob writer ([`writer`]), integrity
-//! checking ([`check`]) and format upgrades ([`migrate`]).
+//! ([`walmanifest`]), deletion records and purges ([`forget`]), verification
+//! records ([`verification`]), the concurrent blob writer ([`writer`]),
+//! integrity checking ([`check`]) and format upgrades ([`migrate`]).
 //! `docs/format.md` at the repository root specifies every object.
 //!
 //! Architecture invariant: this crate knows nothing of S3, PostgreSQL, cron,
@@ -21,6 +22,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 mod error;
+pub mod forget;
 pub mod gc;
 pub mod id;
 pub mod index;
@@ -30,12 +32,14 @@ pub mod migrate;
 pub mod object;
 pub mod pack;
 pub mod reader;
+mod records;
 pub mod repair;
 pub mod repository;
 pub mod retention;
 pub mod snapshot;
 pub mod stats;
 pub mod tree;
+pub mod verification;
 pub mod walmanifest;
 pub mod writer;
 

@@ -85,6 +85,8 @@ fn kind_code(kind: ObjectKind) -> u8 {
         ObjectKind::Audit => 7,
         ObjectKind::Wal => 8,
         ObjectKind::LostFound => 9,
+        ObjectKind::Tombstone => 10,
+        ObjectKind::Verification => 11,
     }
 }
 

@@ -28,10 +28,16 @@ pub enum ObjectKind {
     /// Objects `repair` found where they do not belong and could not place,
     /// kept (never deleted) for an operator to inspect.
     LostFound,
+    /// Deletion records ("tombstones") of snapshots purged on purpose by a
+    /// retention policy, named by the snapshot's id.
+    Tombstone,
+    /// Verification records: which snapshots a full read of their data (or
+    /// a restore drill) found good.
+    Verification,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 9] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -41,6 +47,8 @@ impl ObjectKind {
         ObjectKind::Audit,
         ObjectKind::Wal,
         ObjectKind::LostFound,
+        ObjectKind::Tombstone,
+        ObjectKind::Verification,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -55,6 +63,8 @@ impl ObjectKind {
             ObjectKind::Audit => "audit",
             ObjectKind::Wal => "wal",
             ObjectKind::LostFound => "lost+found",
+            ObjectKind::Tombstone => "forgotten",
+            ObjectKind::Verification => "verified",
         }
     }
 
@@ -85,6 +95,8 @@ impl ObjectKind {
             "audit" => ObjectKind::Audit,
             "wal" => ObjectKind::Wal,
             "lost+found" => ObjectKind::LostFound,
+            "forgotten" => ObjectKind::Tombstone,
+            "verified" => ObjectKind::Verification,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -111,6 +123,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Audit => "audit",
             ObjectKind::Wal => "wal",
             ObjectKind::LostFound => "lost+found",
+            ObjectKind::Tombstone => "tombstone",
+            ObjectKind::Verification => "verification",
         };
         f.write_str(s)
     }
