@@ -270,7 +270,7 @@ pub fn check(
     }
 
     check_tombstones(&snaps, &tombs, &bad_tombs, &mut r);
-    check_predecessors(&snaps, &bad, &tombstoned, &mut r);
+    check_predecessors(&snaps, &bad, &tombs, &mut r);
 
     // WAL manifests: roots like snapshots; every blob they name is indexed.
     for (name, e) in bad_wals {
@@ -450,26 +450,43 @@ fn check_tombstones(
 }
 
 /// A predecessor a snapshot names that no longer exists means a newer
-/// snapshot of its source was deleted or rolled back (see docs/format.md).
-/// Unreadable snapshots are still there, so they count as present.
+/// snapshot of its source was deleted or rolled back (see docs/format.md),
+/// unless a valid deletion record says it was purged on purpose. Deletion
+/// records carry the purged snapshot's predecessors, which are followed
+/// the same way. Unreadable snapshots are still there, so they count as
+/// present.
 fn check_predecessors(
     snaps: &[crate::snapshot::SnapshotEntry],
     bad: &[crate::repository::Unreadable],
-    tombstoned: &HashSet<&str>,
+    tombs: &[(String, crate::forget::Tombstone)],
     r: &mut CheckReport,
 ) {
-    let present: HashSet<String> = snaps
+    let accounted: HashSet<String> = snaps
         .iter()
         .map(|s| s.id.to_hex())
         .chain(bad.iter().map(|(n, _)| n.clone()))
+        .chain(tombs.iter().map(|(n, _)| n.clone()))
         .collect();
-    for s in snaps {
-        for p in &s.snapshot.predecessors {
-            let p_hex = p.to_hex();
-            if !present.contains(&p_hex) && !tombstoned.contains(p_hex.as_str()) {
+    let named = snaps
+        .iter()
+        .map(|s| {
+            (
+                "snapshot",
+                &s.id,
+                &s.snapshot.predecessors,
+                &s.snapshot.source,
+            )
+        })
+        .chain(
+            tombs
+                .iter()
+                .map(|(_, t)| ("purged snapshot", &t.snapshot, &t.predecessors, &t.source)),
+        );
+    for (what, id, preds, source) in named {
+        for p in preds {
+            if !accounted.contains(&p.to_hex()) {
                 r.errors.push(format!(
-                    "snapshot {} names predecessor {} of source {:?}, which is missing: deleted or rolled back",
-                    s.id, p, s.snapshot.source
+                    "{what} {id} names predecessor {p} of source {source:?}, which is missing: deleted or rolled back"
                 ));
             }
         }

@@ -8,7 +8,9 @@
 //! to the snapshot's id, and only then deletes the snapshot manifest.
 //! Someone without the repository key cannot write one (it is sealed) nor
 //! reuse one for another snapshot (it is bound to its name), so a deletion
-//! without a record is still reported. A record whose snapshot still
+//! without a record is still reported. The record carries the deleted
+//! snapshot's own predecessors, so the chain `check` follows runs through
+//! purged snapshots. A record whose snapshot still
 //! exists is a purge that stopped between the two steps: running the purge
 //! again finishes it.
 
@@ -19,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::cache::CacheKind;
 use crate::error::{RepoError, Result};
 use crate::id::Id;
-use crate::records;
-use crate::repository::{Repository, Unreadable};
+use crate::records::{self, Records};
+use crate::repository::Repository;
 use crate::snapshot::SnapshotEntry;
 
 /// Version of the tombstone record.
@@ -47,6 +49,11 @@ pub struct Tombstone {
     pub policy: Option<String>,
     /// The rule that decided it ("past max_age 6y").
     pub rule: String,
+    /// The predecessors the deleted snapshot named: `check` follows them
+    /// through the record as through the snapshot, so that deleting a
+    /// snapshot whose successor was purged is still detected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predecessors: Vec<Id>,
 }
 
 impl Tombstone {
@@ -69,6 +76,7 @@ impl Tombstone {
             by: by.to_string(),
             policy: policy.map(str::to_string),
             rule: rule.to_string(),
+            predecessors: entry.snapshot.predecessors.clone(),
         }
     }
 }
@@ -82,9 +90,9 @@ pub enum Forgotten {
     /// wrote its record).
     AlreadyGone,
     /// Object Lock (retention or a legal hold on the manifest) refuses the
-    /// deletion; the snapshot stays. `recorded`: the deletion record was
-    /// written before the store refused (a later run finishes the purge
-    /// once the lock lapses).
+    /// deletion; the snapshot stays. `recorded`: a deletion record is left
+    /// beside it (written before the store refused, and retained by the
+    /// store too); a later run finishes the purge once the lock lapses.
     Locked { detail: String, recorded: bool },
 }
 
@@ -110,7 +118,7 @@ fn checked(name: &str, t: Tombstone) -> std::result::Result<Tombstone, String> {
 impl Repository {
     /// Every deletion record, and those that cannot be read or do not
     /// open (forged, damaged, misplaced), with why.
-    pub fn tombstones(&self) -> Result<(Vec<(String, Tombstone)>, Vec<Unreadable>)> {
+    pub fn tombstones(&self) -> Result<Records<Tombstone>> {
         let (good, mut bad) = records::read_all::<Tombstone>(self, ObjectKind::Tombstone)?;
         let mut out = Vec::new();
         for (name, t) in good {
@@ -175,10 +183,20 @@ impl Repository {
         match self.block_on(self.backend().delete(ObjectKind::Snapshot, &name)) {
             Ok(()) => Ok(Forgotten::Deleted),
             Err(StorageError::NotFound { .. }) => Ok(Forgotten::AlreadyGone),
-            Err(e) if e.class() == ErrorClass::Locked => Ok(Forgotten::Locked {
-                detail: e.to_string(),
-                recorded: true,
-            }),
+            Err(e) if e.class() == ErrorClass::Locked => {
+                // The snapshot stays, so its record must not vouch for a
+                // later deletion: take it back where the store allows (an
+                // Object Lock store retains the record too; `check` then
+                // warns about a record beside a live snapshot).
+                let recorded = !matches!(
+                    self.block_on(self.backend().delete(ObjectKind::Tombstone, &name)),
+                    Ok(()) | Err(StorageError::NotFound { .. })
+                );
+                Ok(Forgotten::Locked {
+                    detail: e.to_string(),
+                    recorded,
+                })
+            }
             Err(e) => Err(e.into()),
         }
     }

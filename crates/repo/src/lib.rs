@@ -32,7 +32,7 @@ pub mod migrate;
 pub mod object;
 pub mod pack;
 pub mod reader;
-mod records;
+pub mod records;
 pub mod repair;
 pub mod repository;
 pub mod retention;

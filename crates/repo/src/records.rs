@@ -14,13 +14,16 @@ use crate::error::{RepoError, Result};
 use crate::object::{self, Binding};
 use crate::repository::{Repository, Unreadable};
 
+/// Records that opened, by object name, and those that did not, with why.
+pub type Records<T> = (Vec<(String, T)>, Vec<Unreadable>);
+
 /// Every object of `kind`, read concurrently and opened as JSON bound to
 /// its kind and name; those that cannot be read or opened come back
 /// separately, with why. Sorted by name.
 pub(crate) fn read_all<T: DeserializeOwned>(
     repo: &Repository,
     kind: ObjectKind,
-) -> Result<(Vec<(String, T)>, Vec<Unreadable>)> {
+) -> Result<Records<T>> {
     let names: Vec<String> = repo
         .block_on(repo.backend().list(kind))?
         .into_iter()

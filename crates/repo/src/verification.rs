@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{RepoError, Result};
 use crate::id::Id;
-use crate::records;
-use crate::repository::{Repository, Unreadable};
+use crate::records::{self, Records};
+use crate::repository::Repository;
 
 /// Version of the verification record.
 pub const VERIFICATION_VERSION: u32 = 1;
@@ -64,7 +64,7 @@ impl Repository {
 
     /// Every verification record, and those that cannot be read or do not
     /// open, with why.
-    pub fn verifications(&self) -> Result<(Vec<(String, VerificationRecord)>, Vec<Unreadable>)> {
+    pub fn verifications(&self) -> Result<Records<VerificationRecord>> {
         records::read_all(self, ObjectKind::Verification)
     }
 }
