@@ -31,8 +31,8 @@ use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, TimeZone, Utc};
 use holdfast_storage::{
-    ArchiveState, Backend, Capabilities, LockMode, ObjectKind, ObjectMeta, PutOptions, Retention,
-    StorageError, StorageResult,
+    ArchiveState, Backend, Capabilities, ClassChange, ClassedObject, LockMode, ObjectKind,
+    ObjectMeta, PutOptions, Retention, StorageError, StorageResult,
 };
 use tokio::sync::OnceCell;
 
@@ -95,6 +95,7 @@ pub(crate) enum Op {
     Retention,
     LegalHold,
     Restore,
+    Copy,
     Bucket,
 }
 
@@ -304,7 +305,7 @@ impl Inner {
                 self.cfg.endpoint_label()
             ));
         }
-        if f.code_is("InvalidObjectState") && matches!(op, Op::Get) {
+        if f.code_is("InvalidObjectState") && matches!(op, Op::Get | Op::Copy) {
             return StorageError::Archived { key };
         }
         match f.status {
@@ -576,7 +577,10 @@ impl Inner {
 
     /// All versions and delete markers of exactly `key`, oldest-first order
     /// of deletion: non-current ones first, the current version last.
-    async fn versions_of(&self, key: &str) -> StorageResult<(Vec<String>, Option<String>, bool)> {
+    pub(crate) async fn versions_of(
+        &self,
+        key: &str,
+    ) -> StorageResult<(Vec<String>, Option<String>, bool)> {
         let mut others = Vec::new();
         let mut current = None;
         let mut has_data = false;
@@ -636,7 +640,7 @@ impl Inner {
 
     /// Delete one version; AccessDenied becomes Locked when the version is
     /// under retention or legal hold.
-    async fn delete_version(&self, key: &str, version: &str) -> StorageResult<()> {
+    pub(crate) async fn delete_version(&self, key: &str, version: &str) -> StorageResult<()> {
         let out = self
             .retrier
             .run(Some(self.cfg.request_timeout), || async {
@@ -1064,6 +1068,15 @@ impl Backend for S3Backend {
     }
 
     async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        Ok(self
+            .list_classes(kind)
+            .await?
+            .into_iter()
+            .map(|o| o.meta)
+            .collect())
+    }
+
+    async fn list_classes(&self, kind: ObjectKind) -> StorageResult<Vec<ClassedObject>> {
         let inner = &self.inner;
         let prefix = &inner.cfg.prefix;
         let list_prefix = match kind {
@@ -1098,11 +1111,14 @@ impl Backend for S3Backend {
                 };
                 if let Some((k, name)) = ObjectKind::parse_key(rel) {
                     if k == kind {
-                        found.push(ObjectMeta {
-                            kind,
-                            name,
-                            size: obj.size().unwrap_or(0).max(0) as u64,
-                            modified: obj.last_modified().and_then(from_s3_date),
+                        found.push(ClassedObject {
+                            meta: ObjectMeta {
+                                kind,
+                                name,
+                                size: obj.size().unwrap_or(0).max(0) as u64,
+                                modified: obj.last_modified().and_then(from_s3_date),
+                            },
+                            storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
                         });
                     }
                 }
@@ -1156,6 +1172,16 @@ impl Backend for S3Backend {
             Some(r) if r.contains("ongoing-request=\"true\"") => ArchiveState::Restoring,
             Some(_) => ArchiveState::Readable,
         })
+    }
+
+    async fn set_storage_class(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        class: &str,
+    ) -> StorageResult<ClassChange> {
+        let key = self.inner.key(kind, name);
+        self.inner.set_class_key(&key, class).await
     }
 
     async fn restore_archived(&self, kind: ObjectKind, name: &str, days: u32) -> StorageResult<()> {

@@ -9,7 +9,9 @@
 //! What it adds over the plain trait:
 //! - write-once puts with `If-None-Match: *`, CRC32C checksums, multipart
 //!   upload for large objects ([`multipart`]);
-//! - storage class per object kind (packs vs metadata), overridable per put;
+//! - storage class per object kind (packs vs metadata), overridable per put,
+//!   and moves between classes by a server-side copy onto the same key
+//!   that carries the Object Lock retention (module `class`);
 //! - Object Lock: retention (GOVERNANCE/COMPLIANCE, extended but never
 //!   shortened) and legal holds; deletes on versioned buckets remove object
 //!   versions, so a lock really protects and an unlocked delete really frees
@@ -21,6 +23,7 @@
 //!   ([`retry`]).
 
 pub mod backend;
+mod class;
 mod client;
 pub mod config;
 mod failure;

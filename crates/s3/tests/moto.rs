@@ -70,7 +70,9 @@ async fn conformance_plain_bucket() {
     assert!(!b.is_versioned());
     assert!(b.capabilities().parallelism >= 1);
     // 1100 objects: listing must follow continuation tokens past 1000 keys.
-    conformance::run_all(Arc::new(b), 1100).await;
+    let b = Arc::new(b);
+    conformance::run_all(b.clone(), 1100).await;
+    conformance::storage_class_moves(b.as_ref(), "STANDARD_IA").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,9 +94,139 @@ async fn conformance_versioned_bucket() {
     );
     conformance::modification_times(&b).await;
     conformance::replace_by_put_and_delete(&b).await;
+    conformance::storage_class_moves(&b, "STANDARD_IA").await;
+    assert_eq!(
+        versions_of(&moto, "versioned", "data/c1/c1a551").await,
+        1,
+        "a class change on a versioned bucket drops the copy in the old class"
+    );
     let b = Arc::new(b);
     conformance::racing_creators(b.clone()).await;
     conformance::concurrent_writers(b).await;
+}
+
+/// Archival moves: an object moved into DEEP_ARCHIVE keeps its bytes but
+/// needs a retrieval; on an Object Lock bucket the moved object keeps its
+/// retention (mode, retain-until) and legal hold, and a previous version
+/// the lock protects is kept and reported, an unlocked one is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_into_an_archival_class_keep_bytes_and_locks() {
+    use holdfast_storage::ClassChange;
+    let moto = Moto::start();
+    moto.create_lock_bucket("cold").await;
+    let b = connect(moto.config("cold", "r")).await;
+    let hour = Utc::now() + chrono::Duration::hours(1);
+    let locked = PutOptions {
+        retention: Some(Retention {
+            mode: LockMode::Compliance,
+            until: hour,
+        }),
+        legal_hold: true,
+        ..Default::default()
+    };
+    let expired = PutOptions {
+        retention: Some(Retention {
+            mode: LockMode::Governance,
+            until: Utc::now() + chrono::Duration::seconds(2),
+        }),
+        ..Default::default()
+    };
+    b.put(ObjectKind::Pack, "aa01", pattern(4000, 1), &locked)
+        .await
+        .unwrap();
+    b.put(ObjectKind::Pack, "aa02", pattern(4000, 2), &expired)
+        .await
+        .unwrap();
+    b.put(
+        ObjectKind::Pack,
+        "aa03",
+        pattern(4000, 3),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    // Let aa02's short retention run out: its old version may then go.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert_eq!(
+        b.set_storage_class(ObjectKind::Pack, "aa01", "DEEP_ARCHIVE")
+            .await
+            .unwrap(),
+        ClassChange::MovedPreviousKept,
+        "the locked version in STANDARD stays, and the caller is told"
+    );
+    let (mode, until) = retain_until(&moto, "cold", "r/data/aa/aa01").await;
+    assert_eq!(mode, "COMPLIANCE");
+    assert!(until >= hour.timestamp(), "the retention is carried");
+    let h = moto
+        .admin()
+        .head_object()
+        .bucket("cold")
+        .key("r/data/aa/aa01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        h.object_lock_legal_hold_status().map(|s| s.as_str()),
+        Some("ON"),
+        "the legal hold is carried"
+    );
+    assert_eq!(versions_of(&moto, "cold", "r/data/aa/aa01").await, 2);
+    for name in ["aa02", "aa03"] {
+        assert_eq!(
+            b.set_storage_class(ObjectKind::Pack, name, "DEEP_ARCHIVE")
+                .await
+                .unwrap(),
+            ClassChange::Moved,
+            "{name}: nothing locks the old version"
+        );
+        assert_eq!(
+            versions_of(&moto, "cold", &format!("r/data/aa/{name}")).await,
+            1,
+            "{name}: the hot copy is gone"
+        );
+    }
+    // Moved again: nothing to do. Listed: the class shows without a head.
+    assert_eq!(
+        b.set_storage_class(ObjectKind::Pack, "aa03", "DEEP_ARCHIVE")
+            .await
+            .unwrap(),
+        ClassChange::Unchanged
+    );
+    let listed = b.list_classes(ObjectKind::Pack).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .all(|o| o.storage_class.as_deref() == Some("DEEP_ARCHIVE")));
+    // Cold now: unreadable until retrieved, then byte for byte the same.
+    for (i, name) in ["aa01", "aa02", "aa03"].into_iter().enumerate() {
+        assert_eq!(
+            b.archive_state(ObjectKind::Pack, name).await.unwrap(),
+            ArchiveState::Archived
+        );
+        assert!(matches!(
+            b.get(ObjectKind::Pack, name, None).await,
+            Err(StorageError::Archived { .. })
+        ));
+        b.restore_and_wait(
+            ObjectKind::Pack,
+            name,
+            1,
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            b.get(ObjectKind::Pack, name, None).await.unwrap(),
+            pattern(4000, i as u64 + 1)
+        );
+    }
+    // A locked object still refuses deletion after its move.
+    assert!(matches!(
+        b.delete(ObjectKind::Pack, "aa01").await,
+        Err(StorageError::Locked { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,6 +39,87 @@ pub async fn run_all(backend: Arc<dyn Backend>, many: usize) {
     modification_times(backend.as_ref()).await;
     replace_by_put_and_delete(backend.as_ref()).await;
     racing_creators(backend.clone()).await;
+    if !backend.capabilities().storage_classes {
+        no_storage_classes(backend.as_ref()).await;
+    }
+}
+
+/// A backend without storage classes says so: a class change is
+/// `Unsupported` (naming the object) and listings carry no class.
+pub async fn no_storage_classes(b: &dyn Backend) {
+    b.put(
+        ObjectKind::Pack,
+        "c1a55",
+        pattern(100, 21),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    match b
+        .set_storage_class(ObjectKind::Pack, "c1a55", "DEEP_ARCHIVE")
+        .await
+    {
+        Err(StorageError::Unsupported { key, .. }) => assert!(key.contains("c1a55")),
+        other => panic!("a backend without storage classes must refuse a move, got {other:?}"),
+    }
+    let listed = b.list_classes(ObjectKind::Pack).await.unwrap();
+    let ours = listed.iter().find(|o| o.meta.name == "c1a55");
+    assert!(
+        ours.is_some_and(|o| o.storage_class.is_none() && o.meta.size == 100),
+        "list_classes lists the object, with no class: {listed:?}"
+    );
+    assert_eq!(
+        b.get(ObjectKind::Pack, "c1a55", None).await.unwrap(),
+        pattern(100, 21),
+        "a refused move leaves the object as it was"
+    );
+}
+
+/// For backends with storage classes: [`Backend::set_storage_class`]
+/// moves an object into `class` (one that reads without a retrieval, e.g.
+/// S3's `STANDARD_IA`) keeping its bytes, both for a small object and one
+/// past the multipart threshold; a second move is `Unchanged`;
+/// [`Backend::list_classes`] reports the new class; a missing object is
+/// `NotFound`.
+pub async fn storage_class_moves(b: &dyn Backend, class: &str) {
+    use crate::ClassChange;
+    let small = pattern(3000, 22);
+    let large = pattern(20 * 1024 * 1024 + 5, 23);
+    for (name, data) in [("c1a551", &small), ("c1a552", &large)] {
+        b.put(ObjectKind::Pack, name, data.clone(), &PutOptions::default())
+            .await
+            .unwrap();
+        let before = b.head(ObjectKind::Pack, name).await.unwrap();
+        let change = b
+            .set_storage_class(ObjectKind::Pack, name, class)
+            .await
+            .expect("move into another class");
+        assert_ne!(change, ClassChange::Unchanged, "{name} was not in {class}");
+        assert_eq!(
+            b.set_storage_class(ObjectKind::Pack, name, class)
+                .await
+                .expect("move again"),
+            ClassChange::Unchanged,
+            "a second move into the same class changes nothing"
+        );
+        let got = b.get(ObjectKind::Pack, name, None).await.unwrap();
+        assert!(&got == data, "{name}: a class change must keep every byte");
+        let after = b.head(ObjectKind::Pack, name).await.unwrap();
+        assert_eq!(after.size, before.size);
+    }
+    let listed = b.list_classes(ObjectKind::Pack).await.unwrap();
+    for name in ["c1a551", "c1a552"] {
+        let o = listed.iter().find(|o| o.meta.name == name);
+        assert_eq!(
+            o.and_then(|o| o.storage_class.as_deref()),
+            Some(class),
+            "list_classes reports the new class of {name}: {listed:?}"
+        );
+    }
+    match b.set_storage_class(ObjectKind::Pack, "c1a55f", class).await {
+        Err(StorageError::NotFound { key, .. }) => assert!(key.contains("c1a55f")),
+        other => panic!("moving a missing object must be NotFound, got {other:?}"),
+    }
 }
 
 pub async fn put_get_round_trip(b: &dyn Backend) {

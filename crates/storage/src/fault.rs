@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::{
-    ArchiveState, Backend, Capabilities, ErrorClass, ObjectKind, ObjectMeta, PutOptions, Retention,
-    StorageError, StorageResult,
+    ArchiveState, Backend, Capabilities, ClassChange, ClassedObject, ErrorClass, ObjectKind,
+    ObjectMeta, PutOptions, Retention, StorageError, StorageResult,
 };
 
 /// An operation of the [`Backend`] trait.
@@ -34,6 +34,8 @@ pub enum Op {
     Head,
     List,
     Delete,
+    /// [`Backend::set_storage_class`].
+    SetClass,
 }
 
 /// What happens at the operation a rule names.
@@ -277,6 +279,23 @@ impl Backend for FaultyBackend {
         let a = self.before(Op::Delete, kind, name)?;
         let r = self.inner.delete(kind, name).await;
         self.after(a, r, kind, name)
+    }
+
+    async fn set_storage_class(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        class: &str,
+    ) -> StorageResult<ClassChange> {
+        let a = self.before(Op::SetClass, kind, name)?;
+        let r = self.inner.set_storage_class(kind, name, class).await;
+        self.after(a, r, kind, name)
+    }
+
+    async fn list_classes(&self, kind: ObjectKind) -> StorageResult<Vec<ClassedObject>> {
+        let a = self.before(Op::List, kind, "")?;
+        let r = self.inner.list_classes(kind).await;
+        self.after(a, r, kind, "")
     }
 
     async fn extend_retention(

@@ -115,6 +115,30 @@ pub enum ArchiveState {
     Archived,
 }
 
+/// What [`Backend::set_storage_class`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClassChange {
+    /// The object was already in the class: nothing was written.
+    Unchanged,
+    /// The object is now in the class and nothing of it is left in the
+    /// old one.
+    Moved,
+    /// The object is now in the class, but its previous version (the same
+    /// bytes, in the old class) is still stored: a versioned bucket's
+    /// Object Lock keeps it until its retention ends. It is never read
+    /// again; it is only billed.
+    MovedPreviousKept,
+}
+
+/// An object as listed, with the storage class the store reports for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassedObject {
+    pub meta: ObjectMeta,
+    /// The class as the store names it (`STANDARD`, `DEEP_ARCHIVE`, ...);
+    /// `None` when the store has no classes or did not say.
+    pub storage_class: Option<String>,
+}
+
 /// An object store holding one repository.
 ///
 /// # Contract
@@ -226,6 +250,60 @@ pub trait Backend: Send + Sync + Debug {
     /// Whether an object is readable or waits in an archival tier.
     async fn archive_state(&self, _kind: ObjectKind, _name: &str) -> StorageResult<ArchiveState> {
         Ok(ArchiveState::Readable)
+    }
+
+    /// Move an object's data into the storage class `class` (as the store
+    /// names it, e.g. `DEEP_ARCHIVE`) without changing it. Archival of old
+    /// snapshots uses this; nothing else changes an object after `put`.
+    ///
+    /// # Contract
+    ///
+    /// 1. **Content unchanged.** Same name, same bytes, same size: a `get`
+    ///    after a retrieval returns exactly what `put` stored.
+    /// 2. **Atomic.** At every moment the object is stored whole under its
+    ///    name, in the old class or the new one; a crash anywhere leaves one
+    ///    of the two, never a missing or partial object. Calling again
+    ///    finishes the move.
+    /// 3. **Idempotent.** An object already in `class` is left untouched
+    ///    ([`ClassChange::Unchanged`]).
+    /// 4. **Readable by name.** In an archival class the object answers
+    ///    [`Backend::archive_state`] `Archived` and is read after
+    ///    [`Backend::restore_archived`]; in any other class it reads at once.
+    /// 5. **Locks carried.** On a store with Object Lock, the object in
+    ///    its new class keeps at least the retention (mode and
+    ///    retain-until) and the legal hold it had: a move never shortens
+    ///    a lock. A previous version that its lock keeps is left
+    ///    ([`ClassChange::MovedPreviousKept`]).
+    /// 6. A missing object is [`StorageError::NotFound`]; a store without
+    ///    storage classes answers [`StorageError::Unsupported`] (the
+    ///    default) and [`Capabilities::storage_classes`] is false.
+    async fn set_storage_class(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        _class: &str,
+    ) -> StorageResult<ClassChange> {
+        Err(StorageError::Unsupported {
+            operation: "storage class change",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+
+    /// Every object of a kind with its storage class, in one listing (on
+    /// S3 the class comes with `ListObjectsV2`, so archival knows which
+    /// packs are already moved without a request per pack). The default
+    /// is [`Backend::list`] with no class.
+    async fn list_classes(&self, kind: ObjectKind) -> StorageResult<Vec<ClassedObject>> {
+        Ok(self
+            .list(kind)
+            .await?
+            .into_iter()
+            .map(|meta| ClassedObject {
+                meta,
+                storage_class: None,
+            })
+            .collect())
     }
 
     /// Ask for an archived object to be made readable for `days` days.
