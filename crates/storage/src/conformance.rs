@@ -103,7 +103,7 @@ pub async fn storage_class_moves(b: &dyn Backend, class: &str) {
             "a second move into the same class changes nothing"
         );
         let got = b.get(ObjectKind::Pack, name, None).await.unwrap();
-        assert!(&got == data, "{name}: a class change must keep every byte");
+        assert!(got == *data, "{name}: a class change must keep every byte");
         let after = b.head(ObjectKind::Pack, name).await.unwrap();
         assert_eq!(after.size, before.size);
     }
