@@ -72,6 +72,20 @@ impl Backend for Counting {
     async fn delete(&self, k: ObjectKind, n: &str) -> StorageResult<()> {
         self.inner.delete(k, n).await
     }
+    async fn set_storage_class(
+        &self,
+        k: ObjectKind,
+        n: &str,
+        class: &str,
+    ) -> StorageResult<holdfast_storage::ClassChange> {
+        self.inner.set_storage_class(k, n, class).await
+    }
+    async fn list_classes(
+        &self,
+        k: ObjectKind,
+    ) -> StorageResult<Vec<holdfast_storage::ClassedObject>> {
+        self.inner.list_classes(k).await
+    }
 }
 
 /// GETs and HEADs of metadata: index objects, snapshots, packs (a file

@@ -11,6 +11,7 @@
 //! Everything it needs comes in through its configuration structs; every
 //! outcome goes out as a value (warnings included).
 
+pub mod archive;
 pub mod backup;
 pub mod check;
 mod error;

@@ -8,7 +8,9 @@
 //! object envelope and its name binding ([`object`]), WAL manifests
 //! ([`walmanifest`]), deletion records and purges ([`forget`]), verification
 //! records ([`verification`]), the concurrent blob writer ([`writer`]),
-//! integrity checking ([`check`]) and format upgrades ([`migrate`]).
+//! integrity checking ([`check`]), reachability from snapshots and WAL
+//! manifests ([`reach`]), storage tiers of packs ([`tier`]) and format
+//! upgrades ([`migrate`]).
 //! `docs/format.md` at the repository root specifies every object.
 //!
 //! Architecture invariant: this crate knows nothing of S3, PostgreSQL, cron,
@@ -31,6 +33,7 @@ pub mod lease;
 pub mod migrate;
 pub mod object;
 pub mod pack;
+pub mod reach;
 pub mod reader;
 pub mod records;
 pub mod repair;
@@ -38,6 +41,7 @@ pub mod repository;
 pub mod retention;
 pub mod snapshot;
 pub mod stats;
+pub mod tier;
 pub mod tree;
 pub mod verification;
 pub mod walmanifest;
