@@ -6,8 +6,8 @@
 //! Which packs: every snapshot not being archived, and every WAL manifest,
 //! is a hot root; the archived snapshots are cold roots. A data pack moves
 //! when a cold root needs it and no hot root does (a pack shared with a hot
-//! snapshot stays hot, whole: packs are the unit of storage). Packs of
-//! trees never move: metadata stays hot, so listing, planning, `ls` and
+//! snapshot stays hot, whole: packs are the unit of storage). Packs
+//! holding any tree never move: metadata stays hot, so listing, planning, `ls` and
 //! `diff` of an archived snapshot need no retrieval. Snapshots, index
 //! objects and WAL manifests are never touched.
 //!
@@ -24,9 +24,10 @@
 //! listing reports, no request per pack) are skipped, so a run that was
 //! interrupted is finished by running it again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
+use holdfast_repo::pack::BlobType;
 use holdfast_repo::{Id, Repository};
 use holdfast_storage::ClassChange;
 use serde::Serialize;
@@ -70,7 +71,8 @@ pub struct ArchiveReport {
     /// snapshot or WAL manifest needs them too.
     pub packs_shared_hot: u64,
     pub bytes_shared_hot: u64,
-    /// Packs of trees the archived snapshots need: metadata, always hot.
+    /// Packs of trees (and packs holding a tree besides data) the archived
+    /// snapshots need: metadata, always hot.
     pub metadata_packs: u64,
     /// Moved packs whose previous copy in the old class is still stored
     /// (an Object Lock retention keeps it until it ends).
@@ -150,7 +152,12 @@ pub fn archive(
     r.wal_manifests = wals.len();
     let hot_reach = holdfast_repo::reach::reachable(repo, hot, &wals)?;
     let cold_reach = holdfast_repo::reach::reachable(repo, cold, [])?;
-    r.metadata_packs = cold_reach.tree_packs.len() as u64;
+    // Packs holding any tree (by every index record, not only the trees
+    // walked: a backup in progress writes trees before its snapshot, and a
+    // base backup's label is a data blob stored with its trees) are
+    // metadata and stay hot.
+    let holds_trees = repo.index().packs_holding(BlobType::Tree);
+    let mut metadata: HashSet<Id> = cold_reach.tree_packs.clone();
 
     let stored = repo.pack_classes()?;
     let mut to_move: Vec<Id> = Vec::new();
@@ -162,10 +169,9 @@ pub fn archive(
             continue;
         };
         sizes.insert(*pack, pc.size);
-        let shared = hot_reach.data_packs.contains(pack)
-            || hot_reach.tree_packs.contains(pack)
-            || cold_reach.tree_packs.contains(pack);
-        if shared {
+        if holds_trees.contains(pack) || hot_reach.tree_packs.contains(pack) {
+            metadata.insert(*pack);
+        } else if hot_reach.data_packs.contains(pack) {
             r.packs_shared_hot += 1;
             r.bytes_shared_hot += pc.size;
         } else if pc.class.as_deref() == Some(cfg.class.as_str()) {
@@ -175,6 +181,7 @@ pub fn archive(
             to_move.push(*pack);
         }
     }
+    r.metadata_packs = metadata.len() as u64;
     if missing > 0 {
         r.warnings.push(format!(
             "{missing} pack(s) the archived snapshots need are missing from storage: left \

@@ -15,6 +15,7 @@
 //! objects in storage.
 
 pub(crate) mod build;
+mod bytype;
 pub mod load;
 mod mmap;
 mod payload;
