@@ -71,18 +71,22 @@ fn print_summary(r: &GcReport) {
         HumanBytes(r.bytes_deleted),
         r.unindexed_deleted
     );
-    let repacked = if r.dry_run {
-        "would repack"
+    if r.dry_run {
+        outln!(
+            "would repack {} pack(s): read {}, write about {}",
+            r.packs_repacked,
+            HumanBytes(r.repack_bytes_read),
+            HumanBytes(r.repack_bytes_written)
+        );
     } else {
-        "repacked"
-    };
-    outln!(
-        "{repacked} {} pack(s): read {}, wrote {} in {} new pack(s)",
-        r.packs_repacked,
-        HumanBytes(r.repack_bytes_read),
-        HumanBytes(r.repack_bytes_written),
-        r.packs_written
-    );
+        outln!(
+            "repacked {} pack(s): read {}, wrote {} in {} new pack(s)",
+            r.packs_repacked,
+            HumanBytes(r.repack_bytes_read),
+            HumanBytes(r.repack_bytes_written),
+            r.packs_written
+        );
+    }
     if r.packs_kept_locked > 0 || !r.kept_locked.is_empty() {
         outln!(
             "kept because locked (Object Lock; retried by a later run): {} pack(s), {}; {} object(s) in all",
