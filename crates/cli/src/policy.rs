@@ -3,6 +3,7 @@
 //! module prints.
 
 use anyhow::Result;
+use holdfast_ops::archive::ArchiveReport;
 use holdfast_ops::policy::{self as ops_policy, ApplyConfig, Outcome, PlanConfig};
 use holdfast_policy::{Action, Decision, Policy, PolicyError};
 use serde_json::json;
@@ -148,7 +149,9 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Purged => "purged",
         Outcome::AlreadyGone => "already gone",
         Outcome::KeptLocked => "kept: locked",
-        Outcome::ArchivePending => "archive (pending)",
+        Outcome::WouldArchive => "would archive",
+        Outcome::Archived => "archived",
+        Outcome::ArchiveNotPossible => "kept: no classes",
     }
 }
 
@@ -191,24 +194,53 @@ fn apply(g: &Global, rt: &Runtime, a: PolicyApplyArgs) -> Result<i32> {
     }
     if !g.quiet {
         let n = |o: Outcome| report.count(o);
+        for r in &report.archival {
+            archival_line(r);
+        }
         if report.deleted {
             outln!(
-                "as of {}: purged {}, kept {}, kept because locked {}, archive pending {}; run `holdfast gc` to reclaim the space",
+                "as of {}: purged {}, kept {}, kept because locked {}, archived {}, not archivable here {}; run `holdfast gc` to reclaim the space",
                 report.at.to_rfc3339(),
                 n(Outcome::Purged) + n(Outcome::AlreadyGone),
                 n(Outcome::Kept),
                 n(Outcome::KeptLocked),
-                n(Outcome::ArchivePending)
+                n(Outcome::Archived),
+                n(Outcome::ArchiveNotPossible)
             );
         } else {
             outln!(
-                "dry run as of {}: would purge {}, keep {}, archive pending {}; nothing was changed (add --yes to purge)",
+                "dry run as of {}: would purge {}, keep {}, archive {}; nothing was changed (add --yes to purge and archive)",
                 report.at.to_rfc3339(),
                 n(Outcome::WouldPurge),
                 n(Outcome::Kept),
-                n(Outcome::ArchivePending)
+                n(Outcome::WouldArchive)
             );
         }
     }
     Ok(exit::OK)
+}
+
+/// One archival run in a line: packs and bytes moved (or that would
+/// move), already there, kept hot because a hot snapshot needs them.
+fn archival_line(r: &ArchiveReport) {
+    if !r.supported {
+        return; // its warning says it
+    }
+    outln!(
+        "archival to {}: {} {} pack(s) ({}), {} already there ({}), {} shared with hot snapshots stay hot ({}), {} pack(s) of trees stay hot{}",
+        r.class,
+        if r.dry_run { "would move" } else { "moved" },
+        r.packs_moved,
+        ui::bytes(r.bytes_moved),
+        r.packs_already,
+        ui::bytes(r.bytes_already),
+        r.packs_shared_hot,
+        ui::bytes(r.bytes_shared_hot),
+        r.metadata_packs,
+        if r.dry_run {
+            String::new()
+        } else {
+            format!(" in {:.1}s", r.seconds)
+        }
+    );
 }

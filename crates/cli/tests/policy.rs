@@ -507,3 +507,63 @@ fn apply_on_an_object_lock_repository_keeps_locked_snapshots() {
         "{check}"
     );
 }
+
+/// A local directory has no storage classes: `policy apply --yes` with
+/// snapshots past `archive_after` exits 0, warns that archival is not
+/// possible there, reports them as kept where they are, and changes
+/// nothing in the repository.
+#[test]
+fn archival_on_a_local_repository_warns_and_keeps_the_snapshots() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("docs");
+    fs::create_dir_all(&src).unwrap();
+    for (i, t) in ["2026-01-05T10:00:00Z", "2026-02-05T10:00:00Z"]
+        .iter()
+        .enumerate()
+    {
+        fs::write(src.join("note.txt"), format!("version {i}\n")).unwrap();
+        env.ok([
+            "backup",
+            "--source",
+            "docs",
+            "--time",
+            t,
+            src.to_str().unwrap(),
+        ]);
+    }
+    let policy = env.path("cold.toml");
+    fs::write(
+        &policy,
+        "[[policy]]\nname = \"docs\"\nsource = \"docs\"\ntimezone = \"UTC\"\nkeep = { last = 5 }\narchive_after = \"30d\"\n",
+    )
+    .unwrap();
+    let before = stored(&env.repo);
+    let out = env.ok([
+        "--json".as_ref(),
+        "policy".as_ref(),
+        "apply".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--yes".as_ref(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        ids_where(&v, "outcome", "archive-not-possible").len(),
+        2,
+        "{v}"
+    );
+    assert_eq!(v["archival"][0]["supported"], false);
+    assert!(
+        stderr(&out).contains("no storage classes"),
+        "{}",
+        stderr(&out)
+    );
+    let after = stored(&env.repo);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, b)| before.get(*p) != Some(b) && !p.starts_with(env.repo.join("locks")))
+        .map(|(p, _)| p)
+        .collect();
+    assert!(changed.is_empty(), "archival changed {changed:?}");
+}

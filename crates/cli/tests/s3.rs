@@ -615,3 +615,178 @@ fn gc_on_s3_returns_space_and_leaves_object_locked_packs_reported() {
     );
     assert_same_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
 }
+
+/// Archival end to end through `policy apply`: three snapshots of one
+/// source, the two old ones past `archive_after`. A dry run says what
+/// would move and moves nothing; `--yes` moves the packs only the old
+/// snapshots need into DEEP_ARCHIVE (moto refuses to read them until
+/// retrieved); `snapshots`, `ls` and `policy plan` of the archived
+/// snapshot still work (metadata stays hot); the hot snapshot restores
+/// with no retrieval (so every pack it needs stayed hot, the shared one
+/// included); the archived one waits for its retrievals, reports the
+/// wait and comes back byte for byte; a second apply moves nothing.
+#[test]
+fn policy_apply_archives_cold_and_restore_waits_for_retrieval() {
+    let moto = Moto::start();
+    let rt = runtime();
+    rt.block_on(moto.create_bucket("tiers"));
+    let env = Env::new();
+    let url = "s3://tiers/repo";
+    ok(
+        hf(&moto, url),
+        &["init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"],
+    );
+    let src = env.path("scans");
+    fs::create_dir_all(src.join("old")).unwrap();
+    fs::write(src.join("shared.pdf"), noise(3_000_000, 21)).unwrap();
+    let backup = |time: Option<&str>| {
+        let mut args = vec!["backup", "--source", "scans"];
+        if let Some(t) = time {
+            args.extend(["--time", t]);
+        }
+        args.push(src.to_str().unwrap());
+        ok(hf(&moto, url), &args);
+    };
+    backup(Some("2026-06-01T10:00:00Z"));
+    fs::write(src.join("old/a.tif"), noise(3_000_000, 22)).unwrap();
+    fs::write(src.join("old/b.tif"), noise(3_000_000, 23)).unwrap();
+    backup(Some("2026-07-01T10:00:00Z"));
+    fs::remove_dir_all(src.join("old")).unwrap();
+    backup(None);
+    let snaps: Vec<String> = serde_json::from_slice::<serde_json::Value>(
+        &ok(hf(&moto, url), &["snapshots", "--json"]).stdout,
+    )
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|s| s["id"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(snaps.len(), 3);
+
+    let policy = env.path("scans.toml");
+    fs::write(
+        &policy,
+        "[[policy]]\nname = \"scans\"\nsource = \"scans\"\ntimezone = \"UTC\"\n\
+         keep = { last = 10 }\narchive_after = \"30d\"\narchive_class = \"DEEP_ARCHIVE\"\n",
+    )
+    .unwrap();
+    let policy = policy.to_str().unwrap();
+    let apply = |yes: bool| {
+        let mut args = vec!["--json", "policy", "apply", "--policy", policy];
+        if yes {
+            args.push("--yes");
+        }
+        serde_json::from_slice::<serde_json::Value>(&ok(hf(&moto, url), &args).stdout).unwrap()
+    };
+    let outcome = |v: &serde_json::Value, id: &str| {
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["snapshot"] == id)
+            .map(|s| s["outcome"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let cold_packs = || {
+        let listed = rt
+            .block_on(
+                moto.admin()
+                    .list_objects_v2()
+                    .bucket("tiers")
+                    .prefix("repo/data/")
+                    .send(),
+            )
+            .unwrap();
+        listed
+            .contents()
+            .iter()
+            .filter(|o| {
+                let h = rt
+                    .block_on(
+                        moto.admin()
+                            .head_object()
+                            .bucket("tiers")
+                            .key(o.key().unwrap())
+                            .send(),
+                    )
+                    .unwrap();
+                h.storage_class().map(|c| c.as_str()) == Some("DEEP_ARCHIVE")
+            })
+            .count()
+    };
+
+    let dry = apply(false);
+    assert_eq!(outcome(&dry, &snaps[0]), "would-archive", "{dry}");
+    assert_eq!(outcome(&dry, &snaps[1]), "would-archive");
+    assert_eq!(outcome(&dry, &snaps[2]), "kept");
+    let would = dry["archival"][0]["packs_moved"].as_u64().unwrap();
+    assert!(would >= 1, "{dry}");
+    assert_eq!(cold_packs(), 0, "a dry run moves nothing");
+
+    let done = apply(true);
+    assert_eq!(outcome(&done, &snaps[0]), "archived", "{done}");
+    assert_eq!(outcome(&done, &snaps[1]), "archived");
+    assert_eq!(outcome(&done, &snaps[2]), "kept");
+    let archival = &done["archival"][0];
+    assert_eq!(archival["class"], "DEEP_ARCHIVE");
+    assert_eq!(archival["packs_moved"].as_u64(), Some(would));
+    assert!(
+        archival["packs_shared_hot"].as_u64().unwrap() >= 1,
+        "{done}"
+    );
+    assert_eq!(cold_packs() as u64, would);
+    let again = apply(true);
+    assert_eq!(again["archival"][0]["packs_moved"].as_u64(), Some(0));
+    assert_eq!(again["archival"][0]["packs_already"].as_u64(), Some(would));
+
+    // Metadata stays hot: none of these needs a retrieval.
+    ok(hf(&moto, url), &["snapshots"]);
+    let ls = ok(hf(&moto, url), &["ls", &snaps[1]]);
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("old/b.tif"));
+    ok(hf(&moto, url), &["policy", "plan", "--policy", policy]);
+    ok(hf(&moto, url), &["check"]);
+
+    let restore = |id: &str, to: &str| {
+        let target = env.path(to);
+        let out = ok(
+            hf(&moto, url),
+            &[
+                "restore",
+                id,
+                "--target",
+                target.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, target.join(src.strip_prefix("/").unwrap()))
+    };
+    let (hot, root) = restore(&snaps[2], "hot");
+    assert_eq!(
+        hot["restored"]["retrieval_seconds"].as_f64(),
+        Some(0.0),
+        "the hot snapshot needs no retrieval: {hot}"
+    );
+    assert_eq!(
+        fs::read(root.join("shared.pdf")).unwrap(),
+        noise(3_000_000, 21)
+    );
+    let (cold, root) = restore(&snaps[1], "cold");
+    assert!(
+        cold["restored"]["retrieval_seconds"].as_f64().unwrap() > 0.0,
+        "the wait is reported: {cold}"
+    );
+    assert_eq!(
+        fs::read(root.join("old/a.tif")).unwrap(),
+        noise(3_000_000, 22)
+    );
+    assert_eq!(
+        fs::read(root.join("old/b.tif")).unwrap(),
+        noise(3_000_000, 23)
+    );
+    assert_eq!(
+        fs::read(root.join("shared.pdf")).unwrap(),
+        noise(3_000_000, 21)
+    );
+}

@@ -41,6 +41,10 @@ pub struct ArchiveConfig {
     /// archives, including those archived by earlier runs (a snapshot left
     /// out counts as hot, and keeps the packs it shares hot).
     pub snapshots: BTreeSet<Id>,
+    /// Snapshots about to be purged: neither hot nor cold (a dry run of
+    /// `policy apply` previews the state after its purges). Empty when
+    /// the purges are done (their snapshots are no longer listed).
+    pub leaving: BTreeSet<Id>,
     /// The storage class to move into, as the store names it.
     pub class: String,
     /// Say what would move, move nothing.
@@ -147,7 +151,10 @@ pub fn archive(
     }
     repo.load_index()?;
 
-    let (cold, hot): (Vec<_>, Vec<_>) = snaps.iter().partition(|s| cfg.snapshots.contains(&s.id));
+    let (cold, hot): (Vec<_>, Vec<_>) = snaps
+        .iter()
+        .filter(|s| !cfg.leaving.contains(&s.id) || cfg.snapshots.contains(&s.id))
+        .partition(|s| cfg.snapshots.contains(&s.id));
     r.hot_snapshots = hot.len();
     r.wal_manifests = wals.len();
     let hot_reach = holdfast_repo::reach::reachable(repo, hot, &wals)?;

@@ -3,7 +3,9 @@
 //! decisions are the policy crate's; this module feeds it the repository's
 //! snapshots, verification records and holds, and carries out the purges.
 //!
-//! Applying is a dry run unless asked to delete. A purge writes the
+//! Applying is a dry run unless asked to delete. Snapshots the plan says
+//! `archive` go to their policy's `archive_class` after the purges
+//! ([`crate::archive`]; a dry run says what would move). A purge writes the
 //! snapshot's sealed deletion record, then deletes its manifest
 //! (`Repository::forget_snapshot`); the data it alone referenced becomes
 //! garbage that `holdfast gc` reclaims. Before anything is deleted every
@@ -20,9 +22,10 @@ use holdfast_policy::{
 };
 use holdfast_repo::forget::{Forgotten, Tombstone};
 use holdfast_repo::snapshot::SnapshotEntry;
-use holdfast_repo::Repository;
+use holdfast_repo::{Id, Repository};
 use serde::Serialize;
 
+use crate::archive::{self, ArchiveConfig, ArchiveReport};
 use crate::error::{OpsError, Result};
 use crate::verification;
 
@@ -128,9 +131,15 @@ pub enum Outcome {
     /// To be purged, but Object Lock (retention or a legal hold on the
     /// manifest) refuses: kept, and retried by a later run.
     KeptLocked,
-    /// To be archived: archival's data movement is not wired into apply
-    /// yet, so nothing is done and the snapshot stays on the hot tier.
-    ArchivePending,
+    /// Dry run: would be archived (its data packs that no hot snapshot
+    /// needs would move to its policy's `archive_class`).
+    WouldArchive,
+    /// Archived: every data pack that only archived snapshots need is in
+    /// its policy's `archive_class` (moved now, or by an earlier run).
+    Archived,
+    /// To be archived, but the repository's storage has no storage
+    /// classes (a local directory): kept where it is, with a warning.
+    ArchiveNotPossible,
 }
 
 /// One snapshot's decision and what was done.
@@ -151,6 +160,9 @@ pub struct ApplyReport {
     /// False for a dry run (nothing was changed).
     pub deleted: bool,
     pub snapshots: Vec<Applied>,
+    /// The archival runs, one per archive class in use (see
+    /// [`crate::archive`]).
+    pub archival: Vec<ArchiveReport>,
     pub warnings: Vec<String>,
 }
 
@@ -205,15 +217,14 @@ pub fn apply_with(
         at: plan.at,
         deleted: cfg.delete,
         snapshots: Vec::with_capacity(plan.snapshots.len()),
+        archival: Vec::new(),
         warnings: plan.warnings,
     };
     for d in plan.snapshots {
         let (outcome, detail) = match d.action {
             Action::Keep => (Outcome::Kept, None),
-            // Archival's data movement lives in `crate::archive` and is
-            // wired in here by the archival work; until then an archive
-            // decision changes nothing and says so.
-            Action::Archive => (Outcome::ArchivePending, None),
+            // Settled below, once the purges are done, by archive class.
+            Action::Archive => (Outcome::WouldArchive, None),
             Action::Purge if !cfg.delete => (Outcome::WouldPurge, None),
             Action::Purge => {
                 if let Some(l) = &lease {
@@ -241,7 +252,83 @@ pub fn apply_with(
     if let Some(l) = lease {
         l.release()?;
     }
+    archive_decided(repo, cfg, &mut report)?;
     Ok(report)
+}
+
+/// Carry out (or, dry, preview) the `archive` decisions of `report`, one
+/// archival run per archive class, after the purges: a purged snapshot
+/// is then neither hot nor cold, and in a dry run the snapshots it would
+/// purge are left out the same way. Packs shared by snapshots archived
+/// to different classes stay hot (each run counts the other's snapshots
+/// as hot).
+fn archive_decided(repo: &Repository, cfg: &ApplyConfig, report: &mut ApplyReport) -> Result<()> {
+    let mut by_class: BTreeMap<String, BTreeSet<Id>> = BTreeMap::new();
+    let mut leaving = BTreeSet::new();
+    for a in &report.snapshots {
+        let id = a.decision.snapshot.parse::<Id>().map_err(|e| {
+            OpsError::invalid(format!("snapshot id {:?}: {e}", a.decision.snapshot))
+        })?;
+        match a.decision.action {
+            Action::Archive => {
+                let policy = cfg
+                    .plan
+                    .policies
+                    .iter()
+                    .find(|p| Some(&p.name) == a.decision.policy.as_ref())
+                    .ok_or_else(|| {
+                        OpsError::invalid(format!(
+                            "snapshot {} is to be archived by policy {:?}, which is not loaded",
+                            a.decision.snapshot, a.decision.policy
+                        ))
+                    })?;
+                by_class
+                    .entry(policy.archive_class.clone())
+                    .or_default()
+                    .insert(id);
+            }
+            Action::Purge if a.outcome == Outcome::WouldPurge => {
+                leaving.insert(id);
+            }
+            _ => {}
+        }
+    }
+    for (class, snapshots) in by_class {
+        let done = archive::archive(
+            repo,
+            &ArchiveConfig {
+                snapshots: snapshots.clone(),
+                leaving: leaving.clone(),
+                class: class.clone(),
+                dry_run: !cfg.delete,
+            },
+            &|_, _| {},
+        )
+        .map_err(|e| {
+            e.context(format!(
+                "archiving {} snapshot(s) to {class}",
+                snapshots.len()
+            ))
+        })?;
+        let outcome = match (done.supported, done.dry_run) {
+            (false, _) => Outcome::ArchiveNotPossible,
+            (true, true) => Outcome::WouldArchive,
+            (true, false) => Outcome::Archived,
+        };
+        for a in report.snapshots.iter_mut() {
+            if a.decision.action == Action::Archive
+                && a.decision
+                    .snapshot
+                    .parse::<Id>()
+                    .is_ok_and(|id| snapshots.contains(&id))
+            {
+                a.outcome = outcome;
+            }
+        }
+        report.warnings.extend(done.warnings.iter().cloned());
+        report.archival.push(done);
+    }
+    Ok(())
 }
 
 /// Check every purge of `plan` again, independently of the planner, before

@@ -136,6 +136,7 @@ impl Fixture {
     fn config(&self, dry_run: bool) -> ArchiveConfig {
         ArchiveConfig {
             snapshots: self.snaps[..2].iter().map(|s| s.id).collect(),
+            leaving: BTreeSet::new(),
             class: "DEEP_ARCHIVE".into(),
             dry_run,
         }
@@ -412,6 +413,7 @@ fn archival_on_a_local_directory_is_reported_as_not_possible() {
         &repo,
         &ArchiveConfig {
             snapshots: snaps,
+            leaving: BTreeSet::new(),
             class: "DEEP_ARCHIVE".into(),
             dry_run: false,
         },
