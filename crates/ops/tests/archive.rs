@@ -3,7 +3,9 @@
 //! hot snapshot needs move, trees stay hot (`ls` needs no retrieval), a
 //! second run moves nothing, an interrupted run is finished by the next,
 //! and a restore of the archived snapshot waits for its retrievals and
-//! returns every byte. On a local directory archival is reported as not
+//! returns every byte; WAL manifests keep their packs hot; on an Object
+//! Lock bucket the retention is carried and locked hot copies are
+//! reported. On a local directory archival is reported as not
 //! possible, not as an error.
 
 #[path = "../../s3/tests/harness/mod.rs"]
@@ -19,6 +21,7 @@ use holdfast_ops::backup::{backup_files, FileBackupConfig};
 use holdfast_ops::init::{init, InitConfig};
 use holdfast_ops::open::{open, Credential};
 use holdfast_ops::restore::{restore_files, FileRestore, FileRestoreConfig, SnapshotSpec};
+use holdfast_repo::config::LockConfig;
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::{Id, Repository};
@@ -61,9 +64,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::with_lock(None)
+    }
+
+    /// On an Object Lock bucket, every object retained as `lock` says.
+    fn with_lock(lock: Option<LockConfig>) -> Fixture {
         let moto = Moto::start();
         let rt = runtime();
-        rt.block_on(moto.create_bucket(BUCKET));
+        if lock.is_some() {
+            rt.block_on(moto.create_lock_bucket(BUCKET));
+        } else {
+            rt.block_on(moto.create_bucket(BUCKET));
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src");
         std::fs::create_dir_all(src.join("old")).expect("mkdir");
@@ -85,7 +97,7 @@ impl Fixture {
                     p_cost: 1,
                 },
                 compression_level: 3,
-                lock: None,
+                lock,
             },
         )
         .expect("init");
@@ -366,6 +378,114 @@ fn an_interrupted_archival_is_finished_by_the_next_run() {
     let check =
         holdfast_ops::check::check(&f.open(), &Default::default(), &|_, _| {}).expect("check");
     assert!(check.ok(), "{:?}", check.errors);
+}
+
+/// WAL manifests are hot roots: packs holding blobs a manifest names stay
+/// hot even when only archived snapshots need them otherwise.
+#[test]
+fn packs_a_wal_manifest_needs_stay_hot() {
+    let f = Fixture::new();
+    let repo = f.open();
+    repo.load_index().expect("index");
+    let (old, _) = packs_of(&repo, &f.snaps[1], "o");
+    let (o0, _) = packs_of(&repo, &f.snaps[1], "o0.bin");
+    // A manifest naming o0.bin's blobs (as if that content were a WAL file).
+    let mut blobs = Vec::new();
+    let mut stack = vec![f.snaps[1].snapshot.tree];
+    while let Some(t) = stack.pop() {
+        for n in repo.load_tree(&t).expect("tree").nodes {
+            stack.extend(n.subtree);
+            if n.name.0 == b"o0.bin" {
+                blobs.extend(n.content);
+            }
+        }
+    }
+    assert!(!blobs.is_empty());
+    let manifest = holdfast_repo::walmanifest::WalManifest {
+        version: 1,
+        cluster: "7001".into(),
+        name: "000000010000000000000001".into(),
+        size: 6 * MIB as u64,
+        blake3: String::new(),
+        blobs,
+        archived_at: chrono::Utc::now(),
+        stored_at: Vec::new(),
+    };
+    assert!(repo.put_wal_manifest(&manifest).expect("put manifest"));
+
+    let done = f.archive_with(&repo, false);
+    assert_eq!(done.wal_manifests, 1);
+    let classes = f.classes();
+    for p in &o0 {
+        assert_eq!(classes[p], "STANDARD", "{p}: a WAL manifest needs it");
+    }
+    for p in old.difference(&o0) {
+        assert_eq!(
+            classes[p], "DEEP_ARCHIVE",
+            "{p}: only archived snapshots need it"
+        );
+    }
+    assert_eq!(done.packs_moved as usize, old.difference(&o0).count());
+}
+
+/// On an Object Lock bucket the moved packs keep their retention, the
+/// locked copies in the old class are kept and reported (not an error),
+/// and the archived snapshot still restores byte for byte.
+#[test]
+fn archival_on_an_object_lock_bucket_keeps_retention() {
+    let f = Fixture::with_lock(Some(LockConfig {
+        mode: "governance".into(),
+        days: 1,
+    }));
+    let repo = f.open();
+    repo.load_index().expect("index");
+    let (old, _) = packs_of(&repo, &f.snaps[1], "o");
+    let admin = f.moto.admin();
+    let key = |p: &Id| {
+        let hex = p.to_hex();
+        format!("{PREFIX}/data/{}/{hex}", &hex[..2])
+    };
+    let until_before: HashMap<Id, i64> = old
+        .iter()
+        .map(|p| {
+            let h =
+                f.rt.block_on(admin.head_object().bucket(BUCKET).key(key(p)).send())
+                    .expect("head");
+            (
+                *p,
+                h.object_lock_retain_until_date().expect("retained").secs(),
+            )
+        })
+        .collect();
+
+    let done = f.archive_with(&repo, false);
+    assert_eq!(done.packs_moved, old.len() as u64);
+    assert_eq!(
+        done.previous_copies_kept, done.packs_moved,
+        "the locked hot copies stay: {done:?}"
+    );
+    assert!(
+        done.warnings.iter().any(|w| w.contains("retention")),
+        "{:?}",
+        done.warnings
+    );
+    for p in &old {
+        let h =
+            f.rt.block_on(admin.head_object().bucket(BUCKET).key(key(p)).send())
+                .expect("head");
+        assert_eq!(h.storage_class().map(|c| c.as_str()), Some("DEEP_ARCHIVE"));
+        assert_eq!(h.object_lock_mode().map(|m| m.as_str()), Some("GOVERNANCE"));
+        assert!(
+            h.object_lock_retain_until_date().expect("retained").secs() >= until_before[p],
+            "{p}: the retention is carried, never shortened"
+        );
+    }
+    let (cold, root) = f.restore(&f.open(), &f.snaps[1]);
+    assert!(cold.outcome.retrieval_seconds > 0.0);
+    for i in 0..5 {
+        let got = std::fs::read(root.join(format!("old/o{i}.bin"))).expect("restored");
+        assert!(got == noise(6 * MIB, 10 + i), "old/o{i}.bin differs");
+    }
 }
 
 #[test]
