@@ -196,6 +196,22 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
             r.missing_packs[0]
         ));
     }
+    // Packs in an archival class would need a retrieval to be read: they
+    // are not repacked (one listing says which; deleting them needs none).
+    if repo.capabilities().storage_classes && !d.repack.is_empty() {
+        let classes = repo.pack_classes()?;
+        d.repack.retain(|id| {
+            let cold = classes
+                .get(id)
+                .and_then(|c| c.class.as_deref())
+                .is_some_and(|c| matches!(c, "GLACIER" | "DEEP_ARCHIVE"));
+            if cold {
+                r.not_repacked
+                    .push(format!("{id}: in an archival storage class"));
+            }
+            !cold
+        });
+    }
     // Object Lock: what storage will refuse to delete is neither deleted
     // nor repacked (a repack's copy would only add to what is kept).
     let candidates: Vec<String> = d
