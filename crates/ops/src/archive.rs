@@ -28,6 +28,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Instant;
 
 use holdfast_repo::pack::BlobType;
+use holdfast_repo::tier::PackMove;
 use holdfast_repo::{Id, Repository};
 use holdfast_storage::ClassChange;
 use serde::Serialize;
@@ -212,8 +213,16 @@ pub fn archive(
                 cfg.class
             ))
         })?;
+    let mut gone = 0u64;
     for (pack, change) in moved {
         let size = sizes.get(&pack).copied().unwrap_or(0);
+        let change = match change {
+            PackMove::Changed(c) => c,
+            PackMove::Gone => {
+                gone += 1;
+                continue;
+            }
+        };
         match change {
             ClassChange::Unchanged => {
                 r.packs_already += 1;
@@ -227,6 +236,12 @@ pub fn archive(
                 }
             }
         }
+    }
+    if gone > 0 {
+        r.warnings.push(format!(
+            "{gone} pack(s) disappeared while archiving (a garbage collection repacked them \
+             meanwhile); their data is in new packs, which the next run archives"
+        ));
     }
     if r.previous_copies_kept > 0 {
         r.warnings.push(format!(

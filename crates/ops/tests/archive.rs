@@ -380,6 +380,36 @@ fn an_interrupted_archival_is_finished_by_the_next_run() {
     assert!(check.ok(), "{:?}", check.errors);
 }
 
+/// A pack that disappears between the listing and its move (a garbage
+/// collection repacked it meanwhile) is a warning, not a failure: the
+/// other packs move, and the next run has nothing left to do.
+#[test]
+fn a_pack_gone_meanwhile_is_a_warning() {
+    use holdfast_storage::ErrorClass;
+    let f = Fixture::new();
+    let repo = f.open();
+    repo.load_index().expect("index");
+    let (old, _) = packs_of(&repo, &f.snaps[1], "o");
+    let faulty = Arc::new(FaultyBackend::new(
+        f.backend(),
+        FaultPlan::default().rule(Rule::new(
+            Op::SetClass,
+            Some(ObjectKind::Pack),
+            1,
+            Action::Fail(ErrorClass::NotFound),
+        )),
+    ));
+    let repo = f.open_with(faulty);
+    repo.load_index().expect("index");
+    let r = archive(&repo, &f.config(false), &|_, _| {}).expect("not an error");
+    assert_eq!(r.packs_moved as usize, old.len() - 1, "{r:?}");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("disappeared")),
+        "{:?}",
+        r.warnings
+    );
+}
+
 /// WAL manifests are hot roots: packs holding blobs a manifest names stay
 /// hot even when only archived snapshots need them otherwise.
 #[test]

@@ -19,6 +19,16 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::repository::Repository;
 
+/// What happened to one pack of [`Repository::move_packs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackMove {
+    /// What the store did (moved, or already in the class).
+    Changed(ClassChange),
+    /// The pack was no longer stored: a garbage collection running beside
+    /// repacked it (its blobs are in a new pack, which a later run moves).
+    Gone,
+}
+
 /// A stored pack's size and storage class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackClass {
@@ -50,7 +60,8 @@ impl Repository {
 
     /// Move `packs` into the storage class `class`, as many at once as the
     /// backend serves well. `progress` is told (done, total) as moves
-    /// finish. Returns what each move did, in the order they finished. The
+    /// finish. Returns what each move did, in the order they finished; a
+    /// pack no longer stored is [`PackMove::Gone`], not a failure. The
     /// first failure stops the run once the moves in flight are done and
     /// is returned; moves that finished stay done (a later run skips them).
     pub fn move_packs(
@@ -58,7 +69,7 @@ impl Repository {
         packs: &[Id],
         class: &str,
         progress: &dyn Fn(u64, u64),
-    ) -> Result<Vec<(Id, ClassChange)>> {
+    ) -> Result<Vec<(Id, PackMove)>> {
         let total = packs.len() as u64;
         let par = self.capabilities().parallelism.max(1);
         let backend = self.backend().clone();
@@ -85,7 +96,11 @@ impl Repository {
                 };
                 match joined {
                     Ok((id, Ok(change))) => {
-                        out.push((id, change));
+                        out.push((id, PackMove::Changed(change)));
+                        progress(out.len() as u64, total);
+                    }
+                    Ok((id, Err(StorageError::NotFound { .. }))) => {
+                        out.push((id, PackMove::Gone));
                         progress(out.len() as u64, total);
                     }
                     Ok((_, Err(e))) => {
