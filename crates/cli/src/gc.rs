@@ -66,9 +66,10 @@ fn print_summary(r: &GcReport) {
         r.trees
     );
     outln!(
-        "{verb} {} pack(s), {} ({} not in any index)",
+        "{verb} {} pack(s), {} (of which {} repacked, {} not in any index)",
         r.packs_deleted,
         HumanBytes(r.bytes_deleted),
+        r.packs_repacked,
         r.unindexed_deleted
     );
     if r.dry_run {

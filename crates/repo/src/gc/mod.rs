@@ -89,8 +89,9 @@ pub struct GcReport {
     /// Packs and bytes in storage after the run (as planned, on a dry run).
     pub packs_after: usize,
     pub bytes_after: u64,
-    /// Packs deleted because nothing reachable is in them (including
-    /// packs no index names, left by interrupted writers).
+    /// Packs deleted: those with nothing reachable in them (including
+    /// packs no index names, left by interrupted writers) and the
+    /// repacked ones.
     pub packs_deleted: usize,
     pub bytes_deleted: u64,
     /// Of those, packs no index object named.
