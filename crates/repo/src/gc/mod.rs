@@ -232,24 +232,24 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
     }
 
     if opts.dry_run {
-        r.packs_deleted = d.delete.len();
-        r.bytes_deleted = sum_stored(&table, d.delete.iter());
-        r.unindexed_deleted = count_unindexed(&table, d.delete.iter());
-        r.packs_repacked = d.repack.len();
         let repack_live: u64 = d
             .repack
             .iter()
             .filter_map(|id| table.packs.get(id))
             .map(|p| p.live_bytes(marker.live()))
             .sum();
+        let pack_size = u64::from(repo.config().pack_size).max(1);
+        let new_packs = repack_live.div_ceil(pack_size) as usize;
+        r.packs_deleted = d.delete.len() + d.repack.len();
+        r.bytes_deleted = sum_stored(&table, d.delete.iter().chain(d.repack.iter()));
+        r.unindexed_deleted = count_unindexed(&table, d.delete.iter());
+        r.packs_repacked = d.repack.len();
         r.repack_bytes_read = sum_stored(&table, d.repack.iter());
         r.repack_bytes_written = repack_live;
+        r.packs_written = new_packs;
         r.unused_bytes_kept = d.unused_kept;
-        r.packs_after = r.packs_before - d.delete.len().min(r.packs_before);
-        r.bytes_after = r
-            .bytes_before
-            .saturating_sub(r.bytes_deleted + r.repack_bytes_read)
-            + repack_live;
+        r.packs_after = (r.packs_before + new_packs).saturating_sub(r.packs_deleted);
+        r.bytes_after = (r.bytes_before + repack_live).saturating_sub(r.bytes_deleted);
         r.index_objects_after = r.index_objects_before;
         r.seconds = started.elapsed().as_secs_f64();
         return Ok(r);
