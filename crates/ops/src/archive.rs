@@ -76,6 +76,10 @@ pub struct ArchiveReport {
     /// snapshot or WAL manifest needs them too.
     pub packs_shared_hot: u64,
     pub bytes_shared_hot: u64,
+    /// Data packs left in another archival class (the policy's class
+    /// changed): the store moves them only after a retrieval.
+    pub packs_other_cold_class: u64,
+    pub bytes_other_cold_class: u64,
     /// Packs of trees (and packs holding a tree besides data) the archived
     /// snapshots need: metadata, always hot.
     pub metadata_packs: u64,
@@ -222,6 +226,11 @@ pub fn archive(
                 gone += 1;
                 continue;
             }
+            PackMove::StillArchived => {
+                r.packs_other_cold_class += 1;
+                r.bytes_other_cold_class += size;
+                continue;
+            }
         };
         match change {
             ClassChange::Unchanged => {
@@ -236,6 +245,13 @@ pub fn archive(
                 }
             }
         }
+    }
+    if r.packs_other_cold_class > 0 {
+        r.warnings.push(format!(
+            "{} pack(s) are in another archival class and stay there (moving them to {} \
+             needs a retrieval first; they are cold already)",
+            r.packs_other_cold_class, cfg.class
+        ));
     }
     if gone > 0 {
         r.warnings.push(format!(

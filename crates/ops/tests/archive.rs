@@ -294,6 +294,18 @@ fn archival_moves_only_what_no_hot_snapshot_needs_and_restores_after_retrieval()
     assert_eq!(again.packs_already, old.len() as u64);
     assert_eq!(again.bytes_already, done.bytes_moved);
 
+    // The policy's class changed: packs already in another archival class
+    // stay there (a move out of one needs a retrieval), with a warning.
+    let mut glacier = f.config(false);
+    glacier.class = "GLACIER".into();
+    let other = archive(&repo, &glacier, &|_, _| {}).expect("archive to GLACIER");
+    assert_eq!(other.packs_moved, 0, "{other:?}");
+    assert_eq!(other.packs_other_cold_class, old.len() as u64);
+    assert!(other
+        .warnings
+        .iter()
+        .any(|w| w.contains("another archival class")));
+
     // Listing the archived snapshot reads only hot objects: a fresh
     // session (no cache) walks every tree, and moto refuses any GET of a
     // DEEP_ARCHIVE object that was not retrieved.

@@ -27,6 +27,9 @@ pub enum PackMove {
     /// The pack was no longer stored: a garbage collection running beside
     /// repacked it (its blobs are in a new pack, which a later run moves).
     Gone,
+    /// The pack is in another archival class and the store moves it only
+    /// once retrieved: left where it is (cold already).
+    StillArchived,
 }
 
 /// A stored pack's size and storage class.
@@ -61,7 +64,8 @@ impl Repository {
     /// Move `packs` into the storage class `class`, as many at once as the
     /// backend serves well. `progress` is told (done, total) as moves
     /// finish. Returns what each move did, in the order they finished; a
-    /// pack no longer stored is [`PackMove::Gone`], not a failure. The
+    /// pack no longer stored ([`PackMove::Gone`]) or that must be retrieved
+    /// before it can move ([`PackMove::StillArchived`]) is not a failure. The
     /// first failure stops the run once the moves in flight are done and
     /// is returned; moves that finished stay done (a later run skips them).
     pub fn move_packs(
@@ -101,6 +105,10 @@ impl Repository {
                     }
                     Ok((id, Err(StorageError::NotFound { .. }))) => {
                         out.push((id, PackMove::Gone));
+                        progress(out.len() as u64, total);
+                    }
+                    Ok((id, Err(StorageError::Archived { .. }))) => {
+                        out.push((id, PackMove::StillArchived));
                         progress(out.len() as u64, total);
                     }
                     Ok((_, Err(e))) => {

@@ -305,7 +305,11 @@ impl Inner {
                 self.cfg.endpoint_label()
             ));
         }
-        if f.code_is("InvalidObjectState") && matches!(op, Op::Get | Op::Copy) {
+        // A read, or a copy whose source, is in an archival class and not
+        // retrieved (S3 answers a copy with ObjectNotInActiveTierError).
+        if (f.code_is("InvalidObjectState") || f.code_is("ObjectNotInActiveTierError"))
+            && matches!(op, Op::Get | Op::Copy)
+        {
             return StorageError::Archived { key };
         }
         match f.status {

@@ -198,6 +198,14 @@ async fn moves_into_an_archival_class_keep_bytes_and_locks() {
     assert!(listed
         .iter()
         .all(|o| o.storage_class.as_deref() == Some("DEEP_ARCHIVE")));
+    // Out of an archival class into another: only after a retrieval.
+    match b
+        .set_storage_class(ObjectKind::Pack, "aa03", "GLACIER")
+        .await
+    {
+        Err(StorageError::Archived { key }) => assert!(key.contains("aa03")),
+        other => panic!("moving an archived object must need a retrieval, got {other:?}"),
+    }
     // Cold now: unreadable until retrieved, then byte for byte the same.
     for (i, name) in ["aa01", "aa02", "aa03"].into_iter().enumerate() {
         assert_eq!(

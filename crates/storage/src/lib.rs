@@ -274,7 +274,10 @@ pub trait Backend: Send + Sync + Debug {
     ///    retain-until) and the legal hold it had: a move never shortens
     ///    a lock. A previous version that its lock keeps is left
     ///    ([`ClassChange::MovedPreviousKept`]).
-    /// 6. A missing object is [`StorageError::NotFound`]; a store without
+    /// 6. Moving an object that is in an archival class and not retrieved
+    ///    into another class may need it retrieved first; a store that
+    ///    requires this answers [`StorageError::Archived`] and leaves it.
+    /// 7. A missing object is [`StorageError::NotFound`]; a store without
     ///    storage classes answers [`StorageError::Unsupported`] (the
     ///    default) and [`Capabilities::storage_classes`] is false.
     async fn set_storage_class(
