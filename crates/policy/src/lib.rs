@@ -7,7 +7,8 @@
 //! keep (restic's keep rules), what must never be purged (a compliance
 //! floor), what must be purged (a maximum age), and when to archive. The
 //! planner turns policies and a list of snapshots into one decision per
-//! snapshot (keep, archive or purge) with the rule that made it.
+//! snapshot (keep, archive or purge) with the rule that made it, and
+//! ([`wal`]) the archived PostgreSQL WAL that the kept base backups need.
 //!
 //! **Architecture invariant:** knows nothing of repositories, storage,
 //! S3 or the CLI; it decides, the application layer acts.
@@ -16,7 +17,9 @@ pub mod duration;
 mod file;
 mod glob;
 pub mod plan;
+pub mod wal;
 
 pub use duration::Span;
 pub use file::{load_files, parse_str, Keep, Policy, PolicyError, Selector};
 pub use plan::{plan, Action, Decision, HoldCheck, NoHolds, PlanInput, SnapshotInfo};
+pub use wal::{plan_wal, BaseBackup, WalDecision, WalFile};
