@@ -5,7 +5,7 @@
 use anyhow::Result;
 use holdfast_ops::archive::ArchiveReport;
 use holdfast_ops::policy::{self as ops_policy, ApplyConfig, Outcome, PlanConfig};
-use holdfast_policy::{Action, Decision, Policy, PolicyError};
+use holdfast_policy::{Action, Decision, Policy, PolicyError, WalDecision};
 use serde_json::json;
 use tokio::runtime::Runtime;
 
@@ -100,6 +100,31 @@ fn row(d: &Decision, outcome: Option<&str>) {
     );
 }
 
+/// The WAL archive, one line per cluster and action (the files are in
+/// `--json`): how many, the first and last name, and one rule.
+fn wal_summary<'a>(rows: impl Iterator<Item = (&'a WalDecision, &'a str)>) {
+    let mut groups: std::collections::BTreeMap<(&str, &str), Vec<&WalDecision>> =
+        std::collections::BTreeMap::new();
+    for (d, what) in rows {
+        groups
+            .entry((d.cluster.as_str(), what))
+            .or_default()
+            .push(d);
+    }
+    for ((cluster, what), files) in groups {
+        let (Some(first), Some(last)) = (files.first(), files.last()) else {
+            continue;
+        };
+        outln!(
+            "WAL of cluster {cluster}: {what} {} file(s), {} .. {} ({})",
+            files.len(),
+            ui::escape(first.name.as_bytes()),
+            ui::escape(last.name.as_bytes()),
+            first.rule
+        );
+    }
+}
+
 fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
     let cfg = match plan_config(g, &a)? {
         Ok(c) => c,
@@ -129,6 +154,7 @@ fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
         }
         row(d, None);
     }
+    wal_summary(plan.wal.iter().map(|d| (d, action_name(d.action))));
     if !g.quiet {
         let n = |a: Action| decisions.iter().filter(|d| d.action == a).count();
         outln!(
@@ -192,6 +218,12 @@ fn apply(g: &Global, rt: &Runtime, a: PolicyApplyArgs) -> Result<i32> {
             outln!("         ({detail})");
         }
     }
+    wal_summary(
+        report
+            .wal
+            .iter()
+            .map(|w| (&w.decision, outcome_name(w.outcome))),
+    );
     if !g.quiet {
         let n = |o: Outcome| report.count(o);
         for r in &report.archival {
@@ -199,21 +231,25 @@ fn apply(g: &Global, rt: &Runtime, a: PolicyApplyArgs) -> Result<i32> {
         }
         if report.deleted {
             outln!(
-                "as of {}: purged {}, kept {}, kept because locked {}, archived {}, not archivable here {}; run `holdfast gc` to reclaim the space",
+                "as of {}: purged {}, kept {}, kept because locked {}, archived {}, not archivable here {}; WAL files purged {}, kept {}; run `holdfast gc` to reclaim the space",
                 report.at.to_rfc3339(),
                 n(Outcome::Purged) + n(Outcome::AlreadyGone),
                 n(Outcome::Kept),
                 n(Outcome::KeptLocked),
                 n(Outcome::Archived),
-                n(Outcome::ArchiveNotPossible)
+                n(Outcome::ArchiveNotPossible),
+                report.count_wal(Outcome::Purged) + report.count_wal(Outcome::AlreadyGone),
+                report.count_wal(Outcome::Kept) + report.count_wal(Outcome::KeptLocked)
             );
         } else {
             outln!(
-                "dry run as of {}: would purge {}, keep {}, archive {}; nothing was changed (add --yes to purge and archive)",
+                "dry run as of {}: would purge {}, keep {}, archive {}; WAL files would purge {}, keep {}; nothing was changed (add --yes to purge and archive)",
                 report.at.to_rfc3339(),
                 n(Outcome::WouldPurge),
                 n(Outcome::Kept),
-                n(Outcome::WouldArchive)
+                n(Outcome::WouldArchive),
+                report.count_wal(Outcome::WouldPurge),
+                report.count_wal(Outcome::Kept)
             );
         }
     }

@@ -3,6 +3,11 @@
 //! decisions are the policy crate's; this module feeds it the repository's
 //! snapshots, verification records and holds, and carries out the purges.
 //!
+//! Physical PostgreSQL backups bring their WAL archive along: the WAL
+//! manifests of a cluster whose base backups a policy decides are kept
+//! from the start of the kept base backup that starts first, and the older
+//! ones purged (`holdfast_policy::wal`).
+//!
 //! Applying is a dry run unless asked to delete. Snapshots the plan says
 //! `archive` go to their policy's `archive_class` after the purges
 //! ([`crate::archive`]; a dry run says what would move). A purge writes the
@@ -18,7 +23,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use holdfast_policy::{
-    Action, Decision, HoldCheck, NoHolds, PlanInput, Policy, PolicyError, SnapshotInfo,
+    Action, BaseBackup, Decision, HoldCheck, NoHolds, PlanInput, Policy, PolicyError, SnapshotInfo,
+    WalDecision, WalFile,
 };
 use holdfast_repo::forget::{Forgotten, Tombstone};
 use holdfast_repo::snapshot::SnapshotEntry;
@@ -63,6 +69,9 @@ pub struct PlanConfig {
 pub struct Plan {
     pub at: DateTime<Utc>,
     pub snapshots: Vec<Decision>,
+    /// One decision per archived WAL file (WAL manifest), by cluster and
+    /// name.
+    pub wal: Vec<WalDecision>,
     /// What the plan could not take into account (unreadable verification
     /// records), for the caller to show.
     pub warnings: Vec<String>,
@@ -98,6 +107,7 @@ fn plan_entries(
             )
         })
         .collect();
+    let mut warnings: Vec<String> = warnings;
     let decisions = holdfast_policy::plan(&PlanInput {
         snapshots: &snaps,
         policies: &cfg.policies,
@@ -106,13 +116,84 @@ fn plan_entries(
         holds,
     })
     .map_err(OpsError::Invalid)?;
+    let wal = plan_wal(repo, cfg, entries, &decisions, &mut warnings)?;
     Ok((
         Plan {
             at: cfg.at,
             snapshots: decisions,
+            wal,
             warnings,
         },
         v.snapshots,
+    ))
+}
+
+/// The physical base backups among `entries`, as WAL retention sees them.
+fn base_backups(entries: &[SnapshotEntry]) -> Vec<BaseBackup> {
+    entries
+        .iter()
+        .filter(|e| e.snapshot.kind == holdfast_postgres::KIND_PHYSICAL)
+        .filter_map(|e| {
+            let meta = &e.snapshot.meta;
+            // Written as a string; a number is accepted too.
+            let cluster = match meta.get("system_identifier")? {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                _ => return None,
+            };
+            Some(BaseBackup {
+                snapshot: e.id.to_hex(),
+                time: e.snapshot.time,
+                cluster,
+                start_wal: meta
+                    .get("start_wal")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+/// The decisions for the WAL archive, given those for the snapshots. The
+/// manifests are read only when a policy decides some base backup (their
+/// archive times count against floors); one that cannot be read is left
+/// out, so never purged, and named in a warning.
+fn plan_wal(
+    repo: &Repository,
+    cfg: &PlanConfig,
+    entries: &[SnapshotEntry],
+    decisions: &[Decision],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<WalDecision>> {
+    let backups = base_backups(entries);
+    let governed = backups.iter().any(|b| {
+        decisions
+            .iter()
+            .any(|d| d.snapshot == b.snapshot && d.policy.is_some())
+    });
+    if !governed {
+        return Ok(Vec::new());
+    }
+    let (manifests, unreadable) = repo.wal_manifests()?;
+    for (name, why) in unreadable {
+        warnings.push(format!(
+            "WAL manifest wal/{name} cannot be read; it is kept: {why}"
+        ));
+    }
+    let files: Vec<WalFile> = manifests
+        .into_iter()
+        .map(|(_, m)| WalFile {
+            cluster: m.cluster,
+            name: m.name,
+            archived_at: m.archived_at,
+        })
+        .collect();
+    Ok(holdfast_policy::plan_wal(
+        &cfg.policies,
+        decisions,
+        &backups,
+        &files,
+        cfg.at,
     ))
 }
 
@@ -153,6 +234,16 @@ pub struct Applied {
     pub detail: Option<String>,
 }
 
+/// One WAL file's decision and what was done.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedWal {
+    #[serde(flatten)]
+    pub decision: WalDecision,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// What `policy apply` did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApplyReport {
@@ -163,6 +254,9 @@ pub struct ApplyReport {
     /// The archival runs, one per archive class in use (see
     /// [`crate::archive`]).
     pub archival: Vec<ArchiveReport>,
+    /// The WAL archive: decided after the snapshots were purged, with a
+    /// base backup whose purge Object Lock refused counted as kept.
+    pub wal: Vec<AppliedWal>,
     pub warnings: Vec<String>,
 }
 
@@ -170,6 +264,11 @@ impl ApplyReport {
     /// How many snapshots ended with `o`.
     pub fn count(&self, o: Outcome) -> usize {
         self.snapshots.iter().filter(|a| a.outcome == o).count()
+    }
+
+    /// How many WAL files ended with `o`.
+    pub fn count_wal(&self, o: Outcome) -> usize {
+        self.wal.iter().filter(|a| a.outcome == o).count()
     }
 }
 
@@ -218,8 +317,10 @@ pub fn apply_with(
         deleted: cfg.delete,
         snapshots: Vec::with_capacity(plan.snapshots.len()),
         archival: Vec::new(),
+        wal: Vec::new(),
         warnings: plan.warnings,
     };
+    let planned_wal = plan.wal;
     for d in plan.snapshots {
         let (outcome, detail) = match d.action {
             Action::Keep => (Outcome::Kept, None),
@@ -244,6 +345,48 @@ pub fn apply_with(
             }
         };
         report.snapshots.push(Applied {
+            decision: d,
+            outcome,
+            detail,
+        });
+    }
+    // The WAL: as planned, unless a base backup's purge was refused, in
+    // which case it stays and its WAL with it.
+    let wal = if report.count(Outcome::KeptLocked) == 0 {
+        planned_wal
+    } else {
+        let decisions: Vec<Decision> = report
+            .snapshots
+            .iter()
+            .map(|a| {
+                let mut d = a.decision.clone();
+                if a.outcome == Outcome::KeptLocked {
+                    d.action = Action::Keep;
+                }
+                d
+            })
+            .collect();
+        plan_wal(repo, &cfg.plan, &entries, &decisions, &mut report.warnings)?
+    };
+    for d in wal {
+        let (outcome, detail) = match d.action {
+            Action::Keep | Action::Archive => (Outcome::Kept, None),
+            Action::Purge if !cfg.delete => (Outcome::WouldPurge, None),
+            Action::Purge => {
+                if let Some(l) = &lease {
+                    l.check()?;
+                }
+                let name = format!("{}-{}", d.cluster, d.name);
+                match repo.forget_wal_manifest(&name).map_err(|e| {
+                    OpsError::from(e).context(format!("purging WAL manifest wal/{name}"))
+                })? {
+                    Forgotten::Deleted => (Outcome::Purged, None),
+                    Forgotten::AlreadyGone => (Outcome::AlreadyGone, None),
+                    Forgotten::Locked { detail, .. } => (Outcome::KeptLocked, Some(detail)),
+                }
+            }
+        };
+        report.wal.push(AppliedWal {
             decision: d,
             outcome,
             detail,

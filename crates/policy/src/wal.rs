@@ -159,7 +159,12 @@ pub fn plan_wal(
         .map(|w| {
             let names = governing.get(w.cluster.as_str());
             let governors: Vec<&Policy> = names
-                .map(|n| policies.iter().filter(|p| n.contains(p.name.as_str())).collect())
+                .map(|n| {
+                    policies
+                        .iter()
+                        .filter(|p| n.contains(p.name.as_str()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let policy = names.map(|n| n.iter().copied().collect::<Vec<_>>().join(", "));
             let (action, rule) = decide(w, &governors, anchors.get(w.cluster.as_str()), now);
@@ -215,10 +220,7 @@ fn decide(
     let (Some(anchor), false) = (anchor, governors.is_empty()) else {
         return (
             Action::Keep,
-            format!(
-                "no policy decides a base backup of cluster {}",
-                w.cluster
-            ),
+            format!("no policy decides a base backup of cluster {}", w.cluster),
         );
     };
     let Some(name) = parse_name(&w.name) else {

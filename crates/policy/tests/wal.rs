@@ -13,7 +13,9 @@ use holdfast_policy::{parse_str, plan_wal, Action, BaseBackup, Decision, Policy,
 use proptest::prelude::*;
 
 fn policy(floor: Option<&str>) -> Policy {
-    let floor = floor.map(|f| format!("floor = \"{f}\"\n")).unwrap_or_default();
+    let floor = floor
+        .map(|f| format!("floor = \"{f}\"\n"))
+        .unwrap_or_default();
     parse_str(
         Path::new("t.toml"),
         &format!(
@@ -25,7 +27,9 @@ fn policy(floor: Option<&str>) -> Policy {
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("time")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time")
 }
 
 fn seg(tl: u32, pos: u32) -> String {
@@ -117,11 +121,7 @@ fn histories() -> impl Strategy<Value = History> {
         proptest::collection::vec((0..n, any::<bool>()), k).prop_map(move |mut backups| {
             backups.sort();
             backups.dedup_by_key(|b| b.0);
-            History {
-                n,
-                switch,
-                backups,
-            }
+            History { n, switch, backups }
         })
     })
 }
@@ -197,8 +197,17 @@ fn a_cluster_no_policy_governs_keeps_everything_and_unknown_names_are_kept() {
         name: "not-a-wal-file".into(),
         archived_at: t0(),
     });
-    let out = plan_wal(&[policy(None)], &decisions, &backups, &wal, t0() + Duration::days(90));
-    let odd = out.iter().find(|d| d.name == "not-a-wal-file").expect("decided");
+    let out = plan_wal(
+        &[policy(None)],
+        &decisions,
+        &backups,
+        &wal,
+        t0() + Duration::days(90),
+    );
+    let odd = out
+        .iter()
+        .find(|d| d.name == "not-a-wal-file")
+        .expect("decided");
     assert_eq!(odd.action, Action::Keep);
     assert!(out.iter().any(|d| d.action == Action::Purge));
     // The same backups decided by no policy: nothing of the WAL is purged.
@@ -206,7 +215,13 @@ fn a_cluster_no_policy_governs_keeps_everything_and_unknown_names_are_kept() {
         d.policy = None;
         d.action = Action::Keep;
     }
-    let out = plan_wal(&[policy(None)], &decisions, &backups, &wal, t0() + Duration::days(90));
+    let out = plan_wal(
+        &[policy(None)],
+        &decisions,
+        &backups,
+        &wal,
+        t0() + Duration::days(90),
+    );
     assert!(out.iter().all(|d| d.action == Action::Keep), "{out:#?}");
     // Another cluster's WAL is not touched by this cluster's backups.
     let other: Vec<WalFile> = wal
@@ -217,7 +232,13 @@ fn a_cluster_no_policy_governs_keeps_everything_and_unknown_names_are_kept() {
         })
         .collect();
     let (decisions, _, _) = build(&h);
-    let out = plan_wal(&[policy(None)], &decisions, &backups, &other, t0() + Duration::days(90));
+    let out = plan_wal(
+        &[policy(None)],
+        &decisions,
+        &backups,
+        &other,
+        t0() + Duration::days(90),
+    );
     assert!(out.iter().all(|d| d.action == Action::Keep));
 }
 
@@ -230,9 +251,19 @@ fn a_kept_backup_without_a_recorded_start_keeps_the_whole_cluster() {
     };
     let (decisions, mut backups, wal) = build(&h);
     backups[1].start_wal = None;
-    let out = plan_wal(&[policy(None)], &decisions, &backups, &wal, t0() + Duration::days(90));
+    let out = plan_wal(
+        &[policy(None)],
+        &decisions,
+        &backups,
+        &wal,
+        t0() + Duration::days(90),
+    );
     assert!(out.iter().all(|d| d.action == Action::Keep));
-    assert!(out[0].rule.contains("records no WAL start"), "{}", out[0].rule);
+    assert!(
+        out[0].rule.contains("records no WAL start"),
+        "{}",
+        out[0].rule
+    );
 }
 
 #[test]
@@ -282,6 +313,13 @@ fn older_timeline_histories_are_purged_later_ones_kept() {
     assert_eq!(action(&seg(2, 4)), Action::Purge);
     assert_eq!(action(&seg(3, 5)), Action::Keep);
     assert_eq!(action(&seg(3, 6)), Action::Keep);
-    let rule = &out.iter().find(|d| d.name == "00000002.history").expect("h").rule;
-    assert!(rule.contains("timeline 2") && rule.contains("(3)"), "{rule}");
+    let rule = &out
+        .iter()
+        .find(|d| d.name == "00000002.history")
+        .expect("h")
+        .rule;
+    assert!(
+        rule.contains("timeline 2") && rule.contains("(3)"),
+        "{rule}"
+    );
 }

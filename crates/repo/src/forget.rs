@@ -150,22 +150,19 @@ impl Repository {
     /// (a legal hold) is reported as [`Forgotten::Locked`], not an error.
     pub fn forget_snapshot(&self, t: &Tombstone) -> Result<Forgotten> {
         let name = t.snapshot.to_hex();
-        if self.capabilities().retention {
-            match self.block_on(self.backend().retention(ObjectKind::Snapshot, &name)) {
-                Ok(Some(r)) if r.until > self.now() => {
-                    return Ok(Forgotten::Locked {
-                        detail: format!(
-                            "Object Lock {} retention until {}",
-                            r.mode.as_str(),
-                            r.until.to_rfc3339()
-                        ),
-                        recorded: false,
-                    })
-                }
-                Ok(_) | Err(StorageError::Unsupported { .. }) => {}
-                Err(StorageError::NotFound { .. }) => return self.gone(&name),
-                Err(e) => return Err(e.into()),
-            }
+        // Still there? A record must never be written for a snapshot that
+        // something else deleted: it would make that deletion look
+        // intended.
+        match self.block_on(self.backend().head(ObjectKind::Snapshot, &name)) {
+            Ok(_) => {}
+            Err(StorageError::NotFound { .. }) => return self.gone(&name),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(detail) = self.retained(ObjectKind::Snapshot, &name)? {
+            return Ok(Forgotten::Locked {
+                detail,
+                recorded: false,
+            });
         }
         if !records::put(self, ObjectKind::Tombstone, &name, t)? {
             // Written by an earlier, interrupted run (or a concurrent
@@ -196,6 +193,49 @@ impl Repository {
                     detail: e.to_string(),
                     recorded,
                 })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Purge WAL manifest `name` (`<cluster>-<file name>`) that retention
+    /// decided no kept base backup needs; its blobs become garbage for GC.
+    /// No deletion record: nothing chains WAL manifests, and retention
+    /// only ever removes the oldest ones (a prefix of the archive). Object
+    /// Lock is handled as for snapshots.
+    pub fn forget_wal_manifest(&self, name: &str) -> Result<Forgotten> {
+        if let Some(detail) = self.retained(ObjectKind::Wal, name)? {
+            return Ok(Forgotten::Locked {
+                detail,
+                recorded: false,
+            });
+        }
+        match self.block_on(self.backend().delete(ObjectKind::Wal, name)) {
+            Ok(()) => Ok(Forgotten::Deleted),
+            Err(StorageError::NotFound { .. }) => Ok(Forgotten::AlreadyGone),
+            Err(e) if e.class() == ErrorClass::Locked => Ok(Forgotten::Locked {
+                detail: e.to_string(),
+                recorded: false,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The Object Lock retention still running on object `kind/name`, as a
+    /// description, or `None` (none, expired, or the store has no Object
+    /// Lock; a missing object is for the delete to report).
+    fn retained(&self, kind: ObjectKind, name: &str) -> Result<Option<String>> {
+        if !self.capabilities().retention {
+            return Ok(None);
+        }
+        match self.block_on(self.backend().retention(kind, name)) {
+            Ok(Some(r)) if r.until > self.now() => Ok(Some(format!(
+                "Object Lock {} retention until {}",
+                r.mode.as_str(),
+                r.until.to_rfc3339()
+            ))),
+            Ok(_) | Err(StorageError::Unsupported { .. }) | Err(StorageError::NotFound { .. }) => {
+                Ok(None)
             }
             Err(e) => Err(e.into()),
         }
