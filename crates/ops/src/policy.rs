@@ -368,6 +368,9 @@ pub fn apply_with(
             .collect();
         plan_wal(repo, &cfg.plan, &entries, &decisions, &mut report.warnings)?
     };
+    if cfg.delete {
+        guard_wal(&wal, &report.snapshots, &entries)?;
+    }
     for d in wal {
         let (outcome, detail) = match d.action {
             Action::Keep | Action::Archive => (Outcome::Kept, None),
@@ -474,6 +477,92 @@ fn archive_decided(repo: &Repository, cfg: &ApplyConfig, report: &mut ApplyRepor
     Ok(())
 }
 
+/// Check every WAL purge again, independently of the WAL planner, before
+/// any WAL is deleted: a segment must lie before the start of every base
+/// backup of its cluster that stays (kept, archived, or refused as
+/// locked), a timeline history below all of their timelines; with none
+/// staying, before the newest one's start. Anything else is a planner bug:
+/// no WAL is deleted.
+fn guard_wal(wal: &[WalDecision], applied: &[Applied], entries: &[SnapshotEntry]) -> Result<()> {
+    let staying: BTreeSet<&str> = applied
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a.outcome,
+                Outcome::Purged | Outcome::AlreadyGone | Outcome::WouldPurge
+            )
+        })
+        .map(|a| a.decision.snapshot.as_str())
+        .collect();
+    // Per cluster: the starts (timeline, position) that bound purges.
+    let mut bounds: BTreeMap<String, Vec<WalStart>> = BTreeMap::new();
+    let mut newest: BTreeMap<String, (DateTime<Utc>, String, Option<WalStart>)> = BTreeMap::new();
+    for b in base_backups(entries) {
+        let start = b.start_wal.as_deref().and_then(segment_of);
+        if staying.contains(b.snapshot.as_str()) {
+            match start {
+                Some(s) => bounds.entry(b.cluster.clone()).or_default().push(s),
+                // Unknown start: nothing of the cluster may go.
+                None => bounds
+                    .entry(b.cluster.clone())
+                    .or_default()
+                    .push((0, (0, 0))),
+            }
+        }
+        // The planner's "newest": latest time, ties by id.
+        let n = newest
+            .entry(b.cluster.clone())
+            .or_insert((b.time, b.snapshot.clone(), start));
+        if (b.time, &b.snapshot) >= (n.0, &n.1) {
+            *n = (b.time, b.snapshot.clone(), start);
+        }
+    }
+    for d in wal.iter().filter(|d| d.action == Action::Purge) {
+        let refuse = |why: &str| {
+            Err(OpsError::invalid(format!(
+                "refusing to purge WAL file {} of cluster {} ({}): {why}; no WAL was deleted",
+                d.name, d.cluster, d.rule
+            )))
+        };
+        let limits: Vec<WalStart> = match bounds.get(&d.cluster) {
+            Some(b) if !b.is_empty() => b.clone(),
+            _ => match newest.get(&d.cluster) {
+                Some((_, _, Some(s))) => vec![*s],
+                _ => return refuse("its cluster has no base backup with a known start"),
+            },
+        };
+        if let Some(tl) = d.name.strip_suffix(".history") {
+            let Ok(tl) = u32::from_str_radix(tl, 16) else {
+                return refuse("not a timeline history name");
+            };
+            if limits.iter().any(|(ktl, _)| tl >= *ktl) {
+                return refuse("a base backup that stays is on that timeline or an earlier one");
+            }
+        } else {
+            let Some((_, pos)) = segment_of(&d.name) else {
+                return refuse("not a WAL file name");
+            };
+            if limits.iter().any(|(_, start)| pos >= *start) {
+                return refuse("a base backup that stays starts at or before it");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Timeline and position (log, segment) of a WAL segment.
+type WalStart = (u32, (u32, u32));
+
+/// Timeline and position of a name that starts with a WAL segment name.
+fn segment_of(name: &str) -> Option<WalStart> {
+    let hex = |r: std::ops::Range<usize>| {
+        name.get(r)
+            .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|s| u32::from_str_radix(s, 16).ok())
+    };
+    Some((hex(0..8)?, (hex(8..16)?, hex(16..24)?)))
+}
+
 /// Check every purge of `plan` again, independently of the planner, before
 /// anything is deleted: not under its policy's floor, not the newest
 /// verified snapshot of its source, not held. A purge that fails one is a
@@ -531,4 +620,97 @@ fn guard(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn physical(id: char, day: u32, start: &str) -> SnapshotEntry {
+        let snapshot = serde_json::from_value(serde_json::json!({
+            "time": format!("2026-03-{day:02}T00:00:00Z"),
+            "hostname": "db1", "username": "postgres", "source": "ehr-cluster",
+            "kind": "postgres-physical", "paths": [], "tree": "0".repeat(64),
+            "program_version": "test",
+            "meta": { "system_identifier": "7", "start_wal": start }
+        }))
+        .expect("snapshot");
+        SnapshotEntry {
+            id: id.to_string().repeat(64).parse().expect("id"),
+            snapshot,
+        }
+    }
+
+    fn applied(e: &SnapshotEntry, outcome: Outcome) -> Applied {
+        Applied {
+            decision: Decision {
+                snapshot: e.id.to_hex(),
+                time: e.snapshot.time,
+                source: e.snapshot.source.clone(),
+                kind: e.snapshot.kind.clone(),
+                action: if outcome == Outcome::Purged {
+                    Action::Purge
+                } else {
+                    Action::Keep
+                },
+                rule: "test".into(),
+                policy: Some("pitr".into()),
+            },
+            outcome,
+            detail: None,
+        }
+    }
+
+    fn purge(name: &str) -> WalDecision {
+        WalDecision {
+            cluster: "7".into(),
+            name: name.into(),
+            action: Action::Purge,
+            rule: "test".into(),
+            policy: Some("pitr".into()),
+        }
+    }
+
+    /// The WAL guard refuses any purge the planner should not have made:
+    /// at or after the start of a base backup that stays (kept or refused
+    /// as locked), a history of a timeline a staying backup is on, a name
+    /// it cannot place, a cluster without known starts.
+    #[test]
+    fn the_wal_guard_refuses_what_a_staying_base_backup_needs() {
+        let old = physical('a', 1, "000000010000000000000002");
+        let kept = physical('b', 5, "000000020000000000000008");
+        let entries = [old.clone(), kept.clone()];
+        let outcomes = [
+            applied(&old, Outcome::Purged),
+            applied(&kept, Outcome::Kept),
+        ];
+        for fine in [
+            "000000010000000000000003",
+            "000000010000000000000002.00000028.backup",
+            "000000020000000000000007",
+            "00000001.history",
+        ] {
+            guard_wal(&[purge(fine)], &outcomes, &entries).expect(fine);
+        }
+        for bad in [
+            "000000020000000000000008",
+            "000000010000000000000009",
+            "00000002.history",
+            "00000003.history",
+            "something-else",
+        ] {
+            let e = guard_wal(&[purge(bad)], &outcomes, &entries).expect_err(bad);
+            assert!(e.to_string().contains("no WAL was deleted"), "{e}");
+        }
+        // The older backup refused as locked stays: its WAL stays too.
+        let locked = [
+            applied(&old, Outcome::KeptLocked),
+            applied(&kept, Outcome::Kept),
+        ];
+        guard_wal(&[purge("000000010000000000000003")], &locked, &entries).expect_err("locked");
+        // Another cluster, of which there is no base backup: refused.
+        let mut other = purge("000000010000000000000001");
+        other.cluster = "8".into();
+        guard_wal(&[other], &outcomes, &entries).expect_err("no backup");
+    }
 }
