@@ -20,7 +20,7 @@ Python 3 standard library only. Used in-process:
 
 or stand-alone for poking at a tool by hand:
 
-    python3 benches/s3proxy.py --upstream-port 5000 --port 5001 [--latency-ms 25]
+    python3 benches/s3proxy.py --upstream-port 5000 --port 5001 [--latency-ms 25] [--trace FILE]
     (Ctrl-C or SIGTERM prints the counters as JSON)
 """
 import argparse
@@ -175,6 +175,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(n)) if n else None
 
     def _forward(self):
+        started = time.monotonic()
         body = self._read_body()
         lower = {k.lower(): v for k, v in self.headers.items()}
         bucket, op = classify(self.command, self.path, lower)
@@ -252,6 +253,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             self.server.proxy._count(bucket, op, status, len(body or b""), sent_back,
                                      key_class(self.path))
+            self.server.proxy._trace(started, self.command, op, status, self.path)
 
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_OPTIONS = do_PATCH = _forward
 
@@ -264,9 +266,13 @@ class _Server(http.server.ThreadingHTTPServer):
 class CountingProxy:
     """The proxy: listens on 127.0.0.1:port, forwards to 127.0.0.1:upstream_port."""
 
-    def __init__(self, upstream_port, port=0, latency_ms=0.0):
+    def __init__(self, upstream_port, port=0, latency_ms=0.0, trace=None):
         self.upstream_port = upstream_port
         self.latency_ms = latency_ms
+        # A file to which every request is appended as one line: start and
+        # end (monotonic seconds), method, operation, status, path; which
+        # requests waited on which is what decides wall time at a latency.
+        self._trace_file = open(trace, "a", buffering=1) if trace else None
         self._lock = threading.Lock()
         self._counts = {}
         self._server = _Server(("127.0.0.1", port), _Handler)
@@ -303,6 +309,12 @@ class CountingProxy:
             if OP_GROUP[op] == "GET":
                 c["bytes_received"] += received
 
+    def _trace(self, started, method, op, status, path):
+        if self._trace_file is None:
+            return
+        with self._lock:
+            self._trace_file.write(f"{started:.4f} {time.monotonic():.4f} {method} {op} {status} {path}\n")
+
     def snapshot(self, bucket):
         with self._lock:
             return json.loads(json.dumps(self._counts.get(bucket, empty_counts())))
@@ -318,8 +330,10 @@ def main():
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
     p.add_argument("--latency-ms", type=float, default=0.0,
                    help="delay every request by this many milliseconds (a WAN round trip)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="append one line per request (start, end, method, operation, status, path)")
     args = p.parse_args()
-    proxy = CountingProxy(args.upstream_port, args.port, args.latency_ms).start()
+    proxy = CountingProxy(args.upstream_port, args.port, args.latency_ms, args.trace).start()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     print(f"s3proxy: {proxy.endpoint} -> http://127.0.0.1:{args.upstream_port}", flush=True)
     try:

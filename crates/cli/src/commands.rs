@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use holdfast_ops::backup::{self as ops_backup, FileBackupConfig};
 use holdfast_ops::keys::{self as ops_keys, AddedSlot, NewSecret, NewSlot};
+use holdfast_ops::open::Prefetch;
 use holdfast_ops::restore::{self as ops_restore, FileRestoreConfig, SnapshotSpec};
 use holdfast_repo::check::CheckOptions;
 use holdfast_repo::keys::KdfParams;
@@ -141,7 +142,7 @@ fn backup_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: BackupArgs) -> Result
     // Paths and rules are checked before the repository is opened (and a
     // password asked for).
     ops_backup::validate(&cfg)?;
-    let repo = open::open(g, rt)?;
+    let repo = open::open_for(g, rt, Prefetch::backup())?;
     let prepared = ops_backup::prepare(&repo, &cfg)?;
     warn_index_problems(g, &repo);
     if let Some(from) = prepared.inherited_from {
@@ -473,7 +474,7 @@ fn mode_string(kind: NodeKind, mode: u32) -> String {
 
 fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Result<i32> {
     let target = a.target.clone().context("--target is required")?;
-    let repo = open::open(g, rt)?;
+    let repo = open::open_for(g, rt, Prefetch::restore())?;
     repo.load_index()?;
     warn_index_problems(g, &repo);
     // The plan knows the total before any content is written.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use holdfast_ops::open::{Credential, Location, S3Overrides};
+use holdfast_ops::open::{Credential, KdfAhead, Location, Prefetch, S3Overrides};
 use holdfast_repo::keys::{decode_key_file, KEY_FILE_LEN};
 use holdfast_repo::Repository;
 use holdfast_storage::Backend;
@@ -73,6 +73,15 @@ pub fn credential(g: &Global, prompt: &str) -> Result<Credential> {
     Ok(Credential::Password(password(g, prompt)?))
 }
 
+/// Whether [`credential`] would prompt on the terminal (no secret given
+/// by flag, file or environment).
+fn needs_prompt(g: &Global) -> bool {
+    g.key_file.is_none()
+        && env_nonempty(KEY_ENV).is_none()
+        && g.password_file.is_none()
+        && env_nonempty("HOLDFAST_PASSWORD").is_none()
+}
+
 /// An environment variable, with an empty value read as unset.
 pub fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -116,15 +125,33 @@ fn warn(w: Option<String>) {
 
 /// Open the repository named by the global options.
 pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
-    let b = backend(g, rt)?;
-    // Check it is a repository of a readable version before asking for a password.
-    holdfast_ops::open::probe(b.as_ref(), rt.handle())?;
-    let cred = credential(g, "repository password: ")?;
+    open_for(g, rt, Prefetch::default())
+}
+
+/// Open the repository named by the global options, reading the listings
+/// `want` names while opening (see `holdfast_repo::prefetch`).
+pub fn open_for(g: &Global, rt: &Runtime, want: Prefetch) -> Result<Arc<Repository>> {
+    let loc = location(g)?;
     let opts = holdfast_ops::open::SessionOptions {
         cache_dir: cache_root(g),
         lease_duration: g.lease_duration,
     };
-    let session = holdfast_ops::open::open_session(b, rt.handle(), &cred, &opts)?;
+    // A secret that needs no prompt is read first, so that a password's
+    // KDF can run while the repository is read; its errors still come
+    // after the probe's, as when it is read after.
+    let early = (!needs_prompt(g)).then(|| credential(g, ""));
+    let kdf = match &early {
+        Some(Ok(c)) => KdfAhead::start(opts.cache_dir.as_deref(), &loc.label(), c),
+        _ => None,
+    };
+    let connected = holdfast_ops::open::connect_reading(&loc, rt.handle(), want)?;
+    // Check it is a repository of a readable version before asking for a password.
+    connected.probe()?;
+    let cred = match early {
+        Some(c) => c?,
+        None => credential(g, "repository password: ")?,
+    };
+    let session = holdfast_ops::open::open_connected(connected, rt.handle(), &cred, &opts, kdf)?;
     for w in &session.warnings {
         errln!("holdfast: warning: {w}");
     }

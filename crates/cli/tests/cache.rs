@@ -136,6 +136,7 @@ fn backup_once(repo: &Repository, src: &Path) -> holdfast_repo::snapshot::Summar
         no_xattrs: false,
         parallelism: backup::Parallelism::default(),
         time: None,
+        predecessors: Some(lineage.predecessors),
     };
     let out = backup::backup(repo, &[src.to_path_buf()], &opts, &Progress::default()).unwrap();
     out.snapshot.summary

@@ -164,6 +164,7 @@ pub fn prepare(repo: &Repository, cfg: &FileBackupConfig) -> Result<PreparedBack
             no_xattrs: cfg.no_xattrs,
             parallelism: cfg.parallelism,
             time: cfg.time,
+            predecessors: Some(lineage.predecessors),
         },
         inherited_from: lineage.inherited_from,
     })

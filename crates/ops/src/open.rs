@@ -4,10 +4,12 @@
 //! variables, the daemon from its configuration file) and a
 //! [`Credential`]; nothing here reads the environment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use holdfast_repo::keys::{Secret, KEY_FILE_LEN};
+use holdfast_repo::keys::{Prederived, Secret, KEY_FILE_LEN};
+pub use holdfast_repo::prefetch::Prefetch;
+use holdfast_repo::prefetch::{first_reads, FirstReads};
 use holdfast_repo::Repository;
 use holdfast_s3::{S3Backend, S3Config};
 use holdfast_storage::local::LocalBackend;
@@ -46,6 +48,18 @@ impl Location {
         }
         let path = url.strip_prefix("file://").unwrap_or(url);
         Ok(Location::Local(PathBuf::from(path)))
+    }
+}
+
+impl Location {
+    /// How the backend for this location names itself
+    /// (`Backend::location`), known before connecting: what the KDF hint
+    /// is kept under (see [`KdfAhead`]).
+    pub fn label(&self) -> String {
+        match self {
+            Location::S3(cfg) => cfg.location(),
+            Location::Local(path) => LocalBackend::new(path).location(),
+        }
     }
 }
 
@@ -119,6 +133,115 @@ pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
     Ok(Repository::probe(backend, rt)?)
 }
 
+/// A backend connected, with the first reads of opening made (see
+/// [`connect_reading`]).
+pub struct Connected {
+    pub backend: Arc<dyn Backend>,
+    first: FirstReads,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("location", &self.backend.location())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connected {
+    /// [`probe`] without a request: the config was read at connect.
+    pub fn probe(&self) -> Result<u32> {
+        Ok(Repository::probe_reads(
+            &self.first,
+            &self.backend.location(),
+        )?)
+    }
+}
+
+/// Connect to `location` and, at the same time, read what opening needs
+/// (the config, the key listing) and the listings `want` names (see
+/// `holdfast_repo::prefetch`): on S3 this is one round trip with the
+/// bucket checks, where connecting, probing, opening and the first
+/// listings used to wait on one another.
+pub fn connect_reading(location: &Location, rt: &Handle, want: Prefetch) -> Result<Connected> {
+    match location {
+        Location::S3(cfg) => {
+            let cfg = (**cfg).clone();
+            let (b, first) = rt.block_on(S3Backend::connect_with(cfg, |b| {
+                first_reads(Arc::new(b) as Arc<dyn Backend>, want)
+            }))?;
+            Ok(Connected {
+                backend: Arc::new(b),
+                first,
+            })
+        }
+        Location::Local(_) => Ok(read_first(connect(location, rt, false)?, rt, want)),
+    }
+}
+
+/// [`connect_reading`] for a backend already connected (a local one, or
+/// one wrapped in a decorator): the first reads, all at once.
+pub fn read_first(backend: Arc<dyn Backend>, rt: &Handle, want: Prefetch) -> Connected {
+    let first = rt.block_on(first_reads(backend.clone(), want));
+    Connected { backend, first }
+}
+
+/// A password's KDF run ahead, in a thread of its own, for the slot that
+/// opened the repository last time (see `holdfast_repo::keys::KdfHint`):
+/// it runs while the key slots are listed and read, so a password open
+/// costs max(argon2, two round trips) instead of their sum.
+pub struct KdfAhead {
+    thread: std::thread::JoinHandle<Option<Prederived>>,
+}
+
+impl KdfAhead {
+    /// Start deriving `credential` with the hint kept under `cache_dir`
+    /// for `location`. `None` when there is nothing to derive (a key file,
+    /// no cache, no hint yet, a hint out of bounds is refused when the
+    /// thread runs).
+    pub fn start(
+        cache_dir: Option<&Path>,
+        location: &str,
+        credential: &Credential,
+    ) -> Option<KdfAhead> {
+        let Credential::Password(pw) = credential else {
+            return None;
+        };
+        let hint = holdfast_repo::cache::read_kdf_hint(cache_dir?, location)?;
+        let pw = pw.clone();
+        let thread = std::thread::Builder::new()
+            .name("holdfast-kdf".into())
+            .spawn(move || holdfast_repo::keys::prederive(&pw, &hint).ok())
+            .ok()?;
+        Some(KdfAhead { thread })
+    }
+
+    fn finish(self) -> Option<Prederived> {
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// [`open_session`] of a [`Connected`] backend, from its first reads, with
+/// `kdf` (a KDF run ahead, if any). After a password open the hint for
+/// the next one is kept in the cache.
+pub fn open_connected(
+    connected: Connected,
+    rt: &Handle,
+    credential: &Credential,
+    opts: &SessionOptions,
+    kdf: Option<KdfAhead>,
+) -> Result<Session> {
+    let Connected { backend, first } = connected;
+    let location = backend.location();
+    let repo = Repository::open_from(backend, rt.clone(), &credential.secret(), first, || {
+        kdf.and_then(KdfAhead::finish)
+    })?;
+    if let (Some(root), Some(hint)) = (&opts.cache_dir, repo.kdf_hint()) {
+        holdfast_repo::cache::write_kdf_hint(root, &location, hint);
+    }
+    session(Arc::new(repo), opts)
+}
+
 /// How a session uses the repository beyond the secret that opens it.
 #[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
@@ -147,7 +270,10 @@ pub fn open_session(
     credential: &Credential,
     opts: &SessionOptions,
 ) -> Result<Session> {
-    let repo = open(backend, rt, credential)?;
+    session(open(backend, rt, credential)?, opts)
+}
+
+fn session(repo: Arc<Repository>, opts: &SessionOptions) -> Result<Session> {
     let mut warnings = repo.open_warnings().to_vec();
     if let Some(root) = &opts.cache_dir {
         if let Err(e) = repo.use_cache(Some(root)) {

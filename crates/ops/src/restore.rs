@@ -81,7 +81,7 @@ pub fn restore_files(
     cfg: &FileRestoreConfig,
     progress: &Progress,
 ) -> Result<FileRestore> {
-    repo.load_index()?;
+    repo.ensure_index()?;
     let snap = cfg.snapshot.find(repo)?;
     let includes = cfg
         .includes

@@ -14,6 +14,9 @@
 //! <repository id hex>/snapshots/<name>  snapshot objects, as stored (sealed)
 //! <repository id hex>/data/<name>       whole packs of trees, as stored (sealed)
 //! <repository id hex>/runs/<mac>.run    sorted index runs (see `index::run`)
+//! kdf-hints/<BLAKE3 of the location>    salt and argon2 parameters of the
+//!                                       password slot that opened last
+//!                                       (see `keys::KdfHint`)
 //! ```
 //!
 //! Objects are kept exactly as stored, so encrypted content stays
@@ -39,6 +42,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{RepoError, Result};
 use crate::id::Id;
+use crate::keys::KdfHint;
 
 /// The cache layout version (the `version` file).
 const CACHE_VERSION: &str = "1";
@@ -215,6 +219,46 @@ impl Cache {
                 }
             }
         }
+    }
+}
+
+/// The directory of KDF hints: keyed by location, since a hint is read
+/// before the repository (and so its id) is known.
+const HINTS: &str = "kdf-hints";
+
+fn hint_path(root: &Path, location: &str) -> PathBuf {
+    root.join(HINTS)
+        .join(blake3::hash(location.as_bytes()).to_hex().as_str())
+}
+
+/// The KDF hint kept for the repository at `location`, if any and
+/// readable. Nothing in it is trusted: [`crate::keys::prederive`] bounds
+/// its parameters and the slot read from storage decides whether the key
+/// derived from it is used.
+pub fn read_kdf_hint(root: &Path, location: &str) -> Option<KdfHint> {
+    let bytes = fs::read(hint_path(root, location)).ok()?;
+    if bytes.len() > 4096 {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Keep `hint` for the next open of the repository at `location`, unless
+/// it is already there. Best effort, like every cache write.
+pub fn write_kdf_hint(root: &Path, location: &str, hint: &KdfHint) {
+    if read_kdf_hint(root, location).as_ref() == Some(hint) {
+        return;
+    }
+    let dir = root.join(HINTS);
+    let Ok(json) = serde_json::to_vec(hint) else {
+        return;
+    };
+    if mkdir(&dir).is_err() {
+        return;
+    }
+    let tmp = crate::index::build::temp_path(&dir, "hint");
+    if write_new(&tmp, &json).is_err() || fs::rename(&tmp, hint_path(root, location)).is_err() {
+        let _ = fs::remove_file(&tmp);
     }
 }
 

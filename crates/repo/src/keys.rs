@@ -345,6 +345,19 @@ impl KeySlot {
     /// nonce or truncated ciphertext is damage, not a wrong password), then
     /// the parameters, and only then is the KDF run.
     pub fn try_open(&self, secret: &Secret<'_>) -> SlotOutcome {
+        self.try_open_prederived(secret, None)
+    }
+
+    /// [`KeySlot::try_open`], using `pre`'s key-encryption key instead of
+    /// running argon2 when `pre` was derived from this slot's salt and
+    /// parameters (see [`KdfHint`]). Everything else is checked as usual,
+    /// and the unwrap authenticates, so a `pre` of another slot or
+    /// another password can only fail to open, never open wrongly.
+    pub fn try_open_prederived(
+        &self,
+        secret: &Secret<'_>,
+        pre: Option<&Prederived>,
+    ) -> SlotOutcome {
         if self.kdf != KDF_ARGON2ID && self.kdf != KDF_KEYFILE {
             return SlotOutcome::Skipped(format!(
                 "unknown kdf {:?} (written by a newer holdfast?)",
@@ -363,9 +376,12 @@ impl KeySlot {
                 let Some(params) = self.params else {
                     return SlotOutcome::Damaged("an argon2id slot without parameters".into());
                 };
-                match argon2_kek(p, &self.salt, params) {
-                    Ok(k) => k,
-                    Err(e) => return SlotOutcome::Damaged(e.to_string()),
+                match pre.filter(|d| d.hint.salt == self.salt && d.hint.params == params) {
+                    Some(d) => d.kek,
+                    None => match argon2_kek(p, &self.salt, params) {
+                        Ok(k) => k,
+                        Err(e) => return SlotOutcome::Damaged(e.to_string()),
+                    },
                 }
             }
             Secret::KeyFile(k) => keyfile_kek(k, &self.salt),
@@ -404,6 +420,77 @@ impl KeySlot {
     pub fn open(&self, password: &[u8]) -> Result<Option<MasterKey>> {
         self.open_with(&Secret::Password(password))
     }
+}
+
+/// What argon2 needs from a password slot to derive its key-encryption
+/// key: the slot's name, salt and parameters, and nothing that could test
+/// a guess (no wrapped key, no nonce). Kept in the local cache after a
+/// password opened the repository, so that the next open can start the
+/// KDF at once, while the slot is still being listed and read: on a WAN
+/// link that hides the round trips under the quarter second argon2 takes.
+/// Offline, the hint is as useless to a password guesser as the salt
+/// alone; a hint that does not fit the slot read (replaced, damaged,
+/// edited) only costs running the KDF again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfHint {
+    pub slot: String,
+    #[serde(with = "hex_bytes")]
+    pub salt: Vec<u8>,
+    pub params: KdfParams,
+}
+
+impl KdfHint {
+    /// The hint for a password slot (`None` for a key-file slot or one
+    /// without parameters).
+    pub fn of(name: &str, slot: &KeySlot) -> Option<KdfHint> {
+        if slot.kdf != KDF_ARGON2ID {
+            return None;
+        }
+        Some(KdfHint {
+            slot: name.to_string(),
+            salt: slot.salt.clone(),
+            params: slot.params?,
+        })
+    }
+}
+
+/// A password's key-encryption key derived ahead from a [`KdfHint`].
+pub struct Prederived {
+    hint: KdfHint,
+    kek: [u8; 32],
+}
+
+impl std::fmt::Debug for Prederived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prederived")
+            .field("slot", &self.hint.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prederived {
+    /// The slot this was derived for.
+    pub fn slot(&self) -> &str {
+        &self.hint.slot
+    }
+}
+
+/// Run argon2 for `password` with `hint`'s salt and parameters. The
+/// parameters are held to the same bounds as a stored slot's (a hint is
+/// read from a local file, which is no more trusted than storage), and
+/// the salt to the same lengths.
+pub fn prederive(password: &[u8], hint: &KdfHint) -> Result<Prederived> {
+    hint.params.check().map_err(RepoError::Invalid)?;
+    if !(8..=64).contains(&hint.salt.len()) {
+        return Err(RepoError::Invalid(format!(
+            "a KDF hint with a {}-byte salt (8 to 64 expected)",
+            hint.salt.len()
+        )));
+    }
+    Ok(Prederived {
+        kek: argon2_kek(password, &hint.salt, hint.params)?,
+        hint: hint.clone(),
+    })
 }
 
 /// Parse a stored slot named `name` (`keys/<name>`): its bytes must be a
@@ -491,6 +578,64 @@ mod tests {
             .to_string();
         assert!(err.contains("key file /x"), "{err}");
         assert!(decode_key_file(b"zz", "f").is_err());
+    }
+
+    #[test]
+    fn a_prederived_key_opens_only_what_the_kdf_would() {
+        let m = MasterKey::generate();
+        let p = KdfParams {
+            m_cost: 1024,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let slot = KeySlot::create(&m, b"pw", p, "test").unwrap();
+        let hint = KdfHint::of("name", &slot).unwrap();
+        assert!(!serde_json::to_string(&hint).unwrap().contains("wrapped"));
+        let opened = |pre: &Prederived, pw: &[u8]| match slot
+            .try_open_prederived(&Secret::Password(pw), Some(pre))
+        {
+            SlotOutcome::Opened(k) => Some(k.as_bytes().to_vec()),
+            SlotOutcome::Wrong => None,
+            other => panic!("{other:?}"),
+        };
+        // The right password, derived ahead: opens without the KDF.
+        let pre = prederive(b"pw", &hint).unwrap();
+        assert_eq!(opened(&pre, b"pw"), Some(m.as_bytes().to_vec()));
+        // Derived from a wrong password: wrong, whatever is offered now.
+        let bad = prederive(b"nope", &hint).unwrap();
+        assert_eq!(opened(&bad, b"pw"), None);
+        // Derived for another salt or other parameters: not used, so the
+        // slot opens (or not) exactly as without it.
+        for other in [
+            KdfHint {
+                salt: vec![7; 16],
+                ..hint.clone()
+            },
+            KdfHint {
+                params: KdfParams { t_cost: 2, ..p },
+                ..hint.clone()
+            },
+        ] {
+            let wrong_pw = prederive(b"nope", &other).unwrap();
+            assert_eq!(opened(&wrong_pw, b"pw"), Some(m.as_bytes().to_vec()));
+        }
+        // A hint is held to the bounds of a stored slot: never run outside.
+        let hostile = KdfHint {
+            params: KdfParams {
+                m_cost: u32::MAX,
+                ..p
+            },
+            ..hint.clone()
+        };
+        assert!(prederive(b"pw", &hostile).is_err());
+        let short = KdfHint {
+            salt: vec![1; 4],
+            ..hint
+        };
+        assert!(prederive(b"pw", &short).is_err());
+        // Key-file slots have no hint.
+        let kf = KeySlot::create_for_key_file(&m, &generate_key_file_key(), "k").unwrap();
+        assert!(KdfHint::of("n", &kf).is_none());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
+use holdfast_storage::{Backend, ObjectKind, ObjectMeta, PutOptions, StorageError};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
@@ -203,15 +203,39 @@ impl LeaseEntry {
 /// Read every object of `locks/`. Objects that vanish between list and
 /// get (released meanwhile) are left out.
 pub fn list_leases(
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     rt: &Handle,
     key: &MasterKey,
     format: u32,
 ) -> Result<Vec<LeaseEntry>> {
     let metas = rt.block_on(backend.list(ObjectKind::Lock))?;
+    read_leases(backend, rt, key, format, metas, None)
+}
+
+/// Read the listed lock objects `metas` (all at once: one round trip
+/// however many there are), except the one named `skip` (our own, whose
+/// record we know).
+fn read_leases(
+    backend: &Arc<dyn Backend>,
+    rt: &Handle,
+    key: &MasterKey,
+    format: u32,
+    metas: Vec<ObjectMeta>,
+    skip: Option<&str>,
+) -> Result<Vec<LeaseEntry>> {
+    let metas: Vec<ObjectMeta> = metas
+        .into_iter()
+        .filter(|m| Some(m.name.as_str()) != skip)
+        .collect();
+    let names = metas.iter().map(|m| m.name.clone()).collect();
+    let got = rt.block_on(crate::prefetch::get_many(
+        backend.clone(),
+        ObjectKind::Lock,
+        names,
+    ));
     let mut out = Vec::with_capacity(metas.len());
-    for m in metas {
-        let bytes = match rt.block_on(backend.get(ObjectKind::Lock, &m.name, None)) {
+    for (m, got) in metas.into_iter().zip(got) {
+        let bytes = match got {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -249,7 +273,7 @@ pub struct Unlocked {
 /// Remove stale leases (all leases with `force`). A lease that vanished
 /// meanwhile (its holder released it) counts as neither.
 pub fn remove_leases(
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     rt: &Handle,
     key: &MasterKey,
     format: u32,
@@ -356,14 +380,11 @@ impl LeaseState {
         Ok(name)
     }
 
+    /// Remove one of our lock objects, present or not (one request).
     fn delete(&self, name: &str) -> Result<()> {
-        match self
+        Ok(self
             .rt
-            .block_on(self.backend.delete(ObjectKind::Lock, name))
-        {
-            Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+            .block_on(self.backend.remove(ObjectKind::Lock, name))?)
     }
 
     /// Write a record with a later expiry, then delete the previous one.
@@ -459,6 +480,23 @@ pub fn acquire(
     req: &LeaseRequest,
     opts: &LeaseOptions,
 ) -> Result<Lease> {
+    acquire_after(backend, rt, key, format, req, opts, None)
+}
+
+/// [`acquire`], with `listed`, a listing of `locks/` taken a moment ago
+/// (while the repository was being opened), in place of the first
+/// listing. That first listing only spares a write when an exclusive lease
+/// is already there; what makes the protocol safe is the listing after our
+/// write, which is always fresh.
+pub(crate) fn acquire_after(
+    backend: Arc<dyn Backend>,
+    rt: Handle,
+    key: MasterKey,
+    format: u32,
+    req: &LeaseRequest,
+    opts: &LeaseOptions,
+    listed: Option<Vec<ObjectMeta>>,
+) -> Result<Lease> {
     let location = backend.location();
     let state = Arc::new(LeaseState {
         backend,
@@ -485,7 +523,7 @@ pub fn acquire(
         }),
     });
     match req.mode {
-        LeaseMode::Shared => acquire_shared(&state, &location)?,
+        LeaseMode::Shared => acquire_shared(&state, &location, listed)?,
         LeaseMode::Exclusive => acquire_exclusive(&state, &location, opts.exclusive_wait)?,
     }
     let (tx, rx) = mpsc::channel::<()>();
@@ -522,30 +560,49 @@ fn write_fresh(state: &LeaseState) -> Result<String> {
     Ok(name)
 }
 
-/// Live leases of other holders, by the given filter.
+/// Live leases of other holders, by the given filter, from a fresh
+/// listing of `locks/` or from `listed`. Our own object (if written) is
+/// not read: we know what it says.
 fn others(
     state: &LeaseState,
     own: &str,
+    listed: Option<Vec<ObjectMeta>>,
     f: impl Fn(&LeaseEntry) -> bool,
 ) -> Result<Vec<LeaseEntry>> {
+    let metas = match listed {
+        Some(m) => m,
+        None => state.rt.block_on(state.backend.list(ObjectKind::Lock))?,
+    };
+    let written = state.lock().name.clone();
+    let skip = (!written.is_empty()).then_some(written.as_str());
     let now = Utc::now();
-    Ok(
-        list_leases(state.backend.as_ref(), &state.rt, &state.key, state.format)?
-            .into_iter()
-            .filter(|e| e.lease_id() != Some(own) && e.is_live(now) && f(e))
-            .collect(),
-    )
+    Ok(read_leases(
+        &state.backend,
+        &state.rt,
+        &state.key,
+        state.format,
+        metas,
+        skip,
+    )?
+    .into_iter()
+    .filter(|e| e.lease_id() != Some(own) && e.is_live(now) && f(e))
+    .collect())
 }
 
 /// Shared: never waits for another shared lease; waits for a live
 /// exclusive one at most until the deadline of the first one it met.
-fn acquire_shared(state: &LeaseState, location: &str) -> Result<()> {
+/// `listed` stands in for the first listing (see [`acquire_after`]).
+fn acquire_shared(
+    state: &LeaseState,
+    location: &str,
+    mut listed: Option<Vec<ObjectMeta>>,
+) -> Result<()> {
     let own = state.lock().record.lease.clone();
     let blocks = |e: &LeaseEntry| e.mode() == Some(LeaseMode::Exclusive);
     let mut limit: Option<(DateTime<Utc>, String)> = None;
     let mut written: Option<String> = None;
     loop {
-        let ex = others(state, &own, blocks)?;
+        let ex = others(state, &own, listed.take(), blocks)?;
         if ex.is_empty() {
             match &written {
                 // Written and still alone with shared ones: held.
@@ -561,6 +618,7 @@ fn acquire_shared(state: &LeaseState, location: &str) -> Result<()> {
         // An exclusive lease is live: get out of its way.
         if let Some(name) = written.take() {
             state.delete(&name)?;
+            state.lock().name.clear();
         }
         let first = &ex[0];
         let (deadline, holder) = limit
@@ -585,14 +643,15 @@ fn acquire_exclusive(state: &LeaseState, location: &str, wait: Duration) -> Resu
     let give_up = Utc::now() + to_chrono(wait);
     let mut pause = Duration::from_millis(100);
     loop {
-        let mut blocking = others(state, &own, |_| true)?;
+        let mut blocking = others(state, &own, None, |_| true)?;
         if blocking.is_empty() {
             let name = write_fresh(state)?;
-            blocking = others(state, &own, |_| true)?;
+            blocking = others(state, &own, None, |_| true)?;
             if blocking.is_empty() {
                 return Ok(());
             }
             state.delete(&name)?;
+            state.lock().name.clear();
         }
         if Utc::now() + to_chrono(pause) > give_up {
             let n = blocking.len();
@@ -638,26 +697,25 @@ impl Lease {
     /// (one `head`): how a writer about to commit learns that someone
     /// removed its lease (`unlock --force`) since the last refresh.
     pub fn confirm(&self) -> Result<()> {
-        self.check()?;
-        let st = &self.0.state;
-        let name = st.lock().name.clone();
-        match st.rt.block_on(st.backend.head(ObjectKind::Lock, &name)) {
-            Ok(_) => Ok(()),
-            Err(StorageError::NotFound { .. }) => {
-                let mut c = st.lock();
-                let why = format!(
-                    "its lock object locks/{name} was removed by someone else (`holdfast unlock --force`?)"
-                );
-                c.lost = Some(why.clone());
-                Err(RepoError::LeaseLost {
-                    operation: c.record.operation.clone(),
-                    detail: why,
-                })
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.start_confirm().finish()
     }
 
+    /// Start [`Lease::confirm`]'s `head` now and finish it later (see
+    /// [`Confirmation::finish`]): a writer overlaps it with its last
+    /// uploads instead of paying a round trip of its own before it commits.
+    pub fn start_confirm(&self) -> Confirmation {
+        let st = &self.0.state;
+        let name = st.lock().name.clone();
+        let (backend, n) = (st.backend.clone(), name.clone());
+        let task = st
+            .rt
+            .spawn(async move { backend.head(ObjectKind::Lock, &n).await.map(|_| ()) });
+        Confirmation {
+            lease: self.clone(),
+            name,
+            task,
+        }
+    }
     /// The record as last written.
     pub fn record(&self) -> LeaseRecord {
         self.0.state.lock().record.clone()
@@ -679,6 +737,59 @@ impl Lease {
     pub fn release(self) -> Result<()> {
         self.0.stop_thread();
         self.0.state.release()
+    }
+}
+
+/// A [`Lease::confirm`] under way: its `head` was sent when it started.
+pub struct Confirmation {
+    lease: Lease,
+    /// The lease object the `head` asks about.
+    name: String,
+    task: tokio::task::JoinHandle<std::result::Result<(), StorageError>>,
+}
+
+impl std::fmt::Debug for Confirmation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Confirmation")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Confirmation {
+    /// Wait for the `head` and judge the lease as [`Lease::confirm`] does:
+    /// lost if its object was gone when asked (unless a refresh replaced
+    /// it meanwhile, which found the old one present or would have marked
+    /// the lease lost), or if it lapsed since.
+    pub fn finish(self) -> Result<()> {
+        self.lease.check()?;
+        let st = &self.lease.0.state;
+        let got = st.rt.block_on(self.task).map_err(|e| {
+            RepoError::Invalid(format!(
+                "confirming the lease locks/{} failed: {e}",
+                self.name
+            ))
+        })?;
+        match got {
+            Ok(()) => {}
+            Err(StorageError::NotFound { .. }) if st.lock().name != self.name => {
+                // Refreshed meanwhile: the refresh judged the old object.
+            }
+            Err(StorageError::NotFound { .. }) => {
+                let mut c = st.lock();
+                let why = format!(
+                    "its lock object locks/{} was removed by someone else (`holdfast unlock --force`?)",
+                    self.name
+                );
+                c.lost = Some(why.clone());
+                return Err(RepoError::LeaseLost {
+                    operation: c.record.operation.clone(),
+                    detail: why,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.lease.check()
     }
 }
 
@@ -728,13 +839,14 @@ impl Repository {
         let lease = match held {
             Some(l) if l.check().is_ok() => l,
             _ => {
-                let l = acquire(
+                let l = acquire_after(
                     self.backend().clone(),
                     self.runtime().clone(),
                     self.key().clone(),
                     self.format_version(),
                     &LeaseRequest::here(operation, LeaseMode::Shared),
                     &self.lease_options(),
+                    self.locks_listed_ahead(),
                 )?;
                 *self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
                     Arc::downgrade(&l.0);
@@ -763,7 +875,7 @@ impl Repository {
     /// Every object of `locks/`, readable or not.
     pub fn leases(&self) -> Result<Vec<LeaseEntry>> {
         list_leases(
-            self.backend().as_ref(),
+            self.backend(),
             self.runtime(),
             self.key(),
             self.format_version(),
@@ -773,7 +885,7 @@ impl Repository {
     /// Remove stale leases, or every lease with `force`.
     pub fn unlock(&self, force: bool) -> Result<Unlocked> {
         remove_leases(
-            self.backend().as_ref(),
+            self.backend(),
             self.runtime(),
             self.key(),
             self.format_version(),
@@ -784,14 +896,18 @@ impl Repository {
     /// Err if this process's writer lease lapsed or was removed (see
     /// [`Lease::confirm`]).
     pub(crate) fn check_writer_lease(&self) -> Result<()> {
-        let held = {
-            let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
-            slot.upgrade().map(Lease)
-        };
-        match held {
-            Some(l) => l.confirm(),
+        match self.start_writer_confirm() {
+            Some(c) => c.finish(),
             None => Ok(()),
         }
+    }
+
+    /// Start confirming this process's writer lease (see
+    /// [`Lease::start_confirm`]); `None` when no writer lease is held.
+    /// Give it to [`Repository::save_snapshot_with`].
+    pub fn start_writer_confirm(&self) -> Option<Confirmation> {
+        let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.upgrade().map(|c| Lease(c).start_confirm())
     }
 }
 

@@ -33,6 +33,7 @@ pub mod lease;
 pub mod migrate;
 pub mod object;
 pub mod pack;
+pub mod prefetch;
 pub mod reach;
 pub mod reader;
 pub mod records;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
+use holdfast_storage::{Backend, ObjectKind, ObjectMeta, PutOptions, StorageError, StorageResult};
 use tokio::runtime::Handle;
 
 use crate::cache::{Cache, CacheKind};
@@ -22,10 +22,13 @@ use crate::error::SlotCounts;
 use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::index::{self, BlobLocation, Index};
-use crate::keys::{self, KdfParams, KeySlot, Secret, SlotOutcome, KEY_FILE_LEN};
+use crate::keys::{
+    self, KdfHint, KdfParams, KeySlot, Prederived, Secret, SlotOutcome, KEY_FILE_LEN,
+};
 use crate::lease::{LeaseOptions, WriterSlot};
 use crate::object::{self, Binding};
 use crate::pack::{BlobType, PackInfo};
+use crate::prefetch::{first_reads, read_config, Ahead, FirstReads, Prefetch};
 use crate::retention::{self, Clock, RetentionPolicy, SystemClock};
 use crate::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter};
 use crate::tree::Tree;
@@ -67,6 +70,12 @@ pub struct Repository {
     pub(crate) writer_slot: WriterSlot,
     /// Names of the index objects the in-memory index was loaded from.
     index_names: std::sync::Mutex<Option<Vec<String>>>,
+    /// Listings read while opening, for their first readers (see
+    /// [`crate::prefetch`]).
+    ahead: Ahead,
+    /// What a password's KDF needs from the slot that opened, to derive
+    /// ahead next time (see [`KdfHint`]); `None` for a key file.
+    kdf_hint: Option<KdfHint>,
 }
 
 /// The key slots of a repository: (id, slot) of the readable ones, oldest
@@ -160,18 +169,33 @@ impl Repository {
             lease_opts: Default::default(),
             writer_slot: Default::default(),
             index_names: Default::default(),
+            ahead: Default::default(),
+            kdf_hint: None,
         })
     }
 
     /// Read the format version without any key (fails clearly on a store
     /// that is not a repository, or a newer format).
     pub fn probe(backend: &dyn Backend, rt: &Handle) -> Result<u32> {
-        let location = backend.location();
+        let got = rt.block_on(read_config(backend));
+        Repository::probe_config(&got, &backend.location())
+    }
+
+    /// [`Repository::probe`] of a config already read (see
+    /// [`crate::prefetch::first_reads`]): no request.
+    pub fn probe_reads(first: &FirstReads, location: &str) -> Result<u32> {
+        Repository::probe_config(first.config(), location)
+    }
+
+    fn probe_config(
+        got: &std::result::Result<(Bytes, bool), StorageError>,
+        location: &str,
+    ) -> Result<u32> {
         let not_a_repository = |reason: &str| RepoError::NotARepository {
-            location: location.clone(),
+            location: location.to_string(),
             reason: reason.to_string(),
         };
-        let bytes = match rt.block_on(read_config(backend)) {
+        let bytes = match got {
             Ok((b, _)) => b,
             Err(StorageError::NotFound { .. }) => {
                 return Err(not_a_repository("it has no config object"))
@@ -184,7 +208,7 @@ impl Repository {
             Err(StorageError::Io { cause, .. }) if cause.raw_os_error() == Some(libc::EISDIR) => {
                 return Err(not_a_repository("its config is a directory"))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.clone().into()),
         };
         // Another program's `config` (restic has one) is not damage to a
         // Holdfast repository; a Holdfast config with a bad body is.
@@ -193,7 +217,7 @@ impl Repository {
                 "its config object is not a Holdfast config: another program's data?",
             ));
         }
-        config::read_version(&bytes, &location)
+        config::read_version(bytes, location)
     }
 
     /// Open an existing repository with a password. Does not load the index
@@ -210,11 +234,30 @@ impl Repository {
         rt: Handle,
         secret: &Secret<'_>,
     ) -> Result<Repository> {
-        let location = backend.location();
         // The config and the key slot listing at once (one round trip).
-        let (cfg_got, slots) = rt.block_on(async {
-            tokio::join!(read_config(backend.as_ref()), backend.list(ObjectKind::Key))
-        });
+        let first = rt.block_on(first_reads(backend.clone(), Prefetch::default()));
+        Repository::open_from(backend, rt, secret, first, || None)
+    }
+
+    /// [`Repository::open_with`] from reads already made (see
+    /// [`crate::prefetch::first_reads`]: the config, the key listing, and
+    /// listings kept for their first readers), with `pre`, which gives a
+    /// key-encryption key derived ahead for a slot (see [`KdfHint`]), used
+    /// if it fits. `pre` is called once the slots are read (the KDF it
+    /// waits for runs meanwhile). The slots are read all at once.
+    pub fn open_from(
+        backend: Arc<dyn Backend>,
+        rt: Handle,
+        secret: &Secret<'_>,
+        first: FirstReads,
+        pre: impl FnOnce() -> Option<Prederived>,
+    ) -> Result<Repository> {
+        let location = backend.location();
+        let FirstReads {
+            config: cfg_got,
+            keys: slots,
+            listings,
+        } = first;
         let (cfg_bytes, staged) = match cfg_got {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
@@ -237,7 +280,23 @@ impl Repository {
             ));
         }
         // The slot that opened: its name, the key and the config.
-        let mut opened: Option<(String, MasterKey, RepoConfig)> = None;
+        let mut opened: Option<(String, MasterKey, RepoConfig, Option<KdfHint>)> = None;
+        // Every slot small enough to be one, read at once.
+        let wanted: Vec<String> = slots
+            .iter()
+            .filter(|m| m.size <= keys::MAX_SLOT_BYTES)
+            .map(|m| m.name.clone())
+            .collect();
+        let mut fetched: std::collections::HashMap<String, StorageResult<Bytes>> = wanted
+            .clone()
+            .into_iter()
+            .zip(rt.block_on(crate::prefetch::get_many(
+                backend.clone(),
+                ObjectKind::Key,
+                wanted,
+            )))
+            .collect();
+        let pre = pre();
         for meta in &slots {
             let slot_key = ObjectKind::Key.key(&meta.name);
             // Damage and refusals are reported and the next slot tried: no
@@ -256,7 +315,10 @@ impl Repository {
                 problem(true, format!("{} bytes, not a key slot", meta.size));
                 continue;
             }
-            let bytes = rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?;
+            let bytes = match fetched.remove(&meta.name) {
+                Some(got) => got?,
+                None => rt.block_on(backend.get(ObjectKind::Key, &meta.name, None))?,
+            };
             let slot = match keys::parse_slot(&meta.name, &bytes) {
                 Ok(s) => s,
                 Err(detail) => {
@@ -274,7 +336,7 @@ impl Repository {
                 }
                 continue;
             }
-            let key = match slot.try_open(secret) {
+            let key = match slot.try_open_prederived(secret, pre.as_ref()) {
                 SlotOutcome::Opened(k) => k,
                 SlotOutcome::OtherKind => continue,
                 SlotOutcome::Wrong => {
@@ -304,9 +366,10 @@ impl Repository {
                     continue;
                 }
             };
-            opened = Some((meta.name.clone(), key, config));
+            let hint = KdfHint::of(&meta.name, &slot);
+            opened = Some((meta.name.clone(), key, config, hint));
         }
-        if let Some((key_slot, key, config)) = opened {
+        if let Some((key_slot, key, config, kdf_hint)) = opened {
             let policy = RetentionPolicy::of(&config);
             return Ok(Repository {
                 backend,
@@ -325,6 +388,8 @@ impl Repository {
                 lease_opts: Default::default(),
                 writer_slot: Default::default(),
                 index_names: Default::default(),
+                ahead: Ahead::new(listings),
+                kdf_hint,
             });
         }
         if let Some((slot, detail)) = damaged.into_iter().next() {
@@ -350,6 +415,29 @@ impl Repository {
     /// caller shows these.
     pub fn open_warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// The KDF hint of the password slot this session opened with (see
+    /// [`KdfHint`]), for the caller to keep for the next open.
+    pub fn kdf_hint(&self) -> Option<&KdfHint> {
+        self.kdf_hint.as_ref()
+    }
+
+    /// Every object of `kind`: the listing read while opening if there is
+    /// one for this kind (once, and only if recent: see
+    /// [`crate::prefetch`]), else a fresh one. Never for a listing that
+    /// must follow a write (a lease's).
+    pub(crate) fn list_ahead(&self, kind: ObjectKind) -> Result<Vec<ObjectMeta>> {
+        match self.ahead.take(kind) {
+            Some(l) => Ok(l),
+            None => Ok(self.block_on(self.backend.list(kind))?),
+        }
+    }
+
+    /// The `locks/` listing read while opening, if recent (see
+    /// [`crate::lease::acquire_after`]).
+    pub(crate) fn locks_listed_ahead(&self) -> Option<Vec<ObjectMeta>> {
+        self.ahead.take(ObjectKind::Lock)
     }
 
     /// Seal `payload` as object `b` in this repository's envelope version.
@@ -469,6 +557,21 @@ impl Repository {
         self.load_index_with(false).map(|_| ())
     }
 
+    /// [`Repository::load_index`] unless this session already loaded it:
+    /// for an operation that needs an index, called by a caller that may
+    /// have loaded it already (one listing instead of two).
+    pub fn ensure_index(&self) -> Result<()> {
+        let loaded = self
+            .index_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        if loaded {
+            return Ok(());
+        }
+        self.load_index()
+    }
+
     /// Like [`Repository::load_index`], and also return every pack every
     /// readable index object describes, as written: the index keeps one
     /// location per blob, so a pack whose blobs are all also in another
@@ -480,14 +583,15 @@ impl Repository {
 
     fn load_index_with(&self, want_packs: bool) -> Result<crate::index::load::Loaded> {
         let cache = self.cache();
-        let mut loaded = crate::index::load::Loader::new(
+        let mut loader = crate::index::load::Loader::new(
             &self.backend,
             &self.rt,
             &self.key,
             self.format_version,
             cache.as_deref(),
-        )
-        .load(want_packs)?;
+        );
+        loader.listed = self.ahead.take(ObjectKind::Index);
+        let mut loaded = loader.load(want_packs)?;
         let idx = std::mem::take(&mut loaded.index);
         *self.index_names.lock().unwrap_or_else(|e| e.into_inner()) = Some(loaded.listed.clone());
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(idx);
@@ -935,7 +1039,7 @@ impl Repository {
     /// Every readable snapshot, oldest first. Unreadable ones are returned
     /// separately so listings can warn instead of failing.
     pub fn snapshots_with_errors(&self) -> Result<(Vec<SnapshotEntry>, Vec<Unreadable>)> {
-        let metas = self.block_on(self.backend.list(ObjectKind::Snapshot))?;
+        let metas = self.list_ahead(ObjectKind::Snapshot)?;
         let cache = self.cache();
         if let Some(c) = &cache {
             let keep: std::collections::HashSet<&str> =
@@ -1037,10 +1141,25 @@ impl Repository {
     /// Refuses if this process's writer lease lapsed or was removed (see
     /// [`crate::lease`]).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        self.check_writer_lease()?;
+        self.save_snapshot_with(snap, Commit::default())
+    }
+
+    /// [`Repository::save_snapshot`] with what the writer already knows,
+    /// so that its commit waits on fewer round trips: the predecessors
+    /// (from the listing it chose its parent from, instead of listing
+    /// again) and its lease confirmation, started while its last uploads
+    /// were in flight. Without them it is `save_snapshot`.
+    pub fn save_snapshot_with(&self, snap: &Snapshot, commit: Commit) -> Result<Id> {
+        match commit.confirmation {
+            Some(c) => c.finish()?,
+            None => self.check_writer_lease()?,
+        }
         let mut snap = snap.clone();
         if snap.predecessors.is_empty() {
-            snap.predecessors = crate::snapshot::latest_of_same_source(&self.snapshots()?, &snap);
+            snap.predecessors = match commit.predecessors {
+                Some(p) => p,
+                None => crate::snapshot::latest_of_same_source(&self.snapshots()?, &snap),
+            };
         }
         self.put_snapshot(&snap)
     }
@@ -1159,6 +1278,19 @@ impl Repository {
     }
 }
 
+/// What a writer knows when it commits (see
+/// [`Repository::save_snapshot_with`]).
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// The snapshot's predecessors, found by the writer in the listing it
+    /// chose its parent from (see [`crate::snapshot::latest_of_same_source`]);
+    /// `None`: listed at commit.
+    pub predecessors: Option<Vec<Id>>,
+    /// The writer's lease confirmation, started earlier
+    /// ([`Repository::start_writer_confirm`]); `None`: confirmed at commit.
+    pub confirmation: Option<crate::lease::Confirmation>,
+}
+
 /// See [`Repository::suspend_cache`]: gives the cache back when dropped.
 pub struct CacheSuspended<'a> {
     repo: &'a Repository,
@@ -1170,20 +1302,6 @@ impl Drop for CacheSuspended<'_> {
         if let Some(c) = self.taken.take() {
             *self.repo.cache.write().unwrap_or_else(|e| e.into_inner()) = Some(c);
         }
-    }
-}
-
-/// The config object, or, when a migration stopped between removing it
-/// and writing it again, the staged one (true). The staged config is
-/// sealed and bound to the name `config` like the final one, so reading
-/// it is no weaker.
-async fn read_config(backend: &dyn Backend) -> Result<(Bytes, bool), StorageError> {
-    match backend.get(ObjectKind::Config, "config", None).await {
-        Err(StorageError::NotFound { .. }) => backend
-            .get(ObjectKind::Config, config::STAGED_CONFIG, None)
-            .await
-            .map(|b| (b, true)),
-        other => other.map(|b| (b, false)),
     }
 }
 

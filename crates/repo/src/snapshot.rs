@@ -153,9 +153,15 @@ pub struct Snapshot {
 /// now in the repository (oldest first): the newest one of the same source
 /// and host, if any.
 pub fn latest_of_same_source(all: &[SnapshotEntry], snap: &Snapshot) -> Vec<Id> {
+    predecessors_of(all, &snap.source, &snap.hostname)
+}
+
+/// [`latest_of_same_source`] for a snapshot of `source` from `hostname`
+/// not yet made (a backup knows both when it starts).
+pub fn predecessors_of(all: &[SnapshotEntry], source: &str, hostname: &str) -> Vec<Id> {
     all.iter()
         .rev()
-        .find(|e| e.snapshot.source == snap.source && e.snapshot.hostname == snap.hostname)
+        .find(|e| e.snapshot.source == source && e.snapshot.hostname == hostname)
         .map(|e| vec![e.id])
         .unwrap_or_default()
 }

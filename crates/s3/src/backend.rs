@@ -65,8 +65,8 @@ pub(crate) struct Inner {
     pub retrier: Retrier,
     /// Bucket versioning is (or was) enabled: deletes remove versions.
     pub versioned: AtomicBool,
-    /// Object Lock on the bucket, as seen at connect (`None`: could not tell).
-    pub lock_enabled: Option<bool>,
+    /// Object Lock on the bucket, as seen at connect (unset: could not tell).
+    pub lock_enabled: std::sync::OnceLock<bool>,
     /// Cached success of [`S3Backend::check_lock_ready`].
     pub lock_ready: OnceCell<()>,
     /// Concurrent puts of one key in this process queue up.
@@ -79,7 +79,7 @@ impl std::fmt::Debug for S3Backend {
             .field("location", &self.inner.label)
             .field("endpoint", &self.inner.cfg.endpoint_label())
             .field("versioned", &self.inner.versioned.load(Ordering::Relaxed))
-            .field("lock_enabled", &self.inner.lock_enabled)
+            .field("lock_enabled", &self.inner.lock_enabled.get())
             .finish()
     }
 }
@@ -107,9 +107,28 @@ impl S3Backend {
     /// credentials ([`StorageError::PermissionDenied`]). With
     /// `require_object_lock`, also [`S3Backend::check_lock_ready`].
     pub async fn connect(cfg: S3Config) -> Result<S3Backend, StorageError> {
+        Ok(S3Backend::connect_with(cfg, |_| async {}).await?.0)
+    }
+
+    /// Connect as [`S3Backend::connect`] does and, while the bucket is
+    /// being checked, run `first` on the new backend: the caller's first
+    /// reads (a repository's config and key listing, say), so that on a WAN
+    /// link opening costs one round trip instead of two. `first` must only
+    /// read (what the bucket's versioning means for deletes is not known
+    /// yet). Its output is returned only when the checks pass, so that a
+    /// missing bucket or a refused credential is explained by the check,
+    /// not by whatever `first` made of it.
+    pub async fn connect_with<T, F, Fut>(
+        cfg: S3Config,
+        first: F,
+    ) -> Result<(S3Backend, T), StorageError>
+    where
+        F: FnOnce(S3Backend) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
         cfg.validate()?;
         let client = crate::client::build(&cfg).await?;
-        let mut inner = Inner {
+        let inner = Inner {
             client,
             label: cfg.location(),
             retrier: Retrier::new(
@@ -120,30 +139,34 @@ impl S3Backend {
             ),
             cfg,
             versioned: AtomicBool::new(false),
-            lock_enabled: None,
+            lock_enabled: std::sync::OnceLock::new(),
             lock_ready: OnceCell::new(),
             writing: KeyLocks::default(),
         };
-        // Three independent questions, asked at once: on a WAN link each
-        // round trip is most of what opening a repository costs. The probe's
+        let backend = S3Backend {
+            inner: Arc::new(inner),
+        };
+        // Independent questions, asked at once: on a WAN link each round
+        // trip is most of what opening a repository costs. The probe's
         // error (missing bucket, denied) is the one that explains a failure.
-        let (probe, versioning, lock) = tokio::join!(
+        let inner = &backend.inner;
+        let (probe, versioning, lock, out) = tokio::join!(
             inner.probe_bucket(),
             inner.bucket_versioning(),
-            inner.bucket_lock_enabled()
+            inner.bucket_lock_enabled(),
+            first(backend.clone())
         );
         probe?;
         inner
             .versioned
             .store(matches!(versioning, Ok(Some(_))), Ordering::Relaxed);
-        inner.lock_enabled = lock.ok();
-        let backend = S3Backend {
-            inner: Arc::new(inner),
-        };
+        if let Ok(on) = lock {
+            let _ = inner.lock_enabled.set(on);
+        }
         if backend.inner.cfg.require_object_lock {
             backend.check_lock_ready().await?;
         }
-        Ok(backend)
+        Ok((backend, out))
     }
 
     /// The configuration this backend runs with.
@@ -721,9 +744,13 @@ impl Inner {
         Ok(())
     }
 
-    async fn delete_plain(&self, key: &str) -> StorageResult<()> {
-        // DeleteObject succeeds on missing keys; the contract wants NotFound.
-        self.head_raw(key).await?;
+    /// DeleteObject in an unversioned bucket. It succeeds on missing keys;
+    /// `delete`'s contract wants NotFound, so with `must_exist` a HeadObject
+    /// asks first (`remove` does without).
+    async fn delete_plain(&self, key: &str, must_exist: bool) -> StorageResult<()> {
+        if must_exist {
+            self.head_raw(key).await?;
+        }
         let out = self
             .retrier
             .run(Some(self.cfg.request_timeout), || async {
@@ -918,7 +945,7 @@ impl Backend for S3Backend {
     /// had Object Lock at connect (or its state could not be read, in which
     /// case a write with retention reports precisely what is missing).
     fn capabilities(&self) -> Capabilities {
-        let lock = self.inner.lock_enabled.unwrap_or(true);
+        let lock = self.inner.lock_enabled.get().copied().unwrap_or(true);
         Capabilities {
             retention: lock,
             legal_hold: lock,
@@ -1140,7 +1167,22 @@ impl Backend for S3Backend {
         if self.is_versioned() {
             self.inner.delete_versions(&key).await
         } else {
-            self.inner.delete_plain(&key).await
+            self.inner.delete_plain(&key, true).await
+        }
+    }
+
+    /// One DeleteObject in an unversioned bucket (no HeadObject first: a
+    /// missing object is success here anyway).
+    async fn remove(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let key = self.inner.key(kind, name);
+        let r = if self.is_versioned() {
+            self.inner.delete_versions(&key).await
+        } else {
+            self.inner.delete_plain(&key, false).await
+        };
+        match r {
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            other => other,
         }
     }
 

@@ -92,6 +92,12 @@ async fn conformance_versioned_bucket() {
         1,
         "delete on a versioned bucket removes the versions, not just hides them"
     );
+    conformance::remove(&b).await;
+    assert_eq!(
+        versions_of(&moto, "versioned", "locks/dd02").await,
+        0,
+        "remove on a versioned bucket removes the versions, not just hides them"
+    );
     conformance::modification_times(&b).await;
     conformance::replace_by_put_and_delete(&b).await;
     conformance::storage_class_moves(&b, "STANDARD_IA").await;

@@ -61,6 +61,7 @@ use chrono::Utc;
 use holdfast_repo::chunker::{ChunkerParams, Cutter, Gear, StreamChunker};
 use holdfast_repo::index::Index;
 use holdfast_repo::pack::BlobType;
+use holdfast_repo::repository::Commit;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, Summary};
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Tree};
 use holdfast_repo::writer::{BlobWriter, PendingBlob};
@@ -91,6 +92,9 @@ pub struct BackupOptions {
     /// The snapshot's time; `None` is now (a given time imports history
     /// and tests retention, as restic's `--time`).
     pub time: Option<chrono::DateTime<Utc>>,
+    /// The snapshot's predecessors when the caller knows them (see
+    /// [`Lineage::predecessors`]); `None`: found at commit, by listing.
+    pub predecessors: Option<Vec<Id>>,
 }
 
 /// How many threads a backup uses and how much memory it may hold.
@@ -168,6 +172,10 @@ pub struct Lineage {
     pub excludes: ExcludeRules,
     /// Set when `excludes` were taken over from `latest`.
     pub inherited_from: Option<Id>,
+    /// The predecessors a snapshot of this source from this host records
+    /// (see [`holdfast_repo::snapshot::latest_of_same_source`]), from the
+    /// same listing: the commit need not list the snapshots again.
+    pub predecessors: Vec<Id>,
 }
 
 /// Find the latest snapshot of `source` and settle the exclude rules:
@@ -184,11 +192,10 @@ pub fn lineage(
         tags: Vec::new(),
         kind: Some("files".into()),
     };
-    let latest = repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|s| f.matches(&s.snapshot));
+    let all = repo.snapshots()?;
+    let predecessors =
+        holdfast_repo::snapshot::predecessors_of(&all, source, &holdfast_repo::hostname());
+    let latest = all.into_iter().rev().find(|s| f.matches(&s.snapshot));
     let (excludes, inherited_from) = match (explicit, &latest) {
         (Some(rules), _) => (rules, None),
         (None, Some(prev)) if inherit => {
@@ -202,6 +209,7 @@ pub fn lineage(
         latest,
         excludes,
         inherited_from,
+        predecessors,
     })
 }
 
@@ -379,6 +387,8 @@ pub fn backup(
         }
         Err(e) => return Err(e),
     };
+    // The lease's `head` rides along with the last uploads.
+    let confirmation = repo.start_writer_confirm();
     let stats = writer.finish(repo)?;
     summary.blobs_added = stats.blobs_added;
     summary.data_added = stats.data_added;
@@ -407,7 +417,13 @@ pub fn backup(
         predecessors: Vec::new(),
         migrated_from: None,
     };
-    let id = repo.save_snapshot(&snapshot)?;
+    let id = repo.save_snapshot_with(
+        &snapshot,
+        Commit {
+            predecessors: opts.predecessors.clone(),
+            confirmation,
+        },
+    )?;
     let cpu = CpuStats {
         main: cputime::thread().saturating_sub(cpu_start.1).as_secs_f64(),
         readers: readers_cpu.as_secs_f64(),

@@ -33,6 +33,7 @@ pub async fn run_all(backend: Arc<dyn Backend>, many: usize) {
     ranged_get(backend.as_ref()).await;
     missing_objects(backend.as_ref()).await;
     delete(backend.as_ref()).await;
+    remove(backend.as_ref()).await;
     large_object(backend.as_ref()).await;
     list_many(backend.as_ref(), many).await;
     concurrent_writers(backend.clone()).await;
@@ -262,6 +263,35 @@ pub async fn delete(b: &dyn Backend) {
     )
     .await
     .expect("re-put after delete");
+}
+
+/// `remove`: the object is gone afterwards, and removing a missing one is
+/// success (no `NotFound`: callers of `remove` do not care).
+pub async fn remove(b: &dyn Backend) {
+    b.put(
+        ObjectKind::Lock,
+        "dd02",
+        pattern(10, 7),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    b.remove(ObjectKind::Lock, "dd02").await.expect("remove");
+    match b.get(ObjectKind::Lock, "dd02", None).await {
+        Err(StorageError::NotFound { .. }) => {}
+        other => panic!("a removed object must be gone, got {other:?}"),
+    }
+    assert!(
+        !b.list(ObjectKind::Lock)
+            .await
+            .expect("list")
+            .iter()
+            .any(|m| m.name == "dd02"),
+        "a removed object must not be listed"
+    );
+    b.remove(ObjectKind::Lock, "dd02")
+        .await
+        .expect("remove of a missing object is success");
 }
 
 pub async fn large_object(b: &dyn Backend) {

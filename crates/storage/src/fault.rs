@@ -13,9 +13,19 @@
 //!
 //! Every `Backend` method is forwarded, the optional ones too, so the
 //! decorator is transparent when no rule fires.
+//!
+//! It also measures what decides an operation's wall time on a WAN link:
+//! the *round* of each request, one more than the highest round among the
+//! requests that had completed when it started. Requests issued together
+//! share a round; one issued after another returned is in a later round;
+//! the highest round is the number of round trips the operation waited on
+//! one after another (its critical path). With [`FaultyBackend::with_latency`]
+//! every request is delayed, as on a WAN, so that requests issued together
+//! are all under way before any returns, and rounds do not depend on how
+//! fast the inner backend happens to be.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -89,6 +99,8 @@ pub struct Seen {
     pub op: Op,
     pub kind: ObjectKind,
     pub name: String,
+    /// Its round (see the module docs): 1 for the first requests.
+    pub round: u64,
 }
 
 /// The decorator. See the module docs.
@@ -100,6 +112,10 @@ pub struct FaultyBackend {
     counts: Mutex<Vec<u64>>,
     crashed: AtomicBool,
     seen: Mutex<Vec<Seen>>,
+    /// Delay added to every operation (see [`FaultyBackend::with_latency`]).
+    latency: std::time::Duration,
+    /// The highest round among completed operations.
+    done_round: AtomicU64,
 }
 
 impl FaultyBackend {
@@ -111,7 +127,28 @@ impl FaultyBackend {
             counts: Mutex::new(vec![0; n]),
             crashed: AtomicBool::new(false),
             seen: Mutex::new(Vec::new()),
+            latency: std::time::Duration::ZERO,
+            done_round: AtomicU64::new(0),
         }
+    }
+
+    /// Delay every operation by `latency` before it runs (a WAN round
+    /// trip), so that rounds are measured as they would be on one.
+    pub fn with_latency(mut self, latency: std::time::Duration) -> FaultyBackend {
+        self.latency = latency;
+        self
+    }
+
+    /// The highest round so far: how many round trips the operations so
+    /// far waited on one after another.
+    pub fn rounds(&self) -> u64 {
+        self.done_round.load(Ordering::SeqCst)
+    }
+
+    /// Start counting rounds afresh (with [`FaultyBackend::take_seen`],
+    /// to measure one phase of a run).
+    pub fn reset_rounds(&self) {
+        self.done_round.store(0, Ordering::SeqCst);
     }
 
     /// Whether a crash rule has fired.
@@ -152,6 +189,7 @@ impl FaultyBackend {
     /// The action for this operation, if a rule fires; a crash with
     /// `Crash` is recorded here.
     fn before(&self, op: Op, kind: ObjectKind, name: &str) -> StorageResult<Option<Action>> {
+        let round = self.done_round.load(Ordering::SeqCst) + 1;
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -159,6 +197,7 @@ impl FaultyBackend {
                 op,
                 kind,
                 name: name.to_string(),
+                round,
             });
         if self.crashed() {
             return Err(self.dead(kind, name));
@@ -185,6 +224,16 @@ impl FaultyBackend {
         }
     }
 
+    /// The round of an operation that just started (see [`Seen::round`]),
+    /// after the added latency.
+    async fn pace(&self) -> u64 {
+        let round = self.done_round.load(Ordering::SeqCst) + 1;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        round
+    }
+
     /// After the operation ran: a `CrashAfter` hides its result.
     fn after<T>(
         &self,
@@ -192,7 +241,9 @@ impl FaultyBackend {
         r: StorageResult<T>,
         kind: ObjectKind,
         name: &str,
+        round: u64,
     ) -> StorageResult<T> {
+        self.done_round.fetch_max(round, Ordering::SeqCst);
         if action == Some(Action::CrashAfter) {
             self.crashed.store(true, Ordering::SeqCst);
             return Err(self.dead(kind, name));
@@ -248,8 +299,9 @@ impl Backend for FaultyBackend {
         opts: &PutOptions,
     ) -> StorageResult<()> {
         let a = self.before(Op::Put, kind, name)?;
+        let round = self.pace().await;
         let r = self.inner.put(kind, name, data, opts).await;
-        self.after(a, r, kind, name)
+        self.after(a, r, kind, name, round)
     }
 
     async fn get(
@@ -259,26 +311,37 @@ impl Backend for FaultyBackend {
         range: Option<Range<u64>>,
     ) -> StorageResult<Bytes> {
         let a = self.before(Op::Get, kind, name)?;
+        let round = self.pace().await;
         let r = self.inner.get(kind, name, range).await;
-        self.after(a, r, kind, name)
+        self.after(a, r, kind, name, round)
     }
 
     async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
         let a = self.before(Op::Head, kind, name)?;
+        let round = self.pace().await;
         let r = self.inner.head(kind, name).await;
-        self.after(a, r, kind, name)
+        self.after(a, r, kind, name, round)
     }
 
     async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
         let a = self.before(Op::List, kind, "")?;
+        let round = self.pace().await;
         let r = self.inner.list(kind).await;
-        self.after(a, r, kind, "")
+        self.after(a, r, kind, "", round)
     }
 
     async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
         let a = self.before(Op::Delete, kind, name)?;
+        let round = self.pace().await;
         let r = self.inner.delete(kind, name).await;
-        self.after(a, r, kind, name)
+        self.after(a, r, kind, name, round)
+    }
+
+    async fn remove(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let a = self.before(Op::Delete, kind, name)?;
+        let round = self.pace().await;
+        let r = self.inner.remove(kind, name).await;
+        self.after(a, r, kind, name, round)
     }
 
     async fn set_storage_class(

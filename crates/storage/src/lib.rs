@@ -215,6 +215,18 @@ pub trait Backend: Send + Sync + Debug {
     /// Remove an object. Only garbage collection and lock cleanup call this.
     async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()>;
 
+    /// Remove an object that may already be gone: like [`Backend::delete`]
+    /// but a missing object is success, so a backend need not find out
+    /// whether it was there (on S3, `delete` pays a `HeadObject` for its
+    /// `NotFound`; this is one request). For callers that do not care,
+    /// such as a lease holder releasing its lease.
+    async fn remove(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        match self.delete(kind, name).await {
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Extend (never shorten) an object's Object Lock retention.
     async fn extend_retention(
         &self,

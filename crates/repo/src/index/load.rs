@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use holdfast_storage::{Backend, ObjectKind, StorageError};
+use holdfast_storage::{Backend, ObjectKind, ObjectMeta, StorageError};
 use tokio::runtime::Handle;
 
 use crate::cache::{Cache, CacheKind};
@@ -64,6 +64,9 @@ pub(crate) struct Loader<'a> {
     pub cache: Option<&'a Cache>,
     /// Records sorted in memory before spilling (tests make it small).
     pub chunk: usize,
+    /// A listing of `index/` read ahead (see [`crate::prefetch`]), used by
+    /// the first try instead of listing.
+    pub listed: Option<Vec<ObjectMeta>>,
 }
 
 impl Loader<'_> {
@@ -81,6 +84,7 @@ impl Loader<'_> {
             format,
             cache,
             chunk: DEFAULT_CHUNK,
+            listed: None,
         }
     }
 
@@ -89,10 +93,11 @@ impl Loader<'_> {
     /// object removed between the listing and its read (a GC replacing
     /// index objects meanwhile) means listing again: its replacement was
     /// written before it was removed.
-    pub(crate) fn load(&self, want_packs: bool) -> Result<Loaded> {
+    pub(crate) fn load(&mut self, want_packs: bool) -> Result<Loaded> {
         let mut tries = 0;
         loop {
-            match self.load_once(want_packs) {
+            let ahead = self.listed.take();
+            match self.load_once(want_packs, ahead) {
                 Err(Vanished(_)) if tries < 3 => tries += 1,
                 Err(Vanished(e)) | Err(Failed(e)) => return Err(e),
                 Ok(l) => return Ok(l),
@@ -100,13 +105,16 @@ impl Loader<'_> {
         }
     }
 
-    fn load_once(&self, want_packs: bool) -> std::result::Result<Loaded, LoadError> {
-        let listed: Vec<String> = self
-            .rt
-            .block_on(self.backend.list(ObjectKind::Index))?
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
+    fn load_once(
+        &self,
+        want_packs: bool,
+        ahead: Option<Vec<ObjectMeta>>,
+    ) -> std::result::Result<Loaded, LoadError> {
+        let metas = match ahead {
+            Some(m) => m,
+            None => self.rt.block_on(self.backend.list(ObjectKind::Index))?,
+        };
+        let listed: Vec<String> = metas.into_iter().map(|m| m.name).collect();
         let mac_key = run::mac_key(self.key.as_bytes());
         if let Some(cache) = self.cache {
             let keep: HashSet<&str> = listed.iter().map(String::as_str).collect();
