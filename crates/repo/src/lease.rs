@@ -37,6 +37,7 @@ use tokio::runtime::Handle;
 
 use crate::crypto::MasterKey;
 use crate::error::{RepoError, Result};
+use crate::id::Id;
 use crate::object::{self, Binding};
 use crate::repository::Repository;
 
@@ -832,10 +833,29 @@ impl Repository {
     /// since (a GC sweep ran in between), the index is reloaded, so that no
     /// blob of a deleted pack is ever deduplicated against.
     pub fn writer_lease(&self, operation: &str) -> Result<Lease> {
+        Ok(self.writer_lease_checking(operation, None)?.0)
+    }
+
+    /// [`Repository::writer_lease`], and whether snapshot `parent` still
+    /// exists, asked in the same round trip as the listing of `index/`
+    /// that follows the lease: both must follow it, neither waits for the
+    /// other. A writer reuses its parent's data only if the parent is
+    /// still there once its lease is held (a purge and a GC may have
+    /// removed it since it was chosen). `None` when no parent was asked
+    /// about.
+    pub fn writer_lease_checking(
+        &self,
+        operation: &str,
+        parent: Option<&Id>,
+    ) -> Result<(Lease, Option<bool>)> {
         let held = {
             let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
             slot.upgrade().map(Lease)
         };
+        // What was read ahead was read before the lease: after it, only
+        // fresh listings count (see `prefetch`).
+        let listed = self.locks_listed_ahead();
+        self.forget_read_ahead();
         let lease = match held {
             Some(l) if l.check().is_ok() => l,
             _ => {
@@ -846,15 +866,15 @@ impl Repository {
                     self.format_version(),
                     &LeaseRequest::here(operation, LeaseMode::Shared),
                     &self.lease_options(),
-                    self.locks_listed_ahead(),
+                    listed,
                 )?;
                 *self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
                     Arc::downgrade(&l.0);
                 l
             }
         };
-        self.reload_index_if_swept()?;
-        Ok(lease)
+        let exists = self.reload_index_if_swept(parent)?;
+        Ok((lease, exists))
     }
 
     /// An exclusive lease for the deleting phases of GC (see
@@ -862,6 +882,7 @@ impl Repository {
     /// retried for [`LeaseOptions::exclusive_wait`], else an error naming a
     /// holder. Keep it for seconds: shared acquirers wait for it.
     pub fn acquire_exclusive(&self, operation: &str) -> Result<Lease> {
+        self.forget_read_ahead();
         acquire(
             self.backend().clone(),
             self.runtime().clone(),

@@ -13,8 +13,10 @@
 //! and only within [`MAX_AGE`] of being taken; every later reader lists
 //! again. Using it is the same as having listed a moment earlier, which
 //! no caller can tell from a slow request: what is safe depends on the
-//! listings that must be *fresh*, and those are never taken from here (the
-//! listings after a lease is written: see `lease` and `docs/format.md`).
+//! listings that must be *fresh*, and those are never taken from here:
+//! taking a lease (shared or exclusive) drops whatever was read ahead, so
+//! every listing after a lease is written is made after it (see `lease`
+//! and `docs/format.md`, "Locks").
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -101,6 +103,11 @@ impl Ahead {
 
     pub(crate) fn take(&self, kind: ObjectKind) -> Option<Vec<ObjectMeta>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take(kind)
+    }
+
+    /// Forget every listing (see `Repository::forget_read_ahead`).
+    pub(crate) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Listings::default();
     }
 }
 

@@ -440,6 +440,12 @@ impl Repository {
         self.ahead.take(ObjectKind::Lock)
     }
 
+    /// Drop every listing read ahead: once a lease is taken, a listing
+    /// from before it must not stand in for one after it.
+    pub(crate) fn forget_read_ahead(&self) {
+        self.ahead.clear();
+    }
+
     /// Seal `payload` as object `b` in this repository's envelope version.
     pub fn seal_object(&self, b: Binding<'_>, payload: &[u8]) -> Result<Vec<u8>> {
         object::seal_for(&self.key, self.format_version, b, payload)
@@ -582,6 +588,17 @@ impl Repository {
     }
 
     fn load_index_with(&self, want_packs: bool) -> Result<crate::index::load::Loaded> {
+        let ahead = self.ahead.take(ObjectKind::Index);
+        self.load_index_listed(want_packs, ahead)
+    }
+
+    /// Load the index from `listed` (a listing of `index/`), or from a
+    /// fresh listing.
+    fn load_index_listed(
+        &self,
+        want_packs: bool,
+        listed: Option<Vec<ObjectMeta>>,
+    ) -> Result<crate::index::load::Loaded> {
         let cache = self.cache();
         let mut loader = crate::index::load::Loader::new(
             &self.backend,
@@ -590,7 +607,7 @@ impl Repository {
             self.format_version,
             cache.as_deref(),
         );
-        loader.listed = self.ahead.take(ObjectKind::Index);
+        loader.listed = listed;
         let mut loaded = loader.load(want_packs)?;
         let idx = std::mem::take(&mut loaded.index);
         *self.index_names.lock().unwrap_or_else(|e| e.into_inner()) = Some(loaded.listed.clone());
@@ -661,24 +678,46 @@ impl Repository {
     /// GC deletes the index objects naming packs before the packs (see
     /// `docs/format.md`, "Garbage collection"), so this is how a writer
     /// whose lease began after it loaded the index learns of a sweep.
-    pub(crate) fn reload_index_if_swept(&self) -> Result<()> {
+    ///
+    /// Also asks whether snapshot `parent` exists, in the same round trip
+    /// (see [`Repository::writer_lease_checking`]).
+    pub(crate) fn reload_index_if_swept(&self, parent: Option<&Id>) -> Result<Option<bool>> {
         let loaded = self
             .index_names
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let Some(loaded) = loaded else {
-            return Ok(());
+        let backend = self.backend.as_ref();
+        let (listing, exists) = self.block_on(async {
+            let list = async {
+                match loaded.is_some() {
+                    true => Some(backend.list(ObjectKind::Index).await),
+                    false => None,
+                }
+            };
+            let head = async {
+                match parent {
+                    Some(id) => Some(
+                        holdfast_storage::exists(backend, ObjectKind::Snapshot, &id.to_hex()).await,
+                    ),
+                    None => None,
+                }
+            };
+            tokio::join!(list, head)
+        });
+        let exists = exists.transpose()?;
+        let (Some(loaded), Some(listing)) = (loaded, listing) else {
+            return Ok(exists);
         };
-        let now: std::collections::HashSet<String> = self
-            .block_on(self.backend.list(ObjectKind::Index))?
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        if loaded.iter().all(|n| now.contains(n)) {
-            return Ok(());
+        let listing = listing?;
+        let now: std::collections::HashSet<&str> =
+            listing.iter().map(|m| m.name.as_str()).collect();
+        if loaded.iter().all(|n| now.contains(n.as_str())) {
+            return Ok(exists);
         }
-        self.load_index()
+        // Reloaded from this fresh listing, never from one read ahead.
+        self.load_index_listed(false, Some(listing))?;
+        Ok(exists)
     }
 
     pub fn index(&self) -> Arc<Index> {

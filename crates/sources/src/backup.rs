@@ -295,9 +295,12 @@ pub fn backup(
     // Taken before the parent's data is trusted: a parent purged (and its
     // packs swept) between choosing it and this moment is not reused, since
     // nothing protects data a writer took from a snapshot that is gone.
-    let _lease = repo.writer_lease("backup")?;
-    let parent_root = match &opts.parent {
-        Some(p) if repo.snapshot_exists(&p.id)? => Some(repo.load_tree(&p.snapshot.tree)?),
+    // (The parent's existence is asked with the lease's index listing: one
+    // round trip.)
+    let (_lease, parent_exists) =
+        repo.writer_lease_checking("backup", opts.parent.as_ref().map(|p| &p.id))?;
+    let parent_root = match (&opts.parent, parent_exists) {
+        (Some(p), Some(true)) => Some(repo.load_tree(&p.snapshot.tree)?),
         _ => None,
     };
     let parent_used = parent_root.is_some();
