@@ -702,6 +702,42 @@ async fn deep_archive_needs_restore() {
     ));
 }
 
+/// `connect_with` runs the caller's first reads beside the bucket checks
+/// and hands back what they read; on a missing bucket the check's error
+/// explains the failure, whatever the reads made of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_reads_while_checking_the_bucket() {
+    let moto = Moto::start();
+    moto.create_bucket("first").await;
+    let b = connect(moto.config("first", "repo")).await;
+    b.put(
+        ObjectKind::Config,
+        "config",
+        Bytes::from_static(b"cfg"),
+        &PutOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (b2, got) = S3Backend::connect_with(moto.config("first", "repo"), |b| async move {
+        b.get(ObjectKind::Config, "config", None).await
+    })
+    .await
+    .expect("connect");
+    assert_eq!(got.expect("read").as_ref(), b"cfg");
+    assert!(!b2.is_versioned());
+    assert!(b2.capabilities().parallelism >= 1);
+
+    let err = S3Backend::connect_with(moto.config("no-such-bucket", ""), |b| async move {
+        b.get(ObjectKind::Config, "config", None).await
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, StorageError::Config { .. }) && err.to_string().contains("does not exist"),
+        "{err:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_what_is_wrong() {
     let moto = Moto::start();
