@@ -90,10 +90,14 @@ impl Backend for Counting {
 
 /// GETs and HEADs of metadata: index objects, snapshots, packs (a file
 /// backup whose files are unchanged or new reads no data pack, so every
-/// pack read is a tree pack).
+/// pack read is a tree pack). Not the `HEAD` of the parent snapshot a
+/// writer makes once its lease is held: that asks whether the parent
+/// still exists (a purge and a GC may have removed it), which no cache
+/// can answer.
 fn metadata_reads(c: &HashMap<String, usize>) -> usize {
     c.iter()
         .filter(|(k, _)| k.ends_with("Index") || k.ends_with("Snapshot") || k.ends_with("Pack"))
+        .filter(|(k, _)| k.as_str() != "HEAD Snapshot")
         .map(|(_, v)| v)
         .sum()
 }
@@ -233,12 +237,19 @@ fn warm_incremental_backup_to_s3_makes_no_metadata_gets() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 
+/// The repositories' directories under a cache root (named by repository
+/// id; `kdf-hints` beside them is not one).
 fn cache_repos(root: &Path) -> Vec<PathBuf> {
     match fs::read_dir(root) {
         Ok(rd) => rd
             .flatten()
             .map(|e| e.path())
             .filter(|p| p.is_dir())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.parse::<holdfast_repo::Id>().is_ok())
+            })
             .collect(),
         Err(_) => Vec::new(),
     }

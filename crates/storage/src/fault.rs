@@ -351,14 +351,16 @@ impl Backend for FaultyBackend {
         class: &str,
     ) -> StorageResult<ClassChange> {
         let a = self.before(Op::SetClass, kind, name)?;
+        let round = self.pace().await;
         let r = self.inner.set_storage_class(kind, name, class).await;
-        self.after(a, r, kind, name)
+        self.after(a, r, kind, name, round)
     }
 
     async fn list_classes(&self, kind: ObjectKind) -> StorageResult<Vec<ClassedObject>> {
         let a = self.before(Op::List, kind, "")?;
+        let round = self.pace().await;
         let r = self.inner.list_classes(kind).await;
-        self.after(a, r, kind, "")
+        self.after(a, r, kind, "", round)
     }
 
     async fn extend_retention(
