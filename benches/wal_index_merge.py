@@ -67,7 +67,9 @@ def count(repo, kind):
 def upload(port, bucket, repo):
     """PUT every file of a local repository into `bucket` under `repo/`
     (moto takes unsigned requests; the key layout is the same)."""
-    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"))
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/{bucket}", method="PUT"),
+                           timeout=60)
+    n = 0
     for d, _, fs in os.walk(repo):
         for f in fs:
             if f.startswith("."):
@@ -76,8 +78,36 @@ def upload(port, bucket, repo):
             key = os.path.relpath(p, repo)
             with open(p, "rb") as fh:
                 body = fh.read()
-            urllib.request.urlopen(urllib.request.Request(
-                f"http://127.0.0.1:{port}/{bucket}/repo/{key}", data=body, method="PUT"))
+            for attempt in range(5):
+                try:
+                    urllib.request.urlopen(urllib.request.Request(
+                        f"http://127.0.0.1:{port}/{bucket}/repo/{key}", data=body, method="PUT"), timeout=60)
+                    break
+                except OSError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(1)
+            n += 1
+            if n % 2000 == 0:
+                say(f"  {bucket}: {n} objects")
+
+
+def push_all(hf, env, work, args):
+    """Initialise the repository and push every segment, one process each."""
+    subprocess.run([hf, "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    say(f"pushing {args.objects} segments of {args.segment_kb} KiB")
+    seg = os.path.join(work, "seg")
+    os.makedirs(seg, exist_ok=True)
+    t0 = time.perf_counter()
+    for i in range(args.objects):
+        name = f"00000001{i // 256:08X}{i % 256:08X}"
+        path = os.path.join(seg, name)
+        with open(path, "wb") as f:
+            f.write(os.urandom(args.segment_kb * 1024))
+        subprocess.run([hf, "--no-cache", "-q", "wal-push", "--cluster", "7", path], env=env, check=True)
+        os.unlink(path)
+    say(f"pushed in {time.perf_counter() - t0:.1f}s")
 
 
 def main():
@@ -89,31 +119,29 @@ def main():
     ap.add_argument("--moto", default=os.environ.get("HOLDFAST_MOTO_SERVER", "moto_server"))
     ap.add_argument("--workdir", default="/tmp/holdfast-wal-merge")
     ap.add_argument("--json-out")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the pushed repository of an earlier run in --workdir (skip the pushes)")
     args = ap.parse_args()
     hf = compare.find_holdfast(args.holdfast)
     work = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
     log = os.path.join(work, "commands.log")
     repo = os.path.join(work, "repo")
+    pushed = os.path.join(work, "pushed")
     env = env_local(repo, os.path.join(work, "cache"))
-    subprocess.run([hf, "init", "--kdf-memory-mib", "8", "--kdf-iterations", "1"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    say(f"pushing {args.objects} segments of {args.segment_kb} KiB")
-    seg = os.path.join(work, "seg")
-    t0 = time.perf_counter()
-    for i in range(args.objects):
-        name = f"00000001{i // 256:08X}{i % 256:08X}"
-        path = os.path.join(seg, name)
-        os.makedirs(seg, exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(os.urandom(args.segment_kb * 1024))
-        subprocess.run([hf, "--no-cache", "-q", "wal-push", "--cluster", "7", path], env=env, check=True)
-        os.unlink(path)
-    say(f"pushed in {time.perf_counter() - t0:.1f}s")
+    if args.reuse and os.path.isdir(pushed):
+        for d in (repo, os.path.join(work, "repo-before"), os.path.join(work, "cache")):
+            shutil.rmtree(d, ignore_errors=True)
+        subprocess.run(["cp", "-a", pushed, repo], check=True)
+        args.objects = count(repo, "index")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        push_all(hf, env, work, args)
+        subprocess.run(["cp", "-a", repo, pushed], check=True)
     before = os.path.join(work, "repo-before")
     subprocess.run(["cp", "-a", repo, before], check=True)
     out = {"objects": args.objects, "index_before": count(repo, "index")}
+
 
     out["local_before"] = open_once(hf, env, ["--no-cache"], log)
     m = compare.measure([hf, "--no-cache", "--json", "gc"], env, None, log)
@@ -142,17 +170,17 @@ def main():
             say("uploading the repositories into moto")
             upload(port, "before", before)
             upload(port, "after", repo)
-            upload(port, "gc", before)
+            upload(port, "gcrun", before)
             proxy = s3proxy.CountingProxy(upstream_port=port, latency_ms=args.s3_latency_ms).start()
             s3 = {}
-            for bucket in ("before", "after", "gc"):
+            for bucket in ("before", "after", "gcrun"):
                 e = dict(os.environ)
                 e.update({"HOLDFAST_REPOSITORY": f"s3://{bucket}/repo", "HOLDFAST_PASSWORD": PASSWORD,
                           "HOLDFAST_CACHE_DIR": os.path.join(work, f"cache-{bucket}"),
                           "HOLDFAST_S3_ENDPOINT": proxy.endpoint, "HOLDFAST_S3_PATH_STYLE": "true",
                           "HOLDFAST_S3_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": "test",
                           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"})
-                if bucket == "gc":
+                if bucket == "gcrun":
                     b = proxy.snapshot(bucket)
                     m = compare.measure([hf, "--no-cache", "--json", "gc"], e, None, log)
                     s3["gc"] = {"wall_s": m["wall_s"], "rc": m["rc"],
