@@ -80,8 +80,11 @@ def upload(port, bucket, repo):
                 body = fh.read()
             for attempt in range(5):
                 try:
+                    # Binary bodies as such: moto parses a default
+                    # (form-encoded) body as a form, and some stall it.
                     urllib.request.urlopen(urllib.request.Request(
-                        f"http://127.0.0.1:{port}/{bucket}/repo/{key}", data=body, method="PUT"), timeout=60)
+                        f"http://127.0.0.1:{port}/{bucket}/repo/{key}", data=body, method="PUT",
+                        headers={"Content-Type": "application/octet-stream"}), timeout=60)
                     break
                 except OSError:
                     if attempt == 4:
