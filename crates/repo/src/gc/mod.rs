@@ -316,6 +316,9 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
     r.packs_after =
         r.packs_before + r.packs_written - r.packs_deleted.min(r.packs_before + r.packs_written);
     r.bytes_after = (r.bytes_before + r.repack_bytes_written).saturating_sub(r.bytes_deleted);
+    // Small index objects (one per backup and per `wal-push`) merged.
+    merge_small(repo, &objects, par, progress)?;
+    r.index_objects_after = list_names(repo, ObjectKind::Index)?.len();
     // Our own index, for whatever the caller does next.
     repo.load_index()?;
     r.seconds = started.elapsed().as_secs_f64();
@@ -334,6 +337,8 @@ impl Roots {
     /// what it references is unknown.
     fn read(repo: &Repository) -> Result<Roots> {
         let (snaps, bad) = repo.snapshots_with_errors()?;
+        // Purged between the listing and the read: not a root any more.
+        let bad = still_there(repo, ObjectKind::Snapshot, bad)?;
         if let Some((name, why)) = bad.first() {
             return Err(RepoError::corrupt(
                 format!("snapshots/{name}"),
@@ -341,6 +346,7 @@ impl Roots {
             ));
         }
         let (wal, bad) = repo.wal_manifests()?;
+        let bad = still_there(repo, ObjectKind::Wal, bad)?;
         if let Some((name, why)) = bad.first() {
             return Err(RepoError::corrupt(
                 format!("wal/{name}"),
@@ -355,6 +361,70 @@ impl Roots {
             wal,
         })
     }
+}
+
+impl Roots {
+    /// The roots written since `known` was read: a listing of each kind,
+    /// and a read of only the new names (the sweep holds the exclusive
+    /// lease; re-reading thousands of WAL manifests would hold it long).
+    fn read_new(repo: &Repository, known: &Roots) -> Result<Roots> {
+        let seen: HashSet<&str> = known.snapshots.iter().map(|(n, _)| n.as_str()).collect();
+        let mut snapshots = Vec::new();
+        for name in list_names(repo, ObjectKind::Snapshot)? {
+            if seen.contains(name.as_str()) {
+                continue;
+            }
+            let snap = match repo.load_snapshot(&name) {
+                Ok(s) => s,
+                // Purged since the listing.
+                Err(e) if e.storage_class() == Some(holdfast_storage::ErrorClass::NotFound) => {
+                    continue
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "garbage collection deletes nothing while a root is unreadable: snapshot {name} written during the run"
+                    )))
+                }
+            };
+            snapshots.push((name, snap.tree));
+        }
+        let seen: HashSet<&str> = known.wal.iter().map(|(n, _)| n.as_str()).collect();
+        let mut wal = Vec::new();
+        for name in repo.list_wal_manifests()? {
+            if seen.contains(name.as_str()) {
+                continue;
+            }
+            // Gone since the listing: nothing to keep for it.
+            if let Some(m) = repo.wal_manifest(&name).map_err(|e| {
+                e.context(format!(
+                    "garbage collection deletes nothing while a root is unreadable: WAL manifest {name} written during the run"
+                ))
+            })? {
+                wal.push((name, m));
+            }
+        }
+        Ok(Roots { snapshots, wal })
+    }
+}
+
+/// Of objects that could not be read, those that are still stored (the
+/// others were deleted between the listing and the read: a purge).
+fn still_there(
+    repo: &Repository,
+    kind: ObjectKind,
+    bad: Vec<crate::repository::Unreadable>,
+) -> Result<Vec<crate::repository::Unreadable>> {
+    let mut out = Vec::new();
+    for (name, why) in bad {
+        if repo.block_on(holdfast_storage::exists(
+            repo.backend().as_ref(),
+            kind,
+            &name,
+        ))? {
+            out.push((name, why));
+        }
+    }
+    Ok(out)
 }
 
 fn list_names(repo: &Repository, kind: ObjectKind) -> Result<Vec<String>> {
@@ -432,13 +502,7 @@ fn sweep_phase(
     progress: Progress<'_>,
     r: &mut GcReport,
 ) -> Result<Vec<Id>> {
-    let any_small = objects
-        .iter()
-        .filter(|(_, p)| p.iter().map(|x| x.entries.len()).sum::<usize>() < SMALL_INDEX_ENTRIES)
-        .count()
-        >= 2;
-    if doomed.is_empty() && !any_small {
-        r.index_objects_after = r.index_objects_before;
+    if doomed.is_empty() {
         return Ok(Vec::new());
     }
     let lease = repo.acquire_exclusive("gc").map_err(|e| {
@@ -473,7 +537,7 @@ fn sweep_phase(
 
     // Roots committed since the mark: walk their new trees. A doomed pack
     // holding the only copies of a blob they reach is kept.
-    let now_roots = Roots::read(repo)?;
+    let now_roots = Roots::read_new(repo, roots)?;
     let walked: HashSet<&String> = roots.snapshots.iter().map(|(n, _)| n).collect();
     let walked_wal: HashSet<&String> = roots.wal.iter().map(|(n, _)| n).collect();
     let mut newly: Vec<Id> = Vec::new();
@@ -531,7 +595,7 @@ fn sweep_phase(
 
     // Rewrite the index: objects naming doomed packs lose those entries.
     // An object storage will not delete keeps every pack it names.
-    let mut rewrite = sweep::plan_rewrite(objects, doomed, SMALL_INDEX_ENTRIES);
+    let mut rewrite = sweep::plan_rewrite(objects, doomed, 0);
     let retained = sweep::retained(repo, ObjectKind::Index, &rewrite.replace, par)?;
     if !retained.is_empty() {
         for (name, until) in &retained {
@@ -552,13 +616,14 @@ fn sweep_phase(
             .filter(|(n, _)| !retained.contains_key(n))
             .cloned()
             .collect();
-        rewrite = sweep::plan_rewrite(&free, doomed, SMALL_INDEX_ENTRIES);
+        rewrite = sweep::plan_rewrite(&free, doomed, 0);
     }
     lease.confirm()?;
+    let mut written = Vec::new();
     for batch in rewrite.keep.chunks(INDEX_PACKS_PER_OBJECT) {
-        repo.write_index(batch)?;
+        written.push((repo.write_index(batch)?.to_hex(), batch.to_vec()));
     }
-    let replaced = rewrite.replace.len();
+    let replace = rewrite.replace.clone();
     let refused = sweep::delete_all(repo, ObjectKind::Index, rewrite.replace, par, &|a, b| {
         progress("delete index", a, b)
     })?;
@@ -570,8 +635,14 @@ fn sweep_phase(
         }
         r.kept_locked.push(lo.clone());
     }
-    r.index_objects_after = now_names.len() + rewrite.keep.len().div_ceil(INDEX_PACKS_PER_OBJECT)
-        - (replaced - refused.len());
+    // What the index is now, for the merge that follows the sweep.
+    let refused_names: HashSet<&String> = refused.iter().map(|l| &l.name).collect();
+    let gone: HashSet<&String> = replace
+        .iter()
+        .filter(|n| !refused_names.contains(n))
+        .collect();
+    objects.retain(|(n, _)| !gone.contains(n));
+    objects.extend(written);
 
     // Delete the doomed packs.
     lease.confirm()?;
@@ -591,4 +662,57 @@ fn sweep_phase(
     r.exclusive_seconds = t0.elapsed().as_secs_f64();
     lease.release()?;
     Ok(deleted)
+}
+
+/// Merge small index objects into few, under a shared lease (so that no
+/// other GC sweeps meanwhile: a merge must not bring back entries of packs
+/// a sweep deletes), after our own sweep: `objects` is the index as the
+/// sweep left it. Writers are not disturbed: every entry stays indexed
+/// throughout (the merged objects are stored before the small ones go),
+/// and a reader that listed a removed one lists again.
+fn merge_small(
+    repo: &Repository,
+    objects: &[(String, Vec<PackInfo>)],
+    par: usize,
+    progress: Progress<'_>,
+) -> Result<usize> {
+    let plan = sweep::plan_rewrite(objects, &HashSet::new(), SMALL_INDEX_ENTRIES);
+    if plan.replace.is_empty() {
+        return Ok(0);
+    }
+    let lease = repo.writer_lease("gc-merge")?;
+    // Anything we would merge that is gone (another GC swept before our
+    // lease) may have named deleted packs: merge nothing this time.
+    let listed: HashSet<String> = list_names(repo, ObjectKind::Index)?.into_iter().collect();
+    if plan.replace.iter().any(|n| !listed.contains(n)) {
+        lease.release()?;
+        return Ok(0);
+    }
+    // Retained objects (Object Lock) cannot go: leave them out.
+    let retained = sweep::retained(repo, ObjectKind::Index, &plan.replace, par)?;
+    let plan = if retained.is_empty() {
+        plan
+    } else {
+        let free: Vec<(String, Vec<PackInfo>)> = objects
+            .iter()
+            .filter(|(n, _)| !retained.contains_key(n))
+            .cloned()
+            .collect();
+        sweep::plan_rewrite(&free, &HashSet::new(), SMALL_INDEX_ENTRIES)
+    };
+    if plan.replace.is_empty() {
+        lease.release()?;
+        return Ok(0);
+    }
+    let mut written = 0;
+    for batch in plan.keep.chunks(INDEX_PACKS_PER_OBJECT) {
+        repo.write_index(batch)?;
+        written += 1;
+    }
+    let n = plan.replace.len();
+    let refused = sweep::delete_all(repo, ObjectKind::Index, plan.replace, par, &|a, b| {
+        progress("merge index", a, b)
+    })?;
+    lease.release()?;
+    Ok(n - refused.len() - written.min(n))
 }
