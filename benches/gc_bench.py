@@ -227,7 +227,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=256)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--percent", type=float, default=5)
+    ap.add_argument("--percent", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--holdfast")
     ap.add_argument("--gen-corpus")
