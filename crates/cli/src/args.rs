@@ -204,7 +204,7 @@ pub enum PolicyCommand {
         files: Vec<PathBuf>,
     },
     /// For every snapshot: keep, archive or purge, and the rule that decided.
-    Plan(PolicyPlanArgs),
+    Plan(PolicyPlanCmd),
     /// Carry out the plan: a dry run unless --yes, which purges (deletion
     /// record, then manifest; `holdfast gc` then reclaims the space).
     Apply(PolicyApplyArgs),
@@ -217,6 +217,16 @@ pub struct PolicyApplyArgs {
     /// Delete what the plan purges (without it: a dry run).
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyPlanCmd {
+    #[command(flatten)]
+    pub plan: PolicyPlanArgs,
+    /// With --json: the decisions for archived WAL files (keep or purge, by
+    /// cluster and name) instead of the snapshots'.
+    #[arg(long)]
+    pub wal: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use holdfast_policy::{Action, Decision, Policy, PolicyError, WalDecision};
 use serde_json::json;
 use tokio::runtime::Runtime;
 
-use crate::args::{Global, PolicyApplyArgs, PolicyCommand, PolicyPlanArgs};
+use crate::args::{Global, PolicyApplyArgs, PolicyCommand, PolicyPlanArgs, PolicyPlanCmd};
 use crate::exit;
 use crate::open;
 use crate::ui;
@@ -125,8 +125,8 @@ fn wal_summary<'a>(rows: impl Iterator<Item = (&'a WalDecision, &'a str)>) {
     }
 }
 
-fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
-    let cfg = match plan_config(g, &a)? {
+fn plan(g: &Global, rt: &Runtime, cmd: PolicyPlanCmd) -> Result<i32> {
+    let cfg = match plan_config(g, &cmd.plan)? {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
@@ -137,7 +137,13 @@ fn plan(g: &Global, rt: &Runtime, a: PolicyPlanArgs) -> Result<i32> {
         errln!("warning: {w}");
     }
     if g.json {
-        ui::print_json(&plan)?;
+        // A list of decisions, one per snapshot (`snapshot`, `action`,
+        // `rule`, ...): the form scripts read. `--wal` lists the WAL files'.
+        if cmd.wal {
+            ui::print_json(&plan.wal)?;
+        } else {
+            ui::print_json(&plan.snapshots)?;
+        }
         return Ok(exit::OK);
     }
     let decisions = &plan.snapshots;

@@ -175,7 +175,10 @@ fn names_where(v: &serde_json::Value, list: &str, key: &str, value: &str) -> BTr
 /// purged exactly what the plan said, for snapshots and WAL.
 fn plan_and_apply(cli: &Cli, policy: &Path) -> (serde_json::Value, BTreeSet<String>) {
     let policy = policy.display().to_string();
-    let plan = cli.json(&["policy", "plan", "--policy", &policy]);
+    let plan = serde_json::json!({
+        "snapshots": cli.json(&["policy", "plan", "--policy", &policy]),
+        "wal": cli.json(&["policy", "plan", "--policy", &policy, "--wal"]),
+    });
     let wal_purge = names_where(&plan, "wal", "action", "purge");
     let snap_purge = names_where(&plan, "snapshots", "action", "purge");
     let before = cli.archived();
