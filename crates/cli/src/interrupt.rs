@@ -6,8 +6,8 @@
 //! signal ends the process at once; like a `kill -9`, that still leaves a
 //! valid repository, only without the index of the last packs.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -59,17 +59,21 @@ pub fn name(sig: i32) -> &'static str {
 
 /// A thread that passes a received signal on to an operation's
 /// [`Progress::stop`] (a signal handler may not do more than set a flag).
+/// It polls the flag every 50 ms and is woken at once when dropped, so
+/// that the end of a backup does not wait out a poll.
 pub struct Watcher {
-    done: Arc<AtomicBool>,
+    done: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
     pub fn start(progress: Arc<Progress>, quiet: bool) -> Watcher {
-        let done = Arc::new(AtomicBool::new(false));
-        let d = done.clone();
+        let (done, rx) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
+            // A message or a dropped sender both mean: done.
+            while let Err(mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_millis(50))
+            {
                 if let Some(sig) = received() {
                     progress.request_stop();
                     if !quiet {
@@ -80,11 +84,10 @@ impl Watcher {
                     }
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
         });
         Watcher {
-            done,
+            done: Some(done),
             thread: Some(thread),
         }
     }
@@ -92,7 +95,7 @@ impl Watcher {
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
+        drop(self.done.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
