@@ -178,8 +178,8 @@ pub struct GcArgs {
     /// repacking in one run (default 100: no limit; 0: never repack).
     #[arg(long, value_name = "PERCENT")]
     pub max_repack: Option<f64>,
-    /// Repack partly used packs until at most this percentage of the
-    /// stored bytes is unused (default 5).
+    /// Repack partly used packs until at most this percentage of what
+    /// remains is unused (default 2; restic's default is 5).
     #[arg(long, value_name = "PERCENT")]
     pub max_unused: Option<f64>,
     /// Leave packs younger than this alone (e.g. 24h; default 0: the

@@ -17,6 +17,9 @@ use crate::pack::{PackEntry, PackInfo};
 #[derive(Debug, Clone)]
 pub(crate) struct PackRecord {
     pub id: Id,
+    /// The pack key's salt, as the index records it (zero until an index
+    /// object names the pack).
+    pub salt: [u8; crate::crypto::SALT_LEN],
     /// Entries of every index object naming the pack, once each.
     pub entries: Vec<PackEntry>,
     /// Size in storage, if listed.
@@ -79,6 +82,7 @@ impl PackTable {
             };
             let rec = t.packs.entry(id).or_insert_with(|| PackRecord {
                 id,
+                salt: [0; crate::crypto::SALT_LEN],
                 entries: Vec::new(),
                 stored: None,
                 modified: None,
@@ -94,12 +98,14 @@ impl PackTable {
     pub fn add_indexed(&mut self, p: &PackInfo) {
         let rec = self.packs.entry(p.id).or_insert_with(|| PackRecord {
             id: p.id,
+            salt: p.salt,
             entries: Vec::new(),
             stored: None,
             modified: None,
             indexed: true,
         });
         rec.indexed = true;
+        rec.salt = p.salt;
         if rec.entries.is_empty() {
             rec.entries.extend_from_slice(&p.entries);
             return;
@@ -169,6 +175,7 @@ pub(crate) fn decide(
     let total = table.stored_bytes();
     let mut partly: Vec<(f64, u64, Id)> = Vec::new();
     let mut unused_total = 0u64;
+    let mut live_total = 0u64;
     for p in table.packs.values() {
         let Some(size) = p.stored else {
             d.missing.push((p.id, p.has_live(live)));
@@ -185,6 +192,7 @@ pub(crate) fn decide(
         }
         let unused = size.saturating_sub(live_bytes);
         unused_total += unused;
+        live_total += live_bytes;
         if size > 0 && old_enough(p) {
             partly.push((unused as f64 / size as f64, unused, p.id));
         }
@@ -192,7 +200,10 @@ pub(crate) fn decide(
     // Most wasteful first, until what stays unused is within the target or
     // the rewrite budget is spent.
     partly.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-    let target = (total as f64 * limits.max_unused_share) as u64;
+    // As restic counts it: unused at most this share of what remains
+    // (live + unused), i.e. unused <= share / (1 - share) * live.
+    let share = limits.max_unused_share.min(0.99);
+    let target = (live_total as f64 * share / (1.0 - share)) as u64;
     let budget = (total as f64 * limits.max_repack_share) as u64;
     let mut rewritten = 0u64;
     let mut remaining = unused_total;
@@ -307,13 +318,15 @@ mod tests {
         let d = decide(&table, &live, now, chrono::Duration::zero(), limits);
         assert_eq!(d.repack.len(), 2);
         assert_eq!(d.unused_kept, 2 * 137);
-        // Unused target 40%: 548 unused of 948 is 58%; one repack gets to 43%,
-        // two to 29%.
+        // Unused target 40% of what remains: live is 400, so at most
+        // 400 * 0.4 / 0.6 = 266 unused may stay: two repacks leave 274,
+        // three leave 137.
         let limits = RepackLimits {
             max_unused_share: 0.4,
             ..LIMITS
         };
         let d = decide(&table, &live, now, chrono::Duration::zero(), limits);
-        assert_eq!(d.repack.len(), 2);
+        assert_eq!(d.repack.len(), 3);
+        assert_eq!(d.unused_kept, 137);
     }
 }

@@ -51,41 +51,58 @@ pub(crate) fn repack(
     for (i, rec) in packs.iter().enumerate() {
         progress(i as u64, total);
         let name = rec.id.to_hex();
-        let bytes = match repo.block_on(repo.backend().get(ObjectKind::Pack, &name, None)) {
-            Ok(b) => b,
-            Err(e) if e.class() == ErrorClass::Archived => {
-                out.skipped
-                    .push((rec.id, "in an archival storage class".into()));
-                continue;
-            }
-            Err(e) => return Err(RepoError::from(e).context(format!("repacking pack {name}"))),
-        };
-        out.bytes_read += bytes.len() as u64;
         let what = format!("pack {name}");
-        let header = bytes.get(..pack::HEADER_LEN).unwrap_or(&bytes[..]);
-        let cipher = pack::header_cipher(repo.key(), header, &what)?;
-        for (offset, entries) in rec.regions() {
-            if !entries.iter().any(|e| live.contains(&e.id)) {
-                continue;
+        let cipher = repo.key().cipher_for(&rec.salt);
+        let live_regions: Vec<(u32, Vec<pack::PackEntry>)> = rec
+            .regions()
+            .into_iter()
+            .filter(|(_, entries)| entries.iter().any(|e| live.contains(&e.id)))
+            .collect();
+        let mut skipped = false;
+        // Read the live regions in windows of a few MiB, not the whole
+        // pack: memory stays small, and dead stretches are never fetched.
+        for window in windows(&live_regions) {
+            let (lo, hi) = (u64::from(window.start), u64::from(window.end));
+            let bytes =
+                match repo.block_on(repo.backend().get(ObjectKind::Pack, &name, Some(lo..hi))) {
+                    Ok(b) => b,
+                    Err(e) if e.class() == ErrorClass::Archived => {
+                        out.skipped
+                            .push((rec.id, "in an archival storage class".into()));
+                        skipped = true;
+                        break;
+                    }
+                    Err(e) => {
+                        return Err(RepoError::from(e).context(format!("repacking pack {name}")))
+                    }
+                };
+            out.bytes_read += bytes.len() as u64;
+            for (offset, entries) in &live_regions[window.regions.clone()] {
+                let first = entries[0];
+                let s = (u64::from(*offset) - lo) as usize;
+                let e = s + first.length as usize;
+                let sealed = bytes.get(s..e).ok_or_else(|| {
+                    RepoError::corrupt(
+                        &what,
+                        format!(
+                            "region at {offset} (+{}) is past the pack's end",
+                            first.length
+                        ),
+                    )
+                })?;
+                let encoded = pack::open_blob(&cipher, first.blob_type, *offset, sealed, &what)?;
+                let blobs: Vec<(Id, u32, u32)> =
+                    entries.iter().map(|e| (e.id, e.raw_len, e.inner)).collect();
+                let dest = match first.blob_type {
+                    BlobType::Data => &mut data,
+                    BlobType::Tree => &mut trees,
+                };
+                dest.add(first.blob_type, &blobs, &encoded, &mut out)?;
             }
-            let first = entries[0];
-            let (start, end) = (offset as usize, offset as usize + first.length as usize);
-            let sealed = bytes.get(start..end).ok_or_else(|| {
-                RepoError::corrupt(
-                    &what,
-                    format!("region at {start}..{end} is past the pack's end"),
-                )
-            })?;
-            let encoded = pack::open_blob(&cipher, first.blob_type, offset, sealed, &what)?;
-            let blobs: Vec<(Id, u32, u32)> =
-                entries.iter().map(|e| (e.id, e.raw_len, e.inner)).collect();
-            let dest = match first.blob_type {
-                BlobType::Data => &mut data,
-                BlobType::Tree => &mut trees,
-            };
-            dest.add(first.blob_type, &blobs, &encoded, &mut out)?;
         }
-        out.done.push(rec.id);
+        if !skipped {
+            out.done.push(rec.id);
+        }
     }
     data.flush(&mut out)?;
     trees.flush(&mut out)?;
@@ -96,6 +113,39 @@ pub(crate) fn repack(
     repo.extend_index(&out.written);
     progress(total, total);
     Ok(out)
+}
+
+/// Bytes per ranged read of an old pack (more only for one larger region).
+const WINDOW: u32 = 4 << 20;
+/// Dead bytes a window may span between two live regions rather than
+/// starting a new read.
+const GAP: u32 = 256 << 10;
+
+/// One ranged read: the byte range, and which live regions it covers.
+struct Window {
+    start: u32,
+    end: u32,
+    regions: std::ops::Range<usize>,
+}
+
+/// Group live regions (in pack order) into ranged reads.
+fn windows(regions: &[(u32, Vec<pack::PackEntry>)]) -> Vec<Window> {
+    let mut out: Vec<Window> = Vec::new();
+    for (i, (offset, entries)) in regions.iter().enumerate() {
+        let end = offset.saturating_add(entries[0].length);
+        match out.last_mut() {
+            Some(w) if *offset <= w.end.saturating_add(GAP) && end - w.start <= WINDOW => {
+                w.end = w.end.max(end);
+                w.regions.end = i + 1;
+            }
+            _ => out.push(Window {
+                start: *offset,
+                end,
+                regions: i..i + 1,
+            }),
+        }
+    }
+    out
 }
 
 /// One destination pack being filled.
@@ -168,5 +218,54 @@ impl<'a> Out<'a> {
         }
         out.written.push(info);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(offset: u32, length: u32) -> (u32, Vec<pack::PackEntry>) {
+        (
+            offset,
+            vec![pack::PackEntry {
+                blob_type: BlobType::Data,
+                id: Id([0; 32]),
+                offset,
+                length,
+                raw_len: length,
+                inner: 0,
+            }],
+        )
+    }
+
+    #[test]
+    fn windows_join_near_regions_and_stay_bounded() {
+        let mib = 1 << 20;
+        let regions = vec![
+            region(37, mib),
+            // A small gap: the same read.
+            region(37 + mib + 1000, mib),
+            // A gap over 256 KiB: a new read.
+            region(37 + 3 * mib, mib),
+            // Adjacent, and the read stays within 4 MiB: joined.
+            region(37 + 4 * mib, 3 * mib),
+            // Larger than a window: a read of its own.
+            region(37 + 7 * mib, 6 * mib),
+        ];
+        let w = windows(&regions);
+        let spans: Vec<(u32, u32, std::ops::Range<usize>)> = w
+            .iter()
+            .map(|w| (w.start, w.end, w.regions.clone()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (37, 37 + 2 * mib + 1000, 0..2),
+                (37 + 3 * mib, 37 + 7 * mib, 2..4),
+                (37 + 7 * mib, 37 + 13 * mib, 4..5),
+            ]
+        );
+        assert!(windows(&[]).is_empty());
     }
 }
