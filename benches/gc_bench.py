@@ -233,6 +233,8 @@ def main():
     ap.add_argument("--gen-corpus")
     ap.add_argument("--workdir", default="/tmp/holdfast-gc-bench")
     ap.add_argument("--json-out")
+    ap.add_argument("--reuse-history", action="store_true",
+                    help="keep the histories (templates) an earlier run built in --workdir")
     args = ap.parse_args()
     gen = compare.find_gen_corpus(args.gen_corpus)
     hf_bin = compare.find_holdfast(args.holdfast)
@@ -253,7 +255,8 @@ def main():
         if isinstance(t, Holdfast):
             with open(t.policy, "w") as f:
                 f.write(POLICY)
-        build_history(t, pristine, gen, args)
+        if not (args.reuse_history and os.path.isdir(t.template)):
+            build_history(t, pristine, gen, args)
 
     runs = {t.name: [] for t in tools}
     for rep in range(args.repeat):
