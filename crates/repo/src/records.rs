@@ -3,8 +3,6 @@
 //! by the deletion records (`forget`) and the verification records
 //! (`verification`).
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use holdfast_storage::{ObjectKind, StorageError};
 use serde::de::DeserializeOwned;
@@ -29,36 +27,7 @@ pub(crate) fn read_all<T: DeserializeOwned>(
         .into_iter()
         .map(|m| m.name)
         .collect();
-    let par = repo.backend().capabilities().parallelism.max(2);
-    let backend = repo.backend().clone();
-    let location = repo.location();
-    let fetched = repo.block_on(async move {
-        let sem = Arc::new(tokio::sync::Semaphore::new(par));
-        let mut tasks = Vec::new();
-        for name in names {
-            let b = backend.clone();
-            let sem = sem.clone();
-            tasks.push(tokio::spawn(async move {
-                let _p = sem.acquire().await;
-                let r = b.get(kind, &name, None).await;
-                (name, r)
-            }));
-        }
-        let mut out = Vec::new();
-        for t in tasks {
-            match t.await {
-                Ok(x) => out.push(x),
-                Err(e) => out.push((
-                    String::from("?"),
-                    Err(StorageError::Other {
-                        backend: location.clone(),
-                        detail: format!("a read task failed: {e}"),
-                    }),
-                )),
-            }
-        }
-        out
-    });
+    let fetched = repo.fetch_all(kind, names);
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (name, r) in fetched {

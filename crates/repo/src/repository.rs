@@ -639,6 +639,47 @@ impl Repository {
         .read_named(names)
     }
 
+    /// Read the named objects of `kind` concurrently (as many at once as
+    /// the backend serves well); each name with its bytes or its error, in
+    /// no particular order. A task that fails is reported as an error for
+    /// the name `?`.
+    pub(crate) fn fetch_all(
+        &self,
+        kind: ObjectKind,
+        names: Vec<String>,
+    ) -> Vec<(String, std::result::Result<Bytes, StorageError>)> {
+        let par = self.backend.capabilities().parallelism.max(2);
+        let backend = self.backend.clone();
+        let location = self.location();
+        self.block_on(async move {
+            let sem = Arc::new(tokio::sync::Semaphore::new(par));
+            let mut tasks = Vec::new();
+            for name in names {
+                let b = backend.clone();
+                let sem = sem.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _p = sem.acquire().await;
+                    let r = b.get(kind, &name, None).await;
+                    (name, r)
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                match t.await {
+                    Ok(x) => out.push(x),
+                    Err(e) => out.push((
+                        String::from("?"),
+                        Err(StorageError::Other {
+                            backend: location.clone(),
+                            detail: format!("a read task failed: {e}"),
+                        }),
+                    )),
+                }
+            }
+            out
+        })
+    }
+
     /// Does snapshot `id` still exist? A writer asks after taking its lease
     /// before it reuses the parent snapshot's data: a purge and a GC may
     /// have removed the parent since it was chosen.

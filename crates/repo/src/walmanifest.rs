@@ -12,8 +12,6 @@
 //! content by the caller, never overwritten. They are roots for garbage
 //! collection: every blob a manifest names is live.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use holdfast_storage::{ObjectKind, StorageError};
@@ -167,36 +165,7 @@ impl Repository {
     /// (with why): what `check` verifies.
     pub fn wal_manifests(&self) -> Result<(Vec<NamedManifest>, Vec<Unreadable>)> {
         let names = self.list_wal_manifests()?;
-        let par = self.backend().capabilities().parallelism.max(2);
-        let backend = self.backend().clone();
-        let location = self.location();
-        let fetched = self.block_on(async move {
-            let sem = Arc::new(tokio::sync::Semaphore::new(par));
-            let mut tasks = Vec::new();
-            for name in names {
-                let b = backend.clone();
-                let sem = sem.clone();
-                tasks.push(tokio::spawn(async move {
-                    let _p = sem.acquire().await;
-                    let r = b.get(ObjectKind::Wal, &name, None).await;
-                    (name, r)
-                }));
-            }
-            let mut out = Vec::new();
-            for t in tasks {
-                match t.await {
-                    Ok(x) => out.push(x),
-                    Err(e) => out.push((
-                        String::from("?"),
-                        Err(StorageError::Other {
-                            backend: location.clone(),
-                            detail: format!("a read task failed: {e}"),
-                        }),
-                    )),
-                }
-            }
-            out
-        });
+        let fetched = self.fetch_all(ObjectKind::Wal, names);
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (name, r) in fetched {
