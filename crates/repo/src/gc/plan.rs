@@ -111,15 +111,12 @@ impl PackTable {
             return;
         }
         // Named by a second index object (a merge or a duplicate write).
-        for e in &p.entries {
-            if !rec
-                .entries
+        let known: HashSet<(Id, u32)> = rec.entries.iter().map(|x| (x.id, x.offset)).collect();
+        rec.entries.extend(
+            p.entries
                 .iter()
-                .any(|x| x.id == e.id && x.offset == e.offset)
-            {
-                rec.entries.push(*e);
-            }
-        }
+                .filter(|e| !known.contains(&(e.id, e.offset))),
+        );
     }
 
     /// Stored bytes of every stored pack.
