@@ -15,6 +15,8 @@ use crate::open;
 use crate::ui;
 
 pub fn run(g: &Global, rt: &Runtime, a: GcArgs) -> Result<i32> {
+    // GC streams: what it reads is written out and freed at once.
+    crate::memory::return_large_buffers();
     let repo = open::open(g, rt)?;
     let cfg = GcConfig {
         dry_run: a.dry_run,

@@ -12,6 +12,7 @@ mod commands;
 mod gc;
 mod interrupt;
 mod locks;
+mod memory;
 mod migrate;
 mod open;
 mod policy;

@@ -37,7 +37,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{RepoError, Result};
@@ -149,6 +150,18 @@ impl Cache {
             return None;
         }
         Some(bytes)
+    }
+
+    /// A byte range of a cached object, unverified: for callers that
+    /// authenticate what they read (a sealed blob inside a cached pack).
+    /// `None` if the object is not cached or is shorter than the range.
+    pub fn get_range(&self, kind: CacheKind, name: &str, range: Range<u64>) -> Option<Vec<u8>> {
+        let path = self.path(kind, name)?;
+        let f = fs::File::open(path).ok()?;
+        let len = usize::try_from(range.end.checked_sub(range.start)?).ok()?;
+        let mut buf = vec![0u8; len];
+        f.read_exact_at(&mut buf, range.start).ok()?;
+        Some(buf)
     }
 
     /// True if an object is cached (not verified: for decisions that cost

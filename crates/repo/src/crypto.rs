@@ -122,6 +122,18 @@ impl ObjectCipher {
         buf.extend_from_slice(tag.as_ref());
     }
 
+    /// Encrypt `buf[..len - TAG_LEN]` in place and write the tag into the
+    /// last `TAG_LEN` bytes (which the caller leaves free): sealing where
+    /// the data lies, with no copy. `buf` must be at least `TAG_LEN` long.
+    pub fn seal_in_slice(&self, counter: u64, aad: &[u8], buf: &mut [u8]) {
+        let (data, tag_room) = buf.split_at_mut(buf.len().saturating_sub(TAG_LEN));
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), data)
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        tag_room.copy_from_slice(tag.as_ref());
+    }
+
     /// Decrypt and authenticate `buf` (ciphertext || 16-byte tag) where it
     /// lies; returns the plaintext part of `buf`.
     pub fn open_in_slice<'a>(

@@ -33,6 +33,7 @@ pub mod lease;
 pub mod migrate;
 pub mod object;
 pub mod pack;
+mod pack_stream;
 pub mod prefetch;
 pub mod reach;
 pub mod reader;

@@ -112,9 +112,7 @@ impl PackWriter {
         // Room for one more maximal chunk past the target size, so closing a
         // pack never reallocates (and copies) the whole buffer.
         buf.reserve(capacity + 9 * 1024 * 1024);
-        buf.extend_from_slice(PACK_MAGIC);
-        buf.push(version);
-        buf.extend_from_slice(&salt);
+        buf.extend_from_slice(&header(version, &salt));
         PackWriter {
             cipher: key.cipher_for(&salt),
             buf,
@@ -218,23 +216,9 @@ impl PackWriter {
 
     /// Seal the trailer; returns the pack's id, bytes and description.
     pub fn finish(mut self) -> (Vec<u8>, PackInfo) {
-        let mut t = Vec::with_capacity(4 + self.entries.len() * entry_len(self.version));
-        t.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
-        for e in &self.entries {
-            t.push(e.blob_type as u8);
-            t.extend_from_slice(&e.id.0);
-            t.extend_from_slice(&e.offset.to_le_bytes());
-            t.extend_from_slice(&e.length.to_le_bytes());
-            t.extend_from_slice(&e.raw_len.to_le_bytes());
-            if self.version >= 2 {
-                t.extend_from_slice(&e.inner.to_le_bytes());
-            }
-        }
         let header = self.buf[..HEADER_LEN].to_vec();
-        let sealed = self.cipher.seal(NONCE_TRAILER, &header, &t);
-        self.buf.extend_from_slice(&sealed);
-        self.buf
-            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let closing = closing(&self.cipher, &header, &self.entries, self.version);
+        self.buf.extend_from_slice(&closing);
         let id = Id::of_stored(&self.buf);
         let mut salt = [0u8; SALT_LEN];
         salt.copy_from_slice(&self.buf[5..HEADER_LEN]);
@@ -245,6 +229,41 @@ impl PackWriter {
         };
         (self.buf, info)
     }
+}
+
+/// A pack's first bytes: magic, version, salt.
+pub(crate) fn header(version: u8, salt: &[u8; SALT_LEN]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(PACK_MAGIC);
+    h[4] = version;
+    h[5..].copy_from_slice(salt);
+    h
+}
+
+/// What closes a pack: the sealed trailer listing `entries`, then the
+/// trailer's length.
+pub(crate) fn closing(
+    cipher: &ObjectCipher,
+    header: &[u8],
+    entries: &[PackEntry],
+    version: u8,
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(4 + entries.len() * entry_len(version));
+    t.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for e in entries {
+        t.push(e.blob_type as u8);
+        t.extend_from_slice(&e.id.0);
+        t.extend_from_slice(&e.offset.to_le_bytes());
+        t.extend_from_slice(&e.length.to_le_bytes());
+        t.extend_from_slice(&e.raw_len.to_le_bytes());
+        if version >= 2 {
+            t.extend_from_slice(&e.inner.to_le_bytes());
+        }
+    }
+    let mut out = cipher.seal(NONCE_TRAILER, header, &t);
+    let len = out.len() as u32;
+    out.extend_from_slice(&len.to_le_bytes());
+    out
 }
 
 fn read_u32(b: &[u8], at: usize) -> u32 {

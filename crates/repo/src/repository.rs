@@ -819,6 +819,9 @@ impl Repository {
             referenced_by: "caller".into(),
         })?;
         if loc.blob_type == BlobType::Tree {
+            if let Some(tree) = self.tree_from_cache(id, &loc) {
+                return Ok(tree);
+            }
             if let Some(pack) = self.cached_tree_pack(&loc)? {
                 let (s, e) = (loc.offset as usize, (loc.offset + loc.length) as usize);
                 if e <= pack.len() {
@@ -833,6 +836,24 @@ impl Repository {
             Some(range),
         ))?;
         self.decode_blob(id, &loc, &sealed)
+    }
+
+    /// A tree blob read from the local cache's copy of its pack: only the
+    /// blob's bytes, so walking many snapshots holds no pack in memory.
+    /// The blob is authenticated and hashed against its id like any read;
+    /// a copy that fails is dropped from the cache and storage is asked.
+    fn tree_from_cache(&self, id: &Id, loc: &BlobLocation) -> Option<Vec<u8>> {
+        let cache = self.cache()?;
+        let name = loc.pack.to_hex();
+        let range = u64::from(loc.offset)..u64::from(loc.offset) + u64::from(loc.length);
+        let sealed = cache.get_range(CacheKind::TreePack, &name, range)?;
+        match self.decode_blob(id, loc, &sealed) {
+            Ok(tree) => Some(tree),
+            Err(_) => {
+                cache.remove(CacheKind::TreePack, &name);
+                None
+            }
+        }
     }
 
     /// Forget the cached tree packs (see `cached_tree_pack`): a restore
@@ -878,6 +899,11 @@ impl Repository {
                 let b = self.block_on(self.backend.get(ObjectKind::Pack, &name, None))?;
                 if let Some(c) = &local {
                     c.put(CacheKind::TreePack, &name, &b);
+                    // Its other trees are read from the cache's copy (see
+                    // `tree_from_cache`): no need to hold the pack.
+                    if c.has(CacheKind::TreePack, &name) {
+                        return Ok(Some(b));
+                    }
                 }
                 b
             }

@@ -35,6 +35,7 @@ pub async fn run_all(backend: Arc<dyn Backend>, many: usize) {
     delete(backend.as_ref()).await;
     remove(backend.as_ref()).await;
     large_object(backend.as_ref()).await;
+    upload_in_pieces(backend.as_ref()).await;
     list_many(backend.as_ref(), many).await;
     concurrent_writers(backend.clone()).await;
     modification_times(backend.as_ref()).await;
@@ -191,6 +192,71 @@ pub async fn write_once(b: &dyn Backend) {
         first,
         "a refused overwrite must leave the original intact"
     );
+}
+
+/// An object written in pieces (`Backend::upload`) reads back as the
+/// pieces in order, is invisible until finished, obeys write-once, and an
+/// abandoned upload leaves nothing behind.
+pub async fn upload_in_pieces(b: &dyn Backend) {
+    let data = pattern(3 * 1024 * 1024 + 17, 40);
+    let mut up = b
+        .upload(ObjectKind::Pack, &PutOptions::default())
+        .expect("upload start");
+    for piece in data.chunks(700 * 1024 + 3) {
+        up.write(piece).await.expect("upload write");
+    }
+    assert!(
+        b.list(ObjectKind::Pack)
+            .await
+            .expect("list")
+            .iter()
+            .all(|m| m.name != "ab0de1"),
+        "an unfinished upload must not be listed"
+    );
+    up.finish("ab0de1").await.expect("upload finish");
+    assert_eq!(
+        b.get(ObjectKind::Pack, "ab0de1", None).await.expect("get"),
+        data,
+        "an uploaded object must read back as its pieces in order"
+    );
+    let listed = b.list(ObjectKind::Pack).await.expect("list");
+    let meta = listed
+        .iter()
+        .find(|m| m.name == "ab0de1")
+        .expect("a finished upload is listed");
+    assert_eq!(meta.size, data.len() as u64, "listed size of an upload");
+
+    // Write-once: a second upload to the same name is refused and the
+    // first object stays.
+    let mut again = b
+        .upload(ObjectKind::Pack, &PutOptions::default())
+        .expect("upload start");
+    again.write(b"other bytes").await.expect("upload write");
+    match again.finish("ab0de1").await {
+        Err(StorageError::AlreadyExists { key, .. }) => {
+            assert!(key.contains("ab0de1"), "error must name the key, got {key}")
+        }
+        other => panic!("an upload over an existing name must be AlreadyExists, got {other:?}"),
+    }
+    assert_eq!(
+        b.get(ObjectKind::Pack, "ab0de1", None).await.expect("get"),
+        data,
+        "a refused upload must leave the original intact"
+    );
+
+    // Abandoned: nothing appears, under any name.
+    let before = b.list(ObjectKind::Pack).await.expect("list").len();
+    let mut dropped = b
+        .upload(ObjectKind::Pack, &PutOptions::default())
+        .expect("upload start");
+    dropped.write(&data[..1000]).await.expect("upload write");
+    drop(dropped);
+    assert_eq!(
+        b.list(ObjectKind::Pack).await.expect("list").len(),
+        before,
+        "an abandoned upload must leave no object"
+    );
+    b.delete(ObjectKind::Pack, "ab0de1").await.expect("delete");
 }
 
 pub async fn ranged_get(b: &dyn Backend) {

@@ -198,6 +198,30 @@ pub trait Backend: Send + Sync + Debug {
         opts: &PutOptions,
     ) -> StorageResult<()>;
 
+    /// Start writing an object of `kind` in pieces, for objects too large
+    /// to hold in memory at once (a pack being repacked). The name is given
+    /// at the end, since a content-addressed name is known only then, and
+    /// the finished object obeys `put`'s contract (write-once, atomic,
+    /// durable on `Ok`). Nothing is visible before [`Upload::finish`];
+    /// dropping an unfinished upload abandons it.
+    ///
+    /// The default gathers the pieces in memory and calls `put` (so a
+    /// decorator that only overrides `put` still sees every write); a
+    /// backend that can spool elsewhere overrides it (the local one writes
+    /// a temporary file beside its objects).
+    fn upload<'a>(
+        &'a self,
+        kind: ObjectKind,
+        opts: &PutOptions,
+    ) -> StorageResult<Box<dyn Upload + 'a>> {
+        Ok(Box::new(BufferedUpload {
+            backend: self,
+            kind,
+            opts: opts.clone(),
+            buf: Vec::new(),
+        }))
+    }
+
     /// Read an object, or a byte range of it.
     async fn get(
         &self,
@@ -333,6 +357,44 @@ pub trait Backend: Send + Sync + Debug {
             backend: self.location(),
             key: kind.key(name),
         })
+    }
+}
+
+/// An object being written in pieces: see [`Backend::upload`].
+#[async_trait]
+pub trait Upload: Send {
+    /// Append bytes to the object.
+    async fn write(&mut self, data: &[u8]) -> StorageResult<()>;
+
+    /// Publish the object as `name` under `put`'s contract: write-once
+    /// (`AlreadyExists`, leaving the stored object unchanged, if the name
+    /// is taken), atomic, durable once this returns `Ok`.
+    async fn finish(self: Box<Self>, name: &str) -> StorageResult<()>;
+}
+
+/// [`Backend::upload`]'s default: the pieces in memory, then one `put`.
+struct BufferedUpload<'a, B: ?Sized> {
+    backend: &'a B,
+    kind: ObjectKind,
+    opts: PutOptions,
+    buf: Vec<u8>,
+}
+
+#[async_trait]
+impl<B: Backend + ?Sized> Upload for BufferedUpload<'_, B> {
+    async fn write(&mut self, data: &[u8]) -> StorageResult<()> {
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>, name: &str) -> StorageResult<()> {
+        let BufferedUpload {
+            backend,
+            kind,
+            opts,
+            buf,
+        } = *self;
+        backend.put(kind, name, Bytes::from(buf), &opts).await
     }
 }
 

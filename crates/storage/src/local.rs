@@ -27,7 +27,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageError, StorageResult,
+    Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageError, StorageResult, Upload,
 };
 
 /// A repository in a directory of the local filesystem.
@@ -101,23 +101,41 @@ impl LocalBackend {
     fn put_blocking(&self, kind: ObjectKind, name: &str, data: &[u8]) -> StorageResult<()> {
         let key = kind.key(name);
         let path = self.path(kind, name);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         if path.exists() {
             return Err(StorageError::AlreadyExists {
                 backend: self.label.clone(),
                 key,
             });
         }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        let (mut f, tmp) = self.new_temporary(&dir, name, &key)?;
+        let mut write = || -> std::io::Result<()> {
+            // In pieces: one 16 MiB write(2) costs the kernel several times
+            // more (page-cache allocation under one call) than 1 MiB ones.
+            for piece in data.chunks(1024 * 1024) {
+                f.write_all(piece)?;
+            }
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(self.err(&key, e));
+        }
+        self.publish(&tmp, kind, name)
+    }
+
+    /// A new temporary file in `dir` (created, with the repository's
+    /// modes), named with a leading dot so listings skip it.
+    fn new_temporary(&self, dir: &Path, name: &str, key: &str) -> StorageResult<(File, PathBuf)> {
         if !self.root.is_dir() {
             self.create_dirs(&self.root, self.modes())
-                .map_err(|e| self.err(&key, e))?;
+                .map_err(|e| self.err(key, e))?;
         }
         let modes = self.modes();
-        self.create_dirs(&dir, modes)
-            .map_err(|e| self.err(&key, e))?;
+        self.create_dirs(dir, modes).map_err(|e| self.err(key, e))?;
         let tmp = dir.join(format!(".tmp-{}-{:016x}", name, rand::random::<u64>()));
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
+        let open = || -> std::io::Result<File> {
+            let f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(modes.file)
@@ -126,19 +144,28 @@ impl LocalBackend {
             if modes.file & 0o070 != 0 {
                 f.set_permissions(fs::Permissions::from_mode(modes.file))?;
             }
-            // In pieces: one 16 MiB write(2) costs the kernel several times
-            // more (page-cache allocation under one call) than 1 MiB ones.
-            for piece in data.chunks(1024 * 1024) {
-                f.write_all(piece)?;
-            }
-            f.sync_all()?;
-            Ok(())
+            Ok(f)
         };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
+        match open() {
+            Ok(f) => Ok((f, tmp)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(self.err(key, e))
+            }
+        }
+    }
+
+    /// Give the durable temporary file `tmp` its object name, never
+    /// replacing an existing object; `tmp` is gone afterwards either way.
+    fn publish(&self, tmp: &Path, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        let key = kind.key(name);
+        let path = self.path(kind, name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        if let Err(e) = self.create_dirs(&dir, self.modes()) {
+            let _ = fs::remove_file(tmp);
             return Err(self.err(&key, e));
         }
-        let published = match fs::hard_link(&tmp, &path) {
+        let published = match fs::hard_link(tmp, &path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(StorageError::AlreadyExists {
@@ -151,11 +178,11 @@ impl LocalBackend {
                 if e.raw_os_error() == Some(libc::EPERM)
                     || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
             {
-                fs::rename(&tmp, &path).map_err(|e| self.err(&key, e))
+                fs::rename(tmp, &path).map_err(|e| self.err(&key, e))
             }
             Err(e) => Err(self.err(&key, e)),
         };
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
         published?;
         // Make the new directory entry durable before reporting success.
         if let Ok(d) = File::open(&dir) {
@@ -289,6 +316,34 @@ impl Backend for LocalBackend {
         blocking(move || this.put_blocking(kind, &name, &data)).await
     }
 
+    /// Pieces go straight to a temporary file beside the objects of
+    /// `kind`, so an object of any size costs no memory.
+    fn upload<'a>(
+        &'a self,
+        kind: ObjectKind,
+        opts: &PutOptions,
+    ) -> StorageResult<Box<dyn Upload + 'a>> {
+        if opts.retention.is_some() || opts.legal_hold {
+            return Err(StorageError::Unsupported {
+                operation: "object lock on write",
+                backend: self.label.clone(),
+                key: kind.dir().to_string(),
+            });
+        }
+        let dir = if kind == ObjectKind::Config {
+            self.root.clone()
+        } else {
+            self.root.join(kind.dir())
+        };
+        let (file, tmp) = self.new_temporary(&dir, "upload", kind.dir())?;
+        Ok(Box::new(LocalUpload {
+            backend: self.clone(),
+            kind,
+            file,
+            tmp: Some(tmp),
+        }))
+    }
+
     async fn get(
         &self,
         kind: ObjectKind,
@@ -319,6 +374,46 @@ impl Backend for LocalBackend {
     async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
         let key = kind.key(name);
         fs::remove_file(self.path(kind, name)).map_err(|e| self.err(&key, e))
+    }
+}
+
+/// An object being written to a temporary file (see [`Backend::upload`]).
+struct LocalUpload {
+    backend: LocalBackend,
+    kind: ObjectKind,
+    file: File,
+    /// The temporary file, until it is published (or removed on drop).
+    tmp: Option<PathBuf>,
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn write(&mut self, data: &[u8]) -> StorageResult<()> {
+        let kind = self.kind;
+        self.file
+            .write_all(data)
+            .map_err(|e| self.backend.err(kind.dir(), e))
+    }
+
+    async fn finish(mut self: Box<Self>, name: &str) -> StorageResult<()> {
+        let key = self.kind.key(name);
+        self.file
+            .sync_all()
+            .map_err(|e| self.backend.err(&key, e))?;
+        let Some(tmp) = self.tmp.take() else {
+            return Err(self
+                .backend
+                .err(&key, std::io::Error::other("upload already finished")));
+        };
+        self.backend.publish(&tmp, self.kind, name)
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 

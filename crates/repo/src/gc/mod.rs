@@ -164,6 +164,9 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
         marker.mark_wal(m, &mut |_| {});
     }
     progress("mark", total_roots, total_roots);
+    // The tree packs the walk kept in memory are not needed again (the
+    // sweep reads only new trees): free them before the repack.
+    repo.release_tree_cache();
     r.snapshots = roots.snapshots.len();
     r.wal_manifests = roots.wal.len();
     r.trees = marker.trees_loaded;

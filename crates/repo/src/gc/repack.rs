@@ -2,23 +2,24 @@
 //! and index the new packs, so that the old ones can be deleted.
 //!
 //! A region is decrypted with the old pack's key and sealed again under the
-//! new pack's (the nonce is the offset, which changes), never decoded: the
-//! blobs keep their compression, and a frame moves whole with every blob
-//! at the same place inside it. Decryption authenticates each region, so a
+//! new pack's (the nonce is the offset, which changes), in the buffer it
+//! was read into and never decoded: the blobs keep their compression, and
+//! a frame moves whole with every blob at the same place inside it. The
+//! new pack is streamed to storage as it fills (`pack_stream`), so memory
+//! holds one ranged read, not a pack. Decryption authenticates each region, so a
 //! damaged one is reported, never copied. Data and tree regions go to
 //! separate packs, as a backup writes them (tree packs stay in the metadata
 //! storage class). The new packs are stored and indexed before anything is
 //! deleted: an interrupted repack leaves duplicates, never a loss.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use bytes::Bytes;
 use holdfast_storage::{ErrorClass, ObjectKind, PutOptions};
 
 use crate::error::{RepoError, Result};
 use crate::id::Id;
-use crate::pack::{self, BlobType, PackInfo, PackWriter, PACK_VERSION};
+use crate::pack::{self, BlobType, PackInfo, PACK_VERSION};
+use crate::pack_stream::PackStream;
 use crate::repository::Repository;
 
 use super::plan::PackRecord;
@@ -77,11 +78,15 @@ pub(crate) fn repack(
                     }
                 };
             out.bytes_read += bytes.len() as u64;
+            // Opened and sealed again where they lie: no copy per region.
+            let mut bytes = bytes
+                .try_into_mut()
+                .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
             for (offset, entries) in &live_regions[window.regions.clone()] {
                 let first = entries[0];
                 let s = (u64::from(*offset) - lo) as usize;
                 let e = s + first.length as usize;
-                let sealed = bytes.get(s..e).ok_or_else(|| {
+                let region = bytes.get_mut(s..e).ok_or_else(|| {
                     RepoError::corrupt(
                         &what,
                         format!(
@@ -90,14 +95,19 @@ pub(crate) fn repack(
                         ),
                     )
                 })?;
-                let encoded = pack::open_blob(&cipher, first.blob_type, *offset, sealed, &what)?;
+                cipher.open_in_slice(
+                    u64::from(*offset),
+                    &[first.blob_type as u8],
+                    region,
+                    &what,
+                )?;
                 let blobs: Vec<(Id, u32, u32)> =
                     entries.iter().map(|e| (e.id, e.raw_len, e.inner)).collect();
                 let dest = match first.blob_type {
                     BlobType::Data => &mut data,
                     BlobType::Tree => &mut trees,
                 };
-                dest.add(first.blob_type, &blobs, &encoded, &mut out)?;
+                dest.add(first.blob_type, &blobs, region, &mut out)?;
             }
         }
         if !skipped {
@@ -148,12 +158,12 @@ fn windows(regions: &[(u32, Vec<pack::PackEntry>)]) -> Vec<Window> {
     out
 }
 
-/// One destination pack being filled.
+/// One destination pack being filled, streamed to storage as it fills.
 struct Out<'a> {
     repo: &'a Repository,
     metadata: bool,
     target: usize,
-    pack: Option<PackWriter>,
+    pack: Option<PackStream<'a>>,
 }
 
 impl<'a> Out<'a> {
@@ -166,27 +176,36 @@ impl<'a> Out<'a> {
         }
     }
 
+    /// Add one region: `region` is its encoded bytes and `TAG_LEN` free
+    /// bytes (the old tag's place), sealed again for the new pack.
     fn add(
         &mut self,
         blob_type: BlobType,
         blobs: &[(Id, u32, u32)],
-        encoded: &[u8],
+        region: &mut [u8],
         out: &mut Repacked,
     ) -> Result<()> {
         if self
             .pack
             .as_ref()
-            .is_some_and(|p| !p.is_empty() && p.len() + encoded.len() > self.target)
+            .is_some_and(|p| !p.is_empty() && p.len() + region.len() > self.target)
         {
             self.flush(out)?;
         }
         let repo = self.repo;
-        let target = self.target;
-        let p = self.pack.get_or_insert_with(|| {
-            PackWriter::with_buffer(repo.key(), target, Vec::new(), PACK_VERSION)
-        });
-        p.add_region(blob_type, blobs, encoded);
-        Ok(())
+        let pack = match &mut self.pack {
+            Some(p) => p,
+            None => {
+                let opts = PutOptions {
+                    metadata: self.metadata,
+                    ..repo.put_options()
+                };
+                let upload = repo.backend().upload(ObjectKind::Pack, &opts)?;
+                let started = repo.block_on(PackStream::start(upload, repo.key(), PACK_VERSION))?;
+                self.pack.insert(started)
+            }
+        };
+        repo.block_on(pack.add_region(blob_type, blobs, region))
     }
 
     fn flush(&mut self, out: &mut Repacked) -> Result<()> {
@@ -196,26 +215,12 @@ impl<'a> Out<'a> {
         if p.is_empty() {
             return Ok(());
         }
-        let (bytes, info) = p.finish();
-        let opts = PutOptions {
-            metadata: self.metadata,
-            ..self.repo.put_options()
-        };
-        out.bytes_written += bytes.len() as u64;
-        let name = info.id.to_hex();
-        let backend = Arc::clone(self.repo.backend());
-        match self
+        let written = p.len();
+        let info = self
             .repo
-            .block_on(backend.put(ObjectKind::Pack, &name, Bytes::from(bytes), &opts))
-        {
-            // The same bytes are already stored (a repack run twice with
-            // the same salt cannot happen, but an identical pack is fine).
-            Ok(()) => {}
-            Err(e) if e.class() == ErrorClass::AlreadyExists => {}
-            Err(e) => {
-                return Err(RepoError::from(e).context(format!("storing repacked pack {name}")))
-            }
-        }
+            .block_on(p.finish())
+            .map_err(|e| e.context("storing a repacked pack"))?;
+        out.bytes_written += written as u64;
         out.written.push(info);
         Ok(())
     }
