@@ -237,6 +237,7 @@ pub fn backup_logical(
         meta,
         predecessors: Vec::new(),
         migrated_from: None,
+        audit_head: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

@@ -755,6 +755,7 @@ pub fn backup_physical(
         meta,
         predecessors: Vec::new(),
         migrated_from: None,
+        audit_head: None,
     };
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome { id, snapshot })

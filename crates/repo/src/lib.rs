@@ -7,7 +7,8 @@
 //! ([`snapshot`]), key slots ([`keys`]), the config header ([`config`]), the
 //! object envelope and its name binding ([`object`]), WAL manifests
 //! ([`walmanifest`]), deletion records and purges ([`forget`]), verification
-//! records ([`verification`]), the concurrent blob writer ([`writer`]),
+//! records ([`verification`]), the hash-chained audit trail and its
+//! electronic signatures ([`audit`]), the concurrent blob writer ([`writer`]),
 //! integrity checking ([`check`]), reachability from snapshots and WAL
 //! manifests ([`reach`]), storage tiers of packs ([`tier`]) and format
 //! upgrades ([`migrate`]).
@@ -17,6 +18,7 @@
 //! clap or terminals. It talks to storage only through
 //! `holdfast_storage::Backend` and never prints.
 
+pub mod audit;
 pub mod cache;
 pub mod check;
 pub mod chunker;

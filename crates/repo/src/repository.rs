@@ -76,6 +76,8 @@ pub struct Repository {
     /// What a password's KDF needs from the slot that opened, to derive
     /// ahead next time (see [`KdfHint`]); `None` for a key file.
     kdf_hint: Option<KdfHint>,
+    /// The audit trail's actor, witness and known head (see `audit`).
+    pub(crate) audit: crate::audit::State,
 }
 
 /// The key slots of a repository: (id, slot) of the readable ones, oldest
@@ -171,6 +173,7 @@ impl Repository {
             index_names: Default::default(),
             ahead: Default::default(),
             kdf_hint: None,
+            audit: Default::default(),
         })
     }
 
@@ -390,6 +393,7 @@ impl Repository {
                 index_names: Default::default(),
                 ahead: Ahead::new(listings),
                 kdf_hint,
+                audit: Default::default(),
             });
         }
         if let Some((slot, detail)) = damaged.into_iter().next() {
@@ -1266,6 +1270,9 @@ impl Repository {
                 Some(p) => p,
                 None => crate::snapshot::latest_of_same_source(&self.snapshots()?, &snap),
             };
+        }
+        if snap.audit_head.is_none() {
+            snap.audit_head = self.audit_head_for_snapshot();
         }
         self.put_snapshot(&snap)
     }

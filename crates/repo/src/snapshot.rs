@@ -147,6 +147,11 @@ pub struct Snapshot {
     /// The id this snapshot had before `holdfast migrate` re-sealed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrated_from: Option<Id>,
+    /// The audit trail's head when this snapshot was written, as far as
+    /// its writer knew it (see `audit`): `audit verify` checks that the
+    /// trail still reaches it, so a truncated tail shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_head: Option<crate::audit::Head>,
 }
 
 /// The predecessors a new snapshot `snap` records, given every snapshot

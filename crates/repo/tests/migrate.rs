@@ -62,6 +62,7 @@ fn snapshot(repo: &Repository, source: &str, data: &[u8]) -> Id {
         meta,
         predecessors: vec![],
         migrated_from: None,
+        audit_head: None,
     })
     .unwrap()
 }

@@ -419,6 +419,7 @@ pub fn backup(
         meta,
         predecessors: Vec::new(),
         migrated_from: None,
+        audit_head: None,
     };
     let id = repo.save_snapshot_with(
         &snapshot,
