@@ -167,6 +167,49 @@ pub enum Command {
     /// Garbage collection: delete packs no snapshot or WAL manifest needs,
     /// repack mostly-unused ones, merge index objects. Runs beside backups.
     Gc(GcArgs),
+    /// The audit trail: who did what to the repository (log, verify,
+    /// export for a SIEM).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show the entries of the audit trail, oldest first.
+    Log(AuditLogArgs),
+    /// Verify the trail: every entry intact, none missing, reordered or
+    /// inserted, the tail reaching every head a snapshot or this machine
+    /// recorded, every signature valid. Exit 4 when it is broken.
+    Verify,
+    /// Write the trail for a SIEM: JSON lines or CSV.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditLogArgs {
+    /// Only entries at or after this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only this operation (`backup`, `restore`, `key` for every key
+    /// operation, `policy apply`, ...).
+    #[arg(long, value_name = "OP")]
+    pub operation: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// `jsonl` (one JSON object per line) or `csv` (RFC 4180, with a header).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: String,
+    /// Write to this file (created, never overwritten) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only entries at or after this time (RFC 3339, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only this operation.
+    #[arg(long, value_name = "OP")]
+    pub operation: Option<String>,
 }
 
 #[derive(Debug, Args)]

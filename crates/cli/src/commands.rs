@@ -56,6 +56,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Locks => crate::locks::locks(g, &rt),
         Command::Unlock(a) => crate::locks::unlock(g, &rt, a),
         Command::Gc(a) => crate::gc::run(g, &rt, a),
+        Command::Audit(c) => crate::audit::run(g, &rt, c),
     }
 }
 
@@ -92,7 +93,11 @@ fn init(g: &Global, rt: &tokio::runtime::Runtime, a: InitArgs) -> Result<i32> {
             _ => None,
         },
     };
-    let repo = holdfast_ops::init::init(b, rt.handle(), cfg)?;
+    let session = holdfast_ops::init::init_session(b, rt.handle(), cfg, &open::session_options(g))?;
+    for w in &session.warnings {
+        errln!("holdfast: warning: {w}");
+    }
+    let repo = session.repo;
     if g.json {
         ui::print_json(&json!({
             "location": repo.location(),

@@ -7,9 +7,11 @@
 #[macro_use]
 mod ui;
 mod args;
+mod audit;
 mod bench;
 mod commands;
 mod gc;
+mod identity;
 mod interrupt;
 mod locks;
 mod memory;

@@ -1,7 +1,7 @@
 //! `holdfast migrate`: parse, call `holdfast_repo::migrate`, print.
 
 use anyhow::Result;
-use holdfast_repo::migrate::migrate;
+use holdfast_ops::migrate::migrate;
 use serde_json::json;
 
 use crate::args::Global;

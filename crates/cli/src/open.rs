@@ -132,10 +132,7 @@ pub fn open(g: &Global, rt: &Runtime) -> Result<Arc<Repository>> {
 /// `want` names while opening (see `holdfast_repo::prefetch`).
 pub fn open_for(g: &Global, rt: &Runtime, want: Prefetch) -> Result<Arc<Repository>> {
     let loc = location(g)?;
-    let opts = holdfast_ops::open::SessionOptions {
-        cache_dir: cache_root(g),
-        lease_duration: g.lease_duration,
-    };
+    let opts = session_options(g);
     // A secret that needs no prompt is read first, so that a password's
     // KDF can run while the repository is read; its errors still come
     // after the probe's, as when it is read after.
@@ -156,6 +153,15 @@ pub fn open_for(g: &Global, rt: &Runtime, want: Prefetch) -> Result<Arc<Reposito
         errln!("holdfast: warning: {w}");
     }
     Ok(session.repo)
+}
+
+/// How a session is set up: the cache, the lease, the audit actor.
+pub fn session_options(g: &Global) -> holdfast_ops::open::SessionOptions {
+    holdfast_ops::open::SessionOptions {
+        cache_dir: cache_root(g),
+        lease_duration: g.lease_duration,
+        actor: crate::identity::actor(),
+    }
 }
 
 /// Where the local cache lives: --cache-dir / HOLDFAST_CACHE_DIR, else

@@ -10,6 +10,9 @@ use holdfast_sources::backup::{self, BackupOptions, BackupOutcome, Parallelism};
 use holdfast_sources::exclude::ExcludeRules;
 use holdfast_sources::Progress;
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
 
 /// Everything a backup of files needs.
@@ -133,14 +136,35 @@ impl PreparedBackup {
     }
 
     /// Run it. An interrupted backup returns `SourceError::Interrupted`.
+    /// Its audit entry names the source, the paths and the snapshot.
     pub fn run(self, repo: &Repository, progress: &Progress) -> Result<FileBackup> {
-        let outcome = backup::backup(repo, &self.paths, &self.opts, progress)?;
-        Ok(FileBackup {
-            outcome,
-            parent: self.opts.parent.map(|p| p.id),
-            inherited_from: self.inherited_from,
-            excludes: self.opts.excludes,
-        })
+        let mut draft = Draft::new("backup", Outcome::Success)
+            .arg("kind", "files")
+            .arg("source", self.opts.source.clone());
+        if !self.opts.tags.is_empty() {
+            draft = draft.arg("tags", self.opts.tags.clone());
+        }
+        for p in &self.paths {
+            draft = draft.touch("path", p.display().to_string());
+        }
+        audit::audited(
+            repo,
+            draft,
+            || {
+                audit::observe(repo)?;
+                let outcome = backup::backup(repo, &self.paths, &self.opts, progress)?;
+                Ok(FileBackup {
+                    outcome,
+                    parent: self.opts.parent.map(|p| p.id),
+                    inherited_from: self.inherited_from,
+                    excludes: self.opts.excludes,
+                })
+            },
+            |b, d| {
+                d.arg("files_failed", b.outcome.warnings.len())
+                    .touch("snapshot", b.outcome.id.to_hex())
+            },
+        )
     }
 }
 

@@ -6,6 +6,9 @@
 use holdfast_repo::gc::{self, GcOptions, GcReport};
 use holdfast_repo::Repository;
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
 
 /// An operator's GC settings.
@@ -21,8 +24,35 @@ pub struct GcConfig {
     pub min_age: Option<std::time::Duration>,
 }
 
-/// Run GC with `cfg`; `progress(phase, done, total)`.
+/// Run GC with `cfg`; `progress(phase, done, total)`. A run that may
+/// delete (not a dry run) is audited as `gc`, with what it deleted.
 pub fn gc(
+    repo: &Repository,
+    cfg: &GcConfig,
+    progress: &(dyn Fn(&str, u64, u64) + Sync),
+) -> Result<GcReport> {
+    if cfg.dry_run {
+        return run(repo, cfg, progress);
+    }
+    let mut draft = Draft::new("gc", Outcome::Success);
+    if let Some(p) = cfg.max_repack_percent {
+        draft = draft.arg("max_repack_percent", p);
+    }
+    if let Some(p) = cfg.max_unused_percent {
+        draft = draft.arg("max_unused_percent", p);
+    }
+    if let Some(a) = cfg.min_age {
+        draft = draft.arg("min_age_seconds", a.as_secs());
+    }
+    audit::audited(repo, draft, || run(repo, cfg, progress), |r, d| {
+        d.arg("packs_deleted", r.packs_deleted)
+            .arg("bytes_deleted", r.bytes_deleted)
+            .arg("packs_repacked", r.packs_repacked)
+            .arg("packs_kept_locked", r.packs_kept_locked)
+    })
+}
+
+fn run(
     repo: &Repository,
     cfg: &GcConfig,
     progress: &(dyn Fn(&str, u64, u64) + Sync),

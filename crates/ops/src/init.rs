@@ -8,7 +8,11 @@ use holdfast_repo::Repository;
 use holdfast_storage::Backend;
 use tokio::runtime::Handle;
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
+use crate::open::{session, Session, SessionOptions};
 
 /// Everything `init` needs.
 pub struct InitConfig {
@@ -37,8 +41,45 @@ pub fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
     })
 }
 
-/// Create a repository in `backend`.
+/// Create a repository in `backend`; its audit trail starts with the
+/// `init` entry, by `user@host` (see [`init_session`] for a session's
+/// actor and witness).
 pub fn init(backend: Arc<dyn Backend>, rt: &Handle, cfg: InitConfig) -> Result<Repository> {
+    let repo = create(backend, rt, cfg)?;
+    record_init(&repo)?;
+    Ok(repo)
+}
+
+/// [`init`], with the new repository set up as `opts` says (the audit
+/// actor and witness, the cache): what the CLI and the daemon call.
+pub fn init_session(
+    backend: Arc<dyn Backend>,
+    rt: &Handle,
+    cfg: InitConfig,
+    opts: &SessionOptions,
+) -> Result<Session> {
+    let repo = create(backend, rt, cfg)?;
+    let s = session(Arc::new(repo), opts)?;
+    record_init(&s.repo)?;
+    Ok(s)
+}
+
+fn record_init(repo: &Repository) -> Result<()> {
+    let c = repo.config();
+    let mut d = Draft::new("init", Outcome::Success)
+        .arg("compression_level", c.compression_level)
+        .touch("repository", c.id.to_hex());
+    if let Some(lock) = &c.lock {
+        d = d
+            .arg("lock_mode", lock.mode.clone())
+            .arg("lock_days", lock.days);
+    }
+    audit::record(repo, &d)
+        .map(|_| ())
+        .map_err(|e| e.context("the repository was created but is not on the audit trail"))
+}
+
+fn create(backend: Arc<dyn Backend>, rt: &Handle, cfg: InitConfig) -> Result<Repository> {
     if cfg.password.is_empty() {
         return Err(OpsError::invalid("refusing an empty password"));
     }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use holdfast_repo::keys::{encode_key_file, generate_key_file_key, KdfParams, KEY_FILE_LEN};
 use holdfast_repo::Repository;
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
 use crate::secrets;
 
@@ -36,7 +39,27 @@ pub struct AddedSlot {
 
 /// Add a key slot. A key file this call created is removed again if the
 /// slot cannot be written, so no key file exists that opens nothing.
+/// Audited as `key add` (the kind of secret and the label; never the
+/// secret).
 pub fn add(repo: &Repository, slot: NewSlot) -> Result<AddedSlot> {
+    let draft = describe(Draft::new("key add", Outcome::Success), &slot);
+    audit::audited(repo, draft, || add_slot(repo, slot), |a, d| {
+        d.touch("key", a.id.clone())
+    })
+}
+
+/// The audit arguments of a new slot: its kind and label, no secret.
+fn describe(d: Draft, slot: &NewSlot) -> Draft {
+    let d = d.arg("label", slot.label.clone());
+    match &slot.secret {
+        NewSecret::Password { .. } => d.arg("secret", "password"),
+        NewSecret::KeyFile { path } => d
+            .arg("secret", "key file")
+            .arg("key_file", path.display().to_string()),
+    }
+}
+
+fn add_slot(repo: &Repository, slot: NewSlot) -> Result<AddedSlot> {
     match slot.secret {
         NewSecret::Password { password, kdf } => {
             if password.is_empty() {
@@ -71,16 +94,32 @@ pub fn add(repo: &Repository, slot: NewSlot) -> Result<AddedSlot> {
 /// Replace the slot that opened `repo` with a new one. The new slot is
 /// durable before the old one is removed: a crash in between leaves both
 /// secrets working, never neither. Returns the new slot and the removed id.
+/// Audited as `key change` (a password change), naming both slots.
 pub fn change(repo: &Repository, slot: NewSlot) -> Result<(AddedSlot, String)> {
     let old = repo.current_key().to_string();
-    let added = add(repo, slot)?;
-    repo.remove_key(&old, true)?;
-    Ok((added, old))
+    let draft = describe(Draft::new("key change", Outcome::Success), &slot).touch("key", old.clone());
+    audit::audited(
+        repo,
+        draft,
+        || {
+            let added = add_slot(repo, slot)?;
+            repo.remove_key(&old, true)?;
+            Ok((added, old.clone()))
+        },
+        |(a, _), d| d.touch("key", a.id.clone()),
+    )
 }
 
 /// Remove the slot `spec` (an id or unique prefix); never the one in use.
+/// Audited as `key remove`.
 pub fn remove(repo: &Repository, spec: &str) -> Result<String> {
-    Ok(repo.remove_key(spec, false)?)
+    let draft = Draft::new("key remove", Outcome::Success).arg("spec", spec);
+    audit::audited(
+        repo,
+        draft,
+        || Ok(repo.remove_key(spec, false)?),
+        |id, d| d.touch("key", id.clone()),
+    )
 }
 
 /// The key of the key file at `path`: read if it exists, else a new random

@@ -12,6 +12,7 @@
 //! outcome goes out as a value (warnings included).
 
 pub mod archive;
+pub mod audit;
 pub mod backup;
 pub mod check;
 mod error;
@@ -19,6 +20,7 @@ pub mod gc;
 pub mod init;
 pub mod inspect;
 pub mod keys;
+pub mod migrate;
 pub mod open;
 pub mod policy;
 pub mod postgres;

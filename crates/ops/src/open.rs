@@ -251,6 +251,9 @@ pub struct SessionOptions {
     /// Validity of this process's writer lease (default: the repository
     /// crate's).
     pub lease_duration: Option<std::time::Duration>,
+    /// Who this session's audit entries are by (the CLI: `HOLDFAST_ACTOR`;
+    /// the daemon: its configuration); `None`: `user@host`.
+    pub actor: Option<String>,
 }
 
 /// An open repository and what opening it found worth telling the
@@ -273,8 +276,14 @@ pub fn open_session(
     session(open(backend, rt, credential)?, opts)
 }
 
-fn session(repo: Arc<Repository>, opts: &SessionOptions) -> Result<Session> {
+/// Set up an open repository as `opts` says (cache, lease, audit actor
+/// and witness).
+pub fn session(repo: Arc<Repository>, opts: &SessionOptions) -> Result<Session> {
     let mut warnings = repo.open_warnings().to_vec();
+    repo.set_audit_actor(opts.actor.clone());
+    // The witness of the audit trail's head lives beside the cache (see
+    // `holdfast_repo::audit::witness`).
+    repo.set_audit_witness(opts.cache_dir.clone());
     if let Some(root) = &opts.cache_dir {
         if let Err(e) = repo.use_cache(Some(root)) {
             warnings.push(format!("not using the local cache: {e}"));

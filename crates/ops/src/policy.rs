@@ -288,7 +288,41 @@ pub fn apply(repo: &Repository, cfg: &ApplyConfig) -> Result<ApplyReport> {
 /// `purge`, under a shared lease. Never one under its policy's floor,
 /// the newest verified snapshot of its source, or one `holds` protects:
 /// these are checked again before anything is deleted.
+///
+/// A run that deletes (`cfg.delete`) is audited as `policy apply`: the
+/// policies, and every snapshot purged or archived and WAL file purged.
 pub fn apply_with(
+    repo: &Repository,
+    cfg: &ApplyConfig,
+    holds: &dyn HoldCheck,
+) -> Result<ApplyReport> {
+    if !cfg.delete {
+        return apply_unaudited(repo, cfg, holds);
+    }
+    let mut draft = holdfast_repo::audit::Draft::new(
+        "policy apply",
+        holdfast_repo::audit::Outcome::Success,
+    )
+    .arg("at", cfg.plan.at.to_rfc3339());
+    let names: Vec<String> = cfg.plan.policies.iter().map(|p| p.name.clone()).collect();
+    draft = draft.arg("policies", names);
+    crate::audit::audited(repo, draft, || apply_unaudited(repo, cfg, holds), |r, mut d| {
+        for a in &r.snapshots {
+            let what = match a.outcome {
+                Outcome::Purged => "purged",
+                Outcome::Archived => "archived",
+                _ => continue,
+            };
+            d = d.touch("snapshot", format!("{} ({what})", a.decision.snapshot));
+        }
+        for w in r.wal.iter().filter(|w| w.outcome == Outcome::Purged) {
+            d = d.touch("wal", format!("{}-{} (purged)", w.decision.cluster, w.decision.name));
+        }
+        d
+    })
+}
+
+fn apply_unaudited(
     repo: &Repository,
     cfg: &ApplyConfig,
     holds: &dyn HoldCheck,

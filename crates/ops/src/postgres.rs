@@ -17,6 +17,9 @@ use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::Repository;
 use tokio::runtime::Handle;
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
 use crate::restore::SnapshotSpec;
 
@@ -28,8 +31,35 @@ pub fn backup_logical(
     dsn: &Dsn,
     opts: &LogicalBackupOptions,
 ) -> Result<BackupOutcome> {
-    repo.load_index()?;
-    Ok(pg::backup_logical(repo, rt, dsn, opts)?)
+    let mut draft = backup_draft(pg::KIND_LOGICAL, dsn, opts.source.as_deref(), &opts.tags);
+    for db in &opts.databases {
+        draft = draft.touch("database", db.clone());
+    }
+    audit::audited(
+        repo,
+        draft,
+        || {
+            repo.load_index()?;
+            audit::observe(repo)?;
+            Ok(pg::backup_logical(repo, rt, dsn, opts)?)
+        },
+        |o, d| d.touch("snapshot", o.id.to_hex()),
+    )
+}
+
+/// The audit entry of a PostgreSQL backup: the server as
+/// `user@host:port/database` (never a password).
+fn backup_draft(kind: &str, dsn: &Dsn, source: Option<&str>, tags: &[String]) -> Draft {
+    let mut d = Draft::new("backup", Outcome::Success)
+        .arg("kind", kind)
+        .touch("server", dsn.display());
+    if let Some(s) = source {
+        d = d.arg("source", s);
+    }
+    if !tags.is_empty() {
+        d = d.arg("tags", tags.to_vec());
+    }
+    d
 }
 
 /// A physical base backup of the whole cluster.
@@ -39,8 +69,20 @@ pub fn backup_physical(
     dsn: &Dsn,
     opts: &PhysicalBackupOptions,
 ) -> Result<BackupOutcome> {
-    repo.load_index()?;
-    Ok(pg::backup_physical(repo, rt, dsn, opts)?)
+    let mut draft = backup_draft(pg::KIND_PHYSICAL, dsn, opts.source.as_deref(), &opts.tags);
+    if let Some(d) = &opts.pgdata {
+        draft = draft.touch("path", d.display().to_string());
+    }
+    audit::audited(
+        repo,
+        draft,
+        || {
+            repo.load_index()?;
+            audit::observe(repo)?;
+            Ok(pg::backup_physical(repo, rt, dsn, opts)?)
+        },
+        |o, d| d.touch("snapshot", o.id.to_hex()),
+    )
 }
 
 /// What a logical restore did.
@@ -50,6 +92,9 @@ pub struct LogicalRestore {
 }
 
 /// Restore one database of a logical snapshot into the server at `dsn`.
+///
+/// PHI access tracking: a `restore` entry naming the snapshot, the
+/// database and the target server is written before any data is read.
 pub fn restore_logical(
     repo: &Arc<Repository>,
     rt: &Handle,
@@ -57,10 +102,44 @@ pub fn restore_logical(
     dsn: &Dsn,
     opts: &LogicalRestoreOptions,
 ) -> Result<LogicalRestore> {
-    repo.load_index()?;
+    let mut draft = Draft::new("restore", Outcome::Started)
+        .arg("kind", pg::KIND_LOGICAL)
+        .arg("snapshot_spec", snapshot.spec.clone())
+        .arg("clean", opts.clean)
+        .arg("with_globals", opts.with_globals);
     let mut spec = snapshot.clone();
     spec.filter.kind = Some(pg::KIND_LOGICAL.into());
-    let snap = spec.find(repo)?;
+    let snap = match repo
+        .load_index()
+        .map_err(OpsError::from)
+        .and_then(|()| spec.find(repo))
+    {
+        Ok(s) => s,
+        Err(e) => return Err(audit::record_failure(repo, draft, e)),
+    };
+    draft = draft
+        .touch("snapshot", snap.id.to_hex())
+        .touch(
+            "database",
+            opts.source_database.clone().unwrap_or_else(|| opts.database.clone()),
+        )
+        .touch("target", format!("{} database {}", dsn.display(), opts.database));
+    audit::started(repo, &draft)?;
+    audit::audited(
+        repo,
+        draft,
+        || restore_logical_chosen(repo, rt, snap, dsn, opts),
+        |_, d| d,
+    )
+}
+
+fn restore_logical_chosen(
+    repo: &Arc<Repository>,
+    rt: &Handle,
+    snap: SnapshotEntry,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+) -> Result<LogicalRestore> {
     let report = pg::restore_logical(repo, rt, &snap, dsn, opts).map_err(|e| {
         OpsError::from(e).context(format!("restoring snapshot {}", snap.id.short()))
     })?;
@@ -124,12 +203,44 @@ pub fn choose_snapshot(
 
 /// Restore a physical snapshot into `cfg.datadir`, set up to recover to
 /// `cfg.target`.
+///
+/// PHI access tracking: a `restore` entry naming the snapshot, the data
+/// directory and the recovery target is written before any data is read.
+/// The WAL the restored server fetches through `restore_command` is part
+/// of this restore and has no entries of its own.
 pub fn restore_physical(
     repo: &Arc<Repository>,
     cfg: &PhysicalRestoreConfig,
 ) -> Result<PhysicalRestore> {
-    repo.load_index()?;
-    let snap = choose_snapshot(repo, &cfg.snapshot, cfg.target)?;
+    let mut draft = Draft::new("restore", Outcome::Started)
+        .arg("kind", pg::KIND_PHYSICAL)
+        .arg("snapshot_spec", cfg.snapshot.spec.clone())
+        .arg("recovery_target", format!("{:?}", cfg.target));
+    let snap = match repo
+        .load_index()
+        .map_err(OpsError::from)
+        .and_then(|()| choose_snapshot(repo, &cfg.snapshot, cfg.target))
+    {
+        Ok(s) => s,
+        Err(e) => return Err(audit::record_failure(repo, draft, e)),
+    };
+    draft = draft
+        .touch("snapshot", snap.id.to_hex())
+        .touch("target", cfg.datadir.display().to_string());
+    audit::started(repo, &draft)?;
+    audit::audited(
+        repo,
+        draft,
+        || restore_physical_chosen(repo, cfg, snap),
+        |_, d| d,
+    )
+}
+
+fn restore_physical_chosen(
+    repo: &Arc<Repository>,
+    cfg: &PhysicalRestoreConfig,
+    snap: SnapshotEntry,
+) -> Result<PhysicalRestore> {
     let mut o = PhysicalRestoreOptions::new(cfg.target);
     o.keep_archiving = cfg.keep_archiving;
     o.tablespace_map = cfg.tablespace_map.clone();

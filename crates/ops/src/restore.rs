@@ -11,6 +11,9 @@ use holdfast_repo::Repository;
 use holdfast_sources::restore::{self, RestoreOptions, RestoreOutcome};
 use holdfast_sources::{walk, Progress};
 
+use holdfast_repo::audit::{Draft, Outcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
 
 /// Which snapshot: an id, an id prefix or `latest`, among those the filter
@@ -76,18 +79,60 @@ pub fn snapshot_path(
 /// Restore the snapshot `cfg` names into `cfg.target`. Files that could not
 /// be restored are listed in `outcome.failed` (the caller reports them as
 /// an integrity failure); errors that stop the restore are errors.
+///
+/// PHI access tracking: a `restore` entry naming the snapshot, the paths
+/// and the target is on the audit trail before any data is read (the
+/// restore does not start without it), and a second entry records the
+/// outcome.
 pub fn restore_files(
     repo: &Arc<Repository>,
     cfg: &FileRestoreConfig,
     progress: &Progress,
 ) -> Result<FileRestore> {
-    repo.ensure_index()?;
-    let snap = cfg.snapshot.find(repo)?;
-    let includes = cfg
-        .includes
-        .iter()
-        .map(|p| snapshot_path(repo, &snap, p, &cfg.cwd))
-        .collect::<Result<Vec<_>>>()?;
+    let mut draft = Draft::new("restore", Outcome::Started)
+        .arg("kind", "files")
+        .arg("snapshot_spec", cfg.snapshot.spec.clone());
+    let chosen = repo.ensure_index().map_err(OpsError::from).and_then(|()| {
+        let snap = cfg.snapshot.find(repo)?;
+        let includes = cfg
+            .includes
+            .iter()
+            .map(|p| snapshot_path(repo, &snap, p, &cfg.cwd))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((snap, includes))
+    });
+    let (snap, includes) = match chosen {
+        Ok(c) => c,
+        Err(e) => return Err(audit::record_failure(repo, draft, e)),
+    };
+    draft = draft.touch("snapshot", snap.id.to_hex());
+    if includes.is_empty() {
+        draft = draft.touch("path", "/");
+    }
+    for p in &includes {
+        draft = draft.touch("path", String::from_utf8_lossy(p).into_owned());
+    }
+    draft = draft.touch("target", cfg.target.display().to_string());
+    audit::started(repo, &draft)?;
+    audit::audited(
+        repo,
+        draft,
+        || restore_chosen(repo, cfg, snap, includes, progress),
+        |r, d| {
+            d.arg("files", r.outcome.files)
+                .arg("bytes", r.outcome.bytes)
+                .arg("files_failed", r.outcome.failed.len())
+        },
+    )
+}
+
+fn restore_chosen(
+    repo: &Arc<Repository>,
+    cfg: &FileRestoreConfig,
+    snap: SnapshotEntry,
+    includes: Vec<Vec<u8>>,
+    progress: &Progress,
+) -> Result<FileRestore> {
     let opts = RestoreOptions {
         includes,
         ..cfg.options.clone()

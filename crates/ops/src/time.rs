@@ -21,3 +21,12 @@ pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
         "cannot read time {s:?}: use RFC 3339, e.g. 2025-01-31T13:45:00Z (times without zone are UTC)"
     )))
 }
+
+/// [`parse_time`], or a date alone (`2026-12-01`: its start, UTC), for
+/// filters such as `audit log --since`.
+pub fn parse_time_or_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    parse_time(s)
+}

@@ -108,6 +108,7 @@ impl Fixture {
         let opts = SessionOptions {
             cache_dir: Some(self.cache.clone()),
             lease_duration: None,
+            actor: None,
         };
         Ok(open_connected(connected, self.rt.handle(), &cred, &opts, kdf)?.repo)
     }

@@ -248,10 +248,23 @@ impl State {
     }
 }
 
-/// Why an append was not written: the repository's format has no audit
-/// trail (formats 1 and 2 have no name-bound envelopes; `migrate` first).
-pub fn audit_supported(format: u32) -> bool {
-    object::writes_bound(format)
+/// Seal an entry's plaintext: always a name-bound (version-2) envelope,
+/// whatever the repository's format. Builds that predate the audit trail
+/// never read `audit/`, so this is safe in format-1 and -2 repositories
+/// too, and an entry is never an unbound object that could be moved.
+pub(crate) fn seal(repo: &Repository, name: &str, plain: &[u8]) -> Result<Vec<u8>> {
+    object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, name), plain)
+}
+
+/// Open an entry's envelope, refusing anything but a version-2 envelope
+/// bound to `audit/<name>`.
+pub(crate) fn open(repo: &Repository, name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    object::open_bound(
+        repo.key(),
+        object::FIRST_BOUND_FORMAT,
+        Binding::new(ObjectKind::Audit, name),
+        bytes,
+    )
 }
 
 impl Repository {
@@ -309,9 +322,6 @@ impl Repository {
     /// the trail is empty. Remembered, so that a snapshot written next
     /// records it (see [`crate::snapshot::Snapshot::audit_head`]).
     pub fn audit_head(&self) -> Result<Option<Head>> {
-        if !audit_supported(self.format_version()) {
-            return Ok(None);
-        }
         let from = self.audit_known_head();
         let next = from.as_ref().map_or(1, |h| h.seq + 1);
         if !self.audit_exists(next)? {
@@ -389,7 +399,7 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let what = ObjectKind::Audit.key(&name);
-        let plain = self.open_object(Binding::new(ObjectKind::Audit, &name), &bytes)?;
+        let plain = open(self, &name, &bytes)?;
         let stored = parse_plaintext(&plain, &what)?;
         if stored.entry.seq != seq {
             return Err(RepoError::corrupt(
@@ -409,13 +419,6 @@ impl Repository {
         draft: &Draft,
         signing: Option<(&sign::SigningKey, &sign::Signer, &str)>,
     ) -> Result<Stored> {
-        if !audit_supported(self.format_version()) {
-            return Err(RepoError::Invalid(format!(
-                "this repository (format {}) has no audit trail; run `holdfast migrate` to upgrade it to format {}",
-                self.format_version(),
-                object::FIRST_BOUND_FORMAT
-            )));
-        }
         let signed = match signing {
             Some((key, signer, meaning)) => Some(sign::manifestation(key, signer, meaning)?),
             None => None,
@@ -457,7 +460,7 @@ impl Repository {
                 );
             }
             let name = entry_name(seq);
-            let sealed = self.seal_object(Binding::new(ObjectKind::Audit, &name), &plain)?;
+            let sealed = seal(self, &name, &plain)?;
             match self.block_on(self.backend().put(
                 ObjectKind::Audit,
                 &name,

@@ -15,7 +15,6 @@ use super::sign::{self, Signer};
 use super::{entry_name, parse_name, parse_plaintext, Head, Stored, GENESIS};
 use crate::error::{RepoError, Result};
 use crate::id::Id;
-use crate::object::Binding;
 use crate::repository::Repository;
 
 /// The trail as read: entries that opened, in order of number, and the
@@ -83,7 +82,7 @@ pub(crate) fn read_chain(repo: &Repository) -> Result<Chain> {
     for (name, got) in repo.fetch_all(ObjectKind::Audit, names) {
         let key = ObjectKind::Audit.key(&name);
         let opened = got.map_err(RepoError::from).and_then(|b| {
-            let plain = repo.open_object(Binding::new(ObjectKind::Audit, &name), &b)?;
+            let plain = super::open(repo, &name, &b)?;
             parse_plaintext(&plain, &key)
         });
         match opened {
