@@ -705,10 +705,22 @@ fn a_hold_placed_after_planning_stops_the_apply_before_any_delete() {
             && msg.contains("nothing was deleted"),
         "{msg}"
     );
-    let after: BTreeMap<String, Vec<u8>> = f
-        .storage()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("locks/"))
-        .collect();
-    assert_eq!(after, before, "something was deleted or written");
+    // Only the apply's failure went on the audit trail.
+    let unaudited = |m: BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
+        m.into_iter()
+            .filter(|(k, _)| !k.starts_with("locks/") && !k.starts_with("audit/"))
+            .collect()
+    };
+    assert_eq!(
+        unaudited(f.storage()),
+        unaudited(before),
+        "something was deleted or written"
+    );
+    let (log, _) = holdfast_ops::audit::log(&repo, &Default::default()).expect("audit log");
+    let last = &log.last().expect("entries").entry;
+    assert_eq!(
+        (last.operation.as_str(), last.outcome.as_str()),
+        ("policy apply", "failure")
+    );
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("CASE-LATE")));
 }
