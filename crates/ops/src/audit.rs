@@ -83,8 +83,15 @@ pub(crate) fn started(repo: &Repository, draft: &Draft) -> Result<()> {
     record(repo, &d).map(|_| ())
 }
 
-/// Find the trail's head so that a snapshot written next records it.
+/// Settle the trail's head that a snapshot written next records: the
+/// head this machine knows (its witness: no request), else the one found
+/// by probing the storage. A head a little behind (another host appended
+/// since) is still a genuine entry the trail must reach.
 pub(crate) fn observe(repo: &Repository) -> Result<()> {
+    if let Some(h) = repo.audit_known_head() {
+        repo.audit_saw(&h);
+        return Ok(());
+    }
     repo.audit_head()
         .map(|_| ())
         .map_err(|e| OpsError::from(e).context("reading the audit trail's head"))

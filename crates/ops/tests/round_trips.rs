@@ -163,14 +163,15 @@ fn expect_open(rounds: &BTreeMap<u64, Vec<String>>, listings: &[&str]) {
     assert_eq!(rounds.get(&2), Some(&round(&["Get Key"])), "{rounds:#?}");
 }
 
-/// An unchanged backup with a warm cache: eight rounds (nine when a tree
+/// An unchanged backup with a warm cache: nine rounds (ten when a tree
 /// changed, as an ancestor directory's time does), and no metadata read.
 /// The lease is written, then `locks/` is listed, then `index/` (the
 /// protocol needs that order) with the parent's `head`; the lease's
 /// `head` rides with the last pack; the index object, the snapshot and
-/// the lease's release follow one another.
+/// the lease's release follow one another; last the audit entry, which
+/// names the snapshot (one put: the local witness knows the head).
 #[test]
-fn an_unchanged_backup_waits_on_eight_round_trips() {
+fn an_unchanged_backup_waits_on_nine_round_trips() {
     let f = Fixture::new();
     let warm = f
         .open(f.plain(), Prefetch::backup(), PASSWORD)
@@ -201,12 +202,14 @@ fn an_unchanged_backup_waits_on_eight_round_trips() {
             round(&["Put Index"]),
             round(&["Put Snapshot"]),
             round(&["Delete Lock"]),
+            round(&["Put Audit"]),
         ]
     } else {
         vec![
             round(&["Head Lock"]),
             round(&["Put Snapshot"]),
             round(&["Delete Lock"]),
+            round(&["Put Audit"]),
         ]
     };
     let got: Vec<Vec<String>> = rounds.range(6..).map(|(_, v)| v.clone()).collect();
@@ -214,10 +217,12 @@ fn an_unchanged_backup_waits_on_eight_round_trips() {
     assert_eq!(counted.rounds(), 5 + rest.len() as u64);
 }
 
-/// A restore with a warm cache: the open's two rounds, then the data,
-/// all of it at once (a small tree: fewer reads than restore threads).
+/// A restore with a warm cache: the open's two rounds, the audit entry
+/// that records the access before any data is read, then the data, all
+/// of it at once (a small tree: fewer reads than restore threads), then
+/// the entry of its outcome.
 #[test]
-fn a_restore_waits_on_three_round_trips() {
+fn a_restore_waits_on_five_round_trips() {
     let f = Fixture::new();
     let warm = f
         .open(f.plain(), Prefetch::backup(), PASSWORD)
@@ -233,12 +238,14 @@ fn a_restore_waits_on_three_round_trips() {
     f.restore(&repo, &target);
     let rounds = by_round(&counted.take_seen());
     expect_open(&rounds, &["List Index", "List Snapshot"]);
-    let third = rounds.get(&3).cloned().unwrap_or_default();
+    assert_eq!(rounds.get(&3), Some(&round(&["Put Audit"])), "{rounds:#?}");
+    let data = rounds.get(&4).cloned().unwrap_or_default();
     assert!(
-        !third.is_empty() && third.iter().all(|r| r == "Get Pack"),
+        !data.is_empty() && data.iter().all(|r| r == "Get Pack"),
         "{rounds:#?}"
     );
-    assert_eq!(counted.rounds(), 3, "{rounds:#?}");
+    assert_eq!(rounds.get(&5), Some(&round(&["Put Audit"])), "{rounds:#?}");
+    assert_eq!(counted.rounds(), 5, "{rounds:#?}");
     for i in [0, 7, 19] {
         let name = format!("notes/n{i}.txt");
         let restored = target
