@@ -9,7 +9,7 @@ mod common;
 mod harness;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::*;
@@ -432,21 +432,6 @@ fn a_truncated_tail_is_named_by_the_witness_and_by_snapshots() {
     t.assert_broken(&[6], "witness");
 }
 
-/// `n` backups from one process, each of a directory of its own.
-fn backups(t: &Trail, cache: &Path, tag: &str, n: usize) -> std::process::Child {
-    let script = format!(
-        "for i in $(seq 1 {n}); do mkdir -p {dir}/$i && echo $i > {dir}/$i/f && {bin} backup -q {dir}/$i || exit 1; done",
-        dir = t.env.path(tag).display(),
-        bin = BIN,
-    );
-    t.cmd()
-        .env("HOLDFAST_CACHE_DIR", cache)
-        .args(["-c", &script])
-        .env("SHELL", "/bin/sh")
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[test]
 fn concurrent_writers_in_two_processes_keep_one_linear_chain() {
     let t = Trail::new();
@@ -484,7 +469,6 @@ fn concurrent_writers_in_two_processes_keep_one_linear_chain() {
         2 * n
     );
     t.assert_intact();
-    let _ = backups;
 }
 
 #[test]
