@@ -1,7 +1,6 @@
 //! `holdfast audit log|verify|export`: parse, call `holdfast_ops::audit`,
 //! print. The rules (what is checked, the export formats) live there.
 
-
 use anyhow::{Context, Result};
 use holdfast_ops::audit::{self as ops_audit, ExportFormat, LogFilter};
 use holdfast_repo::audit::Stored;

@@ -232,7 +232,11 @@ fn operations_are_recorded_with_actor_and_restores_name_what_and_where() {
     assert_eq!(t.log(&["--since", "2000-01-01T00:00:00Z"]).len(), 6);
     let bad_since = t.run(&["audit", "log", "--since", "yesterday"]);
     assert_ne!(bad_since.status.code(), Some(0));
-    assert!(stderr(&bad_since).contains("yesterday"), "{}", stderr(&bad_since));
+    assert!(
+        stderr(&bad_since).contains("yesterday"),
+        "{}",
+        stderr(&bad_since)
+    );
 
     // Text log: one line per entry, control characters escaped.
     let text_log = stdout(&t.ok(&["audit", "log"]));
@@ -457,7 +461,12 @@ fn concurrent_writers_in_two_processes_keep_one_linear_chain() {
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     let log = t.log(&[]);
-    assert_eq!(log.len(), 1 + 2 * n, "{}", serde_json::to_string(&log).unwrap());
+    assert_eq!(
+        log.len(),
+        1 + 2 * n,
+        "{}",
+        serde_json::to_string(&log).unwrap()
+    );
     for (i, e) in log.iter().enumerate() {
         assert_eq!(e["seq"], i as u64 + 1, "no gap, no duplicate");
         if i > 0 {
@@ -524,7 +533,10 @@ fn audit_trail_on_s3_appends_and_verifies() {
     // A second machine (no witness) appends after probing for the head.
     ok("c2", &["backup", src.to_str().unwrap()]);
     let out = env.path("out");
-    ok("c1", &["restore", "latest", "--target", out.to_str().unwrap()]);
+    ok(
+        "c1",
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    );
     let log: Vec<Value> =
         serde_json::from_slice(&ok("c2", &["audit", "log", "--json"]).stdout).unwrap();
     assert_eq!(

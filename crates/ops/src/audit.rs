@@ -36,8 +36,9 @@ pub use holdfast_repo::audit::{Entry, Head, Touched};
 
 /// Record `draft` at the end of the trail.
 pub fn record(repo: &Repository, draft: &Draft) -> Result<Stored> {
-    repo.audit_append(draft, None)
-        .map_err(|e| OpsError::from(e).context(format!("writing the audit entry of {}", draft.operation)))
+    repo.audit_append(draft, None).map_err(|e| {
+        OpsError::from(e).context(format!("writing the audit entry of {}", draft.operation))
+    })
 }
 
 /// Run `op` and record its outcome: `done` adds what it produced to the
@@ -71,7 +72,9 @@ pub(crate) fn record_failure(repo: &Repository, mut draft: Draft, err: OpsError)
     draft.error = Some(err.to_string());
     match record(repo, &draft) {
         Ok(_) => err,
-        Err(audit) => err.context(format!("(and its failure is not on the audit trail: {audit})")),
+        Err(audit) => err.context(format!(
+            "(and its failure is not on the audit trail: {audit})"
+        )),
     }
 }
 
@@ -196,7 +199,11 @@ pub fn entry_json(s: &Stored) -> Value {
 /// One CSV record (no line end) of an entry.
 pub fn csv_record(s: &Stored) -> String {
     let e = &s.entry;
-    let objects: Vec<String> = e.objects.iter().map(|t| format!("{}:{}", t.kind, t.id)).collect();
+    let objects: Vec<String> = e
+        .objects
+        .iter()
+        .map(|t| format!("{}:{}", t.kind, t.id))
+        .collect();
     let args = if e.args.is_empty() {
         String::new()
     } else {
@@ -216,11 +223,18 @@ pub fn csv_record(s: &Stored) -> String {
         signed.map(|m| m.signer.clone()).unwrap_or_default(),
         signed.map(|m| m.printed_name.clone()).unwrap_or_default(),
         signed.map(|m| m.meaning.clone()).unwrap_or_default(),
-        s.signature.as_ref().map(|l| l.signature.clone()).unwrap_or_default(),
+        s.signature
+            .as_ref()
+            .map(|l| l.signature.clone())
+            .unwrap_or_default(),
         e.prev.clone(),
         s.hash.clone(),
     ];
-    fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",")
+    fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A CSV field, quoted when it holds a comma, a quote, a line break or
@@ -258,7 +272,11 @@ pub fn export(
             ExportFormat::Csv => csv_record(s),
         };
         // CSV records end in CRLF (RFC 4180); JSON lines in LF.
-        let end = if format == ExportFormat::Csv { "\r\n" } else { "\n" };
+        let end = if format == ExportFormat::Csv {
+            "\r\n"
+        } else {
+            "\n"
+        };
         write!(out, "{line}{end}").map_err(io)?;
     }
     out.flush().map_err(io)?;

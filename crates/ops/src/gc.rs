@@ -44,12 +44,17 @@ pub fn gc(
     if let Some(a) = cfg.min_age {
         draft = draft.arg("min_age_seconds", a.as_secs());
     }
-    audit::audited(repo, draft, || run(repo, cfg, progress), |r, d| {
-        d.arg("packs_deleted", r.packs_deleted)
-            .arg("bytes_deleted", r.bytes_deleted)
-            .arg("packs_repacked", r.packs_repacked)
-            .arg("packs_kept_locked", r.packs_kept_locked)
-    })
+    audit::audited(
+        repo,
+        draft,
+        || run(repo, cfg, progress),
+        |r, d| {
+            d.arg("packs_deleted", r.packs_deleted)
+                .arg("bytes_deleted", r.bytes_deleted)
+                .arg("packs_repacked", r.packs_repacked)
+                .arg("packs_kept_locked", r.packs_kept_locked)
+        },
+    )
 }
 
 fn run(

@@ -43,9 +43,12 @@ pub struct AddedSlot {
 /// secret).
 pub fn add(repo: &Repository, slot: NewSlot) -> Result<AddedSlot> {
     let draft = describe(Draft::new("key add", Outcome::Success), &slot);
-    audit::audited(repo, draft, || add_slot(repo, slot), |a, d| {
-        d.touch("key", a.id.clone())
-    })
+    audit::audited(
+        repo,
+        draft,
+        || add_slot(repo, slot),
+        |a, d| d.touch("key", a.id.clone()),
+    )
 }
 
 /// The audit arguments of a new slot: its kind and label, no secret.
@@ -97,7 +100,8 @@ fn add_slot(repo: &Repository, slot: NewSlot) -> Result<AddedSlot> {
 /// Audited as `key change` (a password change), naming both slots.
 pub fn change(repo: &Repository, slot: NewSlot) -> Result<(AddedSlot, String)> {
     let old = repo.current_key().to_string();
-    let draft = describe(Draft::new("key change", Outcome::Success), &slot).touch("key", old.clone());
+    let draft =
+        describe(Draft::new("key change", Outcome::Success), &slot).touch("key", old.clone());
     audit::audited(
         repo,
         draft,

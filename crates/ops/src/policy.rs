@@ -299,27 +299,33 @@ pub fn apply_with(
     if !cfg.delete {
         return apply_unaudited(repo, cfg, holds);
     }
-    let mut draft = holdfast_repo::audit::Draft::new(
-        "policy apply",
-        holdfast_repo::audit::Outcome::Success,
-    )
-    .arg("at", cfg.plan.at.to_rfc3339());
+    let mut draft =
+        holdfast_repo::audit::Draft::new("policy apply", holdfast_repo::audit::Outcome::Success)
+            .arg("at", cfg.plan.at.to_rfc3339());
     let names: Vec<String> = cfg.plan.policies.iter().map(|p| p.name.clone()).collect();
     draft = draft.arg("policies", names);
-    crate::audit::audited(repo, draft, || apply_unaudited(repo, cfg, holds), |r, mut d| {
-        for a in &r.snapshots {
-            let what = match a.outcome {
-                Outcome::Purged => "purged",
-                Outcome::Archived => "archived",
-                _ => continue,
-            };
-            d = d.touch("snapshot", format!("{} ({what})", a.decision.snapshot));
-        }
-        for w in r.wal.iter().filter(|w| w.outcome == Outcome::Purged) {
-            d = d.touch("wal", format!("{}-{} (purged)", w.decision.cluster, w.decision.name));
-        }
-        d
-    })
+    crate::audit::audited(
+        repo,
+        draft,
+        || apply_unaudited(repo, cfg, holds),
+        |r, mut d| {
+            for a in &r.snapshots {
+                let what = match a.outcome {
+                    Outcome::Purged => "purged",
+                    Outcome::Archived => "archived",
+                    _ => continue,
+                };
+                d = d.touch("snapshot", format!("{} ({what})", a.decision.snapshot));
+            }
+            for w in r.wal.iter().filter(|w| w.outcome == Outcome::Purged) {
+                d = d.touch(
+                    "wal",
+                    format!("{}-{} (purged)", w.decision.cluster, w.decision.name),
+                );
+            }
+            d
+        },
+    )
 }
 
 fn apply_unaudited(

@@ -121,9 +121,14 @@ pub fn restore_logical(
         .touch("snapshot", snap.id.to_hex())
         .touch(
             "database",
-            opts.source_database.clone().unwrap_or_else(|| opts.database.clone()),
+            opts.source_database
+                .clone()
+                .unwrap_or_else(|| opts.database.clone()),
         )
-        .touch("target", format!("{} database {}", dsn.display(), opts.database));
+        .touch(
+            "target",
+            format!("{} database {}", dsn.display(), opts.database),
+        );
     audit::started(repo, &draft)?;
     audit::audited(
         repo,

@@ -19,7 +19,9 @@ pub fn index(repo: &Repository) -> Result<RepairReport> {
 /// Put misplaced snapshot objects back; move what cannot be placed to
 /// `lost+found/`.
 pub fn snapshots(repo: &Repository) -> Result<RepairReport> {
-    audited(repo, "repair snapshots", || Ok(repair::repair_snapshots(repo)?))
+    audited(repo, "repair snapshots", || {
+        Ok(repair::repair_snapshots(repo)?)
+    })
 }
 
 /// A repair with its audit entry: what it reindexed, removed and moved.

@@ -722,5 +722,8 @@ fn a_hold_placed_after_planning_stops_the_apply_before_any_delete() {
         (last.operation.as_str(), last.outcome.as_str()),
         ("policy apply", "failure")
     );
-    assert!(last.error.as_deref().is_some_and(|e| e.contains("CASE-LATE")));
+    assert!(last
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("CASE-LATE")));
 }

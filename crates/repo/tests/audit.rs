@@ -73,8 +73,8 @@ fn an_edit_resealed_with_the_key_breaks_the_chain_after_it() {
     e.operation = "backup".into();
     let plain = serde_json::to_vec(&e).unwrap();
     let name = entry_name(2);
-    let sealed = object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &plain)
-        .unwrap();
+    let sealed =
+        object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &plain).unwrap();
     std::fs::remove_file(entry_path(tmp.path(), 2)).unwrap();
     std::fs::write(entry_path(tmp.path(), 2), sealed).unwrap();
     let report = verify(&repo, &BTreeMap::new()).unwrap();
@@ -115,7 +115,9 @@ fn the_head_is_found_by_probing_and_a_hole_is_stepped_over() {
     let tmp = tempfile::tempdir().unwrap();
     let writer = create(tmp.path(), &rt);
     for n in 0..37 {
-        writer.audit_append(&draft(&format!("op {n}")), None).unwrap();
+        writer
+            .audit_append(&draft(&format!("op {n}")), None)
+            .unwrap();
     }
     // A fresh handle knows nothing: it probes.
     let head = open(tmp.path(), &rt).audit_head().unwrap().unwrap();
@@ -166,14 +168,18 @@ fn signatures_verify_and_a_changed_entry_wrong_key_or_unknown_signer_fail() {
     // A wrong key cannot sign as Jane.
     let (other, _) = SigningKey::generate().unwrap();
     let refused = repo.audit_append(&draft("hold release"), Some((&other, &jane, meaning)));
-    assert!(refused.unwrap_err().to_string().contains("not the key registered"));
+    assert!(refused
+        .unwrap_err()
+        .to_string()
+        .contains("not the key registered"));
 
     // Unknown signer: the record is gone from what verify is given.
     let report = verify(&repo, &BTreeMap::new()).unwrap();
-    assert!(report.problems[0].detail.contains("not a registered signer"));
+    assert!(report.problems[0]
+        .detail
+        .contains("not a registered signer"));
     // A signer registered under the name with another key.
-    let impostor: BTreeMap<String, Signer> =
-        [("jroe".to_string(), signer("jroe", &other))].into();
+    let impostor: BTreeMap<String, Signer> = [("jroe".to_string(), signer("jroe", &other))].into();
     let report = verify(&repo, &impostor).unwrap();
     assert!(!report.intact());
 
@@ -188,8 +194,8 @@ fn signatures_verify_and_a_changed_entry_wrong_key_or_unknown_signer_fail() {
         p
     };
     let name = entry_name(signed.entry.seq);
-    let sealed = object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &plain)
-        .unwrap();
+    let sealed =
+        object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &plain).unwrap();
     std::fs::remove_file(entry_path(tmp.path(), signed.entry.seq)).unwrap();
     std::fs::write(entry_path(tmp.path(), signed.entry.seq), sealed).unwrap();
     let report = verify(&repo, &signers).unwrap();
@@ -203,8 +209,8 @@ fn signatures_verify_and_a_changed_entry_wrong_key_or_unknown_signer_fail() {
     );
     // Its signature line removed: it claims a signer but carries none.
     let bare = serde_json::to_vec(&signed.entry).unwrap();
-    let sealed = object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &bare)
-        .unwrap();
+    let sealed =
+        object::seal_bound(repo.key(), Binding::new(ObjectKind::Audit, &name), &bare).unwrap();
     std::fs::remove_file(entry_path(tmp.path(), signed.entry.seq)).unwrap();
     std::fs::write(entry_path(tmp.path(), signed.entry.seq), sealed).unwrap();
     let report = verify(&repo, &signers).unwrap();

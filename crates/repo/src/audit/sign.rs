@@ -209,14 +209,21 @@ pub fn check(
     msg.extend_from_slice(body);
     UnparsedPublicKey::new(&ED25519, key)
         .verify(&msg, &sig)
-        .map_err(|_| format!("the signature does not verify with signer {:?}'s key", signer.name))
+        .map_err(|_| {
+            format!(
+                "the signature does not verify with signer {:?}'s key",
+                signer.name
+            )
+        })
 }
 
 /// The 32 bytes of an ed25519 public key file: PEM `PUBLIC KEY` or an
 /// OpenSSH `ssh-ed25519` line.
 pub fn parse_public_key(bytes: &[u8], what: &str) -> Result<[u8; 32]> {
     if bytes.len() > MAX_KEY_FILE {
-        return Err(RepoError::Invalid(format!("{what} is too large for a key file")));
+        return Err(RepoError::Invalid(format!(
+            "{what} is too large for a key file"
+        )));
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|_| RepoError::Invalid(format!("{what} is not a text key file")))?
@@ -274,15 +281,19 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
 /// The DER inside the one PEM block labelled `label`.
 fn pem_decode(bytes: &[u8], label: &str, what: &str) -> Result<Vec<u8>> {
     if bytes.len() > MAX_KEY_FILE {
-        return Err(RepoError::Invalid(format!("{what} is too large for a key file")));
+        return Err(RepoError::Invalid(format!(
+            "{what} is too large for a key file"
+        )));
     }
     let bad = |why: String| RepoError::Invalid(format!("{what}: {why}"));
     let text = std::str::from_utf8(bytes).map_err(|_| bad("not a text (PEM) file".into()))?;
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
-    let start = text
-        .find(&begin)
-        .ok_or_else(|| bad(format!("no {begin} line (an encrypted or other kind of key?)")))?;
+    let start = text.find(&begin).ok_or_else(|| {
+        bad(format!(
+            "no {begin} line (an encrypted or other kind of key?)"
+        ))
+    })?;
     let body = &text[start + begin.len()..];
     let stop = body
         .find(&end)
@@ -333,7 +344,10 @@ mod tests {
     fn public_key_files() {
         let (key, _) = SigningKey::generate().unwrap();
         let pem = key.public_pem();
-        assert_eq!(parse_public_key(pem.as_bytes(), "p").unwrap(), key.public_key());
+        assert_eq!(
+            parse_public_key(pem.as_bytes(), "p").unwrap(),
+            key.public_key()
+        );
         // The OpenSSH form of the same key.
         let mut blob = Vec::new();
         for part in [b"ssh-ed25519".as_slice(), key.public_key().as_slice()] {
@@ -344,7 +358,10 @@ mod tests {
             "ssh-ed25519 {} jane@host\n",
             base64::engine::general_purpose::STANDARD.encode(&blob)
         );
-        assert_eq!(parse_public_key(line.as_bytes(), "p").unwrap(), key.public_key());
+        assert_eq!(
+            parse_public_key(line.as_bytes(), "p").unwrap(),
+            key.public_key()
+        );
         for bad in [
             b"".as_slice(),
             b"ssh-rsa AAAA".as_slice(),
@@ -367,6 +384,9 @@ mod tests {
         let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
         let key = SigningKey::from_pem(pem.as_bytes(), "k").unwrap();
         let public = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n";
-        assert_eq!(parse_public_key(public.as_bytes(), "p").unwrap(), key.public_key());
+        assert_eq!(
+            parse_public_key(public.as_bytes(), "p").unwrap(),
+            key.public_key()
+        );
     }
 }

@@ -89,7 +89,10 @@ pub(crate) fn read_chain(repo: &Repository) -> Result<Chain> {
             Ok(s) if Some(s.entry.seq) == parse_name(&name) => chain.entries.push(s),
             Ok(s) => chain.unreadable.push((
                 key,
-                format!("holds entry number {} (moved within the trail)", s.entry.seq),
+                format!(
+                    "holds entry number {} (moved within the trail)",
+                    s.entry.seq
+                ),
             )),
             Err(e) => chain.unreadable.push((key, e.to_string())),
         }
@@ -112,7 +115,12 @@ pub fn verify(repo: &Repository, signers: &BTreeMap<String, Signer>) -> Result<R
     let mut report = check_chain(&chain, signers);
     report.snapshot_heads = snapshots.len();
     for (id, head) in &snapshots {
-        check_head(&chain, head, &format!("snapshot {}", id.short()), &mut report);
+        check_head(
+            &chain,
+            head,
+            &format!("snapshot {}", id.short()),
+            &mut report,
+        );
     }
     if let Some(w) = &witness {
         check_head(&chain, w, "this machine's witness", &mut report);
@@ -142,8 +150,11 @@ pub fn check_chain(chain: &Chain, signers: &BTreeMap<String, Signer>) -> Report 
     };
     for (key, why) in &chain.unreadable {
         let seq = key.strip_prefix("audit/").and_then(parse_name);
-        r.problems
-            .push(problem(seq, key.clone(), format!("cannot be opened: {why}")));
+        r.problems.push(problem(
+            seq,
+            key.clone(),
+            format!("cannot be opened: {why}"),
+        ));
     }
     // Gaps, as ranges (a forged huge number must not list billions).
     let mut expect = 1u64;
@@ -210,7 +221,10 @@ pub fn check_chain(chain: &Chain, signers: &BTreeMap<String, Signer>) -> Report 
                 None => r.problems.push(problem(
                     Some(e.seq),
                     key.clone(),
-                    format!("is signed by {:?}, who is not a registered signer", mark.signer),
+                    format!(
+                        "is signed by {:?}, who is not a registered signer",
+                        mark.signer
+                    ),
                 )),
                 Some(signer) => match sign::check(signer, mark, &s.body, line) {
                     Ok(()) => r.signatures += 1,

@@ -52,7 +52,10 @@ pub fn raise(root: &Path, id: &Id, head: &Head) {
 
 fn try_raise(root: &Path, id: &Id, head: &Head) -> std::io::Result<()> {
     let dir = root.join(DIR);
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
     let target = path(root, id);
     let lock = fs::OpenOptions::new()
         .create(true)
