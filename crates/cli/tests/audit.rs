@@ -208,11 +208,11 @@ fn operations_are_recorded_with_actor_and_restores_name_what_and_where() {
     assert_eq!(log[3]["actor"], "dr.jones@clinic.example");
     assert_eq!(log[4]["actor"], "dr.jones@clinic.example");
     // The backup names its paths and snapshot.
-    assert_eq!(touched(&log[1], "snapshot"), [snap.clone()]);
+    assert_eq!(touched(&log[1], "snapshot"), std::slice::from_ref(&snap));
     assert_eq!(touched(&log[1], "path"), [src.to_string()]);
     // PHI access: before the data, which snapshot, which paths, to where.
     for e in &log[3..5] {
-        assert_eq!(touched(e, "snapshot"), [snap.clone()]);
+        assert_eq!(touched(e, "snapshot"), std::slice::from_ref(&snap));
         assert_eq!(touched(e, "path"), [include.to_str().unwrap().to_string()]);
         assert_eq!(touched(e, "target"), [out.to_str().unwrap().to_string()]);
     }

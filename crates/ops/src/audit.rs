@@ -122,10 +122,14 @@ impl LogFilter {
     }
 }
 
+/// Entries, and the objects under `audit/` that could not be read
+/// (storage key, why).
+pub type Log = (Vec<Stored>, Vec<(String, String)>);
+
 /// The trail's entries that `filter` admits, in order, and the objects
 /// under `audit/` that could not be read (storage key, why): the log
 /// shows what it can; `audit verify` judges.
-pub fn log(repo: &Repository, filter: &LogFilter) -> Result<(Vec<Stored>, Vec<(String, String)>)> {
+pub fn log(repo: &Repository, filter: &LogFilter) -> Result<Log> {
     let chain = repo.audit_entries()?;
     let entries = chain
         .entries

@@ -379,7 +379,7 @@ impl Repository {
             }
             let stored = self.audit_read(lo)?.ok_or_else(|| {
                 RepoError::corrupt(
-                    &ObjectKind::Audit.key(&entry_name(lo)),
+                    ObjectKind::Audit.key(&entry_name(lo)),
                     "listed while searching for the head, then missing",
                 )
             })?;
@@ -447,10 +447,7 @@ impl Repository {
             };
             let body = serde_json::to_vec(&entry)
                 .map_err(|e| RepoError::Invalid(format!("cannot serialise: {e}")))?;
-            let signature = match signing {
-                Some((key, _, _)) => Some(key.sign_entry(&body)),
-                None => None,
-            };
+            let signature = signing.map(|(key, _, _)| key.sign_entry(&body));
             let mut plain = body.clone();
             if let Some(s) = &signature {
                 plain.push(b'\n');

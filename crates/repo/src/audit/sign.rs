@@ -74,7 +74,7 @@ impl Signer {
             .and_then(|v| <[u8; 32]>::try_from(v).ok());
         v.ok_or_else(|| {
             RepoError::corrupt(
-                &format!("signers/{}", self.name),
+                format!("signers/{}", self.name),
                 "public key is not 32 bytes of hex",
             )
         })
