@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 4 integrity problem (check found damage, or a restore left files out); 9 wal-fetch: WAL file not archived; \
 10 not a repository; \
 12 wrong password; 13 repository format newer than this holdfast; \
+20, 21, 22 drill run: a check failed, a target was missed, an error before every check could run; \
 130, 143 backup interrupted by SIGINT, SIGTERM (stored data kept for the next backup)."
 )]
 pub struct Cli {
@@ -171,6 +172,10 @@ pub enum Command {
     /// export for a SIEM).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Restore drills: run playbooks that restore into scratch targets,
+    /// check the data and time it against RTO and RPO (see README "DR drills").
+    #[command(subcommand)]
+    Drill(DrillCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +215,46 @@ pub struct AuditExportArgs {
     /// Only this operation.
     #[arg(long, value_name = "OP")]
     pub operation: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DrillCommand {
+    /// Check playbook files; every error names file, line and column (exit 2).
+    Validate {
+        /// Playbook files (`playbooks/*.toml`).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run a drill. Exit 0: every check passed and RTO and RPO were met;
+    /// 20: a check failed; 21: a target (RTO, RPO) was missed; 22: an
+    /// error before every check could run (also the timeout); 2: invalid
+    /// playbook; 130/143: interrupted (scratch targets torn down).
+    Run(DrillRunArgs),
+    /// Past drills with outcome, RTO and RPO, and the site RTO forecast.
+    History(DrillHistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillRunArgs {
+    /// The playbook (`playbooks/*.toml`).
+    pub playbook: PathBuf,
+    /// Write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
+    /// Seed for random picks the playbook gives no seed for (default:
+    /// drawn; always recorded in the report).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillHistoryArgs {
+    /// Only the most recent N drills.
+    #[arg(long, value_name = "N")]
+    pub last: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Unlock(a) => crate::locks::unlock(g, &rt, a),
         Command::Gc(a) => crate::gc::run(g, &rt, a),
         Command::Audit(c) => crate::audit::run(g, &rt, c),
+        Command::Drill(c) => crate::drill::run(g, &rt, c),
     }
 }
 

@@ -10,6 +10,7 @@ mod args;
 mod audit;
 mod bench;
 mod commands;
+mod drill;
 mod gc;
 mod identity;
 mod interrupt;
@@ -36,6 +37,13 @@ pub mod exit {
     pub const NOT_A_REPOSITORY: i32 = 10;
     pub const WRONG_PASSWORD: i32 = 12;
     pub const UNSUPPORTED_VERSION: i32 = 13;
+    /// `drill run`: a check failed (or data could not be restored).
+    pub const DRILL_CHECK_FAILED: i32 = 20;
+    /// `drill run`: every check passed but the RTO or RPO was missed.
+    pub const DRILL_TARGET_MISSED: i32 = 21;
+    /// `drill run`: an error before every check could run (no snapshot,
+    /// the repository cannot be opened, the restore failed, the timeout).
+    pub const DRILL_ERROR: i32 = 22;
 }
 
 fn main() {

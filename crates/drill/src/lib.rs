@@ -10,6 +10,7 @@
 
 pub mod duration;
 pub mod forecast;
+pub mod html;
 pub mod pick;
 pub mod playbook;
 pub mod report;

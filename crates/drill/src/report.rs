@@ -174,9 +174,13 @@ impl DrillReport {
         let checks: Vec<&CheckResult> = self.restores.iter().flat_map(|r| &r.checks).collect();
         let any_checked = !checks.is_empty();
         let restore_failed = self.restores.iter().any(|r| r.error.is_some());
-        self.outcome = if checks.iter().any(|c| !c.passed) {
+        // A drill stopped (timeout, signal) ends as an error whatever its
+        // checks said: the checks it stopped did not fail, they were cut.
+        self.outcome = if self.error.is_some() {
+            Outcome::Error
+        } else if checks.iter().any(|c| !c.passed) {
             Outcome::CheckFailed
-        } else if self.error.is_some() || restore_failed || !any_checked {
+        } else if restore_failed || !any_checked {
             Outcome::Error
         } else if !self.rto_met || !self.rpo_met {
             Outcome::TargetMissed

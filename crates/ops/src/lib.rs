@@ -15,6 +15,7 @@ pub mod archive;
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod drill;
 mod error;
 pub mod gc;
 pub mod init;

@@ -25,6 +25,7 @@ pub mod chunker;
 pub mod compress;
 pub mod config;
 pub mod crypto;
+pub mod drill;
 mod error;
 pub mod forget;
 pub mod gc;

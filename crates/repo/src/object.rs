@@ -87,6 +87,8 @@ fn kind_code(kind: ObjectKind) -> u8 {
         ObjectKind::LostFound => 9,
         ObjectKind::Tombstone => 10,
         ObjectKind::Verification => 11,
+        // 12 is the legal holds' (issue 10).
+        ObjectKind::Drill => 13,
     }
 }
 

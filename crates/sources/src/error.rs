@@ -52,6 +52,11 @@ pub enum SourceError {
     #[error("backup interrupted: {packs} pack(s) of data already stored were indexed and will be reused by the next backup; no snapshot was written")]
     Interrupted { packs: u64, stored: u64 },
 
+    /// A restore stopped on request (a drill's timeout or a signal); the
+    /// target holds part of the snapshot.
+    #[error("restore into {0} interrupted: the target holds part of the snapshot")]
+    RestoreInterrupted(PathBuf),
+
     #[error("path {0} is not in the snapshot")]
     NotInSnapshot(String),
 

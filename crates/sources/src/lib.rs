@@ -18,6 +18,7 @@ pub mod exclude;
 pub mod meta;
 pub mod restore;
 mod split;
+pub mod verify;
 pub mod walk;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -30,7 +30,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -114,6 +114,19 @@ pub struct RestoreOutcome {
     pub resumed: bool,
     /// Seconds spent waiting for packs to come back from archival storage.
     pub retrieval_seconds: f64,
+    /// Wall seconds of the phases: planning (trees read, layout), content
+    /// (packs fetched, opened, written; the retrieval wait included) and
+    /// finishing (links, metadata).
+    pub plan_seconds: f64,
+    pub content_seconds: f64,
+    pub finish_seconds: f64,
+    /// Thread-seconds the content workers spent fetching pack ranges,
+    /// decrypting and decompressing them, and writing files (summed over
+    /// the workers: they overlap, so they exceed the wall time). A drill
+    /// apportions the content phase's wall time by them.
+    pub download_busy_seconds: f64,
+    pub decode_busy_seconds: f64,
+    pub write_busy_seconds: f64,
     /// Files that could not be restored, with the reason.
     pub failed: Vec<String>,
     /// Metadata the target refused (extended attributes); the entries
@@ -151,16 +164,16 @@ fn leading_dirs(snap: &SnapshotEntry, target: &Path) -> HashSet<PathBuf> {
 }
 
 /// What the restore keeps of one tree node.
-struct Item {
-    path: PathBuf,
-    meta: Meta,
-    size: u64,
-    sparse: bool,
-    content: Vec<Id>,
+pub(crate) struct Item {
+    pub(crate) path: PathBuf,
+    pub(crate) meta: Meta,
+    pub(crate) size: u64,
+    pub(crate) sparse: bool,
+    pub(crate) content: Vec<Id>,
     /// `(dev, inode)` of a file with other hard links in the snapshot.
-    link_key: Option<(u64, u64)>,
+    pub(crate) link_key: Option<(u64, u64)>,
     /// Symlink target.
-    target: Vec<u8>,
+    pub(crate) target: Vec<u8>,
 }
 
 impl Item {
@@ -267,6 +280,7 @@ pub fn restore(
         .map_err(|e| holdfast_repo::RepoError::Invalid(format!("starting restore threads: {e}")))?;
 
     // 1. Plan.
+    let started = std::time::Instant::now();
     let items = cpu_pool.install(|| plan(repo, snap, target, opts))?;
     // The walk cached tree packs; the content phase no longer needs them.
     repo.release_tree_cache();
@@ -327,6 +341,8 @@ pub fn restore(
     } = layout;
 
     // 4. Content.
+    out.plan_seconds = started.elapsed().as_secs_f64();
+    let content_started = std::time::Instant::now();
     let uses = blob_uses(&index, &files, contents);
     let max_read = if repo.capabilities().parallelism > 2 {
         MAX_READ_REMOTE
@@ -337,6 +353,7 @@ pub fn restore(
     drop(index);
     let fatal: Mutex<Option<SourceError>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
+    let busy = Busy::default();
     let pool = Pool {
         repo,
         uses: &uses,
@@ -344,6 +361,7 @@ pub fn restore(
         fatal: &fatal,
         stop: &stop,
         progress,
+        busy: &busy,
     };
     // Packs in an archival storage class answer "archived": only those are
     // retrieved (RestoreObject, poll until readable; the wait is reported)
@@ -369,7 +387,16 @@ pub fn restore(
     if let Some(e) = fatal.into_inner().unwrap_or_else(|e| e.into_inner()) {
         return Err(e);
     }
+    if progress.stop_requested() {
+        return Err(SourceError::RestoreInterrupted(target.to_path_buf()));
+    }
     drop(uses);
+    out.content_seconds = content_started.elapsed().as_secs_f64();
+    let secs = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / 1e9;
+    out.download_busy_seconds = secs(&busy.download_ns);
+    out.decode_busy_seconds = secs(&busy.decode_ns);
+    out.write_busy_seconds = secs(&busy.write_ns);
+    let finish_started = std::time::Instant::now();
 
     // 5. Links and metadata, on a pool as wide as the content phase's.
     let xattrs = !opts.no_xattrs;
@@ -407,11 +434,12 @@ pub fn restore(
         // Everything is in place: this target no longer needs a resume.
         fs::remove_file(&marker_path).map_err(|e| SourceError::write(&marker_path, e))?;
     }
+    out.finish_seconds = finish_started.elapsed().as_secs_f64();
     Ok(out)
 }
 
 /// Walk the selected paths into compact items.
-fn plan(
+pub(crate) fn plan(
     repo: &Repository,
     snap: &SnapshotEntry,
     target: &Path,
@@ -586,36 +614,10 @@ fn verify_in_parallel(
     results.into_iter().map(AtomicBool::into_inner).collect()
 }
 
-/// True when the file at `item.path` is exactly the item's content: every
-/// blob-sized piece hashes to its blob id and nothing follows. Any doubt
-/// (a read error, a blob not in the index) is "no". Only a regular file
-/// itself counts: a symlink to a file with the right bytes is not a
-/// restored file (its target can change under it), so it is never followed.
+/// True when the file at `item.path` is exactly the item's content (see
+/// [`crate::verify`]); any doubt is "no".
 fn holds_content(repo: &Repository, index: &Index, item: &Item, buf: &mut Vec<u8>) -> bool {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut f) = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&item.path)
-    else {
-        return false;
-    };
-    if !f.metadata().is_ok_and(|m| m.is_file()) {
-        return false;
-    }
-    let mut total = 0u64;
-    for id in &item.content {
-        let Some(loc) = index.get(id) else {
-            return false;
-        };
-        buf.resize(loc.raw_len as usize, 0);
-        if f.read_exact(buf).is_err() || repo.key().blob_id(buf) != *id {
-            return false;
-        }
-        total += u64::from(loc.raw_len);
-    }
-    let mut one = [0u8; 1];
-    total == item.size && matches!(f.read(&mut one), Ok(0))
+    crate::verify::content_mismatch(repo, index, item, buf).is_none()
 }
 
 /// Entries laid out, waiting for content and metadata.
@@ -987,6 +989,22 @@ struct Pool<'a> {
     fatal: &'a Mutex<Option<SourceError>>,
     stop: &'a AtomicBool,
     progress: &'a Progress,
+    busy: &'a Busy,
+}
+
+/// Nanoseconds the content workers spent per stage, summed over workers.
+/// A pack range is fetched whole before its first region is opened, so
+/// the time to the first visit is the download (plus one region's
+/// opening, which is small beside a ranged read of up to 8 MiB).
+#[derive(Default)]
+struct Busy {
+    download_ns: AtomicU64,
+    decode_ns: AtomicU64,
+    write_ns: AtomicU64,
+}
+
+fn nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Pool<'_> {
@@ -1004,7 +1022,7 @@ impl Pool<'_> {
                 let archived = &archived;
                 s.spawn(move || {
                     for (pack, list) in rx {
-                        if self.stop.load(Ordering::Relaxed) {
+                        if self.stop.load(Ordering::Relaxed) || self.progress.stop_requested() {
                             break;
                         }
                         match self.fetch(pack, &list) {
@@ -1041,7 +1059,7 @@ impl Pool<'_> {
     }
 
     fn fetch(&self, pack: Id, list: &[usize]) -> Result<(), StorageError> {
-        let (uses, files, stop) = (self.uses, self.files, self.stop);
+        let (uses, files) = (self.uses, self.files);
         let index = self.repo.index();
         let mut wanted: Vec<(Id, BlobLocation)> = Vec::with_capacity(list.len());
         let mut located: Vec<usize> = Vec::with_capacity(list.len());
@@ -1060,38 +1078,63 @@ impl Pool<'_> {
         }
         drop(index);
         let mut next = located.iter();
-        self.repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
+        let started = std::time::Instant::now();
+        let mut first_visit: Option<std::time::Duration> = None;
+        let mut writing = std::time::Duration::ZERO;
+        let res = self.repo.visit_pack_blobs(pack, &wanted, &mut |_, res| {
             let Some(&ui) = next.next() else { return };
             let u = &uses[ui];
-            match res {
-                Ok(data) => {
-                    for (fi, off) in u.targets() {
-                        let f = &files[fi];
-                        if stop.load(Ordering::Relaxed) || f.has_failed() {
-                            continue;
-                        }
-                        if let Err(e) = write_at(&f.path, data, off, f.sparse) {
-                            let err = SourceError::write(&f.path, e);
-                            if matches!(err, SourceError::NoSpace { .. }) {
-                                stop.store(true, Ordering::Relaxed);
-                                let mut g = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
-                                g.get_or_insert(err);
-                                return;
-                            }
-                            f.fail(err.to_string());
-                            continue;
-                        }
-                        f.remaining.fetch_sub(data.len() as u64, Ordering::Relaxed);
-                        self.progress.add_bytes(data.len() as u64);
+            first_visit.get_or_insert_with(|| started.elapsed());
+            let write_started = std::time::Instant::now();
+            self.write_blob(u, res);
+            writing += write_started.elapsed();
+        });
+        let total = started.elapsed();
+        let download = first_visit.unwrap_or(total);
+        self.busy
+            .download_ns
+            .fetch_add(nanos(download), Ordering::Relaxed);
+        self.busy.decode_ns.fetch_add(
+            nanos(total.saturating_sub(download).saturating_sub(writing)),
+            Ordering::Relaxed,
+        );
+        self.busy
+            .write_ns
+            .fetch_add(nanos(writing), Ordering::Relaxed);
+        res
+    }
+
+    /// Write one visited blob to every file offset that needs it.
+    fn write_blob(&self, u: &BlobUse, res: holdfast_repo::Result<&[u8]>) {
+        let (files, stop) = (self.files, self.stop);
+        match res {
+            Ok(data) => {
+                for (fi, off) in u.targets() {
+                    let f = &files[fi];
+                    if stop.load(Ordering::Relaxed) || f.has_failed() {
+                        continue;
                     }
-                }
-                Err(e) => {
-                    for (fi, _) in u.targets() {
-                        files[fi].fail(e.to_string());
+                    if let Err(e) = write_at(&f.path, data, off, f.sparse) {
+                        let err = SourceError::write(&f.path, e);
+                        if matches!(err, SourceError::NoSpace { .. }) {
+                            stop.store(true, Ordering::Relaxed);
+                            let mut g = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+                            g.get_or_insert(err);
+                            return;
+                        }
+                        f.fail(err.to_string());
+                        continue;
                     }
+                    f.remaining.fetch_sub(data.len() as u64, Ordering::Relaxed);
+                    self.progress.add_bytes(data.len() as u64);
                 }
             }
-        })
+            Err(e) => {
+                for (fi, _) in u.targets() {
+                    files[fi].fail(e.to_string());
+                }
+            }
+        }
     }
 }
 

@@ -34,10 +34,13 @@ pub enum ObjectKind {
     /// Verification records: which snapshots a full read of their data (or
     /// a restore drill) found good.
     Verification,
+    /// Restore drill records: what a drill restored, measured and found,
+    /// write-once (`drills/<time>-<random>`).
+    Drill,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 11] = [
+    pub const ALL: [ObjectKind; 12] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -49,6 +52,7 @@ impl ObjectKind {
         ObjectKind::LostFound,
         ObjectKind::Tombstone,
         ObjectKind::Verification,
+        ObjectKind::Drill,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -65,6 +69,7 @@ impl ObjectKind {
             ObjectKind::LostFound => "lost+found",
             ObjectKind::Tombstone => "forgotten",
             ObjectKind::Verification => "verified",
+            ObjectKind::Drill => "drills",
         }
     }
 
@@ -97,6 +102,7 @@ impl ObjectKind {
             "lost+found" => ObjectKind::LostFound,
             "forgotten" => ObjectKind::Tombstone,
             "verified" => ObjectKind::Verification,
+            "drills" => ObjectKind::Drill,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -125,6 +131,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::LostFound => "lost+found",
             ObjectKind::Tombstone => "tombstone",
             ObjectKind::Verification => "verification",
+            ObjectKind::Drill => "drill",
         };
         f.write_str(s)
     }
