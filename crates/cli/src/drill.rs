@@ -189,6 +189,12 @@ fn drill_in_repo(
         record: true,
         host: holdfast_repo::hostname(),
         scratch_parent: std::env::temp_dir(),
+        rt: rt.handle().clone(),
+        pg_tools: holdfast_postgres::PgTools::discover_in(
+            std::env::var_os("HOLDFAST_PG_BINDIR").map(Into::into),
+            std::env::var_os("HOLDFAST_PG_DUMP").map(Into::into),
+        ),
+        pg_bindir: std::env::var_os("HOLDFAST_PG_BINDIR").map(Into::into),
     };
     Ok(ops_drill::run(&repo, &cfg)?)
 }

@@ -25,6 +25,7 @@ mod fstree;
 mod globals;
 pub mod logical;
 pub mod physical;
+pub mod scratch;
 mod sqltext;
 mod tool;
 pub mod wal;

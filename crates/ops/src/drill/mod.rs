@@ -11,6 +11,7 @@
 mod command;
 mod directory;
 mod history;
+mod postgres;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -55,6 +56,13 @@ pub struct DrillConfig {
     /// Where scratch directories go when the playbook names none (the
     /// caller's temporary directory).
     pub scratch_parent: PathBuf,
+    /// The runtime PostgreSQL connections run on (the repository's).
+    pub rt: tokio::runtime::Handle,
+    /// PostgreSQL: the client tools (`pg_restore`) for server targets, and
+    /// the directory of the server binaries for scratch clusters when the
+    /// playbook names none (default: the newest under /usr/lib/postgresql).
+    pub pg_tools: holdfast_postgres::PgTools,
+    pub pg_bindir: Option<PathBuf>,
 }
 
 /// A drill's report and what could not be recorded.
@@ -130,6 +138,9 @@ pub(crate) struct Ctx<'a> {
     pub seed: u64,
     pub started_at: DateTime<Utc>,
     pub scratch_parent: PathBuf,
+    pub rt: tokio::runtime::Handle,
+    pub pg_tools: holdfast_postgres::PgTools,
+    pub pg_bindir: Option<PathBuf>,
 }
 
 impl Ctx<'_> {
@@ -150,6 +161,9 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
         seed: cfg.seed,
         started_at: cfg.started_at,
         scratch_parent: cfg.scratch_parent.clone(),
+        rt: cfg.rt.clone(),
+        pg_tools: cfg.pg_tools.clone(),
+        pg_bindir: cfg.pg_bindir.clone(),
     };
     let mut restores = Vec::new();
     let mut snapshots: Vec<Id> = Vec::new();
@@ -348,10 +362,14 @@ fn run_restore(
         Target::Directory { path, parent, keep } => {
             directory::run(ctx, r, snap, path.clone(), parent.clone(), *keep, rep)
         }
-        Target::PostgresScratch { .. } | Target::PostgresServer { .. } => {
+        Target::PostgresScratch { bin_dir, parent } if r.snapshot.kind == "postgres-logical" => {
+            postgres::scratch(ctx, r, snap, bin_dir.clone(), parent.clone(), rep)
+        }
+        Target::PostgresServer { dsn } => postgres::server(ctx, r, snap, dsn, rep),
+        Target::PostgresScratch { .. } => {
             rep.error = Some(format!(
-                "target kind {} is not supported by this build yet",
-                r.target.kind()
+                "a {} snapshot in a postgres-scratch target is not supported by this build yet",
+                r.snapshot.kind
             ));
             None
         }

@@ -1,0 +1,368 @@
+//! `holdfast drill run` with PostgreSQL targets, against real clusters: a
+//! logical drill into a scratch cluster (SQL checks with values and
+//! bounds, row counts recorded at backup, amcheck, a command with the
+//! connection in its environment), a failing SQL check, a drill into an
+//! existing server that creates and drops its own database, and teardown
+//! that leaves no process, port or directory after SIGINT mid-restore and
+//! after a timeout.
+
+#[path = "../../postgres/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, PASSWORD};
+
+struct Site {
+    dir: tempfile::TempDir,
+    pg: Cluster,
+}
+
+impl Site {
+    /// A cluster with database `ehr` (`rows` patients) backed up
+    /// logically as source `ehr`.
+    fn new(rows: u64) -> Site {
+        let pg = Cluster::new("");
+        pg.psql("postgres", "CREATE DATABASE ehr");
+        pg.psql(
+            "ehr",
+            &format!(
+                "CREATE TABLE patients (id serial PRIMARY KEY, name text NOT NULL, notes text); \
+                 CREATE INDEX ON patients (name); \
+                 INSERT INTO patients (name, notes) SELECT 'patient ' || g, repeat(md5(g::text), 4) \
+                 FROM generate_series(1, {rows}) g; \
+                 CREATE TABLE visits (id serial PRIMARY KEY, patient int REFERENCES patients); \
+                 INSERT INTO visits (patient) SELECT 1 + g % 10 FROM generate_series(1, 77) g;"
+            ),
+        );
+        let dir = common::shared_tempdir();
+        std::fs::write(dir.path().join("pw"), "drill repo password").unwrap();
+        common::shared_repo_dir(&dir.path().join("repo"));
+        std::fs::create_dir(dir.path().join("scratch")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("scratch"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let s = Site { dir, pg };
+        ok(
+            &s.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]),
+            "init",
+        );
+        let dsn = s.pg_dsn();
+        ok(
+            &s.run(&[
+                "backup",
+                "--source",
+                "ehr",
+                "--postgres",
+                &dsn,
+                "--database",
+                "ehr",
+            ]),
+            "backup",
+        );
+        s
+    }
+
+    fn pg_dsn(&self) -> String {
+        format!(
+            "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+            self.pg.port
+        )
+    }
+
+    fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        c.env("HOLDFAST_REPOSITORY", self.dir.path().join("repo"))
+            .env("HOLDFAST_PASSWORD_FILE", self.dir.path().join("pw"))
+            .env("HOLDFAST_PG_BINDIR", common::BIN)
+            .env("TMPDIR", self.scratch())
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run holdfast")
+    }
+
+    fn playbook(&self, body: &str) -> PathBuf {
+        let p = self.dir.path().join("pb.toml");
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    fn drill(&self, pb: &Path) -> (Output, serde_json::Value) {
+        let report = self.dir.path().join("report.json");
+        let _ = std::fs::remove_file(&report);
+        let out = self
+            .cmd()
+            .args(["drill".as_ref(), "run".as_ref(), pb.as_os_str()])
+            .arg("--report-json")
+            .arg(&report)
+            .output()
+            .unwrap();
+        let v = std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        (out, v)
+    }
+
+    /// Nothing of a scratch cluster is left: no directory, no process
+    /// running from one, and the port it used is free.
+    fn assert_torn_down(&self, port: Option<u16>) {
+        let left: Vec<_> = std::fs::read_dir(self.scratch())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "scratch left behind: {left:?}");
+        let ps = Command::new("pgrep")
+            .args(["-f", &self.scratch().display().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            ps.stdout.is_empty(),
+            "processes left: {}",
+            String::from_utf8_lossy(&ps.stdout)
+        );
+        if let Some(port) = port {
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+                "port {port} still accepts connections"
+            );
+        }
+    }
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn port_of(report: &serde_json::Value) -> Option<u16> {
+    let loc = report["restores"][0]["location"].as_str()?;
+    loc.strip_prefix("127.0.0.1:")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn scratch_playbook(checks: &str, objectives: &str) -> String {
+    format!(
+        r#"name = "weekly-ehr"
+[snapshot]
+source = "ehr"
+pick = "latest"
+[target]
+kind = "postgres-scratch"
+{checks}
+[objectives]
+{objectives}
+"#
+    )
+}
+
+const CHECKS: &str = r#"
+[[check]]
+kind = "sql"
+name = "patients present"
+query = "SELECT count(*) FROM patients"
+min = 100
+[[check]]
+kind = "sql"
+query = "SELECT count(*) FROM visits"
+expect = 77
+[[check]]
+kind = "row-counts"
+[[check]]
+kind = "amcheck"
+[[check]]
+kind = "command"
+run = ["sh", "-c", "psql -X -A -t -c 'SELECT count(*) FROM visits' && test \"$PGDATABASE\" = ehr && test -n \"$HOLDFAST_DRILL_DSN\""]
+"#;
+
+#[test]
+fn logical_drill_into_a_scratch_cluster() {
+    let s = Site::new(2000);
+    let pb = s.playbook(&scratch_playbook(CHECKS, "rto = \"15m\"\nrpo = \"1d\""));
+    let (out, r) = s.drill(&pb);
+    let text = ok(&out, "drill");
+    assert_eq!(r["outcome"], "passed", "{text}");
+    let checks = r["restores"][0]["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 5, "{checks:?}");
+    assert!(checks.iter().all(|c| c["passed"] == true), "{checks:#?}");
+    let rc = checks.iter().find(|c| c["kind"] == "row-counts").unwrap();
+    assert!(
+        rc["detail"].as_str().unwrap().starts_with("2 table(s)"),
+        "{rc}"
+    );
+    let am = checks.iter().find(|c| c["kind"] == "amcheck").unwrap();
+    assert!(am["detail"].as_str().unwrap().contains("index"), "{am}");
+    let cmd = checks.iter().find(|c| c["kind"] == "command").unwrap();
+    assert!(cmd["detail"].as_str().unwrap().contains("77"), "{cmd}");
+    let phases: Vec<&str> = r["restores"][0]["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in ["open", "server start", "restore", "checks", "teardown"] {
+        assert!(phases.contains(&p), "{p} missing from {phases:?}");
+    }
+    assert!(r["verification_record"].is_string());
+    s.assert_torn_down(port_of(&r));
+}
+
+#[test]
+fn failing_sql_check_exits_20_and_tears_down() {
+    let s = Site::new(300);
+    let checks = "[[check]]\nkind = \"sql\"\nquery = \"SELECT count(*) FROM patients\"\nmax = 10\n";
+    let pb = s.playbook(&scratch_playbook(checks, "rto = \"15m\"\nrpo = \"1d\""));
+    let (out, r) = s.drill(&pb);
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let c = &r["restores"][0]["checks"][0];
+    assert_eq!(c["passed"], false);
+    assert_eq!(c["detail"], "returned 300, expected at most 10");
+    s.assert_torn_down(port_of(&r));
+    // A query error is a failed check too, with PostgreSQL's message.
+    let checks =
+        "[[check]]\nkind = \"sql\"\nquery = \"SELECT count(*) FROM no_such_table\"\nexpect = 0\n";
+    let pb = s.playbook(&scratch_playbook(checks, "rto = \"15m\"\nrpo = \"1d\""));
+    let (out, r) = s.drill(&pb);
+    assert_eq!(out.status.code(), Some(20));
+    let d = r["restores"][0]["checks"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(d.contains("no_such_table"), "{d}");
+    s.assert_torn_down(port_of(&r));
+}
+
+#[test]
+fn drill_into_an_existing_server_drops_its_database() {
+    let s = Site::new(500);
+    let body = format!(
+        r#"name = "ehr-on-staging"
+[snapshot]
+source = "ehr"
+[target]
+kind = "postgres-server"
+dsn = "{}"
+[[check]]
+kind = "row-counts"
+[[check]]
+kind = "sql"
+query = "SELECT count(*) FROM patients"
+expect = 500
+[objectives]
+rto = "15m"
+rpo = "1d"
+"#,
+        s.pg_dsn()
+    );
+    let pb = s.playbook(&body);
+    let (out, r) = s.drill(&pb);
+    ok(&out, "drill");
+    assert_eq!(r["outcome"], "passed");
+    let dbs = s.pg.psql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database",
+    );
+    assert!(
+        !dbs.contains("holdfast_drill"),
+        "the drill's database was left: {dbs}"
+    );
+    assert!(dbs.contains("ehr"));
+}
+
+/// Start a drill, wait until its scratch server runs, give the restore a
+/// moment, and send `sig`.
+fn interrupt_mid_restore(s: &Site, pb: &Path, sig: i32) -> Output {
+    let child = s
+        .cmd()
+        .args(["drill".as_ref(), "run".as_ref(), pb.as_os_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let running = std::fs::read_dir(s.scratch())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.path().join("data/postmaster.pid").exists());
+        if running {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scratch server never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sigint_mid_restore_leaves_nothing() {
+    let s = Site::new(300_000);
+    let pb = s.playbook(&scratch_playbook(CHECKS, "rto = \"15m\"\nrpo = \"1d\""));
+    let out = interrupt_mid_restore(&s, &pb, libc::SIGINT);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("interrupted"), "{text}");
+    s.assert_torn_down(None);
+    let out = interrupt_mid_restore(&s, &pb, libc::SIGTERM);
+    assert_eq!(out.status.code(), Some(143));
+    s.assert_torn_down(None);
+}
+
+#[test]
+fn timeout_mid_restore_leaves_nothing() {
+    let s = Site::new(300_000);
+    let pb = s.playbook(&scratch_playbook(
+        CHECKS,
+        "rto = \"1s\"\nrpo = \"1d\"\ntimeout = \"2s\"",
+    ));
+    let started = Instant::now();
+    let (out, r) = s.drill(&pb);
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(22),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(r["error"].as_str().unwrap().contains("timed out"), "{r}");
+    s.assert_torn_down(port_of(&r));
+}

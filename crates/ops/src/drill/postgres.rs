@@ -1,0 +1,559 @@
+//! Drills of logical PostgreSQL snapshots: into a scratch cluster the
+//! drill creates (`initdb` on a free port) and always tears down, or into
+//! an existing server where the drill creates and drops its own database.
+//! Checks: SQL queries with expected values or bounds, row counts against
+//! those the backup recorded, `amcheck`, commands.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use holdfast_drill::{Check, CheckResult, Expect, Phase, Restore, RestoreReport};
+use holdfast_postgres::scratch::{self, ScratchCluster};
+use holdfast_postgres::{self as pg, Dsn, LogicalRestoreOptions};
+use holdfast_repo::snapshot::SnapshotEntry;
+
+use super::{command, Ctx, Teardown};
+
+impl Teardown for ScratchCluster {
+    fn teardown(mut self: Box<Self>) -> std::result::Result<(), String> {
+        ScratchCluster::teardown(&mut self).map_err(|e| e.to_string())
+    }
+}
+
+/// A database the drill created on an existing server: dropped at
+/// teardown (or when dropped).
+struct DrillDatabase {
+    admin: Dsn,
+    name: String,
+    rt: tokio::runtime::Handle,
+    done: bool,
+}
+
+impl DrillDatabase {
+    fn drop_it(&mut self) -> std::result::Result<(), String> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        let c = self.admin.connect(&self.rt).map_err(|e| e.to_string())?;
+        self.rt
+            .block_on(c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&self.name)
+            )))
+            .map_err(|e| format!("dropping the drill's database {}: {e}", self.name))
+    }
+}
+
+impl Teardown for DrillDatabase {
+    fn teardown(mut self: Box<Self>) -> std::result::Result<(), String> {
+        self.drop_it()
+    }
+}
+
+impl Drop for DrillDatabase {
+    fn drop(&mut self) {
+        let _ = self.drop_it();
+    }
+}
+
+pub(crate) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// While `f` runs, a stop request runs `on_stop` (which makes `f` fail
+/// fast: the scratch server is stopped under the running restore).
+fn stoppable<T>(ctx: &Ctx<'_>, on_stop: &(dyn Fn() + Sync), f: impl FnOnce() -> T) -> T {
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                if ctx.stopped() {
+                    on_stop();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+        });
+        let out = f();
+        finished.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+/// The databases of a logical snapshot, by name.
+fn databases(snap: &SnapshotEntry) -> Result<Vec<String>, String> {
+    let dbs = pg::logical::snapshot_databases(&snap.snapshot).map_err(|e| e.to_string())?;
+    if dbs.is_empty() {
+        return Err(format!("snapshot {} holds no database", snap.id.short()));
+    }
+    Ok(dbs.into_keys().collect())
+}
+
+/// Restore `snap` into a new scratch cluster and check it.
+pub(crate) fn scratch(
+    ctx: &Ctx<'_>,
+    r: &Restore,
+    snap: &SnapshotEntry,
+    bin_dir: Option<PathBuf>,
+    parent: Option<PathBuf>,
+    rep: &mut RestoreReport,
+) -> Option<Box<dyn Teardown>> {
+    let started = Instant::now();
+    let bindir = match scratch::server_bindir(bin_dir.as_deref().or(ctx.pg_bindir.as_deref())) {
+        Ok(b) => b,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return None;
+        }
+    };
+    let parent = parent.unwrap_or_else(|| ctx.scratch_parent.clone());
+    let mut cluster = match ScratchCluster::prepare(&bindir, &parent, &r.label) {
+        Ok(c) => c,
+        Err(e) => {
+            rep.error = Some(format!("creating the scratch cluster: {e}"));
+            return None;
+        }
+    };
+    let up = cluster
+        .initdb()
+        .and_then(|()| cluster.configure(""))
+        .and_then(|()| cluster.start());
+    rep.location = format!("127.0.0.1:{} ({})", cluster.port, cluster.root.display());
+    let mut phase = Phase::new("server start", started.elapsed().as_secs_f64());
+    phase.note = Some("initdb and start of the scratch cluster".into());
+    rep.phases.push(phase);
+    if let Err(e) = up {
+        rep.error = Some(format!("starting the scratch cluster: {e}"));
+        return Some(Box::new(cluster));
+    }
+    let admin = match cluster.dsn("postgres") {
+        Ok(d) => d,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return Some(Box::new(cluster));
+        }
+    };
+    let tools = pg::PgTools::in_dir(&bindir);
+    let opts = |db: &str| LogicalRestoreOptions {
+        source_database: Some(db.to_string()),
+        // A fresh cluster lacks the snapshot's roles: create them first.
+        with_globals: snap_has_globals(ctx, snap),
+        jobs: 2,
+        tools: tools.clone(),
+        temp_dir: Some(cluster.root.clone()),
+        ..LogicalRestoreOptions::new(db)
+    };
+    let stop_server = || cluster.stop_now();
+    let restored = stoppable(ctx, &stop_server, || {
+        restore_all(ctx, snap, &admin, &opts, rep)
+    });
+    let dbs = match restored {
+        Ok(d) => d,
+        Err(e) => {
+            rep.error = Some(if ctx.stopped() {
+                "the restore was stopped".to_string()
+            } else {
+                e
+            });
+            return Some(Box::new(cluster));
+        }
+    };
+    let env = pg_env(
+        &cluster.dsn_string(&dbs.first_db),
+        cluster.port,
+        &cluster.password,
+        &dbs.first_db,
+    );
+    run_checks(ctx, r, &admin, &dbs, &env, rep);
+    Some(Box::new(cluster))
+}
+
+/// Restore `snap` into a database of its own on the server `dsn` and
+/// check it; the database is dropped afterwards.
+pub(crate) fn server(
+    ctx: &Ctx<'_>,
+    r: &Restore,
+    snap: &SnapshotEntry,
+    dsn: &str,
+    rep: &mut RestoreReport,
+) -> Option<Box<dyn Teardown>> {
+    let admin = match Dsn::parse(dsn) {
+        Ok(d) => d,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return None;
+        }
+    };
+    let names = match databases(snap) {
+        Ok(n) => n,
+        Err(e) => {
+            rep.error = Some(e);
+            return None;
+        }
+    };
+    if names.len() != 1 {
+        rep.error = Some(format!(
+            "snapshot {} holds {} databases; a postgres-server drill restores one (use postgres-scratch for several)",
+            snap.id.short(),
+            names.len()
+        ));
+        return None;
+    }
+    let name = format!(
+        "holdfast_drill_{:08x}",
+        (ctx.seed ^ u64::from(std::process::id()).rotate_left(17)) as u32
+    );
+    rep.location = format!("{} database {name}", admin.display());
+    let tools = ctx.pg_tools.clone();
+    let source = names[0].clone();
+    let opts = LogicalRestoreOptions {
+        source_database: Some(source.clone()),
+        // An existing server has its own roles: restore without them.
+        no_owner: true,
+        no_acl: true,
+        tools,
+        ..LogicalRestoreOptions::new(name.clone())
+    };
+    let guard = DrillDatabase {
+        admin: admin.clone(),
+        name: name.clone(),
+        rt: ctx.rt.clone(),
+        done: false,
+    };
+    let started = Instant::now();
+    let res = pg::restore_logical(ctx.repo, &ctx.rt, snap, &admin, &opts);
+    let report = match res {
+        Ok(r) => r,
+        Err(e) => {
+            rep.error = Some(format!("restoring snapshot {}: {e}", snap.id.short()));
+            return Some(Box::new(guard));
+        }
+    };
+    let mut phase = Phase::new("restore", started.elapsed().as_secs_f64());
+    phase.bytes = Some(report.bytes);
+    phase.note = Some("pg_restore into the drill's own database".into());
+    rep.phases.push(phase);
+    rep.bytes = report.bytes;
+    let dbs = Restored {
+        first_db: name.clone(),
+        expected: BTreeMap::from([(name.clone(), report.expected_row_counts)]),
+    };
+    let db_dsn = admin.with_dbname(&name);
+    let env = vec![
+        ("HOLDFAST_DRILL_DATABASE".to_string(), name.clone()),
+        ("PGDATABASE".to_string(), name.clone()),
+    ]
+    .into_iter()
+    .chain(db_dsn.tool_env())
+    .collect::<Vec<_>>();
+    run_checks(ctx, r, &admin, &dbs, &env, rep);
+    Some(Box::new(guard))
+}
+
+fn snap_has_globals(ctx: &Ctx<'_>, snap: &SnapshotEntry) -> bool {
+    ctx.repo
+        .load_tree(&snap.snapshot.tree)
+        .map(|t| t.find(b"globals.sql").is_some())
+        .unwrap_or(false)
+}
+
+/// What was restored: the database checks run in, and each database's
+/// row counts recorded at backup.
+struct Restored {
+    first_db: String,
+    expected: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn restore_all(
+    ctx: &Ctx<'_>,
+    snap: &SnapshotEntry,
+    admin: &Dsn,
+    opts: &dyn Fn(&str) -> LogicalRestoreOptions,
+    rep: &mut RestoreReport,
+) -> Result<Restored, String> {
+    let names = databases(snap)?;
+    let started = Instant::now();
+    let mut expected = BTreeMap::new();
+    let mut bytes = 0;
+    for (i, db) in names.iter().enumerate() {
+        let mut o = opts(db);
+        // Globals once, with the first database.
+        o.with_globals = o.with_globals && i == 0;
+        let report = pg::restore_logical(ctx.repo, &ctx.rt, snap, admin, &o).map_err(|e| {
+            format!(
+                "restoring database {db} of snapshot {}: {e}",
+                snap.id.short()
+            )
+        })?;
+        bytes += report.bytes;
+        expected.insert(db.clone(), report.expected_row_counts);
+    }
+    let mut phase = Phase::new("restore", started.elapsed().as_secs_f64());
+    phase.bytes = Some(bytes);
+    phase.note = Some("pg_restore -j2: download, decrypt and decompress stream into it".into());
+    rep.phases.push(phase);
+    rep.bytes = bytes;
+    Ok(Restored {
+        first_db: names.first().cloned().unwrap_or_default(),
+        expected,
+    })
+}
+
+/// The environment of a command check on a PostgreSQL target.
+fn pg_env(dsn: &str, port: u16, password: &str, db: &str) -> Vec<(String, String)> {
+    vec![
+        ("HOLDFAST_DRILL_DSN".into(), dsn.into()),
+        ("HOLDFAST_DRILL_DATABASE".into(), db.into()),
+        ("PGHOST".into(), "127.0.0.1".into()),
+        ("PGPORT".into(), port.to_string()),
+        ("PGUSER".into(), "postgres".into()),
+        ("PGPASSWORD".into(), password.into()),
+        ("PGDATABASE".into(), db.into()),
+    ]
+}
+
+fn run_checks(
+    ctx: &Ctx<'_>,
+    r: &Restore,
+    admin: &Dsn,
+    dbs: &Restored,
+    env: &[(String, String)],
+    rep: &mut RestoreReport,
+) {
+    let started = Instant::now();
+    let dsn = admin.with_dbname(&dbs.first_db);
+    for check in &r.checks {
+        if ctx.stopped() {
+            break;
+        }
+        let t = Instant::now();
+        let (kind, name, res) = match check {
+            Check::Sql {
+                name,
+                query,
+                expect,
+            } => ("sql", name.clone(), sql_check(ctx, &dsn, query, expect)),
+            Check::RowCounts { tables } => (
+                "row-counts",
+                "row counts match those recorded at backup".to_string(),
+                row_counts(ctx, admin, dbs, tables),
+            ),
+            Check::Amcheck => (
+                "amcheck",
+                "bt_index_check on every B-tree index".to_string(),
+                amcheck(ctx, &dsn),
+            ),
+            Check::Command { name, run, timeout } => {
+                let env: Vec<(&str, &std::ffi::OsStr)> = env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), std::ffi::OsStr::new(v.as_str())))
+                    .collect();
+                rep.checks
+                    .push(command::run(ctx, name, run, *timeout, &env));
+                continue;
+            }
+            other => (
+                other.kind(),
+                other.kind().to_string(),
+                Err(format!(
+                    "a {} check does not apply to this target",
+                    other.kind()
+                )),
+            ),
+        };
+        let (passed, detail) = match res {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        rep.checks.push(CheckResult {
+            kind: kind.into(),
+            name,
+            passed,
+            detail,
+            seconds: t.elapsed().as_secs_f64(),
+        });
+    }
+    rep.phases
+        .push(Phase::new("checks", started.elapsed().as_secs_f64()));
+}
+
+/// The single value `query` returns, as text (`None` for NULL).
+fn one_value(ctx: &Ctx<'_>, dsn: &Dsn, query: &str) -> Result<Option<String>, String> {
+    let c = dsn.connect(&ctx.rt).map_err(|e| e.to_string())?;
+    let msgs = ctx
+        .rt
+        .block_on(c.simple_query(query))
+        .map_err(|e| format!("the query failed: {}", pg_error_text(&e)))?;
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    match rows.as_slice() {
+        [row] if row.len() == 1 => Ok(row.get(0).map(str::to_string)),
+        [row] => Err(format!(
+            "the query returned {} columns; a check needs one value",
+            row.len()
+        )),
+        rows => Err(format!(
+            "the query returned {} rows; a check needs one value",
+            rows.len()
+        )),
+    }
+}
+
+fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    }
+}
+
+fn sql_check(ctx: &Ctx<'_>, dsn: &Dsn, query: &str, expect: &Expect) -> Result<String, String> {
+    let v = one_value(ctx, dsn, query)?;
+    let shown = v.clone().unwrap_or_else(|| "NULL".into());
+    match expect {
+        Expect::Equals(want) => {
+            if v.as_deref() == Some(want.as_str()) {
+                Ok(format!("returned {shown}, as expected"))
+            } else {
+                Err(format!("returned {shown}, expected {want}"))
+            }
+        }
+        Expect::Between { min, max } => {
+            let n: f64 = v
+                .as_deref()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| format!("returned {shown}, which is not a number"))?;
+            let bounds = match (min, max) {
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => "any number".into(),
+            };
+            if min.is_none_or(|a| n >= a) && max.is_none_or(|b| n <= b) {
+                Ok(format!("returned {shown}, {bounds}"))
+            } else {
+                Err(format!("returned {shown}, expected {bounds}"))
+            }
+        }
+    }
+}
+
+fn row_counts(
+    ctx: &Ctx<'_>,
+    admin: &Dsn,
+    dbs: &Restored,
+    tables: &[String],
+) -> Result<String, String> {
+    let mut differ = Vec::new();
+    let mut compared = 0;
+    let mut recorded_any = false;
+    for (db, expected) in &dbs.expected {
+        if expected.is_empty() {
+            continue;
+        }
+        recorded_any = true;
+        let actual = pg::table_row_counts(&ctx.rt, admin, db).map_err(|e| e.to_string())?;
+        for (table, want) in expected {
+            if !tables.is_empty()
+                && !tables
+                    .iter()
+                    .any(|t| t == table || t == &format!("{db}.{table}"))
+            {
+                continue;
+            }
+            compared += 1;
+            match actual.get(table) {
+                Some(got) if got == want => {}
+                Some(got) => differ.push(format!("{db}.{table}: {got} rows, {want} at backup")),
+                None => differ.push(format!("{db}.{table}: missing (had {want} rows at backup)")),
+            }
+        }
+    }
+    if !recorded_any {
+        return Err(
+            "the snapshot recorded no row counts (a backup made before they were recorded)".into(),
+        );
+    }
+    for t in tables {
+        let found = dbs
+            .expected
+            .iter()
+            .any(|(db, e)| e.contains_key(t) || e.keys().any(|k| &format!("{db}.{k}") == t));
+        if !found {
+            differ.push(format!("{t}: no row count was recorded at backup"));
+        }
+    }
+    if differ.is_empty() {
+        Ok(format!(
+            "{compared} table(s) have the rows recorded at backup"
+        ))
+    } else {
+        differ.sort();
+        let n = differ.len();
+        differ.truncate(20);
+        Err(format!("{n} table(s) differ: {}", differ.join("; ")))
+    }
+}
+
+fn amcheck(ctx: &Ctx<'_>, dsn: &Dsn) -> Result<String, String> {
+    let c = dsn.connect(&ctx.rt).map_err(|e| e.to_string())?;
+    let available = ctx
+        .rt
+        .block_on(c.query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'amcheck'",
+            &[],
+        ))
+        .map_err(|e| pg_error_text(&e))?
+        .is_some();
+    if !available {
+        return Ok("skipped: the amcheck extension is not available on this server".into());
+    }
+    ctx.rt
+        .block_on(c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck"))
+        .map_err(|e| format!("creating the amcheck extension: {}", pg_error_text(&e)))?;
+    let rows = ctx
+        .rt
+        .block_on(c.query(
+            "SELECT c.oid, n.nspname::text || '.' || c.relname::text FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE am.amname = 'btree' AND i.indisvalid AND i.indisready \
+             AND c.relpersistence <> 't' ORDER BY 2",
+            &[],
+        ))
+        .map_err(|e| pg_error_text(&e))?;
+    let mut bad = Vec::new();
+    for row in &rows {
+        if ctx.stopped() {
+            return Err("stopped with the drill".into());
+        }
+        let oid: u32 = row.get(0);
+        let name: String = row.get(1);
+        if let Err(e) = ctx
+            .rt
+            .block_on(c.execute("SELECT bt_index_check($1::oid::regclass)", &[&oid]))
+        {
+            bad.push(format!("{name}: {}", pg_error_text(&e)));
+        }
+    }
+    if bad.is_empty() {
+        Ok(format!(
+            "{} B-tree index(es) checked: no corruption found",
+            rows.len()
+        ))
+    } else {
+        Err(format!(
+            "{} of {} index(es) failed: {}",
+            bad.len(),
+            rows.len(),
+            bad.join("; ")
+        ))
+    }
+}
