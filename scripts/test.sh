@@ -13,6 +13,8 @@ command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v setfattr >/dev/null || need_apt+=(attr)
 command -v setfacl >/dev/null || need_apt+=(acl)
 command -v setcap >/dev/null || need_apt+=(libcap2-bin)
+# The drill report test renders the HTML report in headless Chromium.
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "need root to install: ${need_apt[*]}" >&2

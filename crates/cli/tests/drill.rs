@@ -417,3 +417,123 @@ fn shipped_playbooks_are_valid() {
     let out = env.run(&args);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
 }
+
+/// Run headless Chromium with `args` and a profile of its own.
+fn chromium(profile: &Path, args: &[&str]) -> Output {
+    let out = std::process::Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium is needed for the report test: apt-get install chromium (scripts/test.sh does)");
+    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
+    out
+}
+
+/// The width in a PNG's header.
+fn png_width(png: &[u8]) -> u32 {
+    assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "not a PNG");
+    let w = png.get(16..20).expect("IHDR");
+    u32::from_be_bytes([w[0], w[1], w[2], w[3]])
+}
+
+#[test]
+fn html_report_renders_in_chromium() {
+    let d = Drill::new();
+    let checks = format!("{FILES}[[check]]\nkind = \"command\"\nname = \"<script>alert(1)</script>\"\nrun = \"true\"\n");
+    let pb = d.playbook("pb.toml", &playbook(&checks, "15m"));
+    // A drill before, for the chart.
+    let (out, _) = d.drill(&pb, &d.env.path("first.json"));
+    assert_eq!(code(&out), Some(0));
+    let html = d.env.path("report.html");
+    let out = d.run(&[
+        "drill".as_ref(),
+        "run".as_ref(),
+        pb.as_os_str(),
+        "--report-html".as_ref(),
+        html.as_os_str(),
+    ]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let page = fs::read_to_string(&html).unwrap();
+    // Self-contained: nothing is fetched from anywhere.
+    for bad in ["<script", "<link", " src=", "url(", "@import"] {
+        assert!(!page.contains(bad), "the report contains {bad:?}");
+    }
+    let profile = d.env.path("chromium-profile");
+    let url = format!("file://{}", html.display());
+    // The DOM as the browser built it.
+    let dom = stdout(&chromium(&profile, &["--dump-dom", &url]));
+    assert!(dom.contains("data-outcome=\"passed\""), "{dom}");
+    assert_eq!(
+        dom.matches("class=\"check\"").count(),
+        3,
+        "one row per check"
+    );
+    assert_eq!(dom.matches("data-passed=\"true\"").count(), 3);
+    assert_eq!(
+        dom.matches("class=\"rto-bar\"").count(),
+        2,
+        "one bar per drill"
+    );
+    assert!(
+        dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "names are escaped"
+    );
+    assert!(dom.contains("id=\"forecast\""));
+    // Nothing overflows sideways at phone or desktop width.
+    for width in [390, 1280] {
+        let wrap = d.env.path(&format!("wrap{width}.html"));
+        fs::write(
+            &wrap,
+            format!(
+                "<html><body><iframe id=\"f\" src=\"{url}\" style=\"width:{width}px;height:900px;border:0\"></iframe>\
+                 <script>document.getElementById('f').onload=function(){{var e=this.contentDocument.documentElement;\
+                 document.body.setAttribute('data-overflow',e.scrollWidth-e.clientWidth);}};</script></body></html>"
+            ),
+        )
+        .unwrap();
+        let dom = stdout(&chromium(
+            &profile,
+            &[
+                "--allow-file-access-from-files",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &format!("file://{}", wrap.display()),
+            ],
+        ));
+        assert!(
+            dom.contains("data-overflow=\"0\""),
+            "the report is wider than {width}px: {}",
+            dom.lines()
+                .find(|l| l.contains("data-overflow"))
+                .unwrap_or("(not measured)")
+        );
+    }
+    // Screenshots at both widths are pictures of something, not blank.
+    let blank = d.env.path("blank.html");
+    fs::write(&blank, "<html><body></body></html>").unwrap();
+    for width in [390u32, 1280] {
+        let shot = |page: &Path, name: &str| -> Vec<u8> {
+            let png = d.env.path(name);
+            chromium(
+                &profile,
+                &[
+                    &format!("--window-size={width},1800"),
+                    &format!("--screenshot={}", png.display()),
+                    &format!("file://{}", page.display()),
+                ],
+            );
+            fs::read(&png).unwrap()
+        };
+        let report = shot(&html, &format!("report{width}.png"));
+        let empty = shot(&blank, &format!("blank{width}.png"));
+        assert_eq!(png_width(&report), width);
+        assert!(
+            report.len() > 4 * empty.len(),
+            "the {width}px screenshot looks blank ({} bytes; a blank page is {})",
+            report.len(),
+            empty.len()
+        );
+    }
+}

@@ -68,7 +68,9 @@ impl fmt::Display for Human {
         if s == 0 {
             return f.write_str("0s");
         }
-        for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        // "26h" reads better than "1d2h": days only from two days on.
+        let days_from = if s >= 2 * 86_400 { 86_400 } else { u64::MAX };
+        for (unit, per) in [("d", days_from), ("h", 3600), ("m", 60), ("s", 1)] {
             if s >= per {
                 write!(f, "{}{unit}", s / per)?;
                 s %= per;
@@ -130,6 +132,9 @@ mod tests {
 
     #[test]
     fn human_round_trips() {
+        assert_eq!(Human(26 * 3600).to_string(), "26h");
+        assert_eq!(Human(7 * 86_400).to_string(), "7d");
+        assert_eq!(Human(5400).to_string(), "1h30m");
         for s in [1, 59, 60, 61, 900, 5400, 93_600, 86_400 * 9 + 7] {
             assert_eq!(parse(&Human(s).to_string()), Ok(s));
         }

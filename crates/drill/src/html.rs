@@ -53,7 +53,13 @@ td.detail { overflow-wrap: anywhere; min-width: 14em; }
 .bar { height: 10px; background: #8250df; border-radius: 3px; min-width: 1px; }
 .misses { border-left: 4px solid var(--bad); padding: 6px 12px; background: #fff5f5; margin: 10px 0; }
 .misses p { margin: 2px 0; }
-.chart { width: 100%; height: auto; max-width: 720px; display: block; }
+.chart { width: 100%; height: auto; max-width: 640px; display: block; }
+.checks { border-top: 1px solid var(--line); margin: 6px 0 12px; }
+.check { border-bottom: 1px solid var(--line); padding: 8px 4px; }
+.check-head { display: flex; gap: 10px; align-items: baseline; }
+.check-name { flex: 1; overflow-wrap: anywhere; }
+.check-time { color: var(--mute); font-variant-numeric: tabular-nums; white-space: nowrap; }
+.check-detail { margin: 3px 0 0 58px; color: #3d444d; overflow-wrap: anywhere; font-size: 14px; }
 .legal { color: var(--mute); font-size: 13px; margin-top: 32px; }
 @media (max-width: 600px) {
   main { padding: 14px 12px 32px; }
@@ -62,6 +68,7 @@ td.detail { overflow-wrap: anywhere; min-width: 14em; }
   .facts dd { margin-bottom: 6px; }
   th, td { padding: 5px 6px; }
   td.detail { min-width: 11em; }
+  .check-detail { margin-left: 0; }
   .hide-narrow { display: none; }
 }
 "#;
@@ -218,7 +225,7 @@ fn restore_section(h: &mut String, rs: &RestoreReport) {
     facts.push(("Target", format!("{} {}", rs.target, rs.location)));
     facts.push((
         "Restored",
-        format!("{} bytes, {} files", rs.bytes, rs.files),
+        format!("{} in {} files", size(rs.bytes), rs.files),
     ));
     for (k, v) in facts {
         let _ = write!(h, "<dt>{k}</dt><dd>{}</dd>", esc(&v));
@@ -246,27 +253,29 @@ fn restore_section(h: &mut String, rs: &RestoreReport) {
         }
         h.push_str("</tbody></table></div>");
     }
-    h.push_str("<h3>Checks</h3><div class=\"scroll\"><table class=\"checks\"><thead><tr><th>Result</th><th>Check</th><th>Details</th><th class=\"num\">Time</th></tr></thead><tbody>");
+    h.push_str("<h3>Checks</h3><div class=\"checks\">");
     if rs.checks.is_empty() {
-        h.push_str("<tr><td colspan=\"4\">no check could run</td></tr>");
+        h.push_str("<p class=\"check\">no check could run</p>");
     }
     for c in &rs.checks {
         let _ = write!(
             h,
-            "<tr class=\"check\" data-passed=\"{}\"><td>{}</td><td><strong>{}</strong><br>{}</td><td class=\"detail\">{}</td><td class=\"num\">{}</td></tr>",
+            "<div class=\"check\" data-passed=\"{}\"><div class=\"check-head\">{}<span class=\"check-name\"><strong>{}</strong> {}</span><span class=\"check-time\">{}</span></div><div class=\"check-detail\">{}</div></div>",
             c.passed,
             pill(c.passed, "pass", "FAIL"),
             esc(&c.kind),
             esc(&c.name),
+            measured(c.seconds),
             esc(&c.detail),
-            measured(c.seconds)
         );
     }
-    h.push_str("</tbody></table></div>");
+    h.push_str("</div>");
 }
 
 /// A bar per drill of this playbook (oldest left), coloured by outcome,
-/// with the RTO target as a dashed line.
+/// with the RTO target as a dashed line. When every drill took a small
+/// part of the target, the scale follows the drills and the target is
+/// named above the plot instead (bars of a few pixels would show nothing).
 fn chart(h: &mut String, r: &DrillReport, past: &[DrillReport]) {
     let mut points: Vec<&DrillReport> = past
         .iter()
@@ -276,29 +285,32 @@ fn chart(h: &mut String, r: &DrillReport, past: &[DrillReport]) {
     let skip = points.len().saturating_sub(30);
     let points = &points[skip..];
     let target = r.objectives.rto_seconds as f64;
-    let top = points
-        .iter()
-        .map(|d| d.rto_seconds)
-        .fold(target, f64::max)
-        .max(1.0)
-        * 1.15;
-    let (w, hgt, left, bottom, topm) = (640.0, 220.0, 64.0, 28.0, 12.0);
-    let plot_w = w - left - 12.0;
+    let longest = points.iter().map(|d| d.rto_seconds).fold(0.0, f64::max);
+    let target_on_scale = target <= longest * 4.0;
+    let top = if target_on_scale {
+        target.max(longest)
+    } else {
+        longest
+    }
+    .max(0.001)
+        * 1.2;
+    let (w, hgt, left, bottom, topm) = (480.0, 230.0, 54.0, 26.0, 26.0);
+    let plot_w = w - left - 8.0;
     let plot_h = hgt - bottom - topm;
     let y = |v: f64| topm + plot_h - v / top * plot_h;
     let _ = write!(
         h,
-        "<svg class=\"chart\" id=\"rto-chart\" viewBox=\"0 0 {w} {hgt}\" role=\"img\" aria-label=\"RTO of the last {n} drills of {name} against the target of {t}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        "<svg class=\"chart\" id=\"rto-chart\" viewBox=\"0 0 {w} {hgt}\" role=\"img\" aria-label=\"RTO of the last {n} drills of {name} against the target of {t}\" xmlns=\"http://www.w3.org/2000/svg\" font-family=\"sans-serif\">",
         n = points.len(),
         name = esc(&r.playbook),
         t = Human(r.objectives.rto_seconds)
     );
-    for i in 0..=4 {
-        let v = top * f64::from(i) / 4.0;
+    for i in 0..=3 {
+        let v = top * f64::from(i) / 3.0;
         let _ = write!(
             h,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d0d7de\" stroke-width=\"1\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
-            w - 12.0,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d0d7de\" stroke-width=\"1\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\" fill=\"#57606a\">{}</text>",
+            w - 8.0,
             left - 6.0,
             y(v) + 4.0,
             measured(v),
@@ -306,7 +318,7 @@ fn chart(h: &mut String, r: &DrillReport, past: &[DrillReport]) {
         );
     }
     let slot = plot_w / points.len().max(1) as f64;
-    let bar_w = (slot * 0.6).clamp(2.0, 40.0);
+    let bar_w = (slot * 0.6).clamp(2.0, 36.0);
     for (i, d) in points.iter().enumerate() {
         let x = left + slot * i as f64 + (slot - bar_w) / 2.0;
         let colour = match d.outcome {
@@ -314,31 +326,43 @@ fn chart(h: &mut String, r: &DrillReport, past: &[DrillReport]) {
             Outcome::TargetMissed => "#9a6700",
             _ => "#b3261e",
         };
+        let v = d.rto_seconds.min(top);
         let _ = write!(
             h,
             "<rect class=\"rto-bar\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{:.1}\" fill=\"{colour}\"><title>{}: {} ({})</title></rect>",
-            y(d.rto_seconds),
-            (topm + plot_h - y(d.rto_seconds)).max(0.5),
+            y(v),
+            (topm + plot_h - y(v)).max(1.0),
             time(&d.started),
             measured(d.rto_seconds),
             d.outcome.as_str()
         );
     }
+    if target_on_scale {
+        let _ = write!(
+            h,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"#b3261e\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><line x1=\"{}\" x2=\"{}\" y1=\"12\" y2=\"12\" stroke=\"#b3261e\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"16\" font-size=\"12\" text-anchor=\"end\" fill=\"#b3261e\">RTO target {}</text>",
+            w - 8.0,
+            w - 150.0,
+            w - 124.0,
+            w - 8.0,
+            Human(r.objectives.rto_seconds),
+            ty = y(target)
+        );
+    } else {
+        let _ = write!(
+            h,
+            "<text x=\"{}\" y=\"16\" font-size=\"12\" text-anchor=\"end\" fill=\"#1b7f3b\">RTO target {} is far above every drill</text>",
+            w - 8.0,
+            Human(r.objectives.rto_seconds)
+        );
+    }
     let _ = write!(
         h,
-        "<line x1=\"{left}\" x2=\"{}\" y1=\"{ty:.1}\" y2=\"{ty:.1}\" stroke=\"#b3261e\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#b3261e\">RTO target {}</text>",
-        w - 12.0,
-        w - 14.0,
-        y(target) - 5.0,
-        Human(r.objectives.rto_seconds),
-        ty = y(target)
-    );
-    let _ = write!(
-        h,
-        "<text x=\"{left}\" y=\"{}\" font-size=\"11\" fill=\"#57606a\">oldest</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\" fill=\"#57606a\">this drill</text></svg>",
-        hgt - 8.0,
-        w - 12.0,
-        hgt - 8.0
+        "<text x=\"{left}\" y=\"{}\" font-size=\"12\" fill=\"#57606a\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\" fill=\"#57606a\">this drill</text></svg>",
+        hgt - 6.0,
+        if points.len() > 1 { format!("{} drills ago", points.len() - 1) } else { String::new() },
+        w - 8.0,
+        hgt - 6.0
     );
 }
 
