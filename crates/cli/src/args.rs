@@ -176,6 +176,19 @@ pub enum Command {
     /// check the data and time it against RTO and RPO (see README "DR drills").
     #[command(subcommand)]
     Drill(DrillCommand),
+    /// The daemon's configuration file (holdfast.toml).
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file; every error names file, line and column
+    /// (exit 2).
+    Validate {
+        /// The file (e.g. /etc/holdfast/holdfast.toml).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

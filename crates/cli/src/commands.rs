@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Gc(a) => crate::gc::run(g, &rt, a),
         Command::Audit(c) => crate::audit::run(g, &rt, c),
         Command::Drill(c) => crate::drill::run(g, &rt, c),
+        Command::Config(c) => crate::config::run(g, c),
     }
 }
 

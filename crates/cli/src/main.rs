@@ -10,6 +10,7 @@ mod args;
 mod audit;
 mod bench;
 mod commands;
+mod config;
 mod drill;
 mod gc;
 mod identity;

@@ -26,7 +26,9 @@ impl Seconds {
                 ));
             }
             let (num, tail) = rest.split_at(digits);
-            let n: u64 = num.parse().map_err(|_| format!("{s:?}: {num} is too large"))?;
+            let n: u64 = num
+                .parse()
+                .map_err(|_| format!("{s:?}: {num} is too large"))?;
             let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
             let (unit, tail) = tail.split_at(unit_len);
             let per = match unit {
@@ -68,7 +70,7 @@ impl fmt::Display for Seconds {
             return f.write_str("0s");
         }
         for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-            if s % per == 0 {
+            if s.is_multiple_of(per) {
                 return write!(f, "{}{unit}", s / per);
             }
         }
@@ -86,7 +88,15 @@ mod tests {
         assert_eq!(Seconds::parse("1h30m"), Ok(Seconds(5400)));
         assert_eq!(Seconds::parse("26h"), Ok(Seconds(26 * 3600)));
         assert_eq!(Seconds::parse("2w"), Ok(Seconds(14 * 86_400)));
-        for bad in ["", "h", "5", "5x", "1h 30m", "99999999999999999999s", "9999999w"] {
+        for bad in [
+            "",
+            "h",
+            "5",
+            "5x",
+            "1h 30m",
+            "99999999999999999999s",
+            "9999999w",
+        ] {
             assert!(Seconds::parse(bad).is_err(), "{bad}");
         }
     }

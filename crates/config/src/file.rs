@@ -360,9 +360,9 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
         }
     }
     if repositories.is_empty() && v.errors.is_empty() {
-        v.errors.push(src.whole(
-            "no [repository.NAME] table: the daemon needs a repository to back up to",
-        ));
+        v.errors.push(
+            src.whole("no [repository.NAME] table: the daemon needs a repository to back up to"),
+        );
     }
     let listen = v.listen(raw.listen);
     let log_format = match raw.log.and_then(|l| l.format) {
@@ -492,7 +492,10 @@ impl Validator<'_> {
         self.name("repository", name, span.clone());
         let url = r.url.get_ref().clone();
         if url.is_empty() {
-            self.err(r.url.span(), "url is empty: give a directory path or s3://bucket/prefix");
+            self.err(
+                r.url.span(),
+                "url is empty: give a directory path or s3://bucket/prefix",
+            );
         } else if url.contains("://") && !url.starts_with("s3://") {
             self.err(
                 r.url.span(),
@@ -552,7 +555,10 @@ impl Validator<'_> {
         let rpo = self.duration(&s.rpo, "rpo");
         if let (Some(r), Some(raw)) = (rpo, &s.rpo) {
             if r.0 < 60 {
-                self.err(raw.span(), format!("rpo {r} is shorter than a minute: expected e.g. \"26h\""));
+                self.err(
+                    raw.span(),
+                    format!("rpo {r} is shorter than a minute: expected e.g. \"26h\""),
+                );
             }
         }
         let kind = match (&s.paths, &s.postgres) {
@@ -561,7 +567,10 @@ impl Validator<'_> {
                     .into_iter()
                     .flatten()
                 {
-                    self.err(extra.span(), "this key is for PostgreSQL sources (postgres = \"...\"), not paths");
+                    self.err(
+                        extra.span(),
+                        "this key is for PostgreSQL sources (postgres = \"...\"), not paths",
+                    );
                 }
                 if p.get_ref().is_empty() {
                     self.err(p.span(), "paths is empty: give one or more absolute paths");
@@ -588,7 +597,10 @@ impl Validator<'_> {
                         PgMode::Logical
                     }
                     None => {
-                        self.err(span.clone(), "a PostgreSQL source needs mode = \"logical\" or \"physical\"");
+                        self.err(
+                            span.clone(),
+                            "a PostgreSQL source needs mode = \"logical\" or \"physical\"",
+                        );
                         PgMode::Logical
                     }
                 };
@@ -601,7 +613,10 @@ impl Validator<'_> {
                 let wal_archive = s.wal_archive.as_ref().is_some_and(|w| *w.get_ref());
                 if let (Some(w), PgMode::Logical) = (&s.wal_archive, mode) {
                     if *w.get_ref() {
-                        self.err(w.span(), "wal_archive is for mode = \"physical\": a logical dump has no WAL");
+                        self.err(
+                            w.span(),
+                            "wal_archive is for mode = \"physical\": a logical dump has no WAL",
+                        );
                     }
                 }
                 let password =
@@ -614,7 +629,10 @@ impl Validator<'_> {
                 }
             }
             (Some(p), Some(_)) => {
-                self.err(p.span(), "a source has paths or postgres, not both: make two sources");
+                self.err(
+                    p.span(),
+                    "a source has paths or postgres, not both: make two sources",
+                );
                 return None;
             }
             (None, None) => {
@@ -627,7 +645,10 @@ impl Validator<'_> {
         };
         if let Some(p) = &s.password {
             if matches!(kind, SourceKind::Paths { .. }) {
-                self.err(p.span(), "password is written in the file: secrets never go in holdfast.toml");
+                self.err(
+                    p.span(),
+                    "password is written in the file: secrets never go in holdfast.toml",
+                );
             }
         }
         Some(Source {
@@ -643,7 +664,13 @@ impl Validator<'_> {
         self.name("alert", name, span.clone());
         if let Some(u) = &a.url {
             if !(u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://")) {
-                self.err(u.span(), format!("url {:?}: expected an http:// or https:// webhook URL", u.get_ref()));
+                self.err(
+                    u.span(),
+                    format!(
+                        "url {:?}: expected an http:// or https:// webhook URL",
+                        u.get_ref()
+                    ),
+                );
             }
         }
         let from = self.secret("url", &None, &a.url_file, &a.url_env);
@@ -655,7 +682,10 @@ impl Validator<'_> {
                 return None;
             }
             (None, None) => {
-                self.err(span, format!("alert {name:?} has no url (or url_file / url_env)"));
+                self.err(
+                    span,
+                    format!("alert {name:?} has no url (or url_file / url_env)"),
+                );
                 return None;
             }
         };
@@ -663,7 +693,10 @@ impl Validator<'_> {
             None | Some(("json", _)) => AlertFormat::Json,
             Some(("slack", _)) => AlertFormat::Slack,
             Some((other, sp)) => {
-                self.err(sp, format!("unknown alert format {other:?}: expected \"json\" or \"slack\""));
+                self.err(
+                    sp,
+                    format!("unknown alert format {other:?}: expected \"json\" or \"slack\""),
+                );
                 AlertFormat::Json
             }
         };
@@ -692,7 +725,10 @@ impl Validator<'_> {
         if !repositories.contains_key(&repo) {
             self.err(
                 j.repository.span(),
-                format!("no repository {repo:?}: defined are {}", list(repositories.keys())),
+                format!(
+                    "no repository {repo:?}: defined are {}",
+                    list(repositories.keys())
+                ),
             );
         }
         let tz = match &j.timezone {
@@ -730,23 +766,52 @@ impl Validator<'_> {
             None | Some(("skip", _)) => Missed::Skip,
             Some(("run-once", _)) => Missed::RunOnce,
             Some((other, sp)) => {
-                self.err(sp, format!("unknown missed-run policy {other:?}: expected \"skip\" or \"run-once\""));
+                self.err(
+                    sp,
+                    format!(
+                        "unknown missed-run policy {other:?}: expected \"skip\" or \"run-once\""
+                    ),
+                );
                 Missed::Skip
             }
         };
         let kind_name = j.kind.get_ref().as_str();
         // Keys that belong to another kind of job are mistakes, not noise.
-        let foreign = |this: &mut Self, key: &str, present: Option<std::ops::Range<usize>>, owner: &str| {
-            if let Some(sp) = present {
-                if kind_name != owner {
-                    this.err(sp, format!("{key} is for kind = \"{owner}\" jobs, not \"{kind_name}\""));
+        let foreign =
+            |this: &mut Self, key: &str, present: Option<std::ops::Range<usize>>, owner: &str| {
+                if let Some(sp) = present {
+                    if kind_name != owner {
+                        this.err(
+                            sp,
+                            format!("{key} is for kind = \"{owner}\" jobs, not \"{kind_name}\""),
+                        );
+                    }
                 }
-            }
-        };
-        foreign(self, "source", j.source.as_ref().map(|s| s.span()), "backup");
-        foreign(self, "policies", j.policies.as_ref().map(|s| s.span()), "retention");
-        foreign(self, "playbook", j.playbook.as_ref().map(|s| s.span()), "drill");
-        foreign(self, "read_data", j.read_data.as_ref().map(|s| s.span()), "check");
+            };
+        foreign(
+            self,
+            "source",
+            j.source.as_ref().map(|s| s.span()),
+            "backup",
+        );
+        foreign(
+            self,
+            "policies",
+            j.policies.as_ref().map(|s| s.span()),
+            "retention",
+        );
+        foreign(
+            self,
+            "playbook",
+            j.playbook.as_ref().map(|s| s.span()),
+            "drill",
+        );
+        foreign(
+            self,
+            "read_data",
+            j.read_data.as_ref().map(|s| s.span()),
+            "check",
+        );
         let kind = match kind_name {
             "backup" => match &j.source {
                 Some(s) if sources.contains_key(s.get_ref()) => Some(JobKind::Backup {
@@ -755,12 +820,19 @@ impl Validator<'_> {
                 Some(s) => {
                     self.err(
                         s.span(),
-                        format!("no source {:?}: defined are {}", s.get_ref(), list(sources.keys())),
+                        format!(
+                            "no source {:?}: defined are {}",
+                            s.get_ref(),
+                            list(sources.keys())
+                        ),
                     );
                     None
                 }
                 None => {
-                    self.err(table.clone(), format!("backup job {name:?} has no source = \"...\""));
+                    self.err(
+                        table.clone(),
+                        format!("backup job {name:?} has no source = \"...\""),
+                    );
                     None
                 }
             },
@@ -770,7 +842,10 @@ impl Validator<'_> {
                     gc: j.gc.unwrap_or(true),
                 }),
                 Some(p) => {
-                    self.err(p.span(), "policies is empty: give the policy files to apply");
+                    self.err(
+                        p.span(),
+                        "policies is empty: give the policy files to apply",
+                    );
                     None
                 }
                 None => {
@@ -783,7 +858,10 @@ impl Validator<'_> {
                     playbook: PathBuf::from(p.get_ref()),
                 }),
                 None => {
-                    self.err(table.clone(), format!("drill job {name:?} has no playbook = \"...\""));
+                    self.err(
+                        table.clone(),
+                        format!("drill job {name:?} has no playbook = \"...\""),
+                    );
                     None
                 }
             },
@@ -813,7 +891,11 @@ impl Validator<'_> {
             if !alerts.contains_key(a.get_ref()) {
                 self.err(
                     a.span(),
-                    format!("no alert {:?}: defined are {}", a.get_ref(), list(alerts.keys())),
+                    format!(
+                        "no alert {:?}: defined are {}",
+                        a.get_ref(),
+                        list(alerts.keys())
+                    ),
                 );
             }
             alert.push(a.into_inner());
@@ -861,7 +943,10 @@ impl Validator<'_> {
                 Err(_) => {
                     self.err(
                         a.span(),
-                        format!("address {:?}: expected IP:PORT, e.g. \"127.0.0.1:9187\"", a.get_ref()),
+                        format!(
+                            "address {:?}: expected IP:PORT, e.g. \"127.0.0.1:9187\"",
+                            a.get_ref()
+                        ),
                     );
                     return None;
                 }
@@ -906,4 +991,17 @@ fn dsn_has_password(dsn: &str) -> bool {
     }
     d.split_whitespace()
         .any(|kv| kv.trim_start().to_ascii_lowercase().starts_with("password"))
+}
+
+/// Read, parse and validate a configuration file.
+pub fn load_file(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_str(path, &text),
+        Err(e) => Err(vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        }]),
+    }
 }

@@ -15,7 +15,7 @@ pub mod schedule;
 pub use duration::Seconds;
 pub use error::ConfigError;
 pub use file::{
-    parse_str, Alert, AlertFormat, Config, Job, JobKind, Listen, LogFormat, Missed, PgMode,
-    Repository, Secret, Source, SourceKind, WebhookUrl, DEFAULT_LISTEN,
+    load_file, parse_str, Alert, AlertFormat, Config, Job, JobKind, Listen, LogFormat, Missed,
+    PgMode, Repository, Secret, Source, SourceKind, WebhookUrl, DEFAULT_LISTEN,
 };
 pub use schedule::Cron;

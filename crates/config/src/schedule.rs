@@ -148,7 +148,9 @@ pub fn backoff(
     attempt: u32,
     max: std::time::Duration,
 ) -> std::time::Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u32::MAX);
     base.checked_mul(factor).unwrap_or(max).min(max)
 }
 
@@ -178,7 +180,17 @@ mod tests {
     #[test]
     fn a_daily_job_runs_once_every_local_day_through_dst_changes() {
         for tz in [chrono_tz::Europe::Berlin, chrono_tz::America::New_York] {
-            for (h, m) in [(0, 0), (1, 0), (1, 30), (2, 0), (2, 30), (2, 59), (3, 0), (3, 30), (23, 59)] {
+            for (h, m) in [
+                (0, 0),
+                (1, 0),
+                (1, 30),
+                (2, 0),
+                (2, 30),
+                (2, 59),
+                (3, 0),
+                (3, 30),
+                (23, 59),
+            ] {
                 let c = Cron::parse(&format!("0 {m} {h} * * *"), tz).unwrap();
                 let runs = c.runs_between(utc(2025, 12, 31, 12, 0), utc(2027, 1, 1, 12, 0), 1000);
                 let mut per_day: BTreeMap<NaiveDate, u32> = BTreeMap::new();
@@ -218,7 +230,10 @@ mod tests {
         assert_eq!(ny.next_after(first).unwrap(), utc(2026, 11, 2, 6, 30));
         // 2026-03-08 02:00 EST -> 03:00 EDT (07:00 UTC): 02:30 at the change.
         let ny2 = Cron::parse("0 30 2 * * *", chrono_tz::America::New_York).unwrap();
-        assert_eq!(ny2.next_after(utc(2026, 3, 7, 12, 0)).unwrap(), utc(2026, 3, 8, 7, 0));
+        assert_eq!(
+            ny2.next_after(utc(2026, 3, 7, 12, 0)).unwrap(),
+            utc(2026, 3, 8, 7, 0)
+        );
     }
 
     #[test]
@@ -234,7 +249,10 @@ mod tests {
             }
             prev = Some(*r);
         }
-        let locals: Vec<u32> = runs.iter().map(|r| r.with_timezone(&chrono_tz::Europe::Berlin).hour()).collect();
+        let locals: Vec<u32> = runs
+            .iter()
+            .map(|r| r.with_timezone(&chrono_tz::Europe::Berlin).hour())
+            .collect();
         assert_eq!(locals, vec![1, 2, 3, 4, 5]);
     }
 
@@ -243,7 +261,13 @@ mod tests {
         let c = Cron::parse("*/2 * * * * *", chrono_tz::UTC).unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 1).single().unwrap();
         assert_eq!(c.next_after(t).unwrap(), t + Duration::seconds(1));
-        for bad in ["0 30 1 * *", "* * * * * * * *", "61 * * * * *", "0 0 0 30 2 *", "banana"] {
+        for bad in [
+            "0 30 1 * *",
+            "* * * * * * * *",
+            "61 * * * * *",
+            "0 0 0 30 2 *",
+            "banana",
+        ] {
             assert!(Cron::parse(bad, chrono_tz::UTC).is_err(), "{bad}");
         }
     }
@@ -251,10 +275,14 @@ mod tests {
     #[test]
     fn jitter_backoff_and_missed_runs() {
         let j = StdDuration::from_secs(600);
-        assert_eq!(jitter_offset("host-a/docs", j), jitter_offset("host-a/docs", j));
+        assert_eq!(
+            jitter_offset("host-a/docs", j),
+            jitter_offset("host-a/docs", j)
+        );
         assert!(jitter_offset("host-a/docs", j) < j);
-        let offsets: std::collections::BTreeSet<_> =
-            (0..20).map(|i| jitter_offset(&format!("host-{i}/docs"), j)).collect();
+        let offsets: std::collections::BTreeSet<_> = (0..20)
+            .map(|i| jitter_offset(&format!("host-{i}/docs"), j))
+            .collect();
         assert!(offsets.len() > 10, "jitter does not spread hosts");
         assert_eq!(jitter_offset("x", StdDuration::ZERO), StdDuration::ZERO);
         let s = StdDuration::from_secs;

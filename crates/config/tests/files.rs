@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use holdfast_config::{
-    parse_str, AlertFormat, ConfigError, JobKind, Missed, PgMode, Secret, Seconds, SourceKind,
+    parse_str, AlertFormat, ConfigError, JobKind, Missed, PgMode, Seconds, Secret, SourceKind,
     WebhookUrl,
 };
 
@@ -67,7 +67,12 @@ fn the_minimal_file_is_valid_and_means_what_it_says() {
     assert_eq!(c.jobs.len(), 1);
     let j = &c.jobs[0];
     assert_eq!(j.name, "docs-backup");
-    assert_eq!(j.kind, JobKind::Backup { source: "docs".into() });
+    assert_eq!(
+        j.kind,
+        JobKind::Backup {
+            source: "docs".into()
+        }
+    );
     assert_eq!(j.repository, "main");
     assert_eq!(j.schedule.timezone(), chrono_tz::Europe::Berlin);
     assert_eq!(j.line, 9);
@@ -88,20 +93,41 @@ fn the_shipped_example_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/holdfast.toml");
     let text = std::fs::read_to_string(&path).unwrap();
     let c = parse_str(&path, &text).unwrap_or_else(|e| {
-        panic!("{}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{}",
+            e.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     });
     let kinds: Vec<&str> = c.jobs.iter().map(|j| j.kind.name()).collect();
-    assert_eq!(kinds, ["backup", "backup", "backup", "retention", "drill", "check"]);
+    assert_eq!(
+        kinds,
+        ["backup", "backup", "backup", "retention", "drill", "check"]
+    );
     assert!(matches!(
         c.sources["ehr-logical"].kind,
-        SourceKind::Postgres { mode: PgMode::Logical, .. }
+        SourceKind::Postgres {
+            mode: PgMode::Logical,
+            ..
+        }
     ));
     assert!(matches!(
         c.sources["ehr-physical"].kind,
-        SourceKind::Postgres { mode: PgMode::Physical, wal_archive: true, .. }
+        SourceKind::Postgres {
+            mode: PgMode::Physical,
+            wal_archive: true,
+            ..
+        }
     ));
     assert!(c.repositories["main"].is_s3());
-    assert_eq!(c.jobs[5].kind, JobKind::Check { read_data_percent: 5 });
+    assert_eq!(
+        c.jobs[5].kind,
+        JobKind::Check {
+            read_data_percent: 5
+        }
+    );
     assert_eq!(c.alerts["oncall"].format, AlertFormat::Slack);
     assert_eq!(
         c.alerts["oncall"].url,
@@ -112,14 +138,22 @@ fn the_shipped_example_is_valid() {
 #[test]
 fn toml_syntax_and_unknown_keys() {
     error_at("[repository.main\nurl = \"/r\"\n", 1, 17, &[]);
-    error_at(&MINIMAL.replace("rpo = \"26h\"", "rpoo = \"26h\""), 7, 1, &["rpoo"]);
+    error_at(
+        &MINIMAL.replace("rpo = \"26h\"", "rpoo = \"26h\""),
+        7,
+        1,
+        &["rpoo"],
+    );
     error_at(&format!("{MINIMAL}\n[extra]\nx = 1\n"), 20, 2, &["extra"]);
 }
 
 #[test]
 fn literal_secrets_are_refused_wherever_they_are() {
     error_at(
-        &MINIMAL.replace("password_file = \"/etc/holdfast/pass\"", "password = \"hunter2\""),
+        &MINIMAL.replace(
+            "password_file = \"/etc/holdfast/pass\"",
+            "password = \"hunter2\"",
+        ),
         3,
         12,
         &["password_file", "password_env", "never"],
@@ -148,7 +182,10 @@ fn literal_secrets_are_refused_wherever_they_are() {
     error_at(&pg, 8, 12, &["never"]);
     // An environment variable's value where its name belongs.
     error_at(
-        &MINIMAL.replace("password_file = \"/etc/holdfast/pass\"", "password_env = \"s3cr3t!\""),
+        &MINIMAL.replace(
+            "password_file = \"/etc/holdfast/pass\"",
+            "password_env = \"s3cr3t!\"",
+        ),
         3,
         16,
         &["name of an environment variable"],
@@ -157,17 +194,42 @@ fn literal_secrets_are_refused_wherever_they_are() {
 
 #[test]
 fn a_repository_without_a_way_to_open_it() {
-    error_at(&MINIMAL.replace("password_file = \"/etc/holdfast/pass\"\n", ""), 1, 1, &["cannot prompt"]);
-    error_at(&MINIMAL.replace("/srv/backups/repo", "backups/repo"), 2, 7, &["relative"]);
-    error_at(&MINIMAL.replace("/srv/backups/repo", "ftp://host/x"), 2, 7, &["s3://"]);
+    error_at(
+        &MINIMAL.replace("password_file = \"/etc/holdfast/pass\"\n", ""),
+        1,
+        1,
+        &["cannot prompt"],
+    );
+    error_at(
+        &MINIMAL.replace("/srv/backups/repo", "backups/repo"),
+        2,
+        7,
+        &["relative"],
+    );
+    error_at(
+        &MINIMAL.replace("/srv/backups/repo", "ftp://host/x"),
+        2,
+        7,
+        &["s3://"],
+    );
     let e = errors("[listen]\naddress = \"127.0.0.1:1\"\n");
     assert!(e[0].message.contains("no [repository.NAME]"), "{}", e[0]);
 }
 
 #[test]
 fn sources_that_are_not_one_thing() {
-    error_at(&MINIMAL.replace("/srv/documents", "srv/documents"), 6, 9, &["relative"]);
-    error_at(&MINIMAL.replace("paths = [\"/srv/documents\"]\n", ""), 5, 1, &["neither paths"]);
+    error_at(
+        &MINIMAL.replace("/srv/documents", "srv/documents"),
+        6,
+        9,
+        &["relative"],
+    );
+    error_at(
+        &MINIMAL.replace("paths = [\"/srv/documents\"]\n", ""),
+        5,
+        1,
+        &["neither paths"],
+    );
     let both = MINIMAL.replace(
         "paths = [\"/srv/documents\"]",
         "paths = [\"/a\"]\npostgres = \"host=db\"",
@@ -187,41 +249,122 @@ fn sources_that_are_not_one_thing() {
 
 #[test]
 fn bad_durations_counts_and_names() {
-    error_at(&MINIMAL.replace("\"26h\"", "\"26\""), 7, 7, &["rpo", "unit"]);
-    error_at(&MINIMAL.replace("\"26h\"", "\"1d2x\""), 7, 7, &["unknown unit"]);
-    let job = |extra: &str| MINIMAL.replace("timezone = \"Europe/Berlin\"", &format!("timezone = \"Europe/Berlin\"\n{extra}"));
+    error_at(
+        &MINIMAL.replace("\"26h\"", "\"26\""),
+        7,
+        7,
+        &["rpo", "unit"],
+    );
+    error_at(
+        &MINIMAL.replace("\"26h\"", "\"1d2x\""),
+        7,
+        7,
+        &["unknown unit"],
+    );
+    let job = |extra: &str| {
+        MINIMAL.replace(
+            "timezone = \"Europe/Berlin\"",
+            &format!("timezone = \"Europe/Berlin\"\n{extra}"),
+        )
+    };
     error_at(&job("timeout = \"0s\""), 16, 11, &["zero"]);
     error_at(&job("retries = -1"), 16, 11, &["count"]);
     error_at(&job("jitter = \"soon\""), 16, 10, &["jitter"]);
     error_at(&job("missed = \"always\""), 16, 10, &["skip", "run-once"]);
-    error_at(&MINIMAL.replace("[source.docs]", "[source.\"my docs\"]"), 5, 1, &["source name"]);
+    error_at(
+        &MINIMAL.replace("[source.docs]", "[source.\"my docs\"]"),
+        5,
+        1,
+        &["source name"],
+    );
 }
 
 #[test]
 fn schedules_and_time_zones() {
-    error_at(&MINIMAL.replace("0 30 1 * * *", "30 1 * * *"), 14, 12, &["six", "seconds first"]);
-    error_at(&MINIMAL.replace("0 30 1 * * *", "0 61 1 * * *"), 14, 12, &["cron"]);
-    error_at(&MINIMAL.replace("0 30 1 * * *", "0 0 0 31 2 *"), 14, 12, &["never fires"]);
-    error_at(&MINIMAL.replace("Europe/Berlin", "Europe/Berln"), 15, 12, &["time zone", "IANA"]);
+    error_at(
+        &MINIMAL.replace("0 30 1 * * *", "30 1 * * *"),
+        14,
+        12,
+        &["six", "seconds first"],
+    );
+    error_at(
+        &MINIMAL.replace("0 30 1 * * *", "0 61 1 * * *"),
+        14,
+        12,
+        &["cron"],
+    );
+    error_at(
+        &MINIMAL.replace("0 30 1 * * *", "0 0 0 31 2 *"),
+        14,
+        12,
+        &["never fires"],
+    );
+    error_at(
+        &MINIMAL.replace("Europe/Berlin", "Europe/Berln"),
+        15,
+        12,
+        &["time zone", "IANA"],
+    );
 }
 
 #[test]
 fn jobs_that_point_nowhere_or_mix_kinds() {
-    error_at(&MINIMAL.replace("repository = \"main\"", "repository = \"mian\""), 13, 14, &["no repository", "\"main\""]);
-    error_at(&MINIMAL.replace("source = \"docs\"", "source = \"doc\""), 12, 10, &["no source", "\"docs\""]);
-    error_at(&MINIMAL.replace("kind = \"backup\"", "kind = \"copy\""), 11, 8, &["backup", "retention", "drill", "check"]);
-    error_at(&MINIMAL.replace("source = \"docs\"\n", ""), 9, 1, &["no source"]);
-    error_at(&MINIMAL.replace("kind = \"backup\"", "kind = \"check\""), 12, 10, &["for kind = \"backup\""]);
-    let retention = MINIMAL.replace("kind = \"backup\"", "kind = \"retention\"").replace("source = \"docs\"\n", "");
+    error_at(
+        &MINIMAL.replace("repository = \"main\"", "repository = \"mian\""),
+        13,
+        14,
+        &["no repository", "\"main\""],
+    );
+    error_at(
+        &MINIMAL.replace("source = \"docs\"", "source = \"doc\""),
+        12,
+        10,
+        &["no source", "\"docs\""],
+    );
+    error_at(
+        &MINIMAL.replace("kind = \"backup\"", "kind = \"copy\""),
+        11,
+        8,
+        &["backup", "retention", "drill", "check"],
+    );
+    error_at(
+        &MINIMAL.replace("source = \"docs\"\n", ""),
+        9,
+        1,
+        &["no source"],
+    );
+    error_at(
+        &MINIMAL.replace("kind = \"backup\"", "kind = \"check\""),
+        12,
+        10,
+        &["for kind = \"backup\""],
+    );
+    let retention = MINIMAL
+        .replace("kind = \"backup\"", "kind = \"retention\"")
+        .replace("source = \"docs\"\n", "");
     error_at(&retention, 9, 1, &["policies"]);
     let check = MINIMAL
-        .replace("kind = \"backup\"", "kind = \"check\"\nread_data = \"150%\"")
+        .replace(
+            "kind = \"backup\"",
+            "kind = \"check\"\nread_data = \"150%\"",
+        )
         .replace("source = \"docs\"\n", "");
     error_at(&check, 12, 13, &["percentage"]);
-    let dup = format!("{}{}", MINIMAL.replace("[listen]\naddress = \"127.0.0.1:9187\"\n", ""), &MINIMAL[MINIMAL.find("[[job]]").unwrap()..MINIMAL.find("[listen]").unwrap()]);
+    let dup = format!(
+        "{}{}",
+        MINIMAL.replace("[listen]\naddress = \"127.0.0.1:9187\"\n", ""),
+        &MINIMAL[MINIMAL.find("[[job]]").unwrap()..MINIMAL.find("[listen]").unwrap()]
+    );
     let e = errors(&dup);
-    assert!(e.iter().any(|e| e.message.contains("used twice") && e.line == 18), "{e:?}");
-    let alert = MINIMAL.replace("timezone = \"Europe/Berlin\"", "timezone = \"Europe/Berlin\"\nalert = [\"pager\"]");
+    assert!(
+        e.iter()
+            .any(|e| e.message.contains("used twice") && e.line == 18),
+        "{e:?}"
+    );
+    let alert = MINIMAL.replace(
+        "timezone = \"Europe/Berlin\"",
+        "timezone = \"Europe/Berlin\"\nalert = [\"pager\"]",
+    );
     error_at(&alert, 16, 10, &["no alert"]);
 }
 
@@ -230,10 +373,30 @@ fn alerts_and_the_listener() {
     let a = |body: &str| format!("{MINIMAL}\n[alert.a]\n{body}\n");
     error_at(&a("format = \"json\""), 20, 1, &["no url"]);
     error_at(&a("url = \"ftp://x\""), 21, 7, &["http://"]);
-    error_at(&a("url = \"http://x\"\nformat = \"xml\""), 22, 10, &["json", "slack"]);
-    error_at(&a("url = \"http://x\"\nurl_env = \"HOOK\""), 21, 7, &["not several"]);
-    error_at(&MINIMAL.replace("127.0.0.1:9187", "0.0.0.0:9187"), 18, 11, &["allow_remote"]);
-    error_at(&MINIMAL.replace("127.0.0.1:9187", "localhost"), 18, 11, &["IP:PORT"]);
+    error_at(
+        &a("url = \"http://x\"\nformat = \"xml\""),
+        22,
+        10,
+        &["json", "slack"],
+    );
+    error_at(
+        &a("url = \"http://x\"\nurl_env = \"HOOK\""),
+        21,
+        7,
+        &["not several"],
+    );
+    error_at(
+        &MINIMAL.replace("127.0.0.1:9187", "0.0.0.0:9187"),
+        18,
+        11,
+        &["allow_remote"],
+    );
+    error_at(
+        &MINIMAL.replace("127.0.0.1:9187", "localhost"),
+        18,
+        11,
+        &["IP:PORT"],
+    );
     let remote = MINIMAL.replace("127.0.0.1:9187\"", "0.0.0.0:9187\"\nallow_remote = true");
     assert!(parse_str(Path::new("h"), &remote).is_ok());
     let off = MINIMAL.replace("address = \"127.0.0.1:9187\"", "enabled = false");
@@ -251,5 +414,8 @@ fn every_error_is_reported_not_only_the_first() {
         .replace("password_file = \"/etc/holdfast/pass\"", "password = \"x\"");
     let e = errors(&text);
     let lines: Vec<usize> = e.iter().map(|e| e.line).collect();
-    assert!(lines.contains(&3) && lines.contains(&7) && lines.contains(&15), "{e:?}");
+    assert!(
+        lines.contains(&3) && lines.contains(&7) && lines.contains(&15),
+        "{e:?}"
+    );
 }
