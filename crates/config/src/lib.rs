@@ -11,6 +11,7 @@ pub mod duration;
 mod error;
 mod file;
 pub mod schedule;
+pub mod timetable;
 
 pub use duration::Seconds;
 pub use error::ConfigError;
@@ -19,3 +20,4 @@ pub use file::{
     PgMode, Repository, Secret, Source, SourceKind, WebhookUrl, DEFAULT_LISTEN,
 };
 pub use schedule::Cron;
+pub use timetable::Timetable;
