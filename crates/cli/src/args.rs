@@ -189,6 +189,37 @@ pub enum ConfigCommand {
         /// The file (e.g. /etc/holdfast/holdfast.toml).
         file: PathBuf,
     },
+    /// Electronic signatures: register signers (ed25519 public keys), make
+    /// key pairs.
+    #[command(subcommand)]
+    Signer(SignerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignerCommand {
+    /// Register a signer: NAME (e.g. jroe) and an ed25519 public key file
+    /// (PEM PUBLIC KEY, or an OpenSSH ssh-ed25519 line). Write-once.
+    Add(SignerAddArgs),
+    /// List the registered signers.
+    List,
+    /// Make an ed25519 key pair: the private key in FILE (mode 0600), the
+    /// public key in FILE.pub. Needs no repository.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SignerAddArgs {
+    /// The registered name (letters, digits, '.', '_', '-').
+    pub name: String,
+    /// The signer's ed25519 public key file.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: PathBuf,
+    /// The signer's full name as shown on signed entries (default NAME).
+    #[arg(long, value_name = "TEXT")]
+    pub printed_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

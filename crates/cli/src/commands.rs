@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Audit(c) => crate::audit::run(g, &rt, c),
         Command::Drill(c) => crate::drill::run(g, &rt, c),
         Command::Config(c) => crate::config::run(g, c),
+        Command::Signer(c) => crate::signer::run(g, &rt, c),
     }
 }
 

@@ -21,6 +21,7 @@ mod migrate;
 mod open;
 mod policy;
 mod postgres;
+mod signer;
 
 use clap::Parser;
 use holdfast_repo::RepoError;

@@ -140,9 +140,20 @@ pub fn log(repo: &Repository, filter: &LogFilter) -> Result<Log> {
 }
 
 /// Verify the trail (see `holdfast_repo::audit::verify`).
+/// Signed entries are checked against the registered signers; a signer
+/// record that does not open is a problem of its own.
 pub fn verify(repo: &Repository) -> Result<Report> {
-    let signers = BTreeMap::new();
-    Ok(holdfast_repo::audit::verify::verify(repo, &signers)?)
+    let (signers, unreadable) = repo.signers()?;
+    let signers: BTreeMap<_, _> = signers.into_iter().collect();
+    let mut report = holdfast_repo::audit::verify::verify(repo, &signers)?;
+    for (name, why) in unreadable {
+        report.problems.push(holdfast_repo::audit::verify::Problem {
+            seq: None,
+            object: format!("signers/{name}"),
+            detail: format!("signer record cannot be opened: {why}"),
+        });
+    }
+    Ok(report)
 }
 
 /// An export format for a SIEM.

@@ -28,6 +28,7 @@ pub mod postgres;
 pub mod repair;
 pub mod restore;
 pub mod secrets;
+pub mod signers;
 pub mod time;
 pub mod verification;
 

@@ -40,7 +40,7 @@ pub fn read_key_file(f: &Path) -> Result<SecretFile<[u8; KEY_FILE_LEN]>> {
 }
 
 /// A warning when a secret's file can be read by its group or by others.
-fn exposure(f: &Path, what: &str) -> Option<String> {
+pub(crate) fn exposure(f: &Path, what: &str) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(f).ok()?.permissions().mode();
     if mode & 0o044 == 0 {

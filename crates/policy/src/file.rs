@@ -11,6 +11,9 @@
 //! floor = "3d"                    # nothing younger is purged
 //! max_age = "6y"                  # everything older is purged (holds excepted)
 //! archive_after = "90d"           # kept snapshots older than this go cold
+//!
+//! [holds]                         # settings for legal holds (optional)
+//! require_signed_release = true   # a release must carry an electronic signature
 //! ```
 
 use std::collections::BTreeMap;
@@ -143,6 +146,22 @@ impl Policy {
 struct RawFile {
     #[serde(default)]
     policy: Vec<Spanned<RawPolicy>>,
+    holds: Option<RawHolds>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHolds {
+    #[serde(default)]
+    require_signed_release: bool,
+}
+
+/// Settings of policy files beside the policies (the `[holds]` table).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `[holds] require_signed_release`: releasing a legal hold needs an
+    /// electronic signature of a registered signer (21 CFR 11.50).
+    pub require_signed_release: bool,
 }
 
 #[derive(Deserialize)]
@@ -230,12 +249,12 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Vec<Policy>, Vec<PolicyError
             },
         }]
     })?;
-    if raw.policy.is_empty() {
+    if raw.policy.is_empty() && raw.holds.is_none() {
         return Err(vec![PolicyError {
             file: file.to_path_buf(),
             line: 0,
             column: 0,
-            message: "no [[policy]] table: a policy file holds one or more [[policy]] tables"
+            message: "no [[policy]] table: a policy file holds one or more [[policy]] tables (or a [holds] table)"
                 .into(),
         }]);
     }
@@ -447,6 +466,55 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Vec<Policy>, Vec<PolicyError>> {
     } else {
         Err(errors)
     }
+}
+
+/// The settings of policy files (see [`Settings`]): a setting is on when
+/// any file turns it on. Syntax errors are reported as [`load_files`]
+/// reports them.
+pub fn load_settings(paths: &[PathBuf]) -> Result<Settings, Vec<PolicyError>> {
+    let mut settings = Settings::default();
+    let mut errors = Vec::new();
+    for path in paths {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(PolicyError {
+                    file: path.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        match parse_settings(path, &text) {
+            Ok(s) => settings.require_signed_release |= s.require_signed_release,
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The settings of one policy file's text, after validating the whole
+/// file as [`parse_str`] does.
+pub fn parse_settings(file: &Path, text: &str) -> Result<Settings, Vec<PolicyError>> {
+    parse_str(file, text)?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        vec![PolicyError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: e.message().to_string(),
+        }]
+    })?;
+    let holds = raw.holds.unwrap_or_default();
+    Ok(Settings {
+        require_signed_release: holds.require_signed_release,
+    })
 }
 
 /// Errors between policies: duplicate names, conflicting overlaps.

@@ -20,6 +20,9 @@ pub mod plan;
 pub mod wal;
 
 pub use duration::Span;
-pub use file::{load_files, parse_str, Keep, Policy, PolicyError, Selector};
+pub use file::{
+    load_files, load_settings, parse_settings, parse_str, Keep, Policy, PolicyError, Selector,
+    Settings,
+};
 pub use plan::{plan, Action, Decision, HoldCheck, NoHolds, PlanInput, SnapshotInfo};
 pub use wal::{plan_wal, BaseBackup, WalDecision, WalFile};

@@ -217,3 +217,30 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[test]
+fn holds_settings_parse_alone_or_beside_policies() {
+    use holdfast_policy::{parse_settings, Settings};
+    let f = std::path::Path::new("holds.toml");
+    let on = parse_settings(f, "[holds]\nrequire_signed_release = true\n").unwrap();
+    assert_eq!(
+        on,
+        Settings {
+            require_signed_release: true
+        }
+    );
+    let beside = parse_settings(
+        f,
+        "[holds]\nrequire_signed_release = false\n\n[[policy]]\nname = \"d\"\nsource = \"docs\"\ntimezone = \"UTC\"\nkeep = { last = 1 }\n",
+    )
+    .unwrap();
+    assert!(!beside.require_signed_release);
+    // Unknown keys and wrong types are errors naming the line.
+    let e = parse_settings(f, "[holds]\nrequire_signed = true\n").unwrap_err();
+    assert_eq!(e[0].line, 2, "{e:?}");
+    assert!(e[0].message.contains("require_signed"), "{e:?}");
+    let e = parse_settings(f, "[holds]\nrequire_signed_release = \"yes\"\n").unwrap_err();
+    assert_eq!(e[0].line, 2, "{e:?}");
+    // An empty file is still refused.
+    assert!(parse_settings(f, "").is_err());
+}

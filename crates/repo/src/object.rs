@@ -89,6 +89,7 @@ fn kind_code(kind: ObjectKind) -> u8 {
         ObjectKind::Verification => 11,
         // 12 is the legal holds' (issue 10).
         ObjectKind::Drill => 13,
+        ObjectKind::Signer => 14,
     }
 }
 

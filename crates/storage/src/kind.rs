@@ -37,10 +37,13 @@ pub enum ObjectKind {
     /// Restore drill records: what a drill restored, measured and found,
     /// write-once (`drills/<time>-<random>`).
     Drill,
+    /// Registered signers of electronic signatures (`signers/<name>`):
+    /// a name, a printed name and an ed25519 public key, write-once.
+    Signer,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 12] = [
+    pub const ALL: [ObjectKind; 13] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -53,6 +56,7 @@ impl ObjectKind {
         ObjectKind::Tombstone,
         ObjectKind::Verification,
         ObjectKind::Drill,
+        ObjectKind::Signer,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -70,6 +74,7 @@ impl ObjectKind {
             ObjectKind::Tombstone => "forgotten",
             ObjectKind::Verification => "verified",
             ObjectKind::Drill => "drills",
+            ObjectKind::Signer => "signers",
         }
     }
 
@@ -103,6 +108,7 @@ impl ObjectKind {
             "forgotten" => ObjectKind::Tombstone,
             "verified" => ObjectKind::Verification,
             "drills" => ObjectKind::Drill,
+            "signers" => ObjectKind::Signer,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -132,6 +138,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Tombstone => "tombstone",
             ObjectKind::Verification => "verification",
             ObjectKind::Drill => "drill",
+            ObjectKind::Signer => "signer",
         };
         f.write_str(s)
     }

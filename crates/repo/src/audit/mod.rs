@@ -19,6 +19,7 @@
 //! ([`verify`]).
 
 pub mod sign;
+pub mod signers;
 pub mod verify;
 pub mod witness;
 
