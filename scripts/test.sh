@@ -15,6 +15,9 @@ command -v setfacl >/dev/null || need_apt+=(acl)
 command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 # The drill report test renders the HTML report in headless Chromium.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The signature tests use signing keys made by OpenSSL and OpenSSH.
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "need root to install: ${need_apt[*]}" >&2

@@ -250,8 +250,14 @@ pub fn parse_public_key(bytes: &[u8], what: &str) -> Result<[u8; 32]> {
         }
         return <[u8; 32]>::try_from(key).map_err(|_| bad("key is not 32 bytes"));
     }
+    if text.contains("PRIVATE KEY-----") {
+        return Err(bad(
+            "it is a private key: give the public key file (.pub), keep the private key to its owner",
+        ));
+    }
     if text.starts_with("-----BEGIN") {
-        let der = pem_decode(text.as_bytes(), "PUBLIC KEY", what)?;
+        let der = pem_decode(text.as_bytes(), "PUBLIC KEY", what)
+            .map_err(|_| bad("no PEM PUBLIC KEY block"))?;
         return match der.strip_prefix(SPKI_PREFIX.as_slice()) {
             Some(k) => <[u8; 32]>::try_from(k).map_err(|_| bad("key is not 32 bytes")),
             None => Err(bad("not an ed25519 SubjectPublicKeyInfo")),
