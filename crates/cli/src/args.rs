@@ -179,6 +179,10 @@ pub enum Command {
     /// The daemon's configuration file (holdfast.toml).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Electronic signatures: register signers (ed25519 public keys), make
+    /// key pairs.
+    #[command(subcommand)]
+    Signer(SignerCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,10 +193,6 @@ pub enum ConfigCommand {
         /// The file (e.g. /etc/holdfast/holdfast.toml).
         file: PathBuf,
     },
-    /// Electronic signatures: register signers (ed25519 public keys), make
-    /// key pairs.
-    #[command(subcommand)]
-    Signer(SignerCommand),
 }
 
 #[derive(Debug, Subcommand)]
