@@ -137,6 +137,13 @@ fn run_drill(g: &Global, rt: &Runtime, a: DrillRunArgs) -> Result<i32> {
     } else if !g.quiet {
         print_summary(r);
     }
+    if let Some(e) = &run.audit_error {
+        // Never a success without its record on the trail.
+        errln!("holdfast: error: the drill's outcome is not on the audit trail: {e}");
+        if r.outcome == Outcome::Passed {
+            return Ok(exit::ERROR);
+        }
+    }
     if run.interrupted {
         if let Some(sig) = interrupt::received() {
             return Ok(128 + sig);

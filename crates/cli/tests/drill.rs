@@ -160,6 +160,18 @@ fn passing_drill_records_evidence_and_leaves_nothing() {
     );
     let plain = stdout(&d.env.ok(["drill", "history"]));
     assert!(plain.contains(id) && plain.contains("passed"), "{plain}");
+    // On the audit trail: started before any data was read, then the outcome.
+    let log = stdout(&d.env.ok(["audit", "log", "--operation", "drill"]));
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("drill")).collect();
+    assert!(lines.iter().any(|l| l.contains("started")), "{log}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("success") && l.contains(id)),
+        "{log}"
+    );
+    let audit = d.env.run(["audit", "verify"]);
+    assert_eq!(code(&audit), Some(0), "{}", stdout(&audit));
 }
 
 #[test]

@@ -149,3 +149,101 @@ pub fn forecast(history: &[DrillReport], sizes: &[SourceSize], site_rto: Option<
         meets_site_rto,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{DrillReport, ObjectivesReport, Outcome, Phase, RestoreReport};
+
+    fn drill(kind: &str, bytes: u64, phases: &[(&str, f64, bool)]) -> DrillReport {
+        let t = chrono::DateTime::<chrono::Utc>::default();
+        DrillReport {
+            version: 1,
+            id: String::new(),
+            playbook: "p".into(),
+            playbook_file: "p.toml".into(),
+            host: "h".into(),
+            started: t,
+            finished: t,
+            outcome: Outcome::Passed,
+            objectives: ObjectivesReport::default(),
+            rto_seconds: 0.0,
+            rto_met: true,
+            rpo_seconds: None,
+            rpo_met: true,
+            restores: vec![RestoreReport {
+                kind: kind.into(),
+                bytes,
+                phases: phases
+                    .iter()
+                    .map(|(n, s, scales)| Phase {
+                        bytes: scales.then_some(bytes),
+                        ..Phase::new(n, *s)
+                    })
+                    .collect(),
+                ..RestoreReport::default()
+            }],
+            error: None,
+            verification_record: None,
+            forecast: None,
+        }
+    }
+
+    #[test]
+    fn scales_data_phases_and_adds_fixed_ones() {
+        // 1 GiB restored at 100 MiB/s download + 200 MiB/s write, 3 s server
+        // start; checks and retrieval do not count.
+        let gib = 1u64 << 30;
+        let h = vec![drill(
+            "postgres-logical",
+            gib,
+            &[
+                ("download", 10.24, true),
+                ("write", 5.12, true),
+                ("server start", 3.0, false),
+                ("checks", 100.0, false),
+                ("retrieval", 3600.0, true),
+            ],
+        )];
+        let sizes = [
+            SourceSize {
+                source: "ehr".into(),
+                kind: "postgres-logical".into(),
+                bytes: 4 * gib,
+            },
+            SourceSize {
+                source: "mail".into(),
+                kind: "files".into(),
+                bytes: gib,
+            },
+        ];
+        let f = forecast(&h, &sizes, Some(3600));
+        let ehr = f.sources[0].seconds.unwrap_or(0.0);
+        assert!((ehr - (40.96 + 20.48 + 3.0)).abs() < 0.01, "{ehr}");
+        assert_eq!(f.sources[1].seconds, None, "files were never drilled");
+        assert!(!f.complete);
+        assert_eq!(
+            f.meets_site_rto,
+            Some(false),
+            "a lower bound proves no success"
+        );
+        let only_ehr = forecast(&h, &sizes[..1], Some(3600));
+        assert_eq!(only_ehr.meets_site_rto, Some(true));
+        assert_eq!(
+            forecast(&h, &sizes[..1], Some(60)).meets_site_rto,
+            Some(false)
+        );
+    }
+
+    #[test]
+    fn one_slow_drill_does_not_decide() {
+        let gib = 1u64 << 30;
+        let mut h: Vec<_> = (0..4)
+            .map(|_| drill("files", gib, &[("download", 10.0, true)]))
+            .collect();
+        h.push(drill("files", gib, &[("download", 1000.0, true)]));
+        let (s, n) = estimate(&h, "files", gib);
+        assert_eq!(n, 5);
+        assert!((s.unwrap_or(0.0) - 10.0).abs() < 0.01, "{s:?}");
+    }
+}

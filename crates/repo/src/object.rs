@@ -378,6 +378,20 @@ pub fn envelope_version(bytes: &[u8]) -> Option<u8> {
 mod tests {
     use super::*;
 
+    /// Two kinds sharing a code would let an object of one open as the
+    /// other (kinds are added by separate changes; this catches a clash).
+    #[test]
+    fn kind_codes_are_distinct_and_round_trip() {
+        let mut seen = std::collections::BTreeMap::new();
+        for kind in ObjectKind::ALL {
+            let code = kind_code(kind);
+            if let Some(other) = seen.insert(code, kind) {
+                panic!("{kind} and {other} share envelope kind code {code}");
+            }
+            assert_eq!(kind_of_code(code), Some(kind));
+        }
+    }
+
     #[test]
     fn round_trip_and_truncation() {
         let k = MasterKey::generate();

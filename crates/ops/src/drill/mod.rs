@@ -22,11 +22,13 @@ use chrono::{DateTime, Utc};
 use holdfast_drill::forecast::{self, SourceSize};
 use holdfast_drill::report::ObjectivesReport;
 use holdfast_drill::{pick, DrillReport, Outcome, Playbook, Restore, RestoreReport, Target};
+use holdfast_repo::audit::{Draft, Outcome as AuditOutcome};
 use holdfast_repo::drill::{DrillRecord, DRILL_VERSION};
 use holdfast_repo::snapshot::SnapshotEntry;
 use holdfast_repo::{Id, Repository};
 use holdfast_sources::Progress;
 
+use crate::audit;
 use crate::error::{OpsError, Result};
 use crate::verification;
 
@@ -71,9 +73,12 @@ pub struct DrillRun {
     /// Recording problems (the drill's result stands; its evidence may be
     /// incomplete): the drill or verification record could not be stored.
     pub warnings: Vec<String>,
-    /// The signal-like reason the drill stopped, if it was stopped by
-    /// the caller's flag (the CLI exits 128 + the signal).
+    /// The drill was stopped by the caller's flag (the CLI exits 128 +
+    /// the signal).
     pub interrupted: bool,
+    /// The drill's outcome could not be written to the audit trail (its
+    /// `started` entry was): the drill happened but is not fully on record.
+    pub audit_error: Option<String>,
 }
 
 /// Why the watchdog stopped the drill.
@@ -165,6 +170,12 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
         pg_tools: cfg.pg_tools.clone(),
         pg_bindir: cfg.pg_bindir.clone(),
     };
+    // A drill reads patients' data into a scratch target: like a restore,
+    // it is on the audit trail before any data is read, or it does not run.
+    let draft = Draft::new("drill", AuditOutcome::Started)
+        .arg("playbook", pb.name.clone())
+        .arg("playbook_file", pb.file.display().to_string());
+    audit::started(repo, &draft)?;
     let mut restores = Vec::new();
     let mut snapshots: Vec<Id> = Vec::new();
     // Every scratch target stays up until every restore is checked: the
@@ -271,10 +282,42 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
             )),
         }
     }
+    let mut d = draft
+        .arg("outcome", report.outcome.as_str())
+        .arg("rto_seconds", report.rto_seconds)
+        .arg("rto_met", report.rto_met)
+        .arg("rpo_met", report.rpo_met);
+    if let Some(r) = report.rpo_seconds {
+        d = d.arg("rpo_seconds", r);
+    }
+    for id in &snapshots {
+        d = d.touch("snapshot", id.to_hex());
+    }
+    for r in &report.restores {
+        if !r.location.is_empty() {
+            d = d.touch("target", r.location.clone());
+        }
+    }
+    if !report.id.is_empty() {
+        d = d.touch("drill", report.id.clone());
+    }
+    d.outcome = if report.outcome == Outcome::Passed {
+        AuditOutcome::Success
+    } else {
+        d.error = Some(
+            report
+                .error
+                .clone()
+                .unwrap_or_else(|| report.outcome.as_str().to_string()),
+        );
+        AuditOutcome::Failure
+    };
+    let audit_error = audit::record(repo, &d).err().map(|e| e.to_string());
     Ok(DrillRun {
         report,
         warnings,
         interrupted: reason == INTERRUPTED,
+        audit_error,
     })
 }
 
