@@ -162,16 +162,20 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The global options, with the playbook's repository when none was given.
+fn effective(g: &Global, playbook: Option<&Playbook>) -> Global {
+    let mut g = g.clone();
+    if g.repo.is_none() {
+        g.repo = playbook.and_then(|p| p.repository.clone());
+    }
+    g
+}
+
 fn open_repo(
     g: &Global,
     rt: &Runtime,
     playbook: Option<&Playbook>,
 ) -> Result<Arc<holdfast_repo::Repository>> {
-    let mut g = g.clone();
-    if g.repo.is_none() {
-        g.repo = playbook.and_then(|p| p.repository.clone());
-    }
-    open::open_for(&g, rt, Prefetch::restore())
+    open::open_for(&effective(g, playbook), rt, Prefetch::restore())
 }
 
 fn drill_in_repo(
@@ -186,6 +190,8 @@ fn drill_in_repo(
     let repo = open_repo(g, rt, Some(&playbook))?;
     repo.load_index()?;
     let open_seconds = started.elapsed().as_secs_f64();
+    // Only point-in-time drills need it; they say so when it is missing.
+    let restore_command = crate::postgres::restore_command(&effective(g, Some(&playbook))).ok();
     let cfg = DrillConfig {
         playbook,
         started,
@@ -202,6 +208,7 @@ fn drill_in_repo(
             std::env::var_os("HOLDFAST_PG_DUMP").map(Into::into),
         ),
         pg_bindir: std::env::var_os("HOLDFAST_PG_BINDIR").map(Into::into),
+        restore_command,
     };
     Ok(ops_drill::run(&repo, &cfg)?)
 }

@@ -256,7 +256,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
 
 /// The restore_command the restored server runs: this binary, the
 /// repository and a password file, all absolute, in its environment.
-fn restore_command(g: &Global) -> Result<ops_pg::RestoreCommand> {
+pub(crate) fn restore_command(g: &Global) -> Result<ops_pg::RestoreCommand> {
     let exe = std::env::current_exe().context("finding the holdfast binary")?;
     let repo = g
         .repo

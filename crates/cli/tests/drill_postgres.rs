@@ -366,3 +366,149 @@ fn timeout_mid_restore_leaves_nothing() {
     assert!(r["error"].as_str().unwrap().contains("timed out"), "{r}");
     s.assert_torn_down(port_of(&r));
 }
+
+/// A cluster archiving its WAL into a repository with a physical base
+/// backup of source `ehr-cluster`, then three batches of rows committed a
+/// second apart, all archived. Returns the site and the instants between
+/// the batches (after the first, after the second).
+fn pitr_site() -> (Site, Cluster, String, String) {
+    let s = Site::new(10);
+    let exe = env!("CARGO_BIN_EXE_holdfast");
+    let conf = format!(
+        "archive_mode = on\narchive_command = 'HOLDFAST_REPOSITORY={} HOLDFAST_PASSWORD_FILE={} {exe} -q wal-push %p'\n",
+        s.dir.path().join("repo").display(),
+        s.dir.path().join("pw").display(),
+    );
+    let pg = Cluster::new(&conf);
+    let dsn = format!(
+        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    pg.psql("postgres", "CREATE TABLE w (batch int, g int)");
+    ok(
+        &s.run(&[
+            "backup",
+            "--source",
+            "ehr-cluster",
+            "--postgres-physical",
+            &dsn,
+            "--pgdata",
+            &pg.datadir.display().to_string(),
+        ]),
+        "physical backup",
+    );
+    let mut between = Vec::new();
+    for batch in 1..=3 {
+        std::thread::sleep(Duration::from_millis(1200));
+        pg.psql(
+            "postgres",
+            &format!("INSERT INTO w SELECT {batch}, g FROM generate_series(1, 100) g"),
+        );
+        std::thread::sleep(Duration::from_millis(600));
+        between.push(pg.psql(
+            "postgres",
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+        ));
+    }
+    let seg = pg.psql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let last = pg.psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        );
+        if !last.is_empty() && last.as_str() >= seg.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{seg} not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (s, pg, between[0].clone(), between[1].clone())
+}
+
+fn pitr_playbook(point: &str, expect_rows: Option<u64>, rpo: &str) -> String {
+    let rows = expect_rows
+        .map(|n| {
+            format!("[[check]]\nkind = \"sql\"\nquery = \"SELECT count(*) FROM w\"\nexpect = {n}\n")
+        })
+        .unwrap_or_default();
+    format!(
+        r#"name = "weekly-ehr-pitr"
+[snapshot]
+source = "ehr-cluster"
+point_in_time = "{point}"
+[target]
+kind = "postgres-scratch"
+[[check]]
+kind = "pitr"
+{rows}[[check]]
+kind = "amcheck"
+[objectives]
+rto = "15m"
+rpo = "{rpo}"
+"#
+    )
+}
+
+#[test]
+fn pitr_drill_lands_on_the_requested_time() {
+    let (s, _pg, after_first, after_second) = pitr_site();
+    // A fixed point between the first and second batch: exactly the first.
+    let pb = s.playbook(&pitr_playbook(&after_first, Some(100), "5s"));
+    let (out, r) = s.drill(&pb);
+    let text = ok(&out, "fixed-point drill");
+    let rs = &r["restores"][0];
+    assert_eq!(r["outcome"], "passed", "{text}");
+    let requested = rs["requested_point"].as_str().unwrap();
+    let restored = rs["restored_point"].as_str().unwrap();
+    let req = chrono::DateTime::parse_from_rfc3339(requested).unwrap();
+    let got = chrono::DateTime::parse_from_rfc3339(restored).unwrap();
+    assert!(got <= req, "replayed past the target: {got} > {req}");
+    assert!(
+        (req - got).num_milliseconds() < 1500,
+        "{got} is far from {req}"
+    );
+    let phases: Vec<&str> = rs["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for p in [
+        "restore",
+        "server start",
+        "wal replay",
+        "checks",
+        "teardown",
+    ] {
+        assert!(phases.contains(&p), "{p} missing from {phases:?}");
+    }
+    s.assert_torn_down(port_of(&r));
+    // Between the second and third: two batches.
+    let pb = s.playbook(&pitr_playbook(&after_second, Some(200), "5s"));
+    let (out, r) = s.drill(&pb);
+    ok(&out, "second fixed-point drill");
+    assert_eq!(r["outcome"], "passed");
+    // Latest: everything.
+    let pb = s.playbook(&pitr_playbook("latest", Some(300), "1h"));
+    let (out, r) = s.drill(&pb);
+    ok(&out, "latest drill");
+    assert_eq!(r["outcome"], "passed");
+    // Random within the recoverable range, seeded: recorded, and in range.
+    let pb = s.playbook(&pitr_playbook("random", None, "1h").replace(
+        "point_in_time = \"random\"",
+        "point_in_time = \"random\"\npoint_seed = 5",
+    ));
+    let (out, r) = s.drill(&pb);
+    ok(&out, "random-point drill");
+    let rs = &r["restores"][0];
+    assert!(rs["pick"].as_str().unwrap().contains("seed 5"), "{rs}");
+    let req =
+        chrono::DateTime::parse_from_rfc3339(rs["requested_point"].as_str().unwrap()).unwrap();
+    let snap = chrono::DateTime::parse_from_rfc3339(rs["snapshot_time"].as_str().unwrap()).unwrap();
+    assert!(
+        req >= snap,
+        "a random point before the backup: {req} < {snap}"
+    );
+    s.assert_torn_down(port_of(&r));
+}

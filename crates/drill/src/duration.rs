@@ -83,6 +83,8 @@ impl fmt::Display for Human {
 /// Seconds with a fraction, for measured values: `0.84s`, `12.3s`,
 /// `4m05s`, `2h10m`.
 pub fn measured(seconds: f64) -> String {
+    // -0.0 (a sum of nothing) prints as 0.
+    let seconds = seconds + 0.0;
     if !seconds.is_finite() || seconds < 0.0 {
         return "-".into();
     }

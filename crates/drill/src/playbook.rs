@@ -86,6 +86,9 @@ pub enum Target {
         bin_dir: Option<PathBuf>,
         /// Where its temporary directory goes (default: the system's).
         parent: Option<PathBuf>,
+        /// The database checks run in (default: a logical snapshot's first
+        /// database; `postgres` for a physical one).
+        database: Option<String>,
     },
     /// An existing server: the drill creates its own database there and
     /// drops it afterwards.
@@ -253,6 +256,7 @@ struct RawTarget {
     keep: Option<Spanned<bool>>,
     bin_dir: Option<Spanned<String>>,
     dsn: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -603,6 +607,7 @@ fn target(src: &mut Src<'_>, raw: Spanned<RawTarget>) -> Option<Target> {
             Some(Target::PostgresScratch {
                 bin_dir: path(&t.bin_dir, src, "bin_dir"),
                 parent: path(&t.parent, src, "parent"),
+                database: t.database.as_ref().map(|d| d.get_ref().clone()),
             })
         }
         "postgres-server" => {
@@ -612,6 +617,7 @@ fn target(src: &mut Src<'_>, raw: Spanned<RawTarget>) -> Option<Target> {
                     ("parent", span_of(&t.parent)),
                     ("keep", span_of(&t.keep)),
                     ("bin_dir", span_of(&t.bin_dir)),
+                    ("database", span_of(&t.database)),
                 ],
                 "a target",
                 "postgres-server",

@@ -267,6 +267,29 @@ impl ScratchCluster {
         )))
     }
 
+    /// Replace the data directory's `pg_hba.conf` (a restored cluster's
+    /// own, with passwords we do not have) with one that admits local
+    /// socket connections only: the socket directory is private to the
+    /// server's user (and root), TCP is refused.
+    pub fn socket_only_access(&self) -> Result<()> {
+        let hba = self.datadir.join("pg_hba.conf");
+        fs::write(
+            &hba,
+            "# holdfast drill scratch cluster: socket only\nlocal all all trust\n",
+        )
+        .map_err(|e| PgError::Invalid(format!("{}: {e}", hba.display())))?;
+        chown(&hba, self.ids)
+    }
+
+    /// A connection string to `db` over the private socket.
+    pub fn socket_dsn_string(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.sockdir.display(),
+            self.port
+        )
+    }
+
     /// The server log so far.
     pub fn log(&self) -> String {
         fs::read_to_string(self.root.join("server.log")).unwrap_or_default()

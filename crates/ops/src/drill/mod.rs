@@ -60,6 +60,9 @@ pub struct DrillConfig {
     pub scratch_parent: PathBuf,
     /// The runtime PostgreSQL connections run on (the repository's).
     pub rt: tokio::runtime::Handle,
+    /// The `restore_command` a physical drill's server fetches WAL with
+    /// (`None`: physical drills can recover only to the backup's end).
+    pub restore_command: Option<crate::postgres::RestoreCommand>,
     /// PostgreSQL: the client tools (`pg_restore`) for server targets, and
     /// the directory of the server binaries for scratch clusters when the
     /// playbook names none (default: the newest under /usr/lib/postgresql).
@@ -146,6 +149,9 @@ pub(crate) struct Ctx<'a> {
     pub rt: tokio::runtime::Handle,
     pub pg_tools: holdfast_postgres::PgTools,
     pub pg_bindir: Option<PathBuf>,
+    pub restore_command: Option<crate::postgres::RestoreCommand>,
+    /// The playbook's RPO, in seconds (the pitr check compares with it).
+    pub rpo: u64,
 }
 
 impl Ctx<'_> {
@@ -169,6 +175,8 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
         rt: cfg.rt.clone(),
         pg_tools: cfg.pg_tools.clone(),
         pg_bindir: cfg.pg_bindir.clone(),
+        restore_command: cfg.restore_command.clone(),
+        rpo: pb.objectives.rpo,
     };
     // A drill reads patients' data into a scratch target: like a restore,
     // it is on the audit trail before any data is read, or it does not run.
@@ -370,6 +378,20 @@ fn choose(ctx: &Ctx<'_>, r: &Restore, rep: &mut RestoreReport) -> Result<Snapsho
                 && s.tags.iter().all(|t| e.snapshot.tags.contains(t))
         })
         .collect();
+    if let Some(holdfast_drill::PointInTime::At(t)) = &s.point_in_time {
+        // The newest base backup that ended before the point (pgBackRest's
+        // rule): the pick does not apply, the point decides.
+        let snap = holdfast_postgres::choose_base_backup(
+            &candidates,
+            holdfast_postgres::physical::RecoveryTarget::Time(*t),
+        )
+        .map_err(|e| {
+            OpsError::from(e).context(format!("no base backup of {:?} reaches {t}", s.source))
+        })?;
+        rep.snapshot = Some(snap.id.to_hex());
+        rep.snapshot_time = Some(snap.snapshot.time);
+        return Ok(snap);
+    }
     let times: Vec<DateTime<Utc>> = candidates.iter().map(|e| e.snapshot.time).collect();
     let (i, seed) = pick::choose(&times, &s.pick, ctx.started_at, ctx.seed).map_err(|why| {
         OpsError::invalid(format!(
@@ -405,17 +427,23 @@ fn run_restore(
         Target::Directory { path, parent, keep } => {
             directory::run(ctx, r, snap, path.clone(), parent.clone(), *keep, rep)
         }
-        Target::PostgresScratch { bin_dir, parent } if r.snapshot.kind == "postgres-logical" => {
-            postgres::scratch(ctx, r, snap, bin_dir.clone(), parent.clone(), rep)
+        Target::PostgresScratch {
+            bin_dir,
+            parent,
+            database,
+        } => {
+            let t = postgres::ScratchTarget {
+                bin_dir: bin_dir.clone(),
+                parent: parent.clone(),
+                database: database.clone(),
+            };
+            if r.snapshot.kind == "postgres-physical" {
+                postgres::physical(ctx, r, snap, &t, rep)
+            } else {
+                postgres::scratch(ctx, r, snap, &t, rep)
+            }
         }
         Target::PostgresServer { dsn } => postgres::server(ctx, r, snap, dsn, rep),
-        Target::PostgresScratch { .. } => {
-            rep.error = Some(format!(
-                "a {} snapshot in a postgres-scratch target is not supported by this build yet",
-                r.snapshot.kind
-            ));
-            None
-        }
     }
 }
 

@@ -92,24 +92,33 @@ fn databases(snap: &SnapshotEntry) -> Result<Vec<String>, String> {
     Ok(dbs.into_keys().collect())
 }
 
+/// Where a scratch cluster goes and which database checks use.
+pub(crate) struct ScratchTarget {
+    pub bin_dir: Option<PathBuf>,
+    pub parent: Option<PathBuf>,
+    pub database: Option<String>,
+}
+
 /// Restore `snap` into a new scratch cluster and check it.
 pub(crate) fn scratch(
     ctx: &Ctx<'_>,
     r: &Restore,
     snap: &SnapshotEntry,
-    bin_dir: Option<PathBuf>,
-    parent: Option<PathBuf>,
+    t: &ScratchTarget,
     rep: &mut RestoreReport,
 ) -> Option<Box<dyn Teardown>> {
     let started = Instant::now();
-    let bindir = match scratch::server_bindir(bin_dir.as_deref().or(ctx.pg_bindir.as_deref())) {
+    let bindir = match scratch::server_bindir(t.bin_dir.as_deref().or(ctx.pg_bindir.as_deref())) {
         Ok(b) => b,
         Err(e) => {
             rep.error = Some(e.to_string());
             return None;
         }
     };
-    let parent = parent.unwrap_or_else(|| ctx.scratch_parent.clone());
+    let parent = t
+        .parent
+        .clone()
+        .unwrap_or_else(|| ctx.scratch_parent.clone());
     let mut cluster = match ScratchCluster::prepare(&bindir, &parent, &r.label) {
         Ok(c) => c,
         Err(e) => {
@@ -151,7 +160,12 @@ pub(crate) fn scratch(
         restore_all(ctx, snap, &admin, &opts, rep)
     });
     let dbs = match restored {
-        Ok(d) => d,
+        Ok(mut d) => {
+            if let Some(db) = &t.database {
+                d.first_db = db.clone();
+            }
+            d
+        }
         Err(e) => {
             rep.error = Some(if ctx.stopped() {
                 "the restore was stopped".to_string()
@@ -345,6 +359,12 @@ fn run_checks(
                 "amcheck",
                 "bt_index_check on every B-tree index".to_string(),
                 amcheck(ctx, &dsn),
+            ),
+            Check::Pitr => (
+                "pitr",
+                "the last replayed transaction is within the RPO of the requested point"
+                    .to_string(),
+                pitr_check(ctx, rep),
             ),
             Check::Command { name, run, timeout } => {
                 let env: Vec<(&str, &std::ffi::OsStr)> = env
@@ -554,6 +574,247 @@ fn amcheck(ctx: &Ctx<'_>, dsn: &Dsn) -> Result<String, String> {
             bad.len(),
             rows.len(),
             bad.join("; ")
+        ))
+    }
+}
+
+/// Restore a physical base backup into a scratch cluster, recover it to
+/// the playbook's point in time, and check it: the WAL replay is timed,
+/// and the last replayed transaction is the restored point.
+pub(crate) fn physical(
+    ctx: &Ctx<'_>,
+    r: &Restore,
+    snap: &SnapshotEntry,
+    t: &ScratchTarget,
+    rep: &mut RestoreReport,
+) -> Option<Box<dyn Teardown>> {
+    use holdfast_drill::PointInTime;
+    use pg::RecoveryTarget;
+    let bindir = match scratch::server_bindir(t.bin_dir.as_deref().or(ctx.pg_bindir.as_deref())) {
+        Ok(b) => b,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return None;
+        }
+    };
+    let parent = t
+        .parent
+        .clone()
+        .unwrap_or_else(|| ctx.scratch_parent.clone());
+    let mut cluster = match ScratchCluster::prepare(&bindir, &parent, &r.label) {
+        Ok(c) => c,
+        Err(e) => {
+            rep.error = Some(format!("creating the scratch cluster: {e}"));
+            return None;
+        }
+    };
+    let backup_end = pg::backup_end(&snap.snapshot).unwrap_or(snap.snapshot.time);
+    // The point asked for, and the recovery target that reaches it.
+    let (target, requested) = match &r.snapshot.point_in_time {
+        None => (RecoveryTarget::Immediate, None),
+        Some(PointInTime::Latest) => (RecoveryTarget::Latest, Some(ctx.started_at)),
+        Some(PointInTime::At(at)) => (RecoveryTarget::Time(*at), Some(*at)),
+        Some(PointInTime::Random { seed }) => {
+            let seed = seed.unwrap_or(ctx.seed);
+            let end = match recoverable_end(ctx, snap) {
+                Ok(e) => e.max(backup_end),
+                Err(e) => {
+                    rep.error = Some(e);
+                    return Some(Box::new(cluster));
+                }
+            };
+            let at = holdfast_drill::pick::random_point(backup_end, end, seed);
+            rep.pick = format!("{}; point in time drawn with seed {seed}", rep.pick);
+            (RecoveryTarget::Time(at), Some(at))
+        }
+    };
+    rep.requested_point = requested;
+    rep.location = format!("127.0.0.1:{} ({})", cluster.port, cluster.root.display());
+    let mut opts = pg::PhysicalRestoreOptions::new(target);
+    opts.restore_command = ctx.restore_command.as_ref().map(|rc| {
+        let env: Vec<(&str, &str)> = rc
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pg::restore_command(
+            &rc.program,
+            &env,
+            pg::physical::snapshot_cluster(&snap.snapshot),
+        )
+    });
+    if !matches!(target, RecoveryTarget::Immediate) && opts.restore_command.is_none() {
+        rep.error = Some("a point-in-time drill needs a key file or password file (HOLDFAST_KEY_FILE, HOLDFAST_PASSWORD_FILE) that the scratch server's restore_command opens the repository with".into());
+        return Some(Box::new(cluster));
+    }
+    let started = Instant::now();
+    let restored = pg::restore_physical(ctx.repo, snap, &cluster.datadir, &opts);
+    let report = match restored {
+        Ok(r) => r,
+        Err(e) => {
+            rep.error = Some(format!("restoring snapshot {}: {e}", snap.id.short()));
+            return Some(Box::new(cluster));
+        }
+    };
+    let mut phase = Phase::new("restore", started.elapsed().as_secs_f64());
+    phase.bytes = Some(report.bytes);
+    phase.note = Some("base backup laid out: download, decrypt, decompress, write".into());
+    rep.phases.push(phase);
+    rep.bytes = report.bytes;
+    rep.files = report.files;
+    if ctx.stopped() {
+        rep.error = Some("the restore was stopped".into());
+        return Some(Box::new(cluster));
+    }
+    let up = cluster
+        .socket_only_access()
+        .and_then(|()| cluster.own_datadir())
+        .and_then(|()| cluster.configure("hot_standby = on\n"));
+    if let Err(e) = up {
+        rep.error = Some(e.to_string());
+        return Some(Box::new(cluster));
+    }
+    let started = Instant::now();
+    // With hot_standby, pg_ctl returns once the data is consistent; the
+    // replay that follows is waited for (and stopped) below.
+    let start = cluster.start();
+    let mut phase = Phase::new("server start", started.elapsed().as_secs_f64());
+    phase.note = Some("pg_ctl start until connections are accepted".into());
+    rep.phases.push(phase);
+    if let Err(e) = start {
+        rep.error = Some(if ctx.stopped() {
+            "the recovery was stopped".into()
+        } else {
+            format!("starting the restored cluster: {e}")
+        });
+        return Some(Box::new(cluster));
+    }
+    // The restored cluster keeps its own roles and passwords: the drill
+    // connects through the private socket.
+    let admin = match Dsn::parse(&cluster.socket_dsn_string("postgres")) {
+        Ok(d) => d,
+        Err(e) => {
+            rep.error = Some(e.to_string());
+            return Some(Box::new(cluster));
+        }
+    };
+    let started = Instant::now();
+    let replayed = wait_promoted(ctx, &admin);
+    let mut phase = Phase::new("wal replay", started.elapsed().as_secs_f64());
+    phase.note = Some("until recovery reached its target and the server was promoted".into());
+    rep.phases.push(phase);
+    let last = match replayed {
+        Ok(last) => last,
+        Err(e) => {
+            rep.error = Some(format!("{e}; server log: {}", log_tail(&cluster)));
+            return Some(Box::new(cluster));
+        }
+    };
+    // Nothing replayed past the backup: the data is as of its end.
+    let restored_point = last.unwrap_or(backup_end);
+    rep.restored_point = Some(restored_point);
+    rep.rpo_seconds = Some(match requested {
+        Some(p) => ((p - restored_point).num_milliseconds() as f64 / 1000.0).abs(),
+        None => super::age(ctx.started_at, restored_point),
+    });
+    let db = t.database.clone().unwrap_or_else(|| "postgres".into());
+    let dbs = Restored {
+        first_db: db.clone(),
+        expected: BTreeMap::new(),
+    };
+    let env = vec![
+        (
+            "HOLDFAST_DRILL_DSN".to_string(),
+            cluster.socket_dsn_string(&db),
+        ),
+        ("HOLDFAST_DRILL_DATABASE".to_string(), db.clone()),
+        ("PGHOST".to_string(), cluster.sockdir.display().to_string()),
+        ("PGPORT".to_string(), cluster.port.to_string()),
+        ("PGUSER".to_string(), "postgres".to_string()),
+        ("PGDATABASE".to_string(), db.clone()),
+    ];
+    run_checks(ctx, r, &admin, &dbs, &env, rep);
+    Some(Box::new(cluster))
+}
+
+fn log_tail(c: &ScratchCluster) -> String {
+    let l = c.log();
+    let skip = l.chars().count().saturating_sub(1500);
+    l.chars().skip(skip).collect()
+}
+
+/// The end of the recoverable range of `snap`'s cluster: when the last
+/// segment of the unbroken archive after the newest backup was archived.
+fn recoverable_end(
+    ctx: &Ctx<'_>,
+    snap: &SnapshotEntry,
+) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let cluster = pg::physical::snapshot_cluster(&snap.snapshot).map(|c| c.to_string());
+    let all = ctx.repo.snapshots().map_err(|e| e.to_string())?;
+    let points = pg::recovery_points(ctx.repo, &all).map_err(|e| e.to_string())?;
+    points
+        .into_iter()
+        .find(|p| Some(&p.cluster) == cluster.as_ref())
+        .and_then(|p| p.latest_recoverable_time)
+        .ok_or_else(|| {
+            format!(
+                "no recoverable range is known for the cluster of snapshot {}",
+                snap.id.short()
+            )
+        })
+}
+
+/// Wait until the server has left recovery; the last replayed
+/// transaction's time.
+fn wait_promoted(
+    ctx: &Ctx<'_>,
+    dsn: &Dsn,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    loop {
+        if ctx.stopped() {
+            return Err("the recovery was stopped".into());
+        }
+        let v = one_value(ctx, dsn, "SELECT pg_is_in_recovery()")?;
+        if v.as_deref() == Some("f") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let v = one_value(
+        ctx,
+        dsn,
+        "SELECT to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    )?;
+    match v {
+        None => Ok(None),
+        Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .map_err(|e| format!("reading the last replayed transaction time {t:?}: {e}")),
+    }
+}
+
+/// The pitr check: the restored point lies within the RPO of the point
+/// asked for.
+pub(crate) fn pitr_check(ctx: &Ctx<'_>, rep: &RestoreReport) -> Result<String, String> {
+    let (Some(req), Some(got)) = (rep.requested_point, rep.restored_point) else {
+        return Err("no requested point in time (set point_in_time)".into());
+    };
+    let off = (req - got).num_milliseconds() as f64 / 1000.0;
+    let rpo = holdfast_drill::duration::Human(ctx.rpo);
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
+    if off.abs() <= ctx.rpo as f64 {
+        Ok(format!(
+            "asked for {}, last replayed transaction at {} ({} before), within the RPO of {rpo}",
+            fmt(req),
+            fmt(got),
+            holdfast_drill::duration::measured(off)
+        ))
+    } else {
+        Err(format!(
+            "asked for {}, last replayed transaction at {}: {} apart, more than the RPO of {rpo}",
+            fmt(req),
+            fmt(got),
+            holdfast_drill::duration::measured(off.abs())
         ))
     }
 }
