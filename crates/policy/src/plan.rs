@@ -41,8 +41,9 @@ pub struct SnapshotInfo {
     pub archived: bool,
 }
 
-/// What protects snapshots from deletion by legal hold. The holds issue
-/// implements it over the repository's hold records.
+/// What protects snapshots from deletion by legal hold
+/// (`holdfast_ops::holds` implements it over the repository's hold
+/// records). A held snapshot is kept and never archived.
 pub trait HoldCheck {
     /// The case references of the holds on `snapshot` (empty: none).
     fn holds(&self, snapshot: &SnapshotInfo) -> Vec<String>;
@@ -193,7 +194,9 @@ fn plan_policy(
             } else {
                 (Action::Purge, "no keep rule keeps it".into())
             };
-            if action == Action::Keep && !s.archived {
+            // A held snapshot is frozen where it is: not even moved to
+            // the archive class.
+            if action == Action::Keep && !s.archived && held.is_empty() {
                 if let Some(a) = policy.archive_after.filter(|a| t < a.before(&now)) {
                     action = Action::Archive;
                     out.push(decision(

@@ -346,3 +346,42 @@ fn plan_is_deterministic_and_at_moves_it() {
     // A year on everything is past max_age.
     assert_eq!(purged(&later), 30);
 }
+
+#[test]
+fn a_held_snapshot_is_neither_purged_nor_archived_and_names_every_case() {
+    let p = policy(
+        "[[policy]]\nname = \"docs\"\nsource = \"docs\"\ntimezone = \"UTC\"\nkeep = { last = 1 }\nmax_age = \"30d\"\narchive_after = \"3d\"\n",
+    );
+    let now = Utc.with_ymd_and_hms(2026, 6, 10, 12, 0, 0).unwrap();
+    // 0: past max_age, 1: to be archived, 2: newest (kept by last = 1).
+    let snaps = vec![
+        snap(0, now - Duration::days(60)),
+        snap(1, now - Duration::days(10)),
+        snap(2, now - Duration::days(1)),
+    ];
+    let plain = run(&p, &snaps, now);
+    assert_eq!(plain["0000"].0, Action::Purge);
+    assert_eq!(plain["0001"].0, Action::Purge);
+    struct Both;
+    impl HoldCheck for Both {
+        fn holds(&self, s: &SnapshotInfo) -> Vec<String> {
+            if s.id == "0002" {
+                Vec::new()
+            } else {
+                vec!["CASE-1".into(), "CASE-2".into()]
+            }
+        }
+    }
+    let held = run_with(&p, &snaps, now, &BTreeSet::new(), &Both);
+    for id in ["0000", "0001"] {
+        assert_eq!(held[id].0, Action::Keep, "{id}: {:?}", held[id]);
+        assert_eq!(held[id].1, "held by CASE-1, CASE-2");
+    }
+    // Kept past archive_after without a hold: archived.
+    let keep_all = policy(
+        "[[policy]]\nname = \"docs\"\nsource = \"docs\"\ntimezone = \"UTC\"\nkeep = { last = 3 }\narchive_after = \"3d\"\n",
+    );
+    assert_eq!(run(&keep_all, &snaps, now)["0001"].0, Action::Archive);
+    let held = run_with(&keep_all, &snaps, now, &BTreeSet::new(), &Both);
+    assert_eq!(held["0001"].0, Action::Keep, "{:?}", held["0001"]);
+}

@@ -29,6 +29,7 @@ pub mod drill;
 mod error;
 pub mod forget;
 pub mod gc;
+pub mod hold;
 pub mod id;
 pub mod index;
 pub mod keys;

@@ -87,7 +87,7 @@ fn kind_code(kind: ObjectKind) -> u8 {
         ObjectKind::LostFound => 9,
         ObjectKind::Tombstone => 10,
         ObjectKind::Verification => 11,
-        // 12 is the legal holds' (issue 10).
+        ObjectKind::Hold => 12,
         ObjectKind::Drill => 13,
         ObjectKind::Signer => 14,
     }

@@ -40,10 +40,13 @@ pub enum ObjectKind {
     /// Registered signers of electronic signatures (`signers/<name>`):
     /// a name, a printed name and an ed25519 public key, write-once.
     Signer,
+    /// Legal hold records: placements (`holds/<hold id>`) and releases
+    /// (`holds/<hold id>.release`), write-once, never edited or deleted.
+    Hold,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 13] = [
+    pub const ALL: [ObjectKind; 14] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -57,6 +60,7 @@ impl ObjectKind {
         ObjectKind::Verification,
         ObjectKind::Drill,
         ObjectKind::Signer,
+        ObjectKind::Hold,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -75,6 +79,7 @@ impl ObjectKind {
             ObjectKind::Verification => "verified",
             ObjectKind::Drill => "drills",
             ObjectKind::Signer => "signers",
+            ObjectKind::Hold => "holds",
         }
     }
 
@@ -109,6 +114,7 @@ impl ObjectKind {
             "verified" => ObjectKind::Verification,
             "drills" => ObjectKind::Drill,
             "signers" => ObjectKind::Signer,
+            "holds" => ObjectKind::Hold,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -139,6 +145,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Verification => "verification",
             ObjectKind::Drill => "drill",
             ObjectKind::Signer => "signer",
+            ObjectKind::Hold => "hold",
         };
         f.write_str(s)
     }

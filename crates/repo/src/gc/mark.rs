@@ -1,5 +1,6 @@
 //! Marking: every blob reachable from the roots (snapshots, by walking
-//! their trees, and WAL manifests, by their blob lists).
+//! their trees, and WAL manifests, by their blob lists), and the check
+//! that every snapshot a legal hold names is among them.
 //!
 //! Trees are content-addressed, so a tree met twice has the same subtree:
 //! each is loaded once, whatever the number of snapshots sharing it. The
@@ -89,4 +90,43 @@ impl Marker {
             }
         }
     }
+}
+
+/// Legal holds are roots too. A held snapshot is normally still stored (a
+/// policy never purges it) and is walked like any other; this refuses the
+/// run, before anything is deleted, when a hold names a snapshot whose
+/// manifest is gone (its data would otherwise be swept as garbage) or a
+/// hold record cannot be read (what it holds is unknown).
+pub(crate) fn check_holds<'a>(
+    repo: &Repository,
+    snapshots: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let records = repo.holds()?;
+    if let Some(name) = records.unknown_holds.first() {
+        let why = records
+            .unreadable
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, w)| w.as_str())
+            .unwrap_or("unreadable");
+        return Err(RepoError::corrupt(
+            holdfast_storage::ObjectKind::Hold.key(name),
+            format!("cannot be read ({why}); garbage collection deletes nothing while what a hold protects is unknown"),
+        ));
+    }
+    let present: HashSet<&str> = snapshots.collect();
+    for hold in records.active() {
+        if let crate::hold::HoldSelector::Snapshots { snapshots } = &hold.selector {
+            if let Some(gone) = snapshots.iter().find(|s| !present.contains(s.to_hex().as_str())) {
+                return Err(RepoError::corrupt(
+                    format!("snapshots/{}", gone.to_hex()),
+                    format!(
+                        "is held by {} ({}) but its manifest is missing; garbage collection deletes nothing while a held snapshot's data cannot be told apart from garbage (see `holdfast check`)",
+                        hold.id, hold.case
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

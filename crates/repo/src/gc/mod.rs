@@ -151,6 +151,7 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
 
     // ---- mark ---------------------------------------------------------
     let roots = Roots::read(repo)?;
+    mark::check_holds(repo, roots.snapshots.iter().map(|(n, _)| n.as_str()))?;
     let index_names = list_names(repo, ObjectKind::Index)?;
     let mut objects = read_objects(repo, &index_names)?;
     repo.load_index()?;
