@@ -183,6 +183,10 @@ pub enum Command {
     /// key pairs.
     #[command(subcommand)]
     Signer(SignerCommand),
+    /// Legal holds: freeze snapshots for a case; held snapshots are never
+    /// purged, archived or garbage-collected until the hold is released.
+    #[command(subcommand)]
+    Hold(HoldCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -685,4 +689,66 @@ pub enum RepairCommand {
     /// Put misplaced objects found under snapshots/ back where they belong
     /// and move anything unreadable there to lost+found/ (nothing is deleted).
     Snapshots,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Place a hold on snapshots, or on a source (and optionally a time
+    /// range: later snapshots inside it are held too).
+    Place(HoldPlaceArgs),
+    /// Release a hold (a release record; the hold record stays).
+    Release(HoldReleaseArgs),
+    /// The active holds (--all: released ones too).
+    List {
+        /// Include released holds.
+        #[arg(long)]
+        all: bool,
+    },
+    /// One hold: what it covers, who placed and released it.
+    Show {
+        /// The hold id (H-7f3a2c).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HoldPlaceArgs {
+    /// A snapshot to hold: id or unique id prefix (repeatable).
+    #[arg(
+        long = "snapshot",
+        value_name = "ID",
+        num_args = 1..,
+        required_unless_present = "source",
+        conflicts_with = "source"
+    )]
+    pub snapshots: Vec<String>,
+    /// Hold every snapshot of this source (within --from/--to).
+    #[arg(long, value_name = "NAME")]
+    pub source: Option<String>,
+    /// Only snapshots taken at or after this time (RFC 3339).
+    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time)]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only snapshots taken at or before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time)]
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+    /// The case or matter reference (e.g. CASE-123).
+    #[arg(long, value_name = "REF")]
+    pub case: String,
+    /// Why the data is held.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldReleaseArgs {
+    /// The hold id (H-7f3a2c).
+    pub id: String,
+    /// Why it is released.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+/// A time on the command line (RFC 3339, or `YYYY-MM-DD HH:MM:SS`, UTC).
+fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    holdfast_ops::time::parse_time(s).map_err(|e| e.to_string())
 }

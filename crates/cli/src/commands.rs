@@ -60,6 +60,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Drill(c) => crate::drill::run(g, &rt, c),
         Command::Config(c) => crate::config::run(g, c),
         Command::Signer(c) => crate::signer::run(g, &rt, c),
+        Command::Hold(c) => crate::hold::run(g, &rt, c),
     }
 }
 

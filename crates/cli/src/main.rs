@@ -13,6 +13,7 @@ mod commands;
 mod config;
 mod drill;
 mod gc;
+mod hold;
 mod identity;
 mod interrupt;
 mod locks;

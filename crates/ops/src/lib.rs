@@ -18,6 +18,7 @@ pub mod check;
 pub mod drill;
 mod error;
 pub mod gc;
+pub mod holds;
 pub mod init;
 pub mod inspect;
 pub mod keys;

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::archive::{self, ArchiveConfig, ArchiveReport};
 use crate::error::{OpsError, Result};
+use crate::holds::LiveHolds;
 use crate::verification;
 
 /// What a purge's deletion record says deleted the snapshot.
@@ -77,8 +78,17 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
-/// The plan for every snapshot of `repo`, without holds.
+/// The plan for every snapshot of `repo`, with the repository's legal
+/// holds (an unreadable hold record holds everything, with a warning).
 pub fn plan(repo: &Repository, cfg: &PlanConfig) -> Result<Plan> {
+    let holds = LiveHolds::new(repo);
+    let mut plan = plan_with(repo, cfg, &holds)?;
+    plan.warnings.extend(holds.warnings());
+    Ok(plan)
+}
+
+/// [`plan`] without holds (what the plan would be if none were placed).
+pub fn plan_unheld(repo: &Repository, cfg: &PlanConfig) -> Result<Plan> {
     plan_with(repo, cfg, &NoHolds)
 }
 
@@ -279,9 +289,14 @@ pub struct ApplyConfig {
     pub delete: bool,
 }
 
-/// Apply the policies without holds.
+/// Apply the policies, with the repository's legal holds, read after
+/// the lease is taken and the snapshots listed (an unreadable hold record
+/// holds everything, with a warning).
 pub fn apply(repo: &Repository, cfg: &ApplyConfig) -> Result<ApplyReport> {
-    apply_with(repo, cfg, &NoHolds)
+    let holds = LiveHolds::new(repo);
+    let mut report = apply_with(repo, cfg, &holds)?;
+    report.warnings.extend(holds.warnings());
+    Ok(report)
 }
 
 /// Plan, then (with `cfg.delete`) purge every snapshot the plan says

@@ -59,11 +59,7 @@ impl HoldSelector {
                 source: s,
                 from,
                 to,
-            } => {
-                s == source
-                    && from.is_none_or(|f| time >= f)
-                    && to.is_none_or(|t| time <= t)
-            }
+            } => s == source && from.is_none_or(|f| time >= f) && to.is_none_or(|t| time <= t),
         }
     }
 
@@ -265,12 +261,7 @@ impl Repository {
         let id = normalize_id(&r.hold)
             .filter(|id| *id == r.hold)
             .ok_or_else(|| RepoError::Invalid(format!("{:?} is not a hold id", r.hold)))?;
-        records::put(
-            self,
-            ObjectKind::Hold,
-            &format!("{id}{RELEASE_SUFFIX}"),
-            r,
-        )
+        records::put(self, ObjectKind::Hold, &format!("{id}{RELEASE_SUFFIX}"), r)
     }
 
     /// Every hold and release record, checked: a record must be stored
@@ -298,9 +289,8 @@ impl Repository {
             let release = releases.iter().find(|r| r.hold == h.id).cloned();
             out.holds.push(HoldState { hold: h, release });
         }
-        out.holds.sort_by(|a, b| {
-            (a.hold.placed_at, &a.hold.id).cmp(&(b.hold.placed_at, &b.hold.id))
-        });
+        out.holds
+            .sort_by(|a, b| (a.hold.placed_at, &a.hold.id).cmp(&(b.hold.placed_at, &b.hold.id)));
         bad.sort();
         out.unreadable = bad;
         Ok(out)
@@ -350,7 +340,15 @@ mod tests {
     fn ids_are_normalized_and_anything_else_is_refused() {
         assert_eq!(normalize_id("h-7F3A2C").as_deref(), Some("H-7f3a2c"));
         assert_eq!(normalize_id("H-7f3a2c").as_deref(), Some("H-7f3a2c"));
-        for bad in ["H-7f3a2", "H-7f3a2c0", "X-7f3a2c", "H-7g3a2c", "", "H-/a/b/c", "7f3a2c"] {
+        for bad in [
+            "H-7f3a2",
+            "H-7f3a2c0",
+            "X-7f3a2c",
+            "H-7g3a2c",
+            "",
+            "H-/a/b/c",
+            "7f3a2c",
+        ] {
             assert_eq!(normalize_id(bad), None, "{bad}");
         }
         for _ in 0..100 {

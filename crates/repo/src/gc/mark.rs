@@ -117,7 +117,10 @@ pub(crate) fn check_holds<'a>(
     let present: HashSet<&str> = snapshots.collect();
     for hold in records.active() {
         if let crate::hold::HoldSelector::Snapshots { snapshots } = &hold.selector {
-            if let Some(gone) = snapshots.iter().find(|s| !present.contains(s.to_hex().as_str())) {
+            if let Some(gone) = snapshots
+                .iter()
+                .find(|s| !present.contains(s.to_hex().as_str()))
+            {
                 return Err(RepoError::corrupt(
                     format!("snapshots/{}", gone.to_hex()),
                     format!(

@@ -1,0 +1,169 @@
+//! `holdfast hold place|release|list|show`: legal holds. The records and
+//! their checks are `holdfast-ops`'s; this module calls them with the
+//! session's actor (`HOLDFAST_ACTOR`, else `user@host`) and prints.
+
+use anyhow::Result;
+use holdfast_ops::holds::{self as ops_holds, HoldView, PlaceConfig, ReleaseConfig, Target};
+use tokio::runtime::Runtime;
+
+use crate::args::{Global, HoldCommand, HoldPlaceArgs, HoldReleaseArgs};
+use crate::exit;
+use crate::open;
+use crate::ui;
+
+pub fn run(g: &Global, rt: &Runtime, c: HoldCommand) -> Result<i32> {
+    match c {
+        HoldCommand::Place(a) => place(g, rt, a),
+        HoldCommand::Release(a) => release(g, rt, a),
+        HoldCommand::List { all } => list(g, rt, all),
+        HoldCommand::Show { id } => show(g, rt, &id),
+    }
+}
+
+fn place(g: &Global, rt: &Runtime, a: HoldPlaceArgs) -> Result<i32> {
+    let target = match a.source {
+        Some(source) => Target::Source {
+            source,
+            from: a.from,
+            to: a.to,
+        },
+        None => Target::Snapshots(a.snapshots),
+    };
+    let repo = open::open(g, rt)?;
+    let placed = ops_holds::place(
+        &repo,
+        &PlaceConfig {
+            target,
+            case: a.case,
+            reason: a.reason,
+            actor: repo.audit_actor(),
+        },
+    )?;
+    for w in &placed.warnings {
+        errln!("warning: {w}");
+    }
+    if g.json {
+        ui::print_json(&placed)?;
+    } else if !g.quiet {
+        let v = &placed.view;
+        outln!(
+            "placed hold {} (case {}) on {}: {} snapshot(s) held now",
+            v.hold.id,
+            ui::escape(v.hold.case.as_bytes()),
+            ui::escape(v.hold.selector.describe().as_bytes()),
+            v.snapshots.len()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn release(g: &Global, rt: &Runtime, a: HoldReleaseArgs) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let released = ops_holds::release(
+        &repo,
+        &ReleaseConfig {
+            hold: a.id,
+            reason: a.reason,
+            actor: repo.audit_actor(),
+        },
+    )?;
+    if g.json {
+        ui::print_json(&released)?;
+    } else if !g.quiet {
+        outln!(
+            "released hold {} (case {}); its snapshots are subject to retention again unless another hold covers them",
+            released.hold,
+            ui::escape(released.case.as_bytes())
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn list(g: &Global, rt: &Runtime, all: bool) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let listed = ops_holds::list(&repo, all)?;
+    for w in &listed.warnings {
+        errln!("warning: {w}");
+    }
+    if g.json {
+        ui::print_json(&listed.holds)?;
+        return Ok(exit::OK);
+    }
+    outln!(
+        "{:<9} {:<8} {:<16} {:<20} {:<20} {:>9}  covers",
+        "hold",
+        "state",
+        "case",
+        "placed",
+        "by",
+        "snapshots"
+    );
+    for v in &listed.holds {
+        if ui::stdout_closed() {
+            break;
+        }
+        outln!(
+            "{:<9} {:<8} {:<16} {:<20} {:<20} {:>9}  {}",
+            v.hold.id,
+            if v.active { "active" } else { "released" },
+            ui::escape(v.hold.case.as_bytes()),
+            v.hold.placed_at.format("%Y-%m-%d %H:%M:%S"),
+            ui::escape(v.hold.placed_by.as_bytes()),
+            v.snapshots.len(),
+            ui::escape(v.hold.selector.describe().as_bytes())
+        );
+    }
+    if !g.quiet {
+        outln!("{} hold(s)", listed.holds.len());
+    }
+    Ok(exit::OK)
+}
+
+fn show(g: &Global, rt: &Runtime, id: &str) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let v = ops_holds::show(&repo, id)?;
+    if g.json {
+        ui::print_json(&v)?;
+        return Ok(exit::OK);
+    }
+    print_view(&v);
+    Ok(exit::OK)
+}
+
+fn print_view(v: &HoldView) {
+    let h = &v.hold;
+    let e = |s: &str| ui::escape(s.as_bytes());
+    outln!("hold:      {}", h.id);
+    outln!(
+        "state:     {}",
+        if v.active { "active" } else { "released" }
+    );
+    outln!("case:      {}", e(&h.case));
+    outln!("reason:    {}", e(&h.reason));
+    outln!(
+        "placed:    {} by {} on {}",
+        h.placed_at.to_rfc3339(),
+        e(&h.placed_by),
+        e(&h.host)
+    );
+    outln!("covers:    {}", e(&h.selector.describe()));
+    if let Some(r) = &v.release {
+        outln!(
+            "released:  {} by {} on {}: {}",
+            r.released_at.to_rfc3339(),
+            e(&r.released_by),
+            e(&r.host),
+            e(&r.reason)
+        );
+    }
+    outln!("snapshots: {}", v.snapshots.len());
+    for s in &v.snapshots {
+        outln!(
+            "  {}  {}  {:<18} {}",
+            s.id.get(..8).unwrap_or(&s.id),
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.kind,
+            e(&s.source)
+        );
+    }
+}
