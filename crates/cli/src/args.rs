@@ -212,6 +212,10 @@ pub enum SignerCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// S3 Object Lock: put legal holds on everything the active holds
+    /// need and remove them from what only released holds needed (after
+    /// an interrupted place or release, or a copy to a new bucket).
+    Sync,
 }
 
 #[derive(Debug, Args)]

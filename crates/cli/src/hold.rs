@@ -3,7 +3,9 @@
 //! session's actor (`HOLDFAST_ACTOR`, else `user@host`) and prints.
 
 use anyhow::Result;
-use holdfast_ops::holds::{self as ops_holds, HoldView, PlaceConfig, ReleaseConfig, Target};
+use holdfast_ops::holds::{
+    self as ops_holds, HoldView, LegalHolds, PlaceConfig, ReleaseConfig, Target,
+};
 use tokio::runtime::Runtime;
 
 use crate::args::{Global, HoldCommand, HoldPlaceArgs, HoldReleaseArgs};
@@ -17,7 +19,36 @@ pub fn run(g: &Global, rt: &Runtime, c: HoldCommand) -> Result<i32> {
         HoldCommand::Release(a) => release(g, rt, a),
         HoldCommand::List { all } => list(g, rt, all),
         HoldCommand::Show { id } => show(g, rt, &id),
+        HoldCommand::Sync => sync(g, rt),
     }
+}
+
+/// The legal-hold part of a summary line.
+fn legal(l: &LegalHolds, verb: &str, n: usize) -> String {
+    if l.supported {
+        format!("; Object Lock legal hold {verb} on {n} object(s)")
+    } else {
+        "; this storage has no legal holds: holdfast honours the hold, the files themselves are not locked".into()
+    }
+}
+
+fn sync(g: &Global, rt: &Runtime) -> Result<i32> {
+    let repo = open::open(g, rt)?;
+    let done = ops_holds::sync(&repo)?;
+    if g.json {
+        ui::print_json(&done)?;
+    } else if !g.quiet {
+        if done.supported {
+            outln!(
+                "legal holds in storage: set on {} object(s) active holds need, removed from {} object(s) only released holds needed",
+                done.placed,
+                done.removed
+            );
+        } else {
+            outln!("this storage has no legal holds; nothing to do");
+        }
+    }
+    Ok(exit::OK)
 }
 
 fn place(g: &Global, rt: &Runtime, a: HoldPlaceArgs) -> Result<i32> {
@@ -47,11 +78,12 @@ fn place(g: &Global, rt: &Runtime, a: HoldPlaceArgs) -> Result<i32> {
     } else if !g.quiet {
         let v = &placed.view;
         outln!(
-            "placed hold {} (case {}) on {}: {} snapshot(s) held now",
+            "placed hold {} (case {}) on {}: {} snapshot(s) held now{}",
             v.hold.id,
             ui::escape(v.hold.case.as_bytes()),
             ui::escape(v.hold.selector.describe().as_bytes()),
-            v.snapshots.len()
+            v.snapshots.len(),
+            legal(&placed.legal_holds, "set", placed.legal_holds.placed)
         );
     }
     Ok(exit::OK)
@@ -71,9 +103,10 @@ fn release(g: &Global, rt: &Runtime, a: HoldReleaseArgs) -> Result<i32> {
         ui::print_json(&released)?;
     } else if !g.quiet {
         outln!(
-            "released hold {} (case {}); its snapshots are subject to retention again unless another hold covers them",
-            released.hold,
-            ui::escape(released.case.as_bytes())
+            "released hold {} (case {}); its snapshots are subject to retention again unless another hold covers them{}",
+            released.release.hold,
+            ui::escape(released.release.case.as_bytes()),
+            legal(&released.legal_holds, "removed", released.legal_holds.removed)
         );
     }
     Ok(exit::OK)

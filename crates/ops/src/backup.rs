@@ -60,6 +60,9 @@ impl FileBackupConfig {
 #[derive(Debug)]
 pub struct FileBackup {
     pub outcome: BackupOutcome,
+    /// On a store with legal holds: the cases of the holds that cover the
+    /// new snapshot (what it needs was legal-held when it committed).
+    pub held_by: Vec<String>,
     /// The snapshot compared against, if any.
     pub parent: Option<Id>,
     /// Set when the exclude rules were taken over from this snapshot.
@@ -147,13 +150,14 @@ impl PreparedBackup {
         for p in &self.paths {
             draft = draft.touch("path", p.display().to_string());
         }
-        audit::audited(
+        let mut done = audit::audited(
             repo,
             draft,
             || {
                 audit::observe(repo)?;
                 let outcome = backup::backup(repo, &self.paths, &self.opts, progress)?;
                 Ok(FileBackup {
+                    held_by: Vec::new(),
                     outcome,
                     parent: self.opts.parent.map(|p| p.id),
                     inherited_from: self.inherited_from,
@@ -164,7 +168,17 @@ impl PreparedBackup {
                 d.arg("files_failed", b.outcome.warnings.len())
                     .touch("snapshot", b.outcome.id.to_hex())
             },
-        )
+        )?;
+        // After the backup's own entry: a committed backup stays a
+        // success in the trail even if its legal holds need a `hold sync`.
+        done.held_by = crate::holds::after_backup(
+            repo,
+            &SnapshotEntry {
+                id: done.outcome.id,
+                snapshot: done.outcome.snapshot.clone(),
+            },
+        )?;
+        Ok(done)
     }
 }
 

@@ -83,7 +83,30 @@ pub struct HoldView {
 pub struct Placed {
     #[serde(flatten)]
     pub view: HoldView,
+    /// Object Lock legal holds put on what the held snapshots need.
+    pub legal_holds: LegalHolds,
     pub warnings: Vec<String>,
+}
+
+/// What releasing a hold did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Released {
+    #[serde(flatten)]
+    pub release: HoldRelease,
+    /// Object Lock legal holds removed from what no remaining hold needs.
+    pub legal_holds: LegalHolds,
+}
+
+/// What was done to Object Lock legal holds in storage.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LegalHolds {
+    /// The store has legal holds (S3 Object Lock). False: holds are
+    /// records that holdfast honours, the files are not locked.
+    pub supported: bool,
+    /// Objects whose legal hold was set.
+    pub placed: usize,
+    /// Objects whose legal hold was removed.
+    pub removed: usize,
 }
 
 /// `hold list`: the holds and what the listing could not read.
@@ -175,6 +198,22 @@ pub fn place(repo: &Repository, cfg: &PlaceConfig) -> Result<Placed> {
         },
         &entries,
     );
+    let mut legal_holds = LegalHolds {
+        supported: repo.capabilities().legal_hold,
+        ..LegalHolds::default()
+    };
+    if legal_holds.supported {
+        let held: Vec<SnapshotEntry> = entries
+            .into_iter()
+            .filter(|e| view.snapshots.iter().any(|c| c.id == e.id.to_hex()))
+            .collect();
+        legal_holds.placed = lock(repo, &held).map_err(|e| {
+            e.context(format!(
+                "hold {} is recorded and honoured by holdfast, but the Object Lock legal holds on what it covers are incomplete (`holdfast hold sync` completes them)",
+                view.hold.id
+            ))
+        })?;
+    }
     let mut warnings = Vec::new();
     if view.snapshots.is_empty() {
         warnings.push(format!(
@@ -182,12 +221,24 @@ pub fn place(repo: &Repository, cfg: &PlaceConfig) -> Result<Placed> {
             view.hold.id
         ));
     }
-    Ok(Placed { view, warnings })
+    Ok(Placed {
+        view,
+        legal_holds,
+        warnings,
+    })
 }
 
-/// Release a hold: a release record beside it (the hold record stays).
-/// An unknown id and a hold released already are errors.
-pub fn release(repo: &Repository, cfg: &ReleaseConfig) -> Result<HoldRelease> {
+/// Put legal holds on everything `held` needs; returns how many objects.
+fn lock(repo: &Repository, held: &[SnapshotEntry]) -> Result<usize> {
+    let objects = repo.objects_needed(held)?;
+    Ok(repo.set_legal_holds(&objects, true)?.changed)
+}
+
+/// Release a hold: a release record beside it (the hold record stays),
+/// then, on a store with legal holds, [`sync`]: what no remaining hold
+/// needs loses its legal hold. An unknown id and a hold released already
+/// are errors.
+pub fn release(repo: &Repository, cfg: &ReleaseConfig) -> Result<Released> {
     let reason = required("the reason", &cfg.reason)?;
     let released_by = required("the actor", &cfg.actor)?;
     let records = repo.holds()?;
@@ -205,20 +256,106 @@ pub fn release(repo: &Repository, cfg: &ReleaseConfig) -> Result<HoldRelease> {
         reason,
         signature: None,
     };
-    if !repo.put_hold_release(&release)? {
-        // Released by someone else since we read the records.
-        let again = repo.holds()?;
-        return Err(
-            match again.get(&release.hold).and_then(|s| s.release.as_ref()) {
-                Some(r) => already_released(r),
-                None => OpsError::invalid(format!(
-                    "hold {} has a release record that cannot be read; see `holdfast hold show {}`",
-                    release.hold, release.hold
-                )),
-            },
-        );
+    if repo.put_hold_release(&release)? {
+        let legal_holds = sync(repo).map_err(|e| {
+            e.context(format!(
+                "hold {} is released, but its Object Lock legal holds could not all be removed; they stay (the safe side) until `holdfast hold sync` succeeds",
+                release.hold
+            ))
+        })?;
+        return Ok(Released {
+            release,
+            legal_holds,
+        });
     }
-    Ok(release)
+    // Released by someone else since we read the records.
+    let again = repo.holds()?;
+    Err(
+        match again.get(&release.hold).and_then(|s| s.release.as_ref()) {
+            Some(r) => already_released(r),
+            None => OpsError::invalid(format!(
+                "hold {} has a release record that cannot be read; see `holdfast hold show {}`",
+                release.hold, release.hold
+            )),
+        },
+    )
+}
+
+/// Bring the legal holds in storage in line with the hold records: what
+/// released holds needed and no active hold needs loses its legal hold,
+/// then everything the active holds need gets one (again). The second
+/// pass reads the holds and snapshots anew, so a hold placed or a covered
+/// backup committed while the first pass removed legal holds is locked
+/// when this returns. Idempotent; on a store without legal holds it does
+/// nothing. While a hold record cannot be read nothing is removed.
+pub fn sync(repo: &Repository) -> Result<LegalHolds> {
+    let mut done = LegalHolds {
+        supported: repo.capabilities().legal_hold,
+        ..LegalHolds::default()
+    };
+    if !done.supported {
+        return Ok(done);
+    }
+    let records = repo.holds()?;
+    let entries = repo.snapshots()?;
+    if records.unknown_holds.is_empty() {
+        let (active, released) = split(&records, entries);
+        let keep = repo.objects_needed(&active)?;
+        let before = repo.objects_needed(&released)?;
+        let off: std::collections::BTreeSet<_> = before.difference(&keep).cloned().collect();
+        done.removed = repo.set_legal_holds(&off, false)?.changed;
+    }
+    let records = repo.holds()?;
+    let (active, _) = split(&records, repo.snapshots()?);
+    done.placed = lock(repo, &active)?;
+    Ok(done)
+}
+
+/// The snapshots an active hold covers, and those only released holds
+/// cover.
+fn split(
+    records: &HoldRecords,
+    entries: Vec<SnapshotEntry>,
+) -> (Vec<SnapshotEntry>, Vec<SnapshotEntry>) {
+    let mut active = Vec::new();
+    let mut released = Vec::new();
+    for e in entries {
+        let covers = |h: &Hold| {
+            h.selector
+                .covers(&e.id, &e.snapshot.source, e.snapshot.time)
+        };
+        if records.active().any(covers) {
+            active.push(e);
+        } else if records.holds.iter().any(|s| covers(&s.hold)) {
+            released.push(e);
+        }
+    }
+    (active, released)
+}
+
+/// After a backup committed snapshot `entry`: on a store with legal holds,
+/// if active holds cover it (a source hold whose range includes it),
+/// legal-hold what it needs. Returns the cases holding it (empty on a
+/// store without legal holds, where the records alone protect it).
+pub fn after_backup(repo: &Repository, entry: &SnapshotEntry) -> Result<Vec<String>> {
+    if !repo.capabilities().legal_hold {
+        return Ok(Vec::new());
+    }
+    let records = repo.holds()?;
+    let cases = records.cases(&entry.id, &entry.snapshot.source, entry.snapshot.time);
+    if !records
+        .covering(&entry.id, &entry.snapshot.source, entry.snapshot.time)
+        .is_empty()
+    {
+        lock(repo, std::slice::from_ref(entry)).map_err(|e| {
+            e.context(format!(
+                "snapshot {} is stored and held by {}, but the Object Lock legal holds on what it needs are incomplete (`holdfast hold sync` completes them)",
+                entry.id.short(),
+                cases.join(", ")
+            ))
+        })?;
+    }
+    Ok(cases)
 }
 
 fn already_released(r: &HoldRelease) -> OpsError {

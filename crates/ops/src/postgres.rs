@@ -35,7 +35,7 @@ pub fn backup_logical(
     for db in &opts.databases {
         draft = draft.touch("database", db.clone());
     }
-    audit::audited(
+    let out = audit::audited(
         repo,
         draft,
         || {
@@ -44,7 +44,23 @@ pub fn backup_logical(
             Ok(pg::backup_logical(repo, rt, dsn, opts)?)
         },
         |o, d| d.touch("snapshot", o.id.to_hex()),
-    )
+    )?;
+    hold_new(repo, &out)?;
+    Ok(out)
+}
+
+/// Legal-hold a new snapshot that an active hold covers (on a store with
+/// legal holds; see [`crate::holds::after_backup`]), after the backup's
+/// own audit entry.
+fn hold_new(repo: &Repository, out: &BackupOutcome) -> Result<()> {
+    crate::holds::after_backup(
+        repo,
+        &SnapshotEntry {
+            id: out.id,
+            snapshot: out.snapshot.clone(),
+        },
+    )?;
+    Ok(())
 }
 
 /// The audit entry of a PostgreSQL backup: the server as
@@ -73,7 +89,7 @@ pub fn backup_physical(
     if let Some(d) = &opts.pgdata {
         draft = draft.touch("path", d.display().to_string());
     }
-    audit::audited(
+    let out = audit::audited(
         repo,
         draft,
         || {
@@ -82,7 +98,9 @@ pub fn backup_physical(
             Ok(pg::backup_physical(repo, rt, dsn, opts)?)
         },
         |o, d| d.touch("snapshot", o.id.to_hex()),
-    )
+    )?;
+    hold_new(repo, &out)?;
+    Ok(out)
 }
 
 /// What a logical restore did.

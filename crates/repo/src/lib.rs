@@ -34,6 +34,7 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod lease;
+pub mod legalhold;
 pub mod migrate;
 pub mod object;
 pub mod pack;

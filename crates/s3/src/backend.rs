@@ -1206,6 +1206,12 @@ impl Backend for S3Backend {
         self.inner.set_legal_hold_key(&key, on).await
     }
 
+    async fn legal_hold(&self, kind: ObjectKind, name: &str) -> StorageResult<bool> {
+        let key = self.inner.key(kind, name);
+        let h = self.inner.head_raw(&key).await?;
+        Ok(h.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On))
+    }
+
     async fn archive_state(&self, kind: ObjectKind, name: &str) -> StorageResult<ArchiveState> {
         let key = self.inner.key(kind, name);
         let h = self.inner.head_raw(&key).await?;

@@ -389,6 +389,13 @@ impl Backend for FaultyBackend {
         self.inner.set_legal_hold(kind, name, on).await
     }
 
+    async fn legal_hold(&self, kind: ObjectKind, name: &str) -> StorageResult<bool> {
+        if self.crashed() {
+            return Err(self.dead(kind, name));
+        }
+        self.inner.legal_hold(kind, name).await
+    }
+
     async fn archive_state(&self, kind: ObjectKind, name: &str) -> StorageResult<ArchiveState> {
         if self.crashed() {
             return Err(self.dead(kind, name));

@@ -283,6 +283,15 @@ pub trait Backend: Send + Sync + Debug {
         })
     }
 
+    /// Whether an object carries a legal hold now.
+    async fn legal_hold(&self, kind: ObjectKind, name: &str) -> StorageResult<bool> {
+        Err(StorageError::Unsupported {
+            operation: "legal hold",
+            backend: self.location(),
+            key: kind.key(name),
+        })
+    }
+
     /// Whether an object is readable or waits in an archival tier.
     async fn archive_state(&self, _kind: ObjectKind, _name: &str) -> StorageResult<ArchiveState> {
         Ok(ArchiveState::Readable)

@@ -219,8 +219,9 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
             !cold
         });
     }
-    // Object Lock: what storage will refuse to delete is neither deleted
-    // nor repacked (a repack's copy would only add to what is kept).
+    // Object Lock (retention or a legal hold): what storage will refuse
+    // to delete is neither deleted nor repacked (a repack's copy would
+    // only add to what is kept).
     let candidates: Vec<String> = d
         .delete
         .iter()
@@ -233,7 +234,7 @@ pub fn gc(repo: &Repository, opts: &GcOptions, progress: Progress<'_>) -> Result
         d.delete.retain(|id| !is_locked(id));
         d.repack.retain(|id| !is_locked(id));
         for (name, until) in &locked {
-            note_locked(&mut r, &table, ObjectKind::Pack, name, Some(*until));
+            note_locked(&mut r, &table, ObjectKind::Pack, name, *until);
         }
     }
 
@@ -614,7 +615,7 @@ fn sweep_phase(
                 for p in packs {
                     doomed.remove(&p.id);
                 }
-                note_locked(r, table, ObjectKind::Index, name, Some(*until));
+                note_locked(r, table, ObjectKind::Index, name, *until);
             }
         }
         let free: Vec<(String, Vec<PackInfo>)> = objects

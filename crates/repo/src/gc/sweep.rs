@@ -26,7 +26,7 @@ use crate::repository::Repository;
 pub struct LockedObject {
     pub kind: String,
     pub name: String,
-    /// Retain-until, when the store said.
+    /// Retain-until, when the store said (none for a legal hold).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -127,16 +127,18 @@ pub(crate) fn delete_all(
     Ok(locked)
 }
 
-/// Objects among `names` that Object Lock retention still protects now
-/// (asked only of backends with retention): GC leaves them alone instead
-/// of failing on them.
+/// Objects among `names` that Object Lock still protects now: retention
+/// not yet ended (with its retain-until date) or a legal hold (`None`).
+/// Asked only of backends that have them; GC leaves such objects alone
+/// instead of failing on them.
 pub(crate) fn retained(
     repo: &Repository,
     kind: ObjectKind,
     names: &[String],
     par: usize,
-) -> Result<HashMap<String, chrono::DateTime<chrono::Utc>>> {
-    if !repo.capabilities().retention || names.is_empty() {
+) -> Result<HashMap<String, Option<chrono::DateTime<chrono::Utc>>>> {
+    let caps = repo.capabilities();
+    if !(caps.retention || caps.legal_hold) || names.is_empty() {
         return Ok(HashMap::new());
     }
     let backend: Arc<dyn Backend> = Arc::clone(repo.backend());
@@ -149,8 +151,20 @@ pub(crate) fn retained(
             let (b, sem) = (backend.clone(), sem.clone());
             tasks.spawn(async move {
                 let _p = sem.acquire_owned().await;
-                let r = b.retention(kind, &name).await;
-                (name, r)
+                let r = if caps.retention {
+                    b.retention(kind, &name).await
+                } else {
+                    Ok(None)
+                };
+                let held = match r {
+                    Ok(Some(ret)) if ret.until > now => Ok(Some(Some(ret.until))),
+                    Ok(_) | Err(StorageError::NotFound { .. }) if caps.legal_hold => {
+                        b.legal_hold(kind, &name).await.map(|h| h.then_some(None))
+                    }
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (name, held)
             });
         }
         let mut out = HashMap::new();
@@ -158,14 +172,16 @@ pub(crate) fn retained(
             let (name, r) =
                 done.map_err(|e| RepoError::Invalid(format!("a retention read failed: {e}")))?;
             match r {
-                Ok(Some(ret)) if ret.until > now => {
-                    out.insert(name, ret.until);
+                Ok(Some(until)) => {
+                    out.insert(name, until);
                 }
-                Ok(_) | Err(StorageError::NotFound { .. }) => {}
+                Ok(None) | Err(StorageError::NotFound { .. }) => {}
                 Err(e) if e.class() == ErrorClass::Unsupported => {}
                 Err(e) => {
-                    return Err(RepoError::from(e)
-                        .context(format!("reading the retention of {}", kind.key(&name))))
+                    return Err(RepoError::from(e).context(format!(
+                        "reading the Object Lock state of {}",
+                        kind.key(&name)
+                    )))
                 }
             }
         }
