@@ -52,9 +52,12 @@ fn segment(name: &str) -> Option<(u32, (u32, u32))> {
     Some((hex(0..8)?, (hex(8..16)?, hex(16..24)?)))
 }
 
-/// The WAL range of a base backup, from its snapshot's `meta`: cluster,
-/// timeline, first and last segment position.
-fn wal_range(e: &SnapshotEntry) -> Option<(String, u32, (u32, u32), (u32, u32))> {
+/// The WAL a base backup needs: cluster, timeline, first and last
+/// segment position.
+type WalRange = (String, u32, (u32, u32), (u32, u32));
+
+/// The WAL range of a base backup, from its snapshot's `meta`.
+fn wal_range(e: &SnapshotEntry) -> Option<WalRange> {
     let meta = &e.snapshot.meta;
     let text = |k: &str| meta.get(k).and_then(|v| v.as_str());
     let cluster = text("system_identifier")?.to_string();
@@ -64,7 +67,7 @@ fn wal_range(e: &SnapshotEntry) -> Option<(String, u32, (u32, u32), (u32, u32))>
 }
 
 /// Does the base backup range need this WAL file?
-fn needs_wal(range: &(String, u32, (u32, u32), (u32, u32)), cluster: &str, name: &str) -> bool {
+fn needs_wal(range: &WalRange, cluster: &str, name: &str) -> bool {
     let (c, tl, start, stop) = range;
     if c != cluster {
         return false;
