@@ -212,10 +212,6 @@ pub enum SignerCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// S3 Object Lock: put legal holds on everything the active holds
-    /// need and remove them from what only released holds needed (after
-    /// an interrupted place or release, or a copy to a new bucket).
-    Sync,
 }
 
 #[derive(Debug, Args)]
@@ -713,6 +709,10 @@ pub enum HoldCommand {
         /// The hold id (H-7f3a2c).
         id: String,
     },
+    /// S3 Object Lock: put legal holds on everything the active holds
+    /// need and remove them from what only released holds needed (after
+    /// an interrupted place or release, or a copy to a new bucket).
+    Sync,
 }
 
 #[derive(Debug, Args)]
