@@ -750,6 +750,15 @@ pub struct HoldReleaseArgs {
     /// Why it is released.
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
+    /// Sign the release with this ed25519 private key of a registered
+    /// signer (21 CFR 11.50): the audit entry shows the signer's printed
+    /// name, the time and "release of hold H for case C".
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Policy files whose `[holds] require_signed_release` applies
+    /// (repeatable).
+    #[arg(long = "policy", value_name = "FILE")]
+    pub policies: Vec<PathBuf>,
 }
 
 /// A time on the command line (RFC 3339, or `YYYY-MM-DD HH:MM:SS`, UTC).

@@ -90,14 +90,34 @@ fn place(g: &Global, rt: &Runtime, a: HoldPlaceArgs) -> Result<i32> {
 }
 
 fn release(g: &Global, rt: &Runtime, a: HoldReleaseArgs) -> Result<i32> {
+    let require = match holdfast_policy::load_settings(&a.policies) {
+        Ok(s) => s.require_signed_release,
+        Err(errors) => {
+            for e in &errors {
+                errln!("holdfast: error: {e}");
+            }
+            return Ok(2);
+        }
+    };
+    // The key is read (and its permissions checked) before anything.
+    let key = a
+        .sign_key
+        .as_deref()
+        .map(holdfast_ops::signers::read_signing_key)
+        .transpose()?;
     let repo = open::open(g, rt)?;
-    let released = ops_holds::release(
+    let signing = key
+        .map(|k| holdfast_ops::signers::signing(&repo, k))
+        .transpose()?;
+    let released = ops_holds::release_signed(
         &repo,
         &ReleaseConfig {
             hold: a.id,
             reason: a.reason,
             actor: repo.audit_actor(),
         },
+        signing.as_ref(),
+        require,
     )?;
     if g.json {
         ui::print_json(&released)?;

@@ -221,3 +221,182 @@ fn openssl_and_openssh_public_keys_register() {
     assert!(stderr(&refused).contains("ed25519"), "{}", stderr(&refused));
     assert_eq!(r.json(&["signer", "list"]).as_array().unwrap().len(), 2);
 }
+
+/// A backup and a hold on it, for case 123; returns the hold's id.
+fn held(r: &Repo) -> String {
+    let src = r.env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("chart.txt"), text(10_000, 1)).unwrap();
+    let snap = r.json(&["backup", src.to_str().unwrap()])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let placed = r.json(&[
+        "hold",
+        "place",
+        "--snapshot",
+        &snap,
+        "--case",
+        "123",
+        "--reason",
+        "litigation",
+    ]);
+    placed["id"].as_str().unwrap().to_string()
+}
+
+fn active(r: &Repo, id: &str) -> bool {
+    r.json(&["hold", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["id"] == id && h["active"] == true)
+}
+
+#[test]
+fn a_signed_hold_release_shows_who_when_and_what_and_verifies() {
+    let r = Repo::new();
+    let (key, public) = r.keygen("jroe.key");
+    assert_eq!(
+        r.add("jroe", &public, "Dr. Jane Roe").status.code(),
+        Some(0)
+    );
+    let id = held(&r);
+    r.cmd_ok(&[
+        "hold",
+        "release",
+        &id,
+        "--reason",
+        "case settled",
+        "--sign-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!active(&r, &id));
+    let log = r.json(&["audit", "log", "--operation", "hold"]);
+    let ops: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["hold place", "hold release"]);
+    let e = &log[1];
+    let meaning = format!("release of hold {id} for case 123");
+    assert_eq!(e["signed"]["printed_name"], "Dr. Jane Roe");
+    assert_eq!(e["signed"]["signer"], "jroe");
+    assert_eq!(e["signed"]["meaning"], meaning.as_str());
+    assert_eq!(e["signature"].as_str().unwrap().len(), 128);
+    let text_log = stdout(&r.cmd_ok(&["audit", "log", "--operation", "hold release"]));
+    // The signing time to the second (the text and JSON forms write the
+    // offset differently).
+    let when = &e["time"].as_str().unwrap()[..19];
+    assert!(
+        text_log.contains(&format!("signed by Dr. Jane Roe (jroe) at {when}"))
+            && text_log.contains(&meaning),
+        "{text_log}"
+    );
+    // The release record names the signer too.
+    let shown = r.json(&["hold", "show", &id]);
+    assert_eq!(shown["release"]["signature"]["signer"], "jroe", "{shown}");
+    let verified = stdout(&r.cmd_ok(&["audit", "verify"]));
+    assert!(verified.contains("1 signature(s) verified"), "{verified}");
+    // The signed entry edited: named, exit 4.
+    let seq = e["seq"].as_u64().unwrap();
+    let p = r.env.repo.join("audit").join(format!("{seq:020}"));
+    let mut b = fs::read(&p).unwrap();
+    let n = b.len();
+    b[n - 3] ^= 1;
+    fs::write(&p, &b).unwrap();
+    let broken = r.run(&["audit", "verify"]);
+    assert_eq!(broken.status.code(), Some(4));
+    assert!(
+        stdout(&broken).contains(&format!("audit/{seq:020}")),
+        "{}",
+        stdout(&broken)
+    );
+}
+
+#[test]
+fn releases_without_a_valid_signature_are_refused_and_release_nothing() {
+    let r = Repo::new();
+    let (key, public) = r.keygen("jroe.key");
+    assert_eq!(
+        r.add("jroe", &public, "Dr. Jane Roe").status.code(),
+        Some(0)
+    );
+    let id = held(&r);
+    // A key nobody registered.
+    let (stranger, _) = r.keygen("stranger.key");
+    let out = r.run(&[
+        "hold",
+        "release",
+        &id,
+        "--reason",
+        "x",
+        "--sign-key",
+        stranger.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("not a registered signer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(active(&r, &id));
+    // The right key, but others can read it.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = r.run(&[
+        "hold",
+        "release",
+        &id,
+        "--reason",
+        "x",
+        "--sign-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("readable by its group"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(active(&r, &id));
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    // A policy that requires a signature: unsigned is refused, on the trail.
+    let policy = r.env.path("holds.toml");
+    fs::write(&policy, "[holds]\nrequire_signed_release = true\n").unwrap();
+    let out = r.run(&[
+        "hold",
+        "release",
+        &id,
+        "--reason",
+        "x",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("requires a signed release"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(active(&r, &id));
+    let log = r.json(&["audit", "log", "--operation", "hold release"]);
+    assert_eq!(
+        log.as_array().unwrap().last().unwrap()["outcome"],
+        "failure"
+    );
+    // Signed, it goes through.
+    r.cmd_ok(&[
+        "hold",
+        "release",
+        &id,
+        "--reason",
+        "settled",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--sign-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!active(&r, &id));
+    assert!(stdout(&r.cmd_ok(&["audit", "verify"])).contains("1 signature(s) verified"));
+}

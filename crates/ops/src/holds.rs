@@ -18,7 +18,11 @@ use holdfast_repo::snapshot::{SnapshotEntry, SnapshotFilter};
 use holdfast_repo::{Id, Repository};
 use serde::Serialize;
 
+use holdfast_repo::audit::{Draft, Outcome as AuditOutcome};
+
+use crate::audit;
 use crate::error::{OpsError, Result};
+use crate::signers::{self, Signing};
 
 /// What to hold.
 #[derive(Debug, Clone)]
@@ -141,7 +145,33 @@ fn required(what: &str, v: &str) -> Result<String> {
 
 /// Place a hold. Every snapshot named must exist (an error names the one
 /// that does not); a source hold may cover none yet (a warning says so).
+/// Audited as `hold place`: the case, the reason, what it covers.
 pub fn place(repo: &Repository, cfg: &PlaceConfig) -> Result<Placed> {
+    let mut draft = Draft::new("hold place", AuditOutcome::Success)
+        .arg("case", cfg.case.clone())
+        .arg("reason", cfg.reason.clone());
+    draft = match &cfg.target {
+        Target::Snapshots(specs) => draft.arg("snapshots", specs.clone()),
+        Target::Source { source, from, to } => draft
+            .arg("source", source.clone())
+            .arg("from", from.map(|t| t.to_rfc3339()))
+            .arg("to", to.map(|t| t.to_rfc3339())),
+    };
+    audit::audited(
+        repo,
+        draft,
+        || place_unaudited(repo, cfg),
+        |p, mut d| {
+            d = d.touch("hold", p.view.hold.id.clone());
+            for c in &p.view.snapshots {
+                d = d.touch("snapshot", c.id.clone());
+            }
+            d
+        },
+    )
+}
+
+fn place_unaudited(repo: &Repository, cfg: &PlaceConfig) -> Result<Placed> {
     let case = required("the case reference", &cfg.case)?;
     let reason = required("the reason", &cfg.reason)?;
     let placed_by = required("the actor", &cfg.actor)?;
@@ -239,6 +269,70 @@ fn lock(repo: &Repository, held: &[SnapshotEntry]) -> Result<usize> {
 /// needs loses its legal hold. An unknown id and a hold released already
 /// are errors.
 pub fn release(repo: &Repository, cfg: &ReleaseConfig) -> Result<Released> {
+    release_signed(repo, cfg, None, false)
+}
+
+/// [`release`] with an electronic signature (21 CFR 11.50, 11.70): the
+/// audit entry of the release is signed by `signing`'s signer, meaning
+/// "release of hold H for case C", and the release record names the
+/// signer. With `require_signature` (a policy's `[holds]
+/// require_signed_release`) a release without a signature is refused,
+/// releasing nothing (and the refusal is on the audit trail).
+pub fn release_signed(
+    repo: &Repository,
+    cfg: &ReleaseConfig,
+    signing: Option<&Signing>,
+    require_signature: bool,
+) -> Result<Released> {
+    let records = repo.holds()?;
+    let state = find(&records, &cfg.hold)?;
+    let meaning = format!(
+        "release of hold {} for case {}",
+        state.hold.id, state.hold.case
+    );
+    let draft = Draft::new("hold release", AuditOutcome::Success)
+        .arg("case", state.hold.case.clone())
+        .arg("reason", cfg.reason.clone())
+        .touch("hold", state.hold.id.clone());
+    if signing.is_none() && require_signature {
+        let e = OpsError::invalid(format!(
+            "a policy requires a signed release ([holds] require_signed_release): give --sign-key FILE of a registered signer; hold {} stays active",
+            state.hold.id
+        ));
+        return Err(audit::record_failure(repo, draft, e));
+    }
+    let mark = match signing {
+        Some(s) => Some(serde_json::json!({
+            "signer": s.signer.name,
+            "printed_name": s.signer.printed_name,
+            "meaning": meaning,
+            "key": s.signer.fingerprint()?,
+            "signed_in": "the release's audit entry",
+        })),
+        None => None,
+    };
+    let released = match release_unaudited(repo, cfg, mark) {
+        Ok(r) => r,
+        Err(e) => return Err(audit::record_failure(repo, draft, e)),
+    };
+    let written = match signing {
+        Some(s) => signers::record_signed(repo, &draft, s, &meaning).map(|_| ()),
+        None => audit::record(repo, &draft).map(|_| ()),
+    };
+    written.map_err(|e| {
+        e.context(format!(
+            "hold {} is released but its release is not on the audit trail",
+            released.release.hold
+        ))
+    })?;
+    Ok(released)
+}
+
+fn release_unaudited(
+    repo: &Repository,
+    cfg: &ReleaseConfig,
+    signature: Option<serde_json::Value>,
+) -> Result<Released> {
     let reason = required("the reason", &cfg.reason)?;
     let released_by = required("the actor", &cfg.actor)?;
     let records = repo.holds()?;
@@ -254,7 +348,7 @@ pub fn release(repo: &Repository, cfg: &ReleaseConfig) -> Result<Released> {
         released_at: repo.now(),
         host: holdfast_repo::hostname(),
         reason,
-        signature: None,
+        signature,
     };
     if repo.put_hold_release(&release)? {
         let legal_holds = sync(repo).map_err(|e| {
