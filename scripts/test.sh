@@ -15,6 +15,12 @@ command -v setfacl >/dev/null || need_apt+=(acl)
 command -v setcap >/dev/null || need_apt+=(libcap2-bin)
 # The drill report test renders the HTML report in headless Chromium.
 command -v chromium >/dev/null || need_apt+=(chromium)
+# The daemon's metrics are checked with Debian's promtool and scraped by a
+# real prometheus server (both in the prometheus package); its systemd
+# units are checked with systemd-analyze.
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # The signature tests use signing keys made by OpenSSL and OpenSSH.
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
@@ -24,12 +30,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(printf '%s\n' "${need_apt[@]}" | sort -u)
 fi
 
 if [ ! -x .venv/bin/moto_server ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+# The Kubernetes manifests in examples/ are validated offline.
+if [ ! -x .venv/bin/kubernetes-validate ]; then
+  .venv/bin/pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
 export HOLDFAST_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 10 not a repository; \
 12 wrong password; 13 repository format newer than this holdfast; \
 20, 21, 22 drill run: a check failed, a target was missed, an error before every check could run; \
+23 compliance report: a control fails; \
 130, 143 backup interrupted by SIGINT, SIGTERM (stored data kept for the next backup)."
 )]
 pub struct Cli {
@@ -179,6 +180,14 @@ pub enum Command {
     /// The daemon's configuration file (holdfast.toml).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the jobs of a configuration file on schedule, with a listener
+    /// for /status, /metrics and the status page (see README "Daemon").
+    /// SIGTERM/SIGINT: finish running jobs within the grace period, then
+    /// stop; SIGHUP: reload the file (an invalid one is refused).
+    Daemon(DaemonArgs),
+    /// What is backed up and how fresh: from the daemon's listener, or
+    /// from the repositories when no daemon answers.
+    Status(StatusArgs),
     /// Electronic signatures: register signers (ed25519 public keys), make
     /// key pairs.
     #[command(subcommand)]
@@ -187,6 +196,120 @@ pub enum Command {
     /// purged, archived or garbage-collected until the hold is released.
     #[command(subcommand)]
     Hold(HoldCommand),
+    /// The GDPR erasure register (Art. 17): erasures every later restore
+    /// of an older snapshot applies again.
+    #[command(subcommand)]
+    Erasure(ErasureCommand),
+    /// Compliance evidence: controls (HIPAA, 21 CFR Part 11, GDPR) judged
+    /// from what the repository holds (see README "Compliance evidence
+    /// report").
+    #[command(subcommand)]
+    Compliance(ComplianceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComplianceCommand {
+    /// Every control with pass / attention / fail and its evidence: backups
+    /// within their RPO, drills, encryption, the audit trail, retention,
+    /// legal holds, Object Lock, erasures. Exit 0: no control fails
+    /// (attention included); 23: a control fails; 2: an invalid
+    /// configuration, policy or playbook file.
+    Report(ComplianceReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ComplianceReportArgs {
+    /// Write the report as JSON to FILE (`--json` alone prints it).
+    #[arg(long, value_name = "FILE")]
+    pub report_json: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page to FILE.
+    #[arg(long, alias = "html", value_name = "FILE")]
+    pub report_html: Option<PathBuf>,
+    /// Evaluate as of this time (RFC 3339, or a date: its end, UTC);
+    /// records made after it are left out. Default: now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// The daemon's configuration (`holdfast.toml`): the sources expected
+    /// in this repository and their RPO.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A retention policy file (repeatable): policies in force, past due.
+    #[arg(long = "policy", value_name = "FILE")]
+    pub policies: Vec<PathBuf>,
+    /// A playbook file, or a directory of them (`*.toml`; repeatable): the
+    /// drills each must have passed (default: every playbook in the drill
+    /// history).
+    #[arg(long = "playbooks", value_name = "PATH")]
+    pub playbooks: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ErasureCommand {
+    /// Record an erasure (write-once): an SQL statement for a database
+    /// (checked on the server in a transaction that is rolled back) or a
+    /// path pattern of backed-up files.
+    Add(ErasureAddArgs),
+    /// Every recorded erasure, in recorded order.
+    List,
+    /// Run the erasures a physical restore left in DIR/holdfast-erasures.json
+    /// on the server now running on it.
+    Apply(ErasureApplyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ErasureAddArgs {
+    /// The request's reference (e.g. DSAR-2026-041).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: String,
+    /// The SQL statement that erases the subject (one statement).
+    #[arg(long, value_name = "STMT", required_unless_present = "path", conflicts_with = "path", requires_all = ["database", "postgres"])]
+    pub sql: Option<String>,
+    /// The database the statement runs in (its name in the backed-up cluster).
+    #[arg(long, value_name = "DB", requires = "sql")]
+    pub database: Option<String>,
+    /// The server to check the statement on (a transaction that is rolled
+    /// back); its database name is replaced by --database.
+    #[arg(long, value_name = "DSN", requires = "sql")]
+    pub postgres: Option<String>,
+    /// An absolute glob of backed-up source paths (`*`, `?`, `[a-z]`, `**`).
+    #[arg(long, value_name = "PATTERN")]
+    pub path: Option<String>,
+    /// Why (the legal basis, the request).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ErasureApplyArgs {
+    /// The restored data directory holding holdfast-erasures.json.
+    #[arg(long, value_name = "DIR")]
+    pub datadir: PathBuf,
+    /// The server running on it.
+    #[arg(long, value_name = "DSN")]
+    pub postgres: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The configuration file (holdfast.toml).
+    #[arg(long, value_name = "FILE", env = "HOLDFAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the daemon keeps its state (last run per job); default:
+    /// [daemon] state_dir, else $STATE_DIRECTORY (systemd), else
+    /// /var/lib/holdfast as root, else ~/.local/state/holdfast.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The configuration file: its listener is asked; when no daemon
+    /// answers, its repositories are read.
+    #[arg(long, value_name = "FILE", env = "HOLDFAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Ask the daemon listening here (IP:PORT) instead.
+    #[arg(long, value_name = "ADDR", conflicts_with = "config")]
+    pub address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,8 +401,27 @@ pub enum DrillCommand {
     /// error before every check could run (also the timeout); 2: invalid
     /// playbook; 130/143: interrupted (scratch targets torn down).
     Run(DrillRunArgs),
-    /// Past drills with outcome, RTO and RPO, and the site RTO forecast.
+    /// Past drills with outcome, RTO and RPO, who approved each, and the
+    /// site RTO forecast.
     History(DrillHistoryArgs),
+    /// Sign the review of a drill report (21 CFR 11.50): a signed audit
+    /// entry naming the drill and its report's BLAKE3 digest. Each signer
+    /// approves a drill once.
+    Approve(DrillApproveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DrillApproveArgs {
+    /// The drill id (`holdfast drill history`), e.g. 20261201T063000Z-ab12cd34.
+    pub id: String,
+    /// The ed25519 private key of a registered signer (`holdfast signer
+    /// keygen`, `holdfast signer add`); readable by its owner alone.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: PathBuf,
+    /// What the signature means (default: "approval of drill report ID
+    /// (playbook P, outcome O)").
+    #[arg(long, value_name = "TEXT")]
+    pub meaning: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -616,6 +758,19 @@ pub struct RestoreArgs {
     /// otherwise be empty or absent); repeatable. OID_OR_NAME=DIR.
     #[arg(long, value_name = "OID_OR_NAME=DIR", requires = "to_datadir")]
     pub tablespace_map: Vec<String>,
+    /// Mask the restored data for staging with this masking file
+    /// (policies/masking/*.toml): every column of a restored database
+    /// must be covered; the result is verified before it gets its name.
+    /// With a directory restore, the file's [[files]] rules apply.
+    #[arg(long, value_name = "FILE", conflicts_with = "to_datadir")]
+    pub mask: Option<PathBuf>,
+    /// Do not apply the GDPR erasure register to the restored data. Only
+    /// for a legal hold that needs the erased data; audited with --reason.
+    #[arg(long, requires = "reason")]
+    pub skip_erasures: bool,
+    /// Why the erasures are skipped (with --skip-erasures).
+    #[arg(long, value_name = "TEXT", requires = "skip_erasures")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -729,11 +884,13 @@ pub struct HoldPlaceArgs {
     /// Hold every snapshot of this source (within --from/--to).
     #[arg(long, value_name = "NAME")]
     pub source: Option<String>,
-    /// Only snapshots taken at or after this time (RFC 3339).
-    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time)]
+    /// Only snapshots taken at or after this time (RFC 3339, or a date:
+    /// its start, UTC).
+    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time_or_date)]
     pub from: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only snapshots taken at or before this time (RFC 3339).
-    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time)]
+    /// Only snapshots taken at or before this time (RFC 3339, or a date:
+    /// all of that day, UTC).
+    #[arg(long, value_name = "TIME", requires = "source", conflicts_with = "snapshots", value_parser = parse_time_or_date_end)]
     pub to: Option<chrono::DateTime<chrono::Utc>>,
     /// The case or matter reference (e.g. CASE-123).
     #[arg(long, value_name = "REF")]
@@ -761,7 +918,12 @@ pub struct HoldReleaseArgs {
     pub policies: Vec<PathBuf>,
 }
 
-/// A time on the command line (RFC 3339, or `YYYY-MM-DD HH:MM:SS`, UTC).
-fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    holdfast_ops::time::parse_time(s).map_err(|e| e.to_string())
+/// A lower bound: a time, or a date alone (its first instant, UTC).
+fn parse_time_or_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    holdfast_ops::time::parse_time_or_date(s).map_err(|e| e.to_string())
+}
+
+/// An inclusive upper bound: a time, or a date alone (its last instant).
+fn parse_time_or_date_end(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    holdfast_ops::time::parse_time_or_date_end(s).map_err(|e| e.to_string())
 }

@@ -59,8 +59,12 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Audit(c) => crate::audit::run(g, &rt, c),
         Command::Drill(c) => crate::drill::run(g, &rt, c),
         Command::Config(c) => crate::config::run(g, c),
+        Command::Daemon(a) => crate::daemon::run(g, &rt, a),
+        Command::Status(a) => crate::daemon::status(g, &rt, a),
         Command::Signer(c) => crate::signer::run(g, &rt, c),
         Command::Hold(c) => crate::hold::run(g, &rt, c),
+        Command::Compliance(c) => crate::compliance::run(g, &rt, c),
+        Command::Erasure(c) => crate::erasure::run(g, &rt, c),
     }
 }
 
@@ -509,7 +513,13 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
         cwd: std::env::current_dir().context("finding the current directory")?,
         options,
     };
-    let res = ops_restore::restore_files(&repo, &cfg, &progress);
+    let erasures = crate::erasure::mode(&a)?;
+    let mask = a
+        .mask
+        .as_deref()
+        .map(holdfast_ops::masking::Masking::load)
+        .transpose()?;
+    let res = ops_restore::restore_files_masked(&repo, &cfg, &erasures, &progress, mask.as_ref());
     bar.finish();
     let done =
         res.with_context(|| format!("restoring snapshot {} to {}", a.snapshot, target.display()))?;
@@ -529,6 +539,8 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
             "counts": out.counts(),
             "restored": out,
             "seconds": seconds,
+            "erasures": done.erasures,
+            "masking": done.masking.as_ref().map(|files| json!({"files": files})),
         }))?;
     } else if !g.quiet {
         if out.retrieval_seconds > 0.0 {
@@ -561,6 +573,16 @@ fn restore_cmd(g: &Global, rt: &tokio::runtime::Runtime, a: RestoreArgs) -> Resu
                 "{} warning(s): the target refused some extended attributes (see above)",
                 out.warnings.len()
             );
+        }
+    }
+    crate::erasure::print_report(g, &done.erasures);
+    if let (Some(files), false) = (&done.masking, g.quiet || g.json) {
+        outln!(
+            "masked: {} restored entr(ies) dropped or replaced",
+            files.len()
+        );
+        for f in files {
+            outln!("  {} {}", f.action, f.path);
         }
     }
     if out.failed.is_empty() {

@@ -11,9 +11,6 @@ use crate::args::{ConfigCommand, Global};
 use crate::exit;
 use crate::ui;
 
-/// Exit status for an invalid file (as for `policy validate`).
-const INVALID: i32 = 2;
-
 pub fn run(g: &Global, c: ConfigCommand) -> Result<i32> {
     match c {
         ConfigCommand::Validate { file } => validate(g, &file),
@@ -23,19 +20,7 @@ pub fn run(g: &Global, c: ConfigCommand) -> Result<i32> {
 fn validate(g: &Global, file: &Path) -> Result<i32> {
     let config = match load_file(file) {
         Ok(c) => c,
-        Err(errors) => {
-            if g.json {
-                let v: Vec<_> = errors
-                    .iter()
-                    .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message}))
-                    .collect();
-                ui::print_json(&json!({"valid": false, "errors": v}))?;
-            }
-            for e in &errors {
-                errln!("holdfast: error: {e}");
-            }
-            return Ok(INVALID);
-        }
+        Err(errors) => return ui::invalid_files(g, &errors),
     };
     if g.json {
         ui::print_json(&summary(&config))?;

@@ -1,4 +1,4 @@
-//! `holdfast drill validate|run|history`: restore drills. Playbooks are
+//! `holdfast drill validate|run|history|approve`: restore drills. Playbooks are
 //! `holdfast-drill`'s, running them is `holdfast-ops`'s (`ops::drill`);
 //! this module opens the repository, passes signals on, prints and picks
 //! the exit code.
@@ -17,35 +17,23 @@ use holdfast_repo::prefetch::Prefetch;
 use serde_json::json;
 use tokio::runtime::Runtime;
 
-use crate::args::{DrillCommand, DrillHistoryArgs, DrillRunArgs, Global};
+use crate::args::{DrillApproveArgs, DrillCommand, DrillHistoryArgs, DrillRunArgs, Global};
 use crate::exit;
 use crate::interrupt;
 use crate::open;
 use crate::ui;
-
-/// Exit status for invalid playbooks (as for any invalid input).
-const INVALID: i32 = 2;
 
 pub fn run(g: &Global, rt: &Runtime, c: DrillCommand) -> Result<i32> {
     match c {
         DrillCommand::Validate { files } => validate(g, &files),
         DrillCommand::Run(a) => run_drill(g, rt, a),
         DrillCommand::History(a) => history(g, rt, a),
+        DrillCommand::Approve(a) => approve(g, rt, a),
     }
 }
 
 fn report_errors(g: &Global, errors: &[PlaybookError]) -> Result<i32> {
-    if g.json {
-        let v: Vec<_> = errors
-            .iter()
-            .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message}))
-            .collect();
-        ui::print_json(&json!({"valid": false, "errors": v}))?;
-    }
-    for e in errors {
-        errln!("holdfast: error: {e}");
-    }
-    Ok(INVALID)
+    ui::invalid_files(g, errors)
 }
 
 fn validate(g: &Global, files: &[std::path::PathBuf]) -> Result<i32> {
@@ -321,12 +309,57 @@ fn print_forecast(f: &Forecast) {
     }
 }
 
+fn approve(g: &Global, rt: &Runtime, a: DrillApproveArgs) -> Result<i32> {
+    // The key is read (and its permissions checked) before anything.
+    let key = holdfast_ops::signers::read_signing_key(&a.sign_key)?;
+    let repo = open_repo(g, rt, None)?;
+    let signing = holdfast_ops::signers::signing(&repo, key)?;
+    let done = ops_drill::approve(&repo, &a.id, a.meaning.as_deref(), &signing)?;
+    if g.json {
+        ui::print_json(&done)?;
+    } else if !g.quiet {
+        outln!(
+            "drill {} ({}, {}) approved by {} ({}) at {}: \"{}\"; report BLAKE3 {}; audit entry {}",
+            done.drill,
+            ui::escape(done.playbook.as_bytes()),
+            done.outcome,
+            ui::escape(done.printed_name.as_bytes()),
+            done.signer,
+            done.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            ui::escape(done.meaning.as_bytes()),
+            done.report_blake3,
+            done.audit_seq
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn print_approvals(d: &DrillReport) {
+    for ap in &d.approvals {
+        outln!(
+            "  approved by {} ({}) at {}{}",
+            ui::escape(ap.printed_name.as_bytes()),
+            ap.signer,
+            ap.time.format("%Y-%m-%d %H:%M:%S UTC"),
+            match (&ap.problem, ap.verified) {
+                (_, true) => String::new(),
+                (Some(p), false) => format!(" — NOT VERIFIED: {p}"),
+                (None, false) => " — NOT VERIFIED".to_string(),
+            }
+        );
+    }
+}
+
 fn history(g: &Global, rt: &Runtime, a: DrillHistoryArgs) -> Result<i32> {
     let repo = open_repo(g, rt, None)?;
     let h = ops_drill::history(&repo)?;
     for (name, why) in &h.unreadable {
         errln!("holdfast: warning: drill record drills/{name} cannot be read: {why}");
     }
+    if let Some(e) = &h.approvals_error {
+        errln!("holdfast: warning: approvals cannot be read from the audit trail; drills are shown without them: {e}");
+    }
+    let all = h.drills.clone();
     let mut drills = h.drills;
     if let Some(n) = a.last {
         let skip = drills.len().saturating_sub(n);
@@ -336,7 +369,6 @@ fn history(g: &Global, rt: &Runtime, a: DrillHistoryArgs) -> Result<i32> {
         .iter()
         .rev()
         .find_map(|d| d.objectives.site_rto_seconds);
-    let all = ops_drill::history(&repo)?.drills;
     let forecast =
         holdfast_drill::forecast::forecast(&all, &ops_drill::source_sizes(&repo)?, site_rto);
     if g.json {
@@ -368,6 +400,7 @@ fn history(g: &Global, rt: &Runtime, a: DrillHistoryArgs) -> Result<i32> {
             d.rpo_seconds.map_or("-".to_string(), measured),
             Human(d.objectives.rpo_seconds).to_string()
         );
+        print_approvals(d);
     }
     print_forecast(&forecast);
     Ok(exit::OK)

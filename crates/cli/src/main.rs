@@ -10,8 +10,11 @@ mod args;
 mod audit;
 mod bench;
 mod commands;
+mod compliance;
 mod config;
+mod daemon;
 mod drill;
+mod erasure;
 mod gc;
 mod hold;
 mod identity;
@@ -47,6 +50,8 @@ pub mod exit {
     /// `drill run`: an error before every check could run (no snapshot,
     /// the repository cannot be opened, the restore failed, the timeout).
     pub const DRILL_ERROR: i32 = 22;
+    /// `compliance report`: the report was made and a control fails.
+    pub const COMPLIANCE_FAIL: i32 = 23;
 }
 
 fn main() {
@@ -79,13 +84,46 @@ fn parse_args() -> args::Cli {
     use clap::error::ErrorKind;
     let full = <args::Cli as clap::CommandFactory>::command();
     unset_empty_env(&full);
-    if let Err(e) = without_env(full).try_get_matches() {
+    let argv = compliance_json_file(std::env::args_os().collect());
+    if let Err(e) = without_env(full).try_get_matches_from(&argv) {
         // Help and version are shown by the full parser (with [env: ...]).
         if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
             e.exit();
         }
     }
-    args::Cli::parse()
+    args::Cli::parse_from(argv)
+}
+
+/// `compliance report --json FILE` (the form the compliance issue names)
+/// is `--report-json FILE`: `--json` alone is the global flag that prints
+/// JSON, so after `compliance report` a `--json` followed by a value (not
+/// an option) takes it as the report file.
+fn compliance_json_file(mut argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(at) = argv
+        .windows(2)
+        .position(|w| w[0] == "compliance" && w[1] == "report")
+    else {
+        return argv;
+    };
+    let mut i = at + 2;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy().into_owned();
+        if arg == "--" {
+            break;
+        }
+        if let Some(file) = arg.strip_prefix("--json=") {
+            argv[i] = format!("--report-json={file}").into();
+        } else if arg == "--json"
+            && argv
+                .get(i + 1)
+                .is_some_and(|n| !n.to_string_lossy().starts_with('-'))
+        {
+            argv[i] = "--report-json".into();
+            i += 1;
+        }
+        i += 1;
+    }
+    argv
 }
 
 fn without_env(cmd: clap::Command) -> clap::Command {

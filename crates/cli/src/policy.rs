@@ -14,10 +14,6 @@ use crate::exit;
 use crate::open;
 use crate::ui;
 
-/// Exit status for invalid policy files (as for any invalid input given on
-/// the command line).
-const INVALID: i32 = 2;
-
 pub fn run(g: &Global, rt: &Runtime, c: PolicyCommand) -> Result<i32> {
     match c {
         PolicyCommand::Validate { files } => validate(g, &files),
@@ -27,17 +23,7 @@ pub fn run(g: &Global, rt: &Runtime, c: PolicyCommand) -> Result<i32> {
 }
 
 fn report(g: &Global, errors: &[PolicyError]) -> Result<i32> {
-    if g.json {
-        let v: Vec<_> = errors
-            .iter()
-            .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message}))
-            .collect();
-        ui::print_json(&json!({"valid": false, "errors": v}))?;
-    }
-    for e in errors {
-        errln!("holdfast: error: {e}");
-    }
-    Ok(INVALID)
+    ui::invalid_files(g, errors)
 }
 
 fn load(g: &Global, files: &[std::path::PathBuf]) -> Result<std::result::Result<Vec<Policy>, i32>> {
@@ -98,6 +84,10 @@ fn row(d: &Decision, outcome: Option<&str>) {
         ui::escape(d.source.as_bytes()),
         d.rule
     );
+    if !d.erasures.is_empty() {
+        // GDPR Art. 17: which erasures this snapshot may still hold.
+        outln!("         still holds erasure(s) {}", d.erasures.join(", "));
+    }
 }
 
 /// The WAL archive, one line per cluster and action (the files are in

@@ -62,7 +62,7 @@ impl PgEnv {
 
 /// A DSN with libpq's environment defaults (`PGUSER`, `USER`,
 /// `PGPASSWORD`), which the library leaves to the binary.
-fn dsn_from(s: &str) -> Result<Dsn, PgError> {
+pub(crate) fn dsn_from(s: &str) -> Result<Dsn, PgError> {
     Dsn::parse_with(s, |n| std::env::var(n).ok().filter(|v| !v.is_empty()))
 }
 
@@ -142,6 +142,7 @@ pub fn backup(g: &Global, rt: &Runtime, a: BackupArgs) -> Result<i32> {
 
 /// `holdfast restore SNAPSHOT --to-postgres DSN` / `--to-datadir DIR`.
 pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
+    let erasures = crate::erasure::mode(&a)?;
     let repo = open::open(g, rt)?;
     let spec = SnapshotSpec {
         spec: a.snapshot.clone(),
@@ -164,7 +165,20 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
         o.no_owner = a.no_owner;
         o.no_acl = a.no_acl;
         o.with_globals = a.with_globals;
-        let done = ops_pg::restore_logical(&repo, rt.handle(), &spec, &dsn, &o)?;
+        let mask = a
+            .mask
+            .as_deref()
+            .map(holdfast_ops::masking::Masking::load)
+            .transpose()?;
+        let done = ops_pg::restore_logical(
+            &repo,
+            rt.handle(),
+            &spec,
+            &dsn,
+            &o,
+            &erasures,
+            mask.as_ref(),
+        )?;
         let (snap, rep) = (&done.snapshot, &done.report);
         if g.json {
             ui::print_json(&json!({
@@ -174,6 +188,8 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 "bytes": rep.bytes,
                 "expected_row_counts": rep.expected_row_counts,
                 "seconds": rep.duration_secs,
+                "erasures": done.erasures,
+                "masking": done.masking,
             }))?;
         } else if !g.quiet {
             outln!(
@@ -184,7 +200,11 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
                 ui::bytes(rep.bytes),
                 rep.duration_secs
             );
+            if let Some(m) = &done.masking {
+                print_masking(m);
+            }
         }
+        crate::erasure::print_report(g, &done.erasures);
         return Ok(exit::OK);
     }
     let Some(dir) = &a.to_datadir else {
@@ -208,6 +228,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
             .iter()
             .map(|m| ops_pg::parse_tablespace_map(m, &cwd))
             .collect::<Result<_, _>>()?,
+        erasures,
     };
     let done = ops_pg::restore_physical(&repo, &cfg)
         .with_context(|| format!("restoring snapshot {} to {}", a.snapshot, dir.display()))?;
@@ -223,6 +244,7 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
             "tablespaces": rep.tablespaces,
             "target": format!("{target:?}"),
             "seconds": rep.duration_secs,
+            "erasures": done.erasures,
         }))?;
     } else if !g.quiet {
         outln!(
@@ -251,7 +273,46 @@ pub fn restore(g: &Global, rt: &Runtime, a: RestoreArgs) -> Result<i32> {
             dir.display()
         );
     }
+    crate::erasure::print_report(g, &done.erasures);
     Ok(exit::OK)
+}
+
+/// The masking lines of a restore's summary: per column its rule, values
+/// and the verification.
+pub(crate) fn print_masking(m: &holdfast_ops::masking::MaskReport) {
+    outln!(
+        "masked with {}: {} column(s) in {} table(s), verified ({}){}",
+        m.file,
+        m.columns.len(),
+        m.tables.len(),
+        if m.verified {
+            "no sampled source value remains"
+        } else {
+            "NOT VERIFIED"
+        },
+        if m.vacuumed {
+            "; masked tables rewritten (VACUUM FULL)"
+        } else {
+            ""
+        }
+    );
+    for c in &m.columns {
+        outln!(
+            "  {}.{}: {} ({} value(s); {} sampled, {} survived)",
+            c.table,
+            c.column,
+            c.rule,
+            c.values,
+            c.sampled,
+            c.survivors
+        );
+    }
+    for fk in &m.foreign_keys_checked {
+        outln!("  foreign key {fk} validated after masking");
+    }
+    for f in &m.files {
+        outln!("  {} {}", f.action, f.path);
+    }
 }
 
 /// The restore_command the restored server runs: this binary, the

@@ -297,6 +297,60 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// The exit status of an invalid input file (policy, playbook, config).
+pub const INVALID_INPUT: i32 = 2;
+
+/// One error of an input file, as every validator reports it: where, and
+/// what (`shown` is its `file:line:column: message` form).
+pub struct FileError {
+    file: std::path::PathBuf,
+    line: usize,
+    column: usize,
+    message: String,
+    shown: String,
+}
+
+macro_rules! file_error_from {
+    ($($t:ty),*) => {$(
+        impl From<&$t> for FileError {
+            fn from(e: &$t) -> FileError {
+                FileError {
+                    file: e.file.clone(),
+                    line: e.line,
+                    column: e.column,
+                    message: e.message.to_string(),
+                    shown: e.to_string(),
+                }
+            }
+        }
+    )*};
+}
+file_error_from!(
+    holdfast_policy::PolicyError,
+    holdfast_drill::PlaybookError,
+    holdfast_config::ConfigError
+);
+
+/// Report input-file errors — `--json`: `{"valid": false, "errors":
+/// [...]}` on stdout; each on stderr — and return [`INVALID_INPUT`].
+pub fn invalid_files<'a, E>(g: &crate::args::Global, errors: &'a [E]) -> anyhow::Result<i32>
+where
+    &'a E: Into<FileError>,
+{
+    let errors: Vec<FileError> = errors.iter().map(Into::into).collect();
+    if g.json {
+        let v: Vec<_> = errors
+            .iter()
+            .map(|e| json!({"file": e.file, "line": e.line, "column": e.column, "message": e.message}))
+            .collect();
+        print_json(&json!({"valid": false, "errors": v}))?;
+    }
+    for e in &errors {
+        errln!("holdfast: error: {}", e.shown);
+    }
+    Ok(INVALID_INPUT)
+}
+
 pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(v)?;
     outln!("{text}");

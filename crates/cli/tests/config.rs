@@ -15,7 +15,7 @@ fn the_shipped_example_validates() {
     let o = env.ok(["config".as_ref(), "validate".as_ref(), example.as_os_str()]);
     let out = stdout(&o);
     assert!(
-        out.contains("valid: 2 repositories, 3 source(s), 6 job(s)"),
+        out.contains("valid: 2 repositories, 4 source(s), 7 job(s)"),
         "{out}"
     );
     assert!(

@@ -2,7 +2,10 @@
 //! drill leaves its record, a verification record and no scratch
 //! directory; a failed check, a missed RTO, a corrupted pack, a missing
 //! snapshot, the timeout and SIGINT each end with their own exit code and
-//! a report that says what happened; the shipped playbooks are valid.
+//! a report that says what happened; the shipped playbooks are valid;
+//! `drill approve` signs a review on the audit trail (once per signer)
+//! and refuses unknown drills and unregistered keys; the full-site RTO
+//! verdict of real drills, missed and met.
 
 mod common;
 
@@ -548,4 +551,316 @@ fn html_report_renders_in_chromium() {
             empty.len()
         );
     }
+}
+
+// ---- drill approve: signed reviews of drill reports ----
+
+impl Drill {
+    /// A new key pair `name` (`signer keygen`); registered as signer
+    /// `signer` with `printed` as the printed name when `signer` is given.
+    fn signer(&self, name: &str, signer: Option<(&str, &str)>) -> PathBuf {
+        let key = self.env.path(name);
+        self.env
+            .ok(["signer", "keygen", "--out", key.to_str().unwrap()]);
+        if let Some((who, printed)) = signer {
+            let public = self.env.path(&format!("{name}.pub"));
+            self.env.ok([
+                "signer",
+                "add",
+                who,
+                "--public-key",
+                public.to_str().unwrap(),
+                "--printed-name",
+                printed,
+            ]);
+        }
+        key
+    }
+
+    fn approve(&self, id: &str, key: &Path, extra: &[&str]) -> Output {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "drill".as_ref(),
+            "approve".as_ref(),
+            id.as_ref(),
+            "--sign-key".as_ref(),
+            key.as_os_str(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        self.run(&args)
+    }
+
+    /// The `drill approve` entries on the audit trail.
+    fn approvals_on_trail(&self) -> Vec<serde_json::Value> {
+        self.env
+            .json(["audit", "log", "--operation", "drill approve"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn passing_drill(&self) -> String {
+        let pb = self.playbook("pb.toml", &playbook(FILES, "15m"));
+        let (out, r) = self.drill(&pb, &self.env.path("r.json"));
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        r["id"].as_str().unwrap().to_string()
+    }
+}
+
+#[test]
+fn approving_a_passing_drill_signs_it_on_the_audit_trail_and_history_shows_it() {
+    let d = Drill::new();
+    let id = d.passing_drill();
+    let key = d.signer("jroe.key", Some(("jroe", "Dr. Jane Roe")));
+    let out = d.approve(&id, &key, &["--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["drill"], id.as_str());
+    assert_eq!(done["outcome"], "passed");
+    assert_eq!(done["signer"], "jroe");
+    let digest = done["report_blake3"].as_str().unwrap().to_string();
+    assert_eq!(digest.len(), 64, "{done}");
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    let meaning =
+        format!("approval of drill report {id} (playbook nightly-documents, outcome passed)");
+    assert_eq!(done["meaning"], meaning.as_str());
+
+    // One signed entry naming the drill and the report's digest.
+    let trail = d.approvals_on_trail();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+    let e = &trail[0];
+    assert_eq!(e["outcome"], "success");
+    assert_eq!(e["signed"]["signer"], "jroe");
+    assert_eq!(e["signed"]["printed_name"], "Dr. Jane Roe");
+    assert_eq!(e["signed"]["meaning"], meaning.as_str());
+    assert_eq!(e["signature"].as_str().unwrap().len(), 128);
+    assert_eq!(e["args"]["report_blake3"], digest.as_str());
+    assert!(
+        e["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "drill" && o["id"] == id.as_str()),
+        "{e}"
+    );
+    assert_eq!(e["seq"], done["audit_seq"]);
+    // `audit verify` checks the signature.
+    let verify = d.env.run(["audit", "verify"]);
+    assert_eq!(code(&verify), Some(0), "{}", stdout(&verify));
+    assert!(
+        stdout(&verify).contains("1 signature(s) verified"),
+        "{}",
+        stdout(&verify)
+    );
+
+    // History says who approved and when, in both forms.
+    let h = d.env.json(["drill", "history"]);
+    let ap = &h["drills"][0]["approvals"];
+    assert_eq!(ap.as_array().unwrap().len(), 1, "{h}");
+    assert_eq!(ap[0]["signer"], "jroe");
+    assert_eq!(ap[0]["printed_name"], "Dr. Jane Roe");
+    assert_eq!(ap[0]["verified"], true, "{ap}");
+    assert_eq!(ap[0]["report_blake3"], digest.as_str());
+    assert_eq!(ap[0]["time"], e["time"]);
+    let when = &e["time"].as_str().unwrap()[..19].replace('T', " ");
+    let plain = stdout(&d.env.ok(["drill", "history"]));
+    assert!(
+        plain.contains(&format!("approved by Dr. Jane Roe (jroe) at {when} UTC")),
+        "{plain}"
+    );
+
+    // The same signer again: refused, nothing more on the trail.
+    let again = d.approve(&id, &key, &[]);
+    assert_ne!(code(&again), Some(0));
+    assert!(
+        stderr(&again).contains("already") && stderr(&again).contains("Dr. Jane Roe"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(d.approvals_on_trail().len(), 1);
+
+    // A second reviewer may add theirs, with their own meaning.
+    let key2 = d.signer("rsmith.key", Some(("rsmith", "Rob Smith, CISO")));
+    let out = d.approve(
+        &id,
+        &key2,
+        &["--meaning", "reviewed for the Q4 HIPAA contingency test"],
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("approved by Rob Smith, CISO (rsmith)"),
+        "{}",
+        stdout(&out)
+    );
+    let trail = d.approvals_on_trail();
+    assert_eq!(trail.len(), 2);
+    assert_eq!(
+        trail[1]["signed"]["meaning"],
+        "reviewed for the Q4 HIPAA contingency test"
+    );
+    let h = d.env.json(["drill", "history"]);
+    let signers: Vec<&str> = h["drills"][0]["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["signer"].as_str().unwrap())
+        .collect();
+    assert_eq!(signers, ["jroe", "rsmith"]);
+    let verify = d.env.run(["audit", "verify"]);
+    assert!(
+        stdout(&verify).contains("2 signature(s) verified"),
+        "{}",
+        stdout(&verify)
+    );
+}
+
+#[test]
+fn approving_an_unknown_drill_or_with_a_wrong_key_is_refused_and_records_nothing() {
+    let d = Drill::new();
+    let id = d.passing_drill();
+    let key = d.signer("jroe.key", Some(("jroe", "Dr. Jane Roe")));
+    // Well formed but not in this repository.
+    let out = d.approve("20200101T000000Z-0badc0de", &key, &[]);
+    assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("no drill 20200101T000000Z-0badc0de"),
+        "{}",
+        stderr(&out)
+    );
+    // Not a drill id at all.
+    let out = d.approve("D-3", &key, &[]);
+    assert_ne!(code(&out), Some(0));
+    assert!(stderr(&out).contains("not a drill id"), "{}", stderr(&out));
+    // A key nobody registered.
+    let stranger = d.signer("stranger.key", None);
+    let out = d.approve(&id, &stranger, &[]);
+    assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("not a registered signer"),
+        "{}",
+        stderr(&out)
+    );
+    // The registered key, but readable by others.
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = d.approve(&id, &key, &[]);
+    assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("refusing to sign"),
+        "{}",
+        stderr(&out)
+    );
+    // An empty meaning.
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let out = d.approve(&id, &key, &["--meaning", "  "]);
+    assert_ne!(code(&out), Some(0));
+    assert!(stderr(&out).contains("--meaning"), "{}", stderr(&out));
+    // None of these left an approval anywhere.
+    assert!(d.approvals_on_trail().is_empty());
+    let h = d.env.json(["drill", "history"]);
+    assert!(h["drills"][0]["approvals"].is_null(), "{h}");
+    let verify = d.env.run(["audit", "verify"]);
+    assert_eq!(code(&verify), Some(0), "{}", stdout(&verify));
+}
+
+// ---- the full-site RTO verdict, from real drills ----
+
+#[test]
+fn site_rto_verdict_from_real_drills_missed_then_met() {
+    let d = Drill::new();
+    // A second, larger source nobody drills, and a tiny one that is
+    // drilled: the tiny restore's throughput is all fixed cost, so the
+    // forecast for the whole site (every source's newest snapshot at that
+    // throughput) is far beyond one second.
+    let bulk = d.env.path("bulk");
+    fs::create_dir_all(&bulk).unwrap();
+    fs::write(bulk.join("ledger.txt"), text(8_000_000, 5)).unwrap();
+    d.env.ok([
+        "backup".as_ref(),
+        "--source".as_ref(),
+        "bulk".as_ref(),
+        bulk.as_os_str(),
+    ]);
+    let tiny = d.env.path("tiny");
+    fs::create_dir_all(&tiny).unwrap();
+    fs::write(tiny.join("one.txt"), b"sixteen bytes!!\n").unwrap();
+    d.env.ok([
+        "backup".as_ref(),
+        "--source".as_ref(),
+        "tiny".as_ref(),
+        tiny.as_os_str(),
+    ]);
+    let site = |site_rto: &str| {
+        format!(
+            r#"name = "site-check"
+[snapshot]
+source = "tiny"
+pick = "latest"
+[target]
+kind = "directory"
+[[check]]
+kind = "files"
+[objectives]
+rto = "15m"
+rpo = "26h"
+site_rto = "{site_rto}"
+"#
+        )
+    };
+    let pb = d.playbook("site-miss.toml", &site("1s"));
+    let (out, r) = d.drill(&pb, &d.env.path("miss.json"));
+    // The site forecast does not decide the drill's exit code: the drill
+    // itself passed; the verdict is in the report and the history.
+    assert_eq!(code(&out), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let f = &r["forecast"];
+    assert_eq!(f["site_rto_seconds"], 1, "{f}");
+    assert_eq!(f["complete"], true, "{f}");
+    assert_eq!(f["meets_site_rto"], false, "{f}");
+    let total = f["total_seconds"].as_f64().unwrap();
+    assert!(total > 1.0, "{f}");
+    let sources: Vec<&str> = f["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["bulk", "docs", "tiny"], "{f}");
+    // The per-source figures add up to the total.
+    let sum: f64 = f["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seconds"].as_f64().unwrap())
+        .sum();
+    assert!((sum - total).abs() < 1e-6 * total.max(1.0), "{f}");
+    assert!(
+        stdout(&out).contains("target 1s (NOT MET)"),
+        "{}",
+        stdout(&out)
+    );
+    let h = d.env.json(["drill", "history"]);
+    assert_eq!(h["forecast"]["meets_site_rto"], false, "{h}");
+    assert_eq!(h["forecast"]["site_rto_seconds"], 1);
+    assert_eq!(h["drills"][0]["forecast"]["meets_site_rto"], false);
+    let plain = stdout(&d.env.ok(["drill", "history"]));
+    assert!(plain.contains("(NOT MET)"), "{plain}");
+
+    // The same site with a generous target: met, and history follows the
+    // newest drill's target.
+    let pb = d.playbook("site-met.toml", &site("30d"));
+    let (out, r) = d.drill(&pb, &d.env.path("met.json"));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(r["forecast"]["meets_site_rto"], true, "{}", r["forecast"]);
+    assert!(
+        stdout(&out).contains("target 30d (met)"),
+        "{}",
+        stdout(&out)
+    );
+    let h = d.env.json(["drill", "history"]);
+    assert_eq!(h["forecast"]["meets_site_rto"], true, "{h}");
+    assert_eq!(h["forecast"]["site_rto_seconds"], 30 * 86_400);
+    // The first drill's record keeps its own verdict.
+    assert_eq!(h["drills"][0]["forecast"]["meets_site_rto"], false);
+    assert_eq!(h["drills"][1]["forecast"]["meets_site_rto"], true);
+    let plain = stdout(&d.env.ok(["drill", "history"]));
+    assert!(plain.contains("target 30d (met)"), "{plain}");
 }

@@ -4,7 +4,8 @@
 //! connection in its environment), a failing SQL check, a drill into an
 //! existing server that creates and drops its own database, and teardown
 //! that leaves no process, port or directory after SIGINT mid-restore and
-//! after a timeout.
+//! after a timeout; logical and point-in-time drills re-apply the SQL
+//! erasures recorded after their snapshot, after their checks.
 
 #[path = "../../postgres/tests/common/mod.rs"]
 mod common;
@@ -294,6 +295,145 @@ rpo = "1d"
     assert!(dbs.contains("ehr"));
 }
 
+/// `erasure add` of an SQL statement for `db`, checked on the site's
+/// server; returns the erasure's id.
+fn erase(s: &Site, reference: &str, db: &str, sql: &str) -> String {
+    erase_on(s, &s.pg_dsn(), reference, db, sql)
+}
+
+/// [`erase`], checked on the server at `dsn`.
+fn erase_on(s: &Site, dsn: &str, reference: &str, db: &str, sql: &str) -> String {
+    let out = ok(
+        &s.run(&[
+            "--json",
+            "erasure",
+            "add",
+            "--ref",
+            reference,
+            "--sql",
+            sql,
+            "--database",
+            db,
+            "--postgres",
+            dsn,
+            "--reason",
+            "Art. 17",
+        ]),
+        "erasure add",
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    v["id"].as_str().expect("id").to_string()
+}
+
+/// The `erasures` check row of the first restore.
+fn erasure_row(r: &serde_json::Value) -> serde_json::Value {
+    r["restores"][0]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["kind"] == "erasures")
+        .cloned()
+        .unwrap_or_else(|| panic!("no erasures row: {r}"))
+}
+
+#[test]
+fn logical_drills_reapply_later_sql_erasures_after_their_checks() {
+    let s = Site::new(100);
+    // Recorded before the snapshot: the snapshot lacks it, so no drill
+    // applies it.
+    let older_snapshot = || {
+        ok(
+            &s.run(&[
+                "backup",
+                "--source",
+                "ehr",
+                "--postgres",
+                &s.pg_dsn(),
+                "--database",
+                "ehr",
+            ]),
+            "backup",
+        )
+    };
+    let e0 = erase(&s, "DSAR-0", "ehr", "DELETE FROM patients WHERE id = 99");
+    s.pg.psql("ehr", "DELETE FROM patients WHERE id = 99");
+    std::thread::sleep(Duration::from_millis(30));
+    older_snapshot();
+    std::thread::sleep(Duration::from_millis(30));
+    let e1 = erase(&s, "DSAR-1", "ehr", "DELETE FROM patients WHERE id > 90");
+    s.pg.psql("postgres", "CREATE DATABASE lab");
+    s.pg.psql("lab", "CREATE TABLE result (patient int)");
+    let lab = erase(&s, "DSAR-2", "lab", "DELETE FROM result WHERE patient = 2");
+
+    // Scratch cluster: the row counts (taken as backed up) pass, then the
+    // erasure runs in the restored ehr: 9 rows (91..100 less 99).
+    let checks = "[[check]]\nkind = \"row-counts\"\n[[check]]\nkind = \"sql\"\nquery = \"SELECT count(*) FROM patients\"\nexpect = 99\n";
+    let pb = s.playbook(&scratch_playbook(checks, "rto = \"15m\"\nrpo = \"1d\""));
+    let (out, r) = s.drill(&pb);
+    ok(&out, "scratch drill");
+    assert_eq!(r["outcome"], "passed", "{r}");
+    let row = erasure_row(&r);
+    assert_eq!(row["passed"], true, "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{e1} (DSAR-1, 9 row(s))")),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&lab) && detail.contains("does not hold"),
+        "{detail}"
+    );
+    assert!(!detail.contains(&e0), "{detail}");
+    assert_eq!(
+        r["restores"][0]["erasures_applied"],
+        serde_json::json!([e1])
+    );
+    s.assert_torn_down(port_of(&r));
+    let audit: serde_json::Value =
+        serde_json::from_str(&ok(&s.run(&["--json", "audit", "log"]), "audit log")).unwrap();
+    let entry = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["operation"] == "drill")
+        .expect("drill entry");
+    assert_eq!(entry["args"]["erasures_applied"], serde_json::json!([e1]));
+
+    // An existing server: the drill's own database gets the erasure.
+    let body = format!(
+        "name = \"ehr-on-staging\"\n[snapshot]\nsource = \"ehr\"\n[target]\nkind = \"postgres-server\"\ndsn = \"{}\"\n[[check]]\nkind = \"row-counts\"\n[objectives]\nrto = \"15m\"\nrpo = \"1d\"\n",
+        s.pg_dsn()
+    );
+    let pb = s.playbook(&body);
+    let (out, r) = s.drill(&pb);
+    ok(&out, "server drill");
+    let row = erasure_row(&r);
+    assert_eq!(row["passed"], true, "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{e1} (DSAR-1, 9 row(s))")),
+        "{row}"
+    );
+
+    // An erasure that cannot run on the restored data (its table came
+    // later) fails the drill, as it would fail a real restore, naming it;
+    // the scratch cluster is still torn down.
+    s.pg.psql("ehr", "CREATE TABLE note (patient int)");
+    let e3 = erase(&s, "DSAR-3", "ehr", "DELETE FROM note WHERE patient = 4");
+    let pb = s.playbook(&scratch_playbook(checks, "rto = \"15m\"\nrpo = \"1d\""));
+    let (out, r) = s.drill(&pb);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(r["outcome"], "check-failed", "{r}");
+    let row = erasure_row(&r);
+    assert_eq!(row["passed"], false, "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    assert!(detail.contains(&e3) && detail.contains("note"), "{detail}");
+    s.assert_torn_down(port_of(&r));
+}
+
 /// Start a drill, wait until its scratch server runs, give the restore a
 /// moment, and send `sig`.
 fn interrupt_mid_restore(s: &Site, pb: &Path, sig: i32) -> Output {
@@ -452,7 +592,7 @@ rpo = "{rpo}"
 
 #[test]
 fn pitr_drill_lands_on_the_requested_time() {
-    let (s, _pg, after_first, after_second) = pitr_site();
+    let (s, pitr_pg, after_first, after_second) = pitr_site();
     // A fixed point between the first and second batch: exactly the first.
     let pb = s.playbook(&pitr_playbook(&after_first, Some(100), "5s"));
     let (out, r) = s.drill(&pb);
@@ -489,11 +629,37 @@ fn pitr_drill_lands_on_the_requested_time() {
     let (out, r) = s.drill(&pb);
     ok(&out, "second fixed-point drill");
     assert_eq!(r["outcome"], "passed");
-    // Latest: everything.
+    // Latest: everything. An erasure recorded after the base backup runs
+    // in the recovered cluster after the checks (which see the 300 rows
+    // as backed up), like `erasure apply` after a real physical restore.
+    let pg_dsn = format!(
+        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/postgres",
+        pitr_pg.port
+    );
+    let erased = erase_on(
+        &s,
+        &pg_dsn,
+        "DSAR-9",
+        "postgres",
+        "DELETE FROM w WHERE batch = 3",
+    );
     let pb = s.playbook(&pitr_playbook("latest", Some(300), "1h"));
     let (out, r) = s.drill(&pb);
     ok(&out, "latest drill");
     assert_eq!(r["outcome"], "passed");
+    let row = erasure_row(&r);
+    assert_eq!(row["passed"], true, "{row}");
+    assert!(
+        row["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{erased} (DSAR-9, 100 row(s))")),
+        "{row}"
+    );
+    assert_eq!(
+        r["restores"][0]["erasures_applied"],
+        serde_json::json!([erased])
+    );
     // Random within the recoverable range, seeded: recorded, and in range.
     let pb = s.playbook(&pitr_playbook("random", None, "1h").replace(
         "point_in_time = \"random\"",

@@ -160,6 +160,31 @@ fn place_list_show_and_release_record_who_what_and_when() {
         text.contains("released") && text.contains("counsel@clinic") && text.contains("CASE-123"),
         "{text}"
     );
+
+    // Dates alone: --from is the day's first instant, --to all of its day,
+    // so a one-day range holds exactly that day's snapshot (10:00).
+    let day = place(
+        &env,
+        &[
+            "--source",
+            "docs",
+            "--from",
+            "2026-03-02",
+            "--to",
+            "2026-03-02",
+            "--case",
+            "CASE-D",
+            "--reason",
+            "one day",
+        ],
+    );
+    let held: Vec<&str> = day["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, vec![ids[1].as_str()], "{day}");
 }
 
 #[test]

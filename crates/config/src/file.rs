@@ -49,6 +49,33 @@ pub struct Config {
     /// `None` when `[listen]` sets `enabled = false`.
     pub listen: Option<Listen>,
     pub log_format: LogFormat,
+    /// `[log] file`: append logs here instead of standard error.
+    pub log_file: Option<PathBuf>,
+    /// `[daemon]`: where the daemon keeps its state, how long it waits
+    /// for running jobs at shutdown.
+    pub daemon: DaemonSettings,
+}
+
+/// The default grace period at shutdown: running jobs get this long to
+/// finish before they are asked to stop.
+pub const DEFAULT_GRACE: Seconds = Seconds(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// The state file's directory (last run per job); `None`: the binary
+    /// picks one (or `--state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// SIGTERM: how long running jobs may go on before they are stopped.
+    pub grace: Seconds,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            state_dir: None,
+            grace: DEFAULT_GRACE,
+        }
+    }
 }
 
 /// Where a secret comes from; the binary reads it, never this crate.
@@ -115,6 +142,11 @@ pub struct Source {
     pub kind: SourceKind,
     /// Alert when no successful backup is younger than this.
     pub rpo: Option<Seconds>,
+    /// Watch each backup for a mass change (ransomware): on by default
+    /// for paths sources, off for PostgreSQL (a dump is a few big files).
+    pub anomaly: bool,
+    /// On an anomaly, place a legal hold on the last snapshot before it.
+    pub anomaly_hold: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,6 +167,16 @@ pub enum JobKind {
     Check {
         read_data_percent: u8,
     },
+    /// A staging refresh: the latest logical snapshot of `source`
+    /// restored, masked with the masking file `mask`, into `database` on
+    /// the PostgreSQL server of the source named `target` (replacing the
+    /// database there only once the masked copy is verified).
+    StagingRefresh {
+        source: String,
+        target: String,
+        database: String,
+        mask: PathBuf,
+    },
 }
 
 impl JobKind {
@@ -144,6 +186,7 @@ impl JobKind {
             JobKind::Retention { .. } => "retention",
             JobKind::Drill { .. } => "drill",
             JobKind::Check { .. } => "check",
+            JobKind::StagingRefresh { .. } => "staging-refresh",
         }
     }
 }
@@ -221,6 +264,14 @@ struct RawFile {
     alert: BTreeMap<String, Spanned<RawAlert>>,
     listen: Option<Spanned<RawListen>>,
     log: Option<RawLog>,
+    daemon: Option<RawDaemon>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: Option<Spanned<String>>,
+    grace: Option<Spanned<String>>,
 }
 
 /// Keys that would hold a secret inline; each is refused with a pointer
@@ -263,6 +314,8 @@ struct RawSource {
     password_env: Option<Spanned<String>>,
     wal_archive: Option<Spanned<bool>>,
     rpo: Option<Spanned<String>>,
+    anomaly: Option<Spanned<bool>>,
+    anomaly_hold: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +336,9 @@ struct RawJob {
     gc: Option<bool>,
     playbook: Option<Spanned<String>>,
     read_data: Option<Spanned<String>>,
+    target: Option<Spanned<String>>,
+    database: Option<Spanned<String>>,
+    mask: Option<Spanned<String>>,
     alert: Option<Vec<Spanned<String>>>,
 }
 
@@ -310,6 +366,7 @@ struct RawListen {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<Spanned<String>>,
+    file: Option<Spanned<String>>,
 }
 
 // ---- validation -----------------------------------------------------------
@@ -365,7 +422,19 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
         );
     }
     let listen = v.listen(raw.listen);
-    let log_format = match raw.log.and_then(|l| l.format) {
+    let (log_format, log_file) = match raw.log {
+        Some(l) => (l.format, l.file),
+        None => (None, None),
+    };
+    let log_file = log_file.and_then(|f| v.absolute(&f, "log file"));
+    let daemon = match raw.daemon {
+        None => DaemonSettings::default(),
+        Some(d) => DaemonSettings {
+            state_dir: d.state_dir.and_then(|s| v.absolute(&s, "state_dir")),
+            grace: v.duration(&d.grace, "grace").unwrap_or(DEFAULT_GRACE),
+        },
+    };
+    let log_format = match log_format {
         None => LogFormat::Text,
         Some(f) => match f.get_ref().as_str() {
             "text" => LogFormat::Text,
@@ -391,6 +460,8 @@ pub fn parse_str(file: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
         alerts,
         listen,
         log_format,
+        log_file,
+        daemon,
     })
 }
 
@@ -446,6 +517,18 @@ impl Validator<'_> {
             }
             (None, None) => None,
         }
+    }
+
+    /// An absolute path (a daemon's working directory is not the user's).
+    fn absolute(&mut self, s: &Spanned<String>, what: &str) -> Option<PathBuf> {
+        if !s.get_ref().starts_with('/') {
+            self.err(
+                s.span(),
+                format!("{what} {:?}: give an absolute path (a daemon's working directory is not yours)", s.get_ref()),
+            );
+            return None;
+        }
+        Some(PathBuf::from(s.get_ref()))
     }
 
     fn duration(&mut self, s: &Option<Spanned<String>>, what: &str) -> Option<Seconds> {
@@ -651,10 +734,25 @@ impl Validator<'_> {
                 );
             }
         }
+        let anomaly = match &s.anomaly {
+            Some(a) => *a.get_ref(),
+            None => matches!(kind, SourceKind::Paths { .. }),
+        };
+        let anomaly_hold = s.anomaly_hold.as_ref().is_some_and(|h| *h.get_ref());
+        if let Some(h) = &s.anomaly_hold {
+            if *h.get_ref() && !anomaly {
+                self.err(
+                    h.span(),
+                    "anomaly_hold = true needs anomaly = true: a hold is placed when an anomaly is detected",
+                );
+            }
+        }
         Some(Source {
             name: name.to_string(),
             kind,
             rpo,
+            anomaly,
+            anomaly_hold,
         })
     }
 
@@ -788,12 +886,21 @@ impl Validator<'_> {
                     }
                 }
             };
-        foreign(
-            self,
-            "source",
-            j.source.as_ref().map(|s| s.span()),
-            "backup",
-        );
+        if kind_name != "staging-refresh" {
+            foreign(
+                self,
+                "source",
+                j.source.as_ref().map(|s| s.span()),
+                "backup",
+            );
+        }
+        for (key, span) in [
+            ("target", j.target.as_ref().map(|s| s.span())),
+            ("database", j.database.as_ref().map(|s| s.span())),
+            ("mask", j.mask.as_ref().map(|s| s.span())),
+        ] {
+            foreign(self, key, span, "staging-refresh");
+        }
         foreign(
             self,
             "policies",
@@ -878,10 +985,89 @@ impl Validator<'_> {
                 };
                 pct.map(|read_data_percent| JobKind::Check { read_data_percent })
             }
+            "staging-refresh" => {
+                let logical = |this: &mut Self,
+                               key: &str,
+                               v: &Option<Spanned<String>>,
+                               need_logical: bool|
+                 -> Option<String> {
+                    let Some(v) = v else {
+                        this.err(table.clone(), format!("staging-refresh job {name:?} has no {key} = \"...\" (a PostgreSQL source)"));
+                        return None;
+                    };
+                    match sources.get(v.get_ref()).map(|s| &s.kind) {
+                        Some(SourceKind::Postgres { mode, .. })
+                            if !need_logical || *mode == PgMode::Logical =>
+                        {
+                            Some(v.get_ref().clone())
+                        }
+                        Some(_) => {
+                            this.err(
+                                v.span(),
+                                format!(
+                                    "{key} = {:?}: expected a PostgreSQL source{}",
+                                    v.get_ref(),
+                                    if need_logical {
+                                        " of mode logical (its snapshots are restored)"
+                                    } else {
+                                        " (the staging server)"
+                                    }
+                                ),
+                            );
+                            None
+                        }
+                        None => {
+                            this.err(
+                                v.span(),
+                                format!(
+                                    "no source {:?}: defined are {}",
+                                    v.get_ref(),
+                                    list(sources.keys())
+                                ),
+                            );
+                            None
+                        }
+                    }
+                };
+                let source = logical(self, "source", &j.source, true);
+                let target = logical(self, "target", &j.target, false);
+                let database = match &j.database {
+                    Some(d) if !d.get_ref().trim().is_empty() => Some(d.get_ref().clone()),
+                    Some(d) => {
+                        self.err(
+                            d.span(),
+                            "database is empty: name the staging database to (re)create",
+                        );
+                        None
+                    }
+                    None => {
+                        self.err(table.clone(), format!("staging-refresh job {name:?} has no database = \"...\" (the staging database to create or replace)"));
+                        None
+                    }
+                };
+                let mask = match &j.mask {
+                    Some(m) => Some(PathBuf::from(m.get_ref())),
+                    None => {
+                        self.err(table.clone(), format!("staging-refresh job {name:?} has no mask = \"/etc/holdfast/masking/....toml\": a staging copy is always masked"));
+                        None
+                    }
+                };
+                match (source, target, database, mask) {
+                    (Some(source), Some(target), Some(database), Some(mask)) => {
+                        Some(JobKind::StagingRefresh {
+                            source,
+                            target,
+                            database,
+                            mask,
+                        })
+                    }
+                    _ => None,
+                }
+            }
             other => {
                 self.err(
                     j.kind.span(),
-                    format!("unknown job kind {other:?}: expected \"backup\", \"retention\", \"drill\" or \"check\""),
+                    format!("unknown job kind {other:?}: expected \"backup\", \"retention\", \"drill\", \"check\" or \"staging-refresh\""),
                 );
                 None
             }

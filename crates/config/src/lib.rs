@@ -16,8 +16,9 @@ pub mod timetable;
 pub use duration::Seconds;
 pub use error::ConfigError;
 pub use file::{
-    load_file, parse_str, Alert, AlertFormat, Config, Job, JobKind, Listen, LogFormat, Missed,
-    PgMode, Repository, Secret, Source, SourceKind, WebhookUrl, DEFAULT_LISTEN,
+    load_file, parse_str, Alert, AlertFormat, Config, DaemonSettings, Job, JobKind, Listen,
+    LogFormat, Missed, PgMode, Repository, Secret, Source, SourceKind, WebhookUrl, DEFAULT_GRACE,
+    DEFAULT_LISTEN,
 };
 pub use schedule::Cron;
 pub use timetable::Timetable;

@@ -104,7 +104,15 @@ fn the_shipped_example_is_valid() {
     let kinds: Vec<&str> = c.jobs.iter().map(|j| j.kind.name()).collect();
     assert_eq!(
         kinds,
-        ["backup", "backup", "backup", "retention", "drill", "check"]
+        [
+            "backup",
+            "backup",
+            "backup",
+            "retention",
+            "drill",
+            "check",
+            "staging-refresh"
+        ]
     );
     assert!(matches!(
         c.sources["ehr-logical"].kind,
@@ -113,6 +121,15 @@ fn the_shipped_example_is_valid() {
             ..
         }
     ));
+    assert_eq!(
+        c.daemon.state_dir.as_deref(),
+        Some(Path::new("/var/lib/holdfast"))
+    );
+    assert_eq!(c.daemon.grace.0, 300);
+    assert_eq!(
+        c.log_file.as_deref(),
+        Some(Path::new("/var/log/holdfast/daemon.log"))
+    );
     assert!(matches!(
         c.sources["ehr-physical"].kind,
         SourceKind::Postgres {
@@ -417,5 +434,94 @@ fn every_error_is_reported_not_only_the_first() {
     assert!(
         lines.contains(&3) && lines.contains(&7) && lines.contains(&15),
         "{e:?}"
+    );
+}
+
+#[test]
+fn anomaly_keys() {
+    // Default: on for paths sources, off for PostgreSQL; no hold.
+    let c = parse_str(Path::new("h.toml"), MINIMAL).expect("valid");
+    assert!(c.sources["docs"].anomaly);
+    assert!(!c.sources["docs"].anomaly_hold);
+    let pg = MINIMAL.replace(
+        "paths = [\"/srv/documents\"]",
+        "postgres = \"host=db\"\nmode = \"logical\"",
+    );
+    let c = parse_str(Path::new("h.toml"), &pg).expect("valid");
+    assert!(!c.sources["docs"].anomaly);
+    let on = MINIMAL.replace("rpo = \"26h\"", "rpo = \"26h\"\nanomaly_hold = true");
+    let c = parse_str(Path::new("h.toml"), &on).expect("valid");
+    assert!(c.sources["docs"].anomaly && c.sources["docs"].anomaly_hold);
+    let off = MINIMAL.replace(
+        "rpo = \"26h\"",
+        "rpo = \"26h\"\nanomaly = false\nanomaly_hold = true",
+    );
+    error_at(&off, 9, 16, &["anomaly_hold", "anomaly = true"]);
+    let bad = MINIMAL.replace("rpo = \"26h\"", "rpo = \"26h\"\nanomaly = \"yes\"");
+    error_at(&bad, 8, 11, &["bool"]);
+}
+
+const STAGING: &str = r#"[repository.main]
+url = "/srv/backups/repo"
+password_file = "/etc/holdfast/pass"
+
+[source.ehr]
+postgres = "host=db1 user=backup dbname=ehr"
+mode = "logical"
+
+[source.staging]
+postgres = "host=staging user=postgres dbname=postgres"
+mode = "logical"
+password_file = "/etc/holdfast/staging.pw"
+
+[[job]]
+name = "ehr-staging"
+kind = "staging-refresh"
+source = "ehr"
+target = "staging"
+database = "ehr_staging"
+mask = "/etc/holdfast/masking/ehr.toml"
+repository = "main"
+schedule = "0 0 5 * * *"
+"#;
+
+#[test]
+fn staging_refresh_jobs_name_a_logical_source_a_target_server_and_a_masking_file() {
+    let c = parse_str(Path::new("h.toml"), STAGING).expect("valid");
+    assert_eq!(
+        c.jobs[0].kind,
+        JobKind::StagingRefresh {
+            source: "ehr".into(),
+            target: "staging".into(),
+            database: "ehr_staging".into(),
+            mask: PathBuf::from("/etc/holdfast/masking/ehr.toml"),
+        }
+    );
+    assert_eq!(c.jobs[0].kind.name(), "staging-refresh");
+    // A staging copy is always masked.
+    let e = errors(&STAGING.replace("mask = \"/etc/holdfast/masking/ehr.toml\"\n", ""));
+    assert!(e[0].message.contains("has no mask"), "{}", e[0]);
+    error_at(
+        &STAGING.replace("target = \"staging\"", "target = \"stagin\""),
+        18,
+        10,
+        &["no source \"stagin\""],
+    );
+    // Restoring needs logical snapshots.
+    error_at(
+        &STAGING.replace(
+            "dbname=ehr\"\nmode = \"logical\"",
+            "dbname=ehr\"\nmode = \"physical\"",
+        ),
+        17,
+        10,
+        &["mode logical"],
+    );
+    // The keys are the staging job's own.
+    error_at(
+        &MINIMAL.replace("source = \"docs\"", "source = \"docs\"\nmask = \"m.toml\""),
+        13,
+        8,
+        &["mask is for kind = \"staging-refresh\""],
     );
 }

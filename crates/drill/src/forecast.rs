@@ -186,6 +186,7 @@ mod tests {
             error: None,
             verification_record: None,
             forecast: None,
+            approvals: Vec::new(),
         }
     }
 

@@ -26,7 +26,8 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+/// The page's style sheet (inlined); the compliance report builds on it.
+pub const STYLE: &str = r#"
 :root { --ok: #1b7f3b; --bad: #b3261e; --warn: #9a6700; --ink: #1f2328; --mute: #57606a; --line: #d0d7de; --bg: #f6f8fa; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: var(--ink); background: #fff; }
@@ -227,6 +228,9 @@ fn restore_section(h: &mut String, rs: &RestoreReport) {
         "Restored",
         format!("{} in {} files", size(rs.bytes), rs.files),
     ));
+    if !rs.erasures_applied.is_empty() {
+        facts.push(("Erasures re-applied", rs.erasures_applied.join(", ")));
+    }
     for (k, v) in facts {
         let _ = write!(h, "<dt>{k}</dt><dd>{}</dd>", esc(&v));
     }

@@ -22,7 +22,7 @@ pub use playbook::{
     load_file, parse_str, Check, Expect, Objectives, Pick, Playbook, PointInTime, Restore,
     SnapshotPick, Target,
 };
-pub use report::{CheckResult, DrillReport, Outcome, Phase, RestoreReport};
+pub use report::{Approval, CheckResult, DrillReport, Outcome, Phase, RestoreReport};
 
 /// A syntax or validation error in a playbook, at a line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -187,6 +187,10 @@ pub struct Objectives {
     /// Site-level RTO: what restoring everything in the repository may
     /// take; the forecast is compared with it.
     pub site_rto: Option<u64>,
+    /// How often the drill must pass (`every = "1d"`): the compliance
+    /// report fails a playbook whose last drill is older. Not used by
+    /// the drill itself.
+    pub every: Option<u64>,
 }
 
 /// A validated playbook.
@@ -298,6 +302,7 @@ struct RawObjectives {
     rpo: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     site_rto: Option<Spanned<String>>,
+    every: Option<Spanned<String>>,
 }
 
 /// Maps byte offsets of one file to lines and columns, and collects errors.
@@ -495,6 +500,7 @@ fn objectives(src: &mut Src<'_>, raw: Option<Spanned<RawObjectives>>) -> Option<
         .site_rto
         .as_ref()
         .and_then(|v| src.duration(v, "site_rto"));
+    let every = o.every.as_ref().and_then(|v| src.duration(v, "every"));
     let (rto, rpo) = (rto?, rpo?);
     if let (Some(t), Some(v)) = (timeout, &o.timeout) {
         if t < rto {
@@ -506,6 +512,7 @@ fn objectives(src: &mut Src<'_>, raw: Option<Spanned<RawObjectives>>) -> Option<
         rpo,
         timeout: timeout.unwrap_or_else(|| rto.saturating_mul(4).max(600)),
         site_rto,
+        every,
     })
 }
 

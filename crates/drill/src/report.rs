@@ -111,6 +111,10 @@ pub struct RestoreReport {
     pub files: u64,
     pub phases: Vec<Phase>,
     pub checks: Vec<CheckResult>,
+    /// The GDPR erasures re-applied to the restored data (ids of the
+    /// repository's erasure register), after the checks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erasures_applied: Vec<String>,
     /// What stopped this restore, if something did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -155,6 +159,34 @@ pub struct DrillReport {
     pub verification_record: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forecast: Option<crate::forecast::Forecast>,
+    /// Signed reviews of this report (`drill approve`), oldest first. Not
+    /// part of the stored report: read back from the audit trail, where
+    /// each is a signed entry, when the drill is shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+}
+
+/// One signed review of a drill report, as its audit entry records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// The registered signer and the full name shown with the signature.
+    pub signer: String,
+    pub printed_name: String,
+    /// When it was signed (the audit entry's time).
+    pub time: DateTime<Utc>,
+    /// What the signature means, as signed.
+    pub meaning: String,
+    /// The audit entry holding the signature (`audit/<seq>`).
+    pub audit_seq: u64,
+    /// BLAKE3 of the report as approved (hex), when the entry names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_blake3: Option<String>,
+    /// Whether the signature verifies with the registered signer's key
+    /// and the digest signed is the stored report's now.
+    pub verified: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl DrillReport {

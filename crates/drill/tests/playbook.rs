@@ -81,6 +81,7 @@ fn minimal_file_means_what_it_says() {
     // Default timeout: four times the RTO, at least ten minutes.
     assert_eq!(p.objectives.timeout, 60 * 60);
     assert_eq!(p.objectives.site_rto, None);
+    assert_eq!(p.objectives.every, None);
 }
 
 #[test]
@@ -119,6 +120,7 @@ rto = "1h30m"
 rpo = "8d"
 timeout = "3h"
 site_rto = "24h"
+every = "7d"
 "#;
     let p = parse_str(Path::new("p.toml"), text).expect("valid");
     let r = &p.restores[0];
@@ -144,6 +146,7 @@ site_rto = "24h"
     ));
     assert_eq!(p.objectives.timeout, 3 * 3600);
     assert_eq!(p.objectives.site_rto, Some(24 * 3600));
+    assert_eq!(p.objectives.every, Some(7 * 86_400));
 }
 
 #[test]

@@ -143,9 +143,21 @@ pub fn log(repo: &Repository, filter: &LogFilter) -> Result<Log> {
 /// Signed entries are checked against the registered signers; a signer
 /// record that does not open is a problem of its own.
 pub fn verify(repo: &Repository) -> Result<Report> {
+    let chain = repo.audit_entries()?;
+    let snapshots = repo.snapshots()?;
+    verify_read(repo, &chain, &snapshots)
+}
+
+/// [`verify`] of a trail and snapshots already read (the compliance
+/// report reads them for more than this).
+pub fn verify_read(
+    repo: &Repository,
+    chain: &holdfast_repo::audit::verify::Chain,
+    snapshots: &[holdfast_repo::snapshot::SnapshotEntry],
+) -> Result<Report> {
     let (signers, unreadable) = repo.signers()?;
     let signers: BTreeMap<_, _> = signers.into_iter().collect();
-    let mut report = holdfast_repo::audit::verify::verify(repo, &signers)?;
+    let mut report = holdfast_repo::audit::verify::verify_read(repo, chain, snapshots, &signers);
     for (name, why) in unreadable {
         report.problems.push(holdfast_repo::audit::verify::Problem {
             seq: None,

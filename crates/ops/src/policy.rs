@@ -100,7 +100,7 @@ pub fn plan_with(repo: &Repository, cfg: &PlanConfig, holds: &dyn HoldCheck) -> 
 }
 
 /// The plan for `entries`, and the verified set it was made with.
-fn plan_entries(
+pub(crate) fn plan_entries(
     repo: &Repository,
     cfg: &PlanConfig,
     holds: &dyn HoldCheck,
@@ -126,6 +126,8 @@ fn plan_entries(
         holds,
     })
     .map_err(OpsError::Invalid)?;
+    let mut decisions = decisions;
+    note_erasures(repo, entries, &mut decisions, &mut warnings)?;
     let wal = plan_wal(repo, cfg, entries, &decisions, &mut warnings)?;
     Ok((
         Plan {
@@ -136,6 +138,41 @@ fn plan_entries(
         },
         v.snapshots,
     ))
+}
+
+/// Each decision's `erasures`: those of the register whose subjects its
+/// snapshot may still hold (GDPR Art. 17). Unreadable erasure records are
+/// warned about: what they erase is unknown.
+fn note_erasures(
+    repo: &Repository,
+    entries: &[SnapshotEntry],
+    decisions: &mut [Decision],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let register = repo.erasures()?;
+    warnings.extend(crate::erasure::unreadable_warnings(&register));
+    if register.erasures.is_empty() {
+        return Ok(());
+    }
+    let by_id: BTreeMap<String, &SnapshotEntry> =
+        entries.iter().map(|e| (e.id.to_hex(), e)).collect();
+    for d in decisions {
+        if let Some(e) = by_id.get(&d.snapshot) {
+            d.erasures = crate::erasure::held_by(&register.erasures, e)
+                .into_iter()
+                .map(|x| x.id.clone())
+                .collect();
+        }
+    }
+    Ok(())
+}
+
+/// The order purges are carried out in: snapshots that still hold erased
+/// subjects first (GDPR Art. 17: what must be put beyond use goes before
+/// what merely aged out), then oldest first as planned. Stable.
+fn purge_order(decisions: &mut [Decision]) {
+    // `false` sorts first: purges that hold erasures.
+    decisions.sort_by_key(|d| d.action != Action::Purge || d.erasures.is_empty());
 }
 
 /// The physical base backups among `entries`, as WAL retention sees them.
@@ -376,7 +413,9 @@ fn apply_unaudited(
         warnings: plan.warnings,
     };
     let planned_wal = plan.wal;
-    for d in plan.snapshots {
+    let mut decisions = plan.snapshots;
+    purge_order(&mut decisions);
+    for d in decisions {
         let (outcome, detail) = match d.action {
             Action::Keep => (Outcome::Kept, None),
             // Settled below, once the purges are done, by archive class.
@@ -710,6 +749,7 @@ mod tests {
                 },
                 rule: "test".into(),
                 policy: Some("pitr".into()),
+                erasures: Vec::new(),
             },
             outcome,
             detail: None,

@@ -19,8 +19,12 @@ use tokio::runtime::Handle;
 
 use holdfast_repo::audit::{Draft, Outcome};
 
+use holdfast_postgres::quote_ident;
+
 use crate::audit;
+use crate::erasure::{self, ErasureReport, Erasures};
 use crate::error::{OpsError, Result};
+use crate::masking::{self, MaskReport, Masking};
 use crate::restore::SnapshotSpec;
 
 /// A logical backup (`pg_dump` of each database, plus globals). `rt`
@@ -107,31 +111,57 @@ pub fn backup_physical(
 pub struct LogicalRestore {
     pub snapshot: SnapshotEntry,
     pub report: pg::LogicalRestoreReport,
+    /// The erasures re-applied in the restored database (or why not).
+    pub erasures: ErasureReport,
+    /// What a masked restore (`mask`) did, verified.
+    pub masking: Option<MaskReport>,
 }
 
 /// Restore one database of a logical snapshot into the server at `dsn`.
 ///
 /// PHI access tracking: a `restore` entry naming the snapshot, the
 /// database and the target server is written before any data is read.
+///
+/// GDPR erasure: every SQL erasure of the restored database recorded
+/// after the snapshot was taken runs in the restored database, in one
+/// transaction, before the restore succeeds (unless `erasures` skips
+/// them, audited with its reason).
+///
+/// Masked restore (`mask`, see [`crate::masking`]): the snapshot goes into
+/// a database under a temporary name, the erasures run there, then the
+/// masking file's rules, checked for coverage and verified; only then is
+/// the database renamed to `opts.database` (an existing one is replaced
+/// only with `opts.clean`, and only at that point). Any failure drops the
+/// temporary database, so unmasked data is never left under the name
+/// asked for.
 pub fn restore_logical(
     repo: &Arc<Repository>,
     rt: &Handle,
     snapshot: &SnapshotSpec,
     dsn: &Dsn,
     opts: &LogicalRestoreOptions,
+    erasures: &Erasures,
+    mask: Option<&Masking>,
 ) -> Result<LogicalRestore> {
     let mut draft = Draft::new("restore", Outcome::Started)
         .arg("kind", pg::KIND_LOGICAL)
         .arg("snapshot_spec", snapshot.spec.clone())
         .arg("clean", opts.clean)
         .arg("with_globals", opts.with_globals);
+    if let Some(m) = mask {
+        draft = draft.arg("masking_file", m.file.path.display().to_string());
+    }
+    if let Erasures::Skip { reason } = erasures {
+        draft = draft.arg("skip_erasures", reason.clone());
+    }
     let mut spec = snapshot.clone();
     spec.filter.kind = Some(pg::KIND_LOGICAL.into());
-    let snap = match repo
+    let chosen = repo
         .load_index()
         .map_err(OpsError::from)
         .and_then(|()| spec.find(repo))
-    {
+        .and_then(|s| Ok((erasure::plan(repo, &s, erasures)?, s)));
+    let (plan, snap) = match chosen {
         Ok(s) => s,
         Err(e) => return Err(audit::record_failure(repo, draft, e)),
     };
@@ -151,9 +181,144 @@ pub fn restore_logical(
     audit::audited(
         repo,
         draft,
-        || restore_logical_chosen(repo, rt, snap, dsn, opts),
-        |_, d| d,
+        || {
+            if let Some(m) = mask {
+                return restore_masked(repo, rt, snap, dsn, opts, &plan, m);
+            }
+            let mut r = restore_logical_chosen(repo, rt, snap, dsn, opts)?;
+            let target = dsn.with_dbname(&r.report.database);
+            r.erasures = plan
+                .apply_sql(rt, &target, &r.report.source_database)
+                .map_err(|e| {
+                    e.context(format!(
+                        "snapshot {} was restored into database {} but the erasure register was not applied: do not use it (drop it, or fix the erasure and restore again)",
+                        r.snapshot.id.short(),
+                        r.report.database
+                    ))
+                })?;
+            Ok(r)
+        },
+        |r, d| {
+            let d = r.erasures.annotate(d);
+            match &r.masking {
+                Some(m) => m.annotate(d),
+                None => d,
+            }
+        },
     )
+}
+
+fn database_exists(rt: &Handle, admin: &tokio_postgres::Client, name: &str) -> Result<bool> {
+    Ok(rt
+        .block_on(admin.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]))
+        .map_err(|e| OpsError::invalid(format!("looking up database {name}: {e}")))?
+        .is_some())
+}
+
+/// A masked restore: into a temporary database, erasures, masking and its
+/// verification there, then the rename; see [`restore_logical`].
+fn restore_masked(
+    repo: &Arc<Repository>,
+    rt: &Handle,
+    snap: SnapshotEntry,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+    plan: &erasure::Plan,
+    mask: &Masking,
+) -> Result<LogicalRestore> {
+    let target = opts.database.clone();
+    let maint = match dsn.dbname() {
+        Some(d) if d != target => d.to_string(),
+        _ => "postgres".to_string(),
+    };
+    let admin = dsn.with_dbname(&maint).connect(rt)?;
+    let exists = database_exists(rt, &admin, &target)?;
+    if exists && !opts.clean {
+        return Err(OpsError::invalid(format!(
+            "database {target} exists: a masked restore creates it; drop it first, or give --clean to replace it once the masked copy is verified"
+        )));
+    }
+    // A masked restore that died (killed, server restart) leaves its
+    // temporary database, unmasked: drop those of this target first.
+    for stale in masking::stale_staging(rt, &admin, &target)? {
+        rt.block_on(admin.batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&stale)
+        )))
+        .map_err(|e| {
+            OpsError::invalid(format!(
+                "database {stale} is the unmasked leftover of an earlier masked restore of {target} and could not be dropped: {e}"
+            ))
+        })?;
+    }
+    let tmp = masking::staging_name(&target);
+    let mut o = opts.clone();
+    o.database = tmp.clone();
+    o.clean = false;
+    // The restore drops the database itself if it fails.
+    let mut r = restore_logical_chosen(repo, rt, snap, dsn, &o)?;
+    let tdsn = dsn.with_dbname(&tmp);
+    let masked = plan
+        .apply_sql(rt, &tdsn, &r.report.source_database)
+        .and_then(|er| Ok((er, masking::apply(rt, &tdsn, mask)?)));
+    let (er, mr) = match masked {
+        Ok(v) => v,
+        Err(e) => {
+            let dropped = rt.block_on(admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(&tmp)
+            )));
+            return Err(match dropped {
+                Ok(()) => e.context(format!(
+                    "masked restore of snapshot {} refused; the unmasked restore (database {tmp}) was dropped, nothing was left behind{}",
+                    r.snapshot.id.short(),
+                    if exists { format!(" and database {target} was not touched") } else { String::new() }
+                )),
+                Err(d) => e.context(format!(
+                    "masked restore of snapshot {} FAILED AND DATABASE {tmp} STILL HOLDS UNMASKED DATA (dropping it failed: {d}): drop it now (DROP DATABASE \"{tmp}\")",
+                    r.snapshot.id.short()
+                )),
+            });
+        }
+    };
+    if exists {
+        rt.block_on(admin.batch_execute(&format!(
+            "DROP DATABASE {} WITH (FORCE)",
+            quote_ident(&target)
+        )))
+        .map_err(|e| {
+            OpsError::invalid(format!(
+                "the masked copy is verified in database {tmp}, but dropping database {target} to replace it failed: {e}"
+            ))
+        })?;
+    }
+    // Our own sessions on the new database close asynchronously: retry
+    // the rename for a few seconds while the server still counts them.
+    let rename = format!(
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(&tmp),
+        quote_ident(&target)
+    );
+    let mut tries = 0;
+    loop {
+        match rt.block_on(admin.batch_execute(&rename)) {
+            Ok(()) => break,
+            Err(e) if tries < 50 => {
+                let _ = e;
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(OpsError::invalid(format!(
+                    "the masked copy is verified in database {tmp}, but renaming it to {target} failed: {e}"
+                )))
+            }
+        }
+    }
+    r.report.database = target;
+    r.erasures = er;
+    r.masking = Some(mr);
+    Ok(r)
 }
 
 fn restore_logical_chosen(
@@ -169,6 +334,8 @@ fn restore_logical_chosen(
     Ok(LogicalRestore {
         snapshot: snap,
         report,
+        erasures: ErasureReport::default(),
+        masking: None,
     })
 }
 
@@ -191,12 +358,17 @@ pub struct PhysicalRestoreConfig {
     pub keep_archiving: bool,
     /// (OID or name, absolute directory) for tablespaces that go elsewhere.
     pub tablespace_map: Vec<(String, PathBuf)>,
+    /// Apply the erasure register (the default) or skip it with a reason.
+    pub erasures: Erasures,
 }
 
 /// What a physical restore did.
 pub struct PhysicalRestore {
     pub snapshot: SnapshotEntry,
     pub report: pg::PhysicalRestoreReport,
+    /// The SQL erasures due, written to the data directory's pending file
+    /// (see [`crate::erasure::apply_pending`]), or why not.
+    pub erasures: ErasureReport,
 }
 
 /// The physical snapshot `spec` names for `target`: with `latest`, the
@@ -231,6 +403,14 @@ pub fn choose_snapshot(
 /// directory and the recovery target is written before any data is read.
 /// The WAL the restored server fetches through `restore_command` is part
 /// of this restore and has no entries of its own.
+///
+/// GDPR erasure: holdfast does not start the restored server, so it
+/// cannot run SQL in it. Every SQL erasure recorded after the base
+/// backup was taken (whatever the recovery target: replaying WAL past an
+/// erasure that was run on the original makes re-running it a no-op) is
+/// written to [`erasure::PENDING_FILE`] in the data directory; the report
+/// lists them and `holdfast erasure apply` runs them once the server is
+/// up.
 pub fn restore_physical(
     repo: &Arc<Repository>,
     cfg: &PhysicalRestoreConfig,
@@ -239,11 +419,15 @@ pub fn restore_physical(
         .arg("kind", pg::KIND_PHYSICAL)
         .arg("snapshot_spec", cfg.snapshot.spec.clone())
         .arg("recovery_target", format!("{:?}", cfg.target));
-    let snap = match repo
+    if let Erasures::Skip { reason } = &cfg.erasures {
+        draft = draft.arg("skip_erasures", reason.clone());
+    }
+    let chosen = repo
         .load_index()
         .map_err(OpsError::from)
         .and_then(|()| choose_snapshot(repo, &cfg.snapshot, cfg.target))
-    {
+        .and_then(|s| Ok((erasure::plan(repo, &s, &cfg.erasures)?, s)));
+    let (plan, snap) = match chosen {
         Ok(s) => s,
         Err(e) => return Err(audit::record_failure(repo, draft, e)),
     };
@@ -254,8 +438,20 @@ pub fn restore_physical(
     audit::audited(
         repo,
         draft,
-        || restore_physical_chosen(repo, cfg, snap),
-        |_, d| d,
+        || {
+            let mut r = restore_physical_chosen(repo, cfg, snap)?;
+            r.erasures = plan
+                .write_pending(&r.snapshot, &cfg.datadir)
+                .map_err(|e| {
+                    e.context(format!(
+                        "snapshot {} was restored to {} but its pending erasures could not be written: do not start the server",
+                        r.snapshot.id.short(),
+                        cfg.datadir.display()
+                    ))
+                })?;
+            Ok(r)
+        },
+        |r, d| r.erasures.annotate(d),
     )
 }
 
@@ -289,6 +485,7 @@ fn restore_physical_chosen(
     Ok(PhysicalRestore {
         snapshot: snap,
         report,
+        erasures: ErasureReport::default(),
     })
 }
 

@@ -14,6 +14,7 @@ use holdfast_sources::{walk, Progress};
 use holdfast_repo::audit::{Draft, Outcome};
 
 use crate::audit;
+use crate::erasure::{self, ErasureReport, Erasures};
 use crate::error::{OpsError, Result};
 
 /// Which snapshot: an id, an id prefix or `latest`, among those the filter
@@ -58,6 +59,11 @@ pub struct FileRestore {
     pub snapshot: SnapshotEntry,
     pub outcome: RestoreOutcome,
     pub seconds: f64,
+    /// The erasures re-applied to the restored files (or why not).
+    pub erasures: ErasureReport,
+    /// With a masking file: the restored files its `[[files]]` rules
+    /// dropped or replaced.
+    pub masking: Option<Vec<crate::masking::FileMasked>>,
 }
 
 /// A path from the user as an absolute path in the snapshot, resolved as
@@ -84,14 +90,53 @@ pub fn snapshot_path(
 /// and the target is on the audit trail before any data is read (the
 /// restore does not start without it), and a second entry records the
 /// outcome.
+///
+/// GDPR erasure: every path erasure recorded after the snapshot was taken
+/// is applied again to the restored files before the restore succeeds
+/// (see [`crate::erasure`]); [`restore_files_with`] can skip that, with a
+/// reason, for a legal hold.
 pub fn restore_files(
     repo: &Arc<Repository>,
     cfg: &FileRestoreConfig,
     progress: &Progress,
 ) -> Result<FileRestore> {
+    restore_files_with(repo, cfg, &Erasures::Apply, progress)
+}
+
+/// [`restore_files`], saying what to do about the erasure register.
+pub fn restore_files_with(
+    repo: &Arc<Repository>,
+    cfg: &FileRestoreConfig,
+    erasures: &Erasures,
+    progress: &Progress,
+) -> Result<FileRestore> {
+    restore_files_masked(repo, cfg, erasures, progress, None)
+}
+
+/// [`restore_files_with`], then (with `mask`) the masking file's
+/// `[[files]]` rules on the restored entries, after the erasures; listed
+/// in the report and the audit entry.
+pub fn restore_files_masked(
+    repo: &Arc<Repository>,
+    cfg: &FileRestoreConfig,
+    erasures: &Erasures,
+    progress: &Progress,
+    mask: Option<&crate::masking::Masking>,
+) -> Result<FileRestore> {
+    if let Some(m) = mask {
+        if m.file_globs.is_empty() {
+            return Err(OpsError::invalid(format!(
+                "{} has no [[files]] rules: a directory restore with --mask needs them (its table rules are for --to-postgres)",
+                m.file.path.display()
+            )));
+        }
+    }
     let mut draft = Draft::new("restore", Outcome::Started)
         .arg("kind", "files")
         .arg("snapshot_spec", cfg.snapshot.spec.clone());
+    if let Erasures::Skip { reason } = erasures {
+        draft = draft.arg("skip_erasures", reason.clone());
+    }
     let chosen = repo.ensure_index().map_err(OpsError::from).and_then(|()| {
         let snap = cfg.snapshot.find(repo)?;
         let includes = cfg
@@ -99,9 +144,10 @@ pub fn restore_files(
             .iter()
             .map(|p| snapshot_path(repo, &snap, p, &cfg.cwd))
             .collect::<Result<Vec<_>>>()?;
-        Ok((snap, includes))
+        let plan = erasure::plan(repo, &snap, erasures)?;
+        Ok((snap, includes, plan))
     });
-    let (snap, includes) = match chosen {
+    let (snap, includes, plan) = match chosen {
         Ok(c) => c,
         Err(e) => return Err(audit::record_failure(repo, draft, e)),
     };
@@ -117,11 +163,48 @@ pub fn restore_files(
     audit::audited(
         repo,
         draft,
-        || restore_chosen(repo, cfg, snap, includes, progress),
+        || {
+            let mut r = restore_chosen(repo, cfg, snap, includes.clone(), progress)?;
+            r.erasures = plan
+                .apply_files(repo, &r.snapshot, &includes, &cfg.target)
+                .map_err(|e| {
+                    e.context(format!(
+                        "snapshot {} was restored to {} but the erasure register was not fully applied: do not use the restored files",
+                        r.snapshot.id.short(),
+                        cfg.target.display()
+                    ))
+                })?;
+            if let Some(m) = mask {
+                let files = crate::masking::apply_files(repo, &r.snapshot, &includes, &cfg.target, m)
+                    .map_err(|e| {
+                        e.context(format!(
+                            "snapshot {} was restored to {} but its masking was not fully applied: the target holds UNMASKED files, do not use it",
+                            r.snapshot.id.short(),
+                            cfg.target.display()
+                        ))
+                    })?;
+                r.masking = Some(files);
+            }
+            Ok(r)
+        },
         |r, d| {
-            d.arg("files", r.outcome.files)
-                .arg("bytes", r.outcome.bytes)
-                .arg("files_failed", r.outcome.failed.len())
+            let mut d = r.erasures.annotate(
+                d.arg("files", r.outcome.files)
+                    .arg("bytes", r.outcome.bytes)
+                    .arg("files_failed", r.outcome.failed.len()),
+            );
+            if let (Some(files), Some(m)) = (&r.masking, mask) {
+                d = d
+                    .arg("masking_file", m.file.path.display().to_string())
+                    .arg(
+                        "masked_files",
+                        files
+                            .iter()
+                            .map(|f| format!("{} {}", f.action, f.path))
+                            .collect::<Vec<_>>(),
+                    );
+            }
+            d
         },
     )
 }
@@ -149,5 +232,7 @@ fn restore_chosen(
         snapshot: snap,
         outcome,
         seconds: started.elapsed().as_secs_f64(),
+        erasures: ErasureReport::default(),
+        masking: None,
     })
 }

@@ -9,7 +9,7 @@
 //!
 //! For front ends and other operations (drill approval):
 //!
-//! ```ignore
+//! ```text
 //! let signing = signers::signing(repo, &signers::read_signing_key(path)?)?;
 //! signers::record_signed(repo, &draft, &signing, "approval of drill report D-3")?;
 //! ```

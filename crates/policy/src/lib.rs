@@ -10,12 +10,16 @@
 //! snapshot (keep, archive or purge) with the rule that made it, and
 //! ([`wal`]) the archived PostgreSQL WAL that the kept base backups need.
 //!
+//! Masking files ([`masking`], `policies/masking/*.toml`) say what a
+//! masked restore for staging does to each table, column and file.
+//!
 //! **Architecture invariant:** knows nothing of repositories, storage,
 //! S3 or the CLI; it decides, the application layer acts.
 
 pub mod duration;
 mod file;
 mod glob;
+pub mod masking;
 pub mod plan;
 pub mod wal;
 

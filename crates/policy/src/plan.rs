@@ -89,6 +89,12 @@ pub struct Decision {
     pub rule: String,
     /// The policy that decided it (none for unselected snapshots).
     pub policy: Option<String>,
+    /// GDPR erasures recorded after the snapshot whose subjects it may
+    /// still hold (ids in the repository's erasure register); filled in by
+    /// the caller, which reads the register. Such a snapshot, once past
+    /// the maximum age, is purged before the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erasures: Vec<String>,
 }
 
 /// Decide every snapshot. A snapshot selected by several policies is
@@ -139,6 +145,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Vec<Decision>, String> {
                         format!("held by {}", held.join(", "))
                     },
                     policy: None,
+                    erasures: Vec::new(),
                 }
             })
         })
@@ -226,6 +233,7 @@ fn decision(s: &SnapshotInfo, action: Action, rule: String, policy: &Policy) -> 
         action,
         rule,
         policy: Some(policy.name.clone()),
+        erasures: Vec::new(),
     }
 }
 

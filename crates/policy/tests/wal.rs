@@ -101,6 +101,7 @@ fn build(h: &History) -> (Vec<Decision>, Vec<BaseBackup>, Vec<WalFile>) {
             action: if *kept { Action::Keep } else { Action::Purge },
             rule: "test".into(),
             policy: Some("pitr".into()),
+            erasures: Vec::new(),
         });
     }
     (decisions, backups, wal)
@@ -301,6 +302,7 @@ fn older_timeline_histories_are_purged_later_ones_kept() {
         action,
         rule: "test".into(),
         policy: Some("pitr".into()),
+        erasures: Vec::new(),
     };
     let backups = [backup(0, seg(1, 1), 1), backup(1, seg(3, 5), 5)];
     let decisions = [decide(0, 1, Action::Purge), decide(1, 5, Action::Keep)];

@@ -42,6 +42,7 @@ pub use physical::{
     restore_physical, snapshot_tablespaces, ClusterRecoveryPoint, PhysicalBackupOptions,
     PhysicalRestoreOptions, PhysicalRestoreReport, RecoveryTarget, TablespaceInfo, KIND_PHYSICAL,
 };
+pub use sqltext::quote_ident;
 pub use wal::{
     default_spool, note_position, prefetch as wal_prefetch, repository_fingerprint,
     take_from_spool, tidy_spool, SpoolLock,

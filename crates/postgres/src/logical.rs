@@ -35,6 +35,7 @@ use crate::conn::{Dsn, PgTools};
 use crate::dumpscan::{self, DumpScanner, ScanningReader};
 use crate::error::{PgError, Result};
 use crate::fstree;
+use crate::sqltext::quote_ident;
 use crate::tool;
 use crate::{dbprops, globals};
 
@@ -279,10 +280,6 @@ fn query_one(rt: &tokio::runtime::Handle, c: &Client, sql: &str, what: &str) -> 
         .block_on(c.query_one(sql, &[]))
         .map_err(|e| PgError::query(what, e))?;
     Ok(row.get(0))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// What `count(*)` of `table` returns, from the rows each table holds

@@ -137,7 +137,7 @@ pub(crate) fn is_keyword(t: &Token, kw: &str) -> bool {
 
 /// Quote an identifier as PostgreSQL's `quote_ident` would for safety:
 /// always, doubling embedded quotes.
-pub(crate) fn quote_ident(s: &str) -> String {
+pub fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 

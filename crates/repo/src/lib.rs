@@ -8,7 +8,7 @@
 //! object envelope and its name binding ([`object`]), WAL manifests
 //! ([`walmanifest`]), deletion records and purges ([`forget`]), verification
 //! records ([`verification`]), the hash-chained audit trail and its
-//! electronic signatures ([`audit`]), the concurrent blob writer ([`writer`]),
+//! electronic signatures ([`audit`]), the GDPR erasure register ([`erasure`]), the concurrent blob writer ([`writer`]),
 //! integrity checking ([`check`]), reachability from snapshots and WAL
 //! manifests ([`reach`]), storage tiers of packs ([`tier`]) and format
 //! upgrades ([`migrate`]).
@@ -26,6 +26,7 @@ pub mod compress;
 pub mod config;
 pub mod crypto;
 pub mod drill;
+pub mod erasure;
 mod error;
 pub mod forget;
 pub mod gc;

@@ -90,6 +90,7 @@ fn kind_code(kind: ObjectKind) -> u8 {
         ObjectKind::Hold => 12,
         ObjectKind::Drill => 13,
         ObjectKind::Signer => 14,
+        ObjectKind::Erasure => 15,
     }
 }
 

@@ -259,6 +259,29 @@ fn components(path: &Path) -> Vec<&[u8]> {
         .collect()
 }
 
+/// A path glob with the exclude rules' syntax (see the module docs), for
+/// other users of source paths: the erasure register matches the paths of
+/// restored files with it.
+#[derive(Debug, Clone)]
+pub struct PathGlob(Pattern);
+
+impl PathGlob {
+    /// Compile `p`; an error says what is wrong with it (an unclosed `[`,
+    /// a lone trailing `\`, an empty pattern).
+    pub fn parse(p: &str) -> Result<PathGlob, String> {
+        Pattern::parse(p).map(PathGlob)
+    }
+
+    /// Whether the absolute source path `path` matches.
+    pub fn matches(&self, path: &[u8]) -> bool {
+        let parts: Vec<&[u8]> = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        self.0.matches(&parts)
+    }
+}
+
 /// One compiled glob pattern: a list of per-component globs.
 #[derive(Debug, Clone)]
 struct Pattern {
@@ -427,6 +450,16 @@ mod tests {
         Pattern::parse(p)
             .expect("valid pattern")
             .matches(&components(Path::new(path)))
+    }
+
+    #[test]
+    fn path_globs_match_absolute_paths() {
+        let g = PathGlob::parse("/srv/p/123/**").expect("valid");
+        assert!(g.matches(b"/srv/p/123"));
+        assert!(g.matches(b"/srv/p/123/a/b.pdf"));
+        assert!(!g.matches(b"/srv/p/1234"));
+        assert!(!g.matches(b"/other/srv/p/123"));
+        assert!(PathGlob::parse("/srv/[ab").is_err());
     }
 
     #[test]

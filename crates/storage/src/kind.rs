@@ -43,10 +43,13 @@ pub enum ObjectKind {
     /// Legal hold records: placements (`holds/<hold id>`) and releases
     /// (`holds/<hold id>.release`), write-once, never edited or deleted.
     Hold,
+    /// GDPR erasure records (`erasures/E-<time>-<random>`): what a restore
+    /// must erase again, write-once, never edited or deleted.
+    Erasure,
 }
 
 impl ObjectKind {
-    pub const ALL: [ObjectKind; 14] = [
+    pub const ALL: [ObjectKind; 15] = [
         ObjectKind::Config,
         ObjectKind::Key,
         ObjectKind::Pack,
@@ -61,6 +64,7 @@ impl ObjectKind {
         ObjectKind::Drill,
         ObjectKind::Signer,
         ObjectKind::Hold,
+        ObjectKind::Erasure,
     ];
 
     /// Directory (key prefix) holding objects of this kind.
@@ -80,6 +84,7 @@ impl ObjectKind {
             ObjectKind::Drill => "drills",
             ObjectKind::Signer => "signers",
             ObjectKind::Hold => "holds",
+            ObjectKind::Erasure => "erasures",
         }
     }
 
@@ -115,6 +120,7 @@ impl ObjectKind {
             "drills" => ObjectKind::Drill,
             "signers" => ObjectKind::Signer,
             "holds" => ObjectKind::Hold,
+            "erasures" => ObjectKind::Erasure,
             _ => return None,
         };
         let name = if kind == ObjectKind::Pack {
@@ -146,6 +152,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Drill => "drill",
             ObjectKind::Signer => "signer",
             ObjectKind::Hold => "hold",
+            ObjectKind::Erasure => "erasure",
         };
         f.write_str(s)
     }

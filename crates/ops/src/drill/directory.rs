@@ -179,6 +179,11 @@ pub(crate) fn run(
         };
         rep.checks.push(res);
     }
+    // The erasure register applies to a drill's copy like to any restore;
+    // after the checks, which compare with the snapshot as it was taken.
+    let erased = crate::erasure::drill_files_check(ctx.repo, snap, &dir);
+    rep.checks.extend(erased.check);
+    rep.erasures_applied = erased.applied;
     rep.phases
         .push(Phase::new("checks", checks_started.elapsed().as_secs_f64()));
     Some(Box::new(scratch))

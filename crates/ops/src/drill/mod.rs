@@ -2,12 +2,14 @@
 //! open repository — choose the snapshot, restore it into a scratch
 //! target, check it, time every phase, tear the target down whatever
 //! happened, decide the outcome, mark a passing drill's snapshots
-//! verified, and store the drill record.
+//! verified, and store the drill record; signed approvals of stored
+//! reports (`approve`).
 //!
 //! Stopping: the caller's `stop` flag (SIGINT/SIGTERM in the CLI) and the
 //! playbook's timeout both make the running restore or check stop at its
 //! next step; teardown then runs as on any other end.
 
+mod approve;
 mod command;
 mod directory;
 mod history;
@@ -32,6 +34,7 @@ use crate::audit;
 use crate::error::{OpsError, Result};
 use crate::verification;
 
+pub use approve::{approvals, approve, default_meaning, report_digest, Approved};
 pub use history::{drill, history, History};
 
 /// Everything a drill needs besides the repository.
@@ -266,6 +269,7 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
         error,
         verification_record: None,
         forecast: None,
+        approvals: Vec::new(),
     };
     report.decide();
     let mut warnings = Vec::new();
@@ -297,6 +301,14 @@ pub fn run(repo: &Arc<Repository>, cfg: &DrillConfig) -> Result<DrillRun> {
         .arg("rpo_met", report.rpo_met);
     if let Some(r) = report.rpo_seconds {
         d = d.arg("rpo_seconds", r);
+    }
+    let erased: Vec<String> = report
+        .restores
+        .iter()
+        .flat_map(|r| r.erasures_applied.iter().cloned())
+        .collect();
+    if !erased.is_empty() {
+        d = d.arg("erasures_applied", erased);
     }
     for id in &snapshots {
         d = d.touch("snapshot", id.to_hex());

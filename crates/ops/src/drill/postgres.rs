@@ -2,7 +2,9 @@
 //! drill creates (`initdb` on a free port) and always tears down, or into
 //! an existing server where the drill creates and drops its own database.
 //! Checks: SQL queries with expected values or bounds, row counts against
-//! those the backup recorded, `amcheck`, commands.
+//! those the backup recorded, `amcheck`, commands; after them, the SQL
+//! erasures recorded since the snapshot are applied again in the restored
+//! databases (an `erasures` check row, as in a real restore).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use holdfast_drill::{Check, CheckResult, Expect, Phase, Restore, RestoreReport};
 use holdfast_postgres::scratch::{self, ScratchCluster};
-use holdfast_postgres::{self as pg, Dsn, LogicalRestoreOptions};
+use holdfast_postgres::{self as pg, quote_ident, Dsn, LogicalRestoreOptions};
 use holdfast_repo::snapshot::SnapshotEntry;
 
 use super::{command, Ctx, Teardown};
+use crate::erasure::DrillDatabases;
 
 impl Teardown for ScratchCluster {
     fn teardown(mut self: Box<Self>) -> std::result::Result<(), String> {
@@ -57,10 +60,6 @@ impl Drop for DrillDatabase {
     fn drop(&mut self) {
         let _ = self.drop_it();
     }
-}
-
-pub(crate) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// While `f` runs, a stop request runs `on_stop` (which makes `f` fail
@@ -182,6 +181,12 @@ pub(crate) fn scratch(
         &dbs.first_db,
     );
     run_checks(ctx, r, &admin, &dbs, &env, rep);
+    let restored = dbs
+        .expected
+        .keys()
+        .map(|db| (db.clone(), admin.with_dbname(db)))
+        .collect();
+    reapply_erasures(ctx, snap, &DrillDatabases::Restored(restored), rep);
     Some(Box::new(cluster))
 }
 
@@ -264,7 +269,29 @@ pub(crate) fn server(
     .chain(db_dsn.tool_env())
     .collect::<Vec<_>>();
     run_checks(ctx, r, &admin, &dbs, &env, rep);
+    reapply_erasures(
+        ctx,
+        snap,
+        &DrillDatabases::Restored(vec![(source, db_dsn)]),
+        rep,
+    );
     Some(Box::new(guard))
+}
+
+/// The erasure register applies to a drill's restore like to any other:
+/// after the checks, which compare with the snapshot as it was taken.
+fn reapply_erasures(
+    ctx: &Ctx<'_>,
+    snap: &SnapshotEntry,
+    dbs: &DrillDatabases,
+    rep: &mut RestoreReport,
+) {
+    if ctx.stopped() {
+        return;
+    }
+    let erased = crate::erasure::drill_sql_check(ctx.repo, &ctx.rt, snap, dbs);
+    rep.checks.extend(erased.check);
+    rep.erasures_applied = erased.applied;
 }
 
 fn snap_has_globals(ctx: &Ctx<'_>, snap: &SnapshotEntry) -> bool {
@@ -734,6 +761,12 @@ pub(crate) fn physical(
         ("PGDATABASE".to_string(), db.clone()),
     ];
     run_checks(ctx, r, &admin, &dbs, &env, rep);
+    reapply_erasures(
+        ctx,
+        snap,
+        &DrillDatabases::Cluster(Box::new(admin.clone())),
+        rep,
+    );
     Some(Box::new(cluster))
 }
 

@@ -106,24 +106,36 @@ pub(crate) fn read_chain(repo: &Repository) -> Result<Chain> {
 /// heads recorded by its snapshots and the local witness.
 pub fn verify(repo: &Repository, signers: &BTreeMap<String, Signer>) -> Result<Report> {
     let chain = read_chain(repo)?;
-    let snapshots: Vec<(Id, Head)> = repo
-        .snapshots()?
-        .into_iter()
-        .filter_map(|e| e.snapshot.audit_head.map(|h| (e.id, h)))
+    let snapshots = repo.snapshots()?;
+    Ok(verify_read(repo, &chain, &snapshots, signers))
+}
+
+/// [`verify`] of a trail and snapshots the caller has read already
+/// ([`read_chain`], `Repository::snapshots`), so that a caller needing
+/// them for more than the verification reads them once.
+pub fn verify_read(
+    repo: &Repository,
+    chain: &Chain,
+    snapshots: &[crate::snapshot::SnapshotEntry],
+    signers: &BTreeMap<String, Signer>,
+) -> Report {
+    let snapshots: Vec<(Id, Head)> = snapshots
+        .iter()
+        .filter_map(|e| e.snapshot.audit_head.clone().map(|h| (e.id, h)))
         .collect();
     let witness = repo.audit_witness();
-    let mut report = check_chain(&chain, signers);
+    let mut report = check_chain(chain, signers);
     report.snapshot_heads = snapshots.len();
     for (id, head) in &snapshots {
         check_head(
-            &chain,
+            chain,
             head,
             &format!("snapshot {}", id.short()),
             &mut report,
         );
     }
     if let Some(w) = &witness {
-        check_head(&chain, w, "this machine's witness", &mut report);
+        check_head(chain, w, "this machine's witness", &mut report);
     }
     report.witness = witness;
     if report.intact() {
@@ -131,7 +143,7 @@ pub fn verify(repo: &Repository, signers: &BTreeMap<String, Signer>) -> Result<R
             repo.audit_saw(h);
         }
     }
-    Ok(report)
+    report
 }
 
 fn problem(seq: Option<u64>, object: String, detail: impl Into<String>) -> Problem {
