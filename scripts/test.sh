@@ -42,6 +42,9 @@ if [ ! -x .venv/bin/kubernetes-validate ]; then
   .venv/bin/pip install -q --disable-pip-version-check 'kubernetes-validate==1.37.0'
 fi
 export HOLDFAST_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# A one-shot build gains nothing from incremental state, which would double
+# the target directory's size on disk.
+export CARGO_INCREMENTAL=0
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -506,6 +506,15 @@ impl Plan {
         })
     }
 
+    /// Whether [`Plan::apply_sql`] would run any statement for
+    /// `source_database`.
+    pub fn runs_sql(&self, source_database: &str) -> bool {
+        !matches!(self.mode, Erasures::Skip { .. })
+            && !self
+                .select(|t| matches!(t, ErasureTarget::Sql { database, .. } if database == source_database))
+                .is_empty()
+    }
+
     /// After a logical restore of `source_database` into the database
     /// `dsn` names: every due SQL erasure of that database, in one
     /// transaction. A failure rolls all of them back and names the one

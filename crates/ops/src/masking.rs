@@ -37,10 +37,11 @@
 //! HMAC of the original (`holdfast_policy::masking::fake`), through a
 //! temporary mapping table, so the same value always gets the same fake.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use holdfast_policy::masking::{self, fake, DbColumn, FakeKind, FileAction, MaskingFile, Rule};
+use holdfast_postgres::script::{CopyTarget, DataHook, Divert};
 use holdfast_postgres::Dsn;
 use holdfast_sources::exclude::PathGlob;
 use serde::Serialize;
@@ -194,8 +195,12 @@ pub struct MaskReport {
     pub foreign_keys_checked: Vec<String>,
     /// True when no sampled source value survived (always, on success).
     pub verified: bool,
-    /// The masked tables were rewritten with VACUUM FULL.
+    /// The masked tables were rewritten with VACUUM FULL (the path taken
+    /// when erasures were re-applied first).
     pub vacuumed: bool,
+    /// The rows were masked as they were restored: unmasked rows only
+    /// ever sat in temporary tables (see [`Staged`]).
+    pub staged: bool,
     /// Restored files dropped or replaced by `[[files]]` (file restores).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileMasked>,
@@ -585,13 +590,38 @@ enum Sample {
     Pairs(Vec<(Option<String>, String)>),
 }
 
-/// Apply the masking file in the database `dsn` names (a fresh restore):
-/// check coverage, mask, verify, commit, VACUUM FULL the masked tables.
-/// On an error nothing is committed: the caller must still drop the
-/// database, which holds the unmasked restore.
-pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
-    let client = dsn.connect(rt)?;
-    let cols = columns(rt, &client)?;
+/// The rules of every covered table: `(schema, table)` → column → rule.
+type Rules = BTreeMap<(String, String), BTreeMap<String, Rule>>;
+
+/// The masking file checked against a database: every column covered,
+/// every rule possible for its column's type, the key read.
+struct Prepared {
+    cols: Vec<Col>,
+    rules: Rules,
+    /// `(schema, table, column)` of every column a rule changes.
+    masked: BTreeSet<(String, String, String)>,
+    key: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    fn col(&self, s: &str, t: &str, c: &str) -> Option<&Col> {
+        self.cols
+            .iter()
+            .find(|x| x.schema == s && x.table == t && x.name == c)
+    }
+
+    fn masked_of(&self, s: &str, t: &str) -> Vec<&String> {
+        self.masked
+            .iter()
+            .filter(|(ms, mt, _)| ms == s && mt == t)
+            .map(|(_, _, c)| c)
+            .collect()
+    }
+}
+
+/// Check `m` against the database `client` is connected to.
+fn prepare(rt: &Handle, client: &Client, m: &Masking) -> Result<Prepared> {
+    let cols = columns(rt, client)?;
     let db_cols: Vec<DbColumn> = cols
         .iter()
         .map(|c| DbColumn {
@@ -610,10 +640,6 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
                 .join("\n  ")
         ))
     })?;
-    let by_name: HashMap<(&str, &str, &str), &Col> = cols
-        .iter()
-        .map(|c| ((c.schema.as_str(), c.table.as_str(), c.name.as_str()), c))
-        .collect();
     let mut problems = Vec::new();
     for c in &cols {
         let Some(trules) = rules.get(&(c.schema.clone(), c.table.clone())) else {
@@ -637,8 +663,7 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
     } else {
         None
     };
-    let key = key.as_deref();
-    let masked: BTreeSet<(String, String, String)> = rules
+    let masked = rules
         .iter()
         .flat_map(|((s, t), cs)| {
             cs.iter()
@@ -646,8 +671,16 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
                 .map(move |(c, _)| (s.clone(), t.clone(), c.clone()))
         })
         .collect();
+    Ok(Prepared {
+        cols,
+        rules,
+        masked,
+        key,
+    })
+}
 
-    // Large objects are outside any table: no rule can cover them.
+/// Large objects are outside any table: no rule can cover them.
+fn refuse_large_objects(rt: &Handle, client: &Client) -> Result<()> {
     let blobs: i64 = rt
         .block_on(client.query_one("SELECT count(*) FROM pg_largeobject_metadata", &[]))
         .map_err(q("counting large objects"))?
@@ -657,129 +690,429 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
             "the restored database holds {blobs} large object(s) (pg_largeobject), which a masking file cannot cover: a masked restore refuses them"
         )));
     }
+    Ok(())
+}
+
+/// Non-null values of each of `cols` in `rel`.
+fn count_values(rt: &Handle, client: &Client, rel: &str, cols: &[&String]) -> Result<Vec<u64>> {
+    let sql = format!(
+        "SELECT {} FROM {rel}",
+        cols.iter()
+            .map(|c| format!("count({})", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let row = rt
+        .block_on(client.query_one(&sql, &[]))
+        .map_err(q(format!("counting the values of {rel}")))?;
+    Ok((0..cols.len())
+        .map(|i| row.get::<_, i64>(i) as u64)
+        .collect())
+}
+
+/// Up to `n` source values of column `c` of `rel` (rows drawn by ctid
+/// first, so only they are turned into text). Null and fixed leave
+/// nothing of the source to sample: their check is that every value is
+/// NULL or the fixed value.
+fn take_sample(
+    rt: &Handle,
+    client: &Client,
+    rel: &str,
+    c: &str,
+    rule: &Rule,
+    n: usize,
+) -> Result<Sample> {
+    let n = n as i64;
+    Ok(match rule {
+        Rule::Null | Rule::Fixed(_) | Rule::Keep => Sample::Values(Vec::new()),
+        Rule::DateShift { by, .. } => Sample::Pairs(
+            rt.block_on(client.query(
+                &format!(
+                    "SELECT ({by})::text, ({c})::text FROM {rel} WHERE ctid = ANY(ARRAY(\
+                     SELECT ctid FROM {rel} WHERE {c} IS NOT NULL AND {by} IS NOT NULL ORDER BY random() LIMIT $1::bigint))",
+                    by = quote_ident(by),
+                    c = quote_ident(c)
+                ),
+                &[&n],
+            ))
+            .map_err(q(format!("sampling {rel}.{c}")))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+        ),
+        _ => Sample::Values(
+            rt.block_on(client.query(
+                &format!(
+                    "SELECT DISTINCT v FROM (SELECT ({c})::text AS v FROM {rel} WHERE ctid = ANY(ARRAY(\
+                     SELECT ctid FROM {rel} WHERE {c} IS NOT NULL ORDER BY random() LIMIT $1::bigint * 4))) s LIMIT $1::bigint",
+                    c = quote_ident(c)
+                ),
+                &[&n],
+            ))
+            .map_err(q(format!("sampling {rel}.{c}")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        ),
+    })
+}
+
+/// The temporary table `pg_temp.{name}` mapping every distinct value of
+/// column `c` of `rel` to its fake.
+fn fake_table(
+    rt: &Handle,
+    client: &Client,
+    rel: &str,
+    c: &str,
+    kind: FakeKind,
+    key: &[u8],
+    name: &str,
+) -> Result<String> {
+    let values: Vec<String> = rt
+        .block_on(client.query(
+            &format!(
+                "SELECT DISTINCT ({c})::text FROM {rel} WHERE {c} IS NOT NULL ORDER BY 1",
+                c = quote_ident(c)
+            ),
+            &[],
+        ))
+        .map_err(q(format!("reading {rel}.{c}")))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let pairs = fake_map(key, kind, &values).map_err(|e| e.context(format!("column {rel}.{c}")))?;
+    rt.block_on(client.batch_execute(&format!(
+        "CREATE TEMP TABLE {name} (old text PRIMARY KEY, new text NOT NULL) ON COMMIT DROP"
+    )))
+    .map_err(q("creating a fake mapping table"))?;
+    for chunk in pairs.chunks(10_000) {
+        let (olds, news): (Vec<String>, Vec<String>) = chunk.iter().cloned().unzip();
+        rt.block_on(client.execute(
+            &format!("INSERT INTO pg_temp.{name} SELECT * FROM unnest($1::text[], $2::text[])"),
+            &[&olds, &news],
+        ))
+        .map_err(q("filling a fake mapping table"))?;
+    }
+    rt.block_on(client.batch_execute(&format!("ANALYZE pg_temp.{name}")))
+        .map_err(q("analyzing a fake mapping table"))?;
+    Ok(format!("pg_temp.{name}"))
+}
+
+/// The masked value of every masked column of table `(s, t)` as an
+/// expression over the row `hf_t` (read from `src`), with the temporary
+/// tables of date-shift offsets it joins (`((subject, max_days), alias)`),
+/// and their bind parameters.
+struct TableExprs {
+    sets: Vec<(String, String)>,
+    offsets: Vec<((String, u32), String)>,
+    params: Params,
+}
+
+impl TableExprs {
+    /// ` FROM … WHERE …` joining the offsets (for an UPDATE) or
+    /// `, … WHERE …` (after a FROM).
+    fn joins(&self, lead: &str) -> String {
+        if self.offsets.is_empty() {
+            return String::new();
+        }
+        format!(
+            "{lead}{} WHERE {}",
+            self.offsets
+                .iter()
+                .map(|(_, a)| format!("pg_temp.{a} AS {a}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.offsets
+                .iter()
+                .map(|((by, _), a)| format!(
+                    "{a}.k = coalesce((hf_t.{})::text, '')",
+                    quote_ident(by)
+                ))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn table_exprs(
+    rt: &Handle,
+    client: &Client,
+    prep: &Prepared,
+    s: &str,
+    t: &str,
+    src: &str,
+    ti: usize,
+    maps: &BTreeMap<(String, String, String), String>,
+) -> Result<TableExprs> {
+    let key = prep.key.as_deref();
+    let trules = &prep.rules[&(s.to_string(), t.to_string())];
+    let mut out = TableExprs {
+        sets: Vec::new(),
+        offsets: Vec::new(),
+        params: Params::default(),
+    };
+    for (c, r) in trules.iter().filter(|(_, r)| r.masks()) {
+        let col = prep
+            .col(s, t, c)
+            .ok_or_else(|| OpsError::invalid(format!("internal: no column {s}.{t}.{c}")))?;
+        if let Rule::DateShift { by, max_days } = r {
+            let k = (by.clone(), *max_days);
+            let alias = match out.offsets.iter().find(|(o, _)| *o == k) {
+                Some((_, a)) => a.clone(),
+                None => {
+                    // One HMAC per subject, not per row.
+                    let a = format!("hf_off_{ti}_{}", out.offsets.len());
+                    let mut op = Params::default();
+                    let kkey =
+                        key.ok_or_else(|| OpsError::invalid("internal: date_shift without a key"))?;
+                    let h = hmac_sql(&mut op, kkey, "hf_k.k");
+                    let m = i64::from(*max_days);
+                    rt.block_on(client.batch_execute(&format!(
+                        "CREATE TEMP TABLE {a} (k text PRIMARY KEY, off integer NOT NULL) ON COMMIT DROP"
+                    )))
+                    .map_err(q("creating a date shift table"))?;
+                    let sql = format!(
+                        "INSERT INTO pg_temp.{a} SELECT k, (v - {m} + (v >= {m})::int)::int FROM \
+                         (SELECT k, (('x' || left(encode({h}, 'hex'), 8))::bit(32)::bigint % {}) AS v \
+                          FROM (SELECT DISTINCT coalesce(({})::text, '') AS k FROM {src}) hf_k) hf_v",
+                        2 * m,
+                        quote_ident(by),
+                    );
+                    rt.block_on(client.execute(&sql, &op.refs()))
+                        .map_err(q(format!("computing the date shifts of {s}.{t} by {by}")))?;
+                    rt.block_on(client.batch_execute(&format!("ANALYZE pg_temp.{a}")))
+                        .map_err(q("analyzing a date shift table"))?;
+                    out.offsets.push((k, a.clone()));
+                    a
+                }
+            };
+            let e = match col.base.as_str() {
+                "date" => format!("(hf_t.{} + {alias}.off)", quote_ident(c)),
+                _ => format!(
+                    "(hf_t.{} + {alias}.off * interval '86400 seconds')",
+                    quote_ident(c)
+                ),
+            };
+            out.sets.push((c.clone(), e));
+            continue;
+        }
+        let map = maps
+            .get(&(s.to_string(), t.to_string(), c.clone()))
+            .map(String::as_str);
+        // Qualified: a fake's subquery has columns of its own.
+        let e = mask_expr(
+            &mut out.params,
+            key,
+            col,
+            r,
+            &format!("hf_t.{}", quote_ident(c)),
+            None,
+            map,
+        )?;
+        out.sets.push((c.clone(), e));
+    }
+    Ok(out)
+}
+
+/// Check one masked column of `rel` after the masking: no sampled source
+/// value remains, a fixed column holds only its value, a null one only
+/// NULL. Returns the column's report and what failed.
+#[allow(clippy::too_many_arguments)]
+fn verify_column(
+    rt: &Handle,
+    client: &Client,
+    prep: &Prepared,
+    maps: &BTreeMap<(String, String, String), String>,
+    (s, t, c): (&str, &str, &str),
+    rel: &str,
+    sample: &Sample,
+    values: u64,
+) -> Result<(ColumnReport, Vec<String>)> {
+    let key = prep.key.as_deref();
+    let rule = &prep.rules[&(s.to_string(), t.to_string())][c];
+    let mut failures = Vec::new();
+    let (sampled, survivors) = match sample {
+        Sample::Values(vals) => {
+            // Values a rule itself writes are not survivors: the fixed
+            // value, a dictionary fake's own words.
+            let check: Vec<String> = vals
+                .iter()
+                .filter(|v| match rule {
+                    Rule::Fixed(f) => *v != f,
+                    Rule::Fake(k) => !fake::in_dictionary(*k, v),
+                    _ => true,
+                })
+                .cloned()
+                .collect();
+            let n: i64 = if check.is_empty() {
+                0
+            } else {
+                rt.block_on(client.query_one(
+                    &format!(
+                        "SELECT count(*) FROM {rel} WHERE ({})::text = ANY($1::text[])",
+                        quote_ident(c)
+                    ),
+                    &[&check],
+                ))
+                .map_err(q(format!("verifying {s}.{t}.{c}")))?
+                .get(0)
+            };
+            (vals.len(), n as u64)
+        }
+        Sample::Pairs(pairs) => {
+            let Rule::DateShift { by, .. } = rule else {
+                return Err(OpsError::invalid(
+                    "internal: date pairs of a column that is not shifted",
+                ));
+            };
+            let subj_col = prep
+                .col(s, t, by)
+                .ok_or_else(|| OpsError::invalid(format!("internal: no column {s}.{t}.{by}")))?;
+            let subj_rule = prep.rules[&(s.to_string(), t.to_string())]
+                .get(by)
+                .cloned()
+                .unwrap_or(Rule::Keep);
+            // One pass over the table for every sampled pair: the
+            // subject's masked value (the same expression on the sampled
+            // original) joined with the sampled date.
+            let mut p = Params::default();
+            let subjects: Vec<String> = pairs.iter().filter_map(|(s, _)| s.clone()).collect();
+            let dates: Vec<String> = pairs
+                .iter()
+                .filter(|(s, _)| s.is_some())
+                .map(|(_, d)| d.clone())
+                .collect();
+            let a = p.push(subjects);
+            let b = p.push(dates);
+            let lit = format!("CAST(hf_s.subj AS {})", subj_col.sql_type);
+            let map = maps
+                .get(&(s.to_string(), t.to_string(), by.clone()))
+                .map(String::as_str);
+            let subj_after = mask_expr(&mut p, key, subj_col, &subj_rule, &lit, None, map)?;
+            let sql = format!(
+                "SELECT count(*) FROM {rel} hf_t JOIN (SELECT subj, d, {subj_after} AS after FROM unnest({a}::text[], {b}::text[]) AS hf_s(subj, d)) hf_m \
+                 ON hf_t.{} = hf_m.after AND (hf_t.{})::text = hf_m.d",
+                quote_ident(by),
+                quote_ident(c)
+            );
+            let n = rt
+                .block_on(client.query_one(&sql, &p.refs()))
+                .map_err(q(format!("verifying {s}.{t}.{c}")))?
+                .get::<_, i64>(0) as u64;
+            (pairs.len(), n)
+        }
+    };
+    if survivors > 0 {
+        failures.push(format!(
+            "{s}.{t}.{c} ({}): {survivors} row(s) still hold one of {sampled} sampled source values",
+            rule.describe()
+        ));
+    }
+    if let Rule::Fixed(v) = rule {
+        let col = prep
+            .col(s, t, c)
+            .ok_or_else(|| OpsError::invalid(format!("internal: no column {s}.{t}.{c}")))?;
+        let other: i64 = rt
+            .block_on(client.query_one(
+                &format!(
+                    "SELECT count(*) FROM {rel} WHERE {} IS DISTINCT FROM CAST($1::text AS {})",
+                    quote_ident(c),
+                    col.sql_type
+                ),
+                &[v],
+            ))
+            .map_err(q(format!("verifying {s}.{t}.{c}")))?
+            .get(0);
+        if other > 0 {
+            failures.push(format!(
+                "{s}.{t}.{c} (fixed): {other} value(s) are not the fixed value"
+            ));
+        }
+    }
+    if matches!(rule, Rule::Null) {
+        let left: i64 = rt
+            .block_on(
+                client.query_one(&format!("SELECT count({}) FROM {rel}", quote_ident(c)), &[]),
+            )
+            .map_err(q(format!("verifying {s}.{t}.{c}")))?
+            .get(0);
+        if left > 0 {
+            failures.push(format!("{s}.{t}.{c} (null): {left} value(s) are not NULL"));
+        }
+    }
+    Ok((
+        ColumnReport {
+            table: format!("{s}.{t}"),
+            column: c.to_string(),
+            rule: rule.describe(),
+            values,
+            sampled,
+            survivors,
+        },
+        failures,
+    ))
+}
+
+fn verification_failed(failures: Vec<String>) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(OpsError::invalid(format!(
+        "the masking verification failed:\n  {}",
+        failures.join("\n  ")
+    )))
+}
+
+/// Apply the masking file in the database `dsn` names (a restore that is
+/// already complete): check coverage, mask, verify, commit, VACUUM FULL
+/// the masked tables. This is the path of a masked restore with erasures
+/// to re-apply first (they need the unmasked rows and every constraint);
+/// otherwise [`Staged`] masks the rows while they are restored.
+/// On an error nothing is committed: the caller must still drop the
+/// database, which holds the unmasked restore.
+pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
+    let client = dsn.connect(rt)?;
+    let prep = prepare(rt, &client, m)?;
+    let key = prep.key.as_deref();
+    let masked = &prep.masked;
+    refuse_large_objects(rt, &client)?;
     let tx = |sql: &str, what: &str| -> Result<()> {
         rt.block_on(client.batch_execute(sql))
             .map_err(q(what.to_string()))
     };
     tx("BEGIN", "starting the masking transaction")?;
     let mut dropped_indexes: Vec<(String, String)> = Vec::new();
+    let masked_tables: BTreeSet<(String, String)> = masked
+        .iter()
+        .map(|(s, t, _)| (s.clone(), t.clone()))
+        .collect();
     let res = (|| -> Result<MaskReport> {
-        // 1. Samples and counts, before anything changes. Null and fixed
-        // leave nothing of the source to sample: their check is that every
-        // value is NULL or the fixed value.
-        let mut counts: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-        let tables_masked: BTreeSet<(String, String)> = masked
-            .iter()
-            .map(|(s, t, _)| (s.clone(), t.clone()))
-            .collect();
-        for (s, t) in &tables_masked {
-            let cs: Vec<&String> = masked
-                .iter()
-                .filter(|(ms, mt, _)| ms == s && mt == t)
-                .map(|(_, _, c)| c)
-                .collect();
-            let sql = format!(
-                "SELECT {} FROM {}",
-                cs.iter()
-                    .map(|c| format!("count({})", quote_ident(c)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                qt(s, t)
-            );
-            let row = rt
-                .block_on(client.query_one(&sql, &[]))
-                .map_err(q(format!("counting the values of {s}.{t}")))?;
-            for (i, c) in cs.iter().enumerate() {
-                counts.insert(
-                    (s.clone(), t.clone(), (*c).clone()),
-                    row.get::<_, i64>(i) as u64,
-                );
-            }
-        }
+        // 1. Samples and counts, before anything changes.
         let mut samples: BTreeMap<(String, String, String), (Sample, u64)> = BTreeMap::new();
-        for (s, t, c) in &masked {
-            let rule = &rules[&(s.clone(), t.clone())][c];
-            let table = qt(s, t);
-            let n = m.sample as i64;
-            let count = counts[&(s.clone(), t.clone(), c.clone())];
-            // Rows drawn by ctid first, so only they are turned into text.
-            let sample = match rule {
-                Rule::Null | Rule::Fixed(_) => Sample::Values(Vec::new()),
-                Rule::DateShift { by, .. } => Sample::Pairs(
-                    rt.block_on(client.query(
-                        &format!(
-                            "SELECT ({by})::text, ({c})::text FROM {table} WHERE ctid = ANY(ARRAY(\
-                             SELECT ctid FROM {table} WHERE {c} IS NOT NULL AND {by} IS NOT NULL ORDER BY random() LIMIT $1::bigint))",
-                            by = quote_ident(by),
-                            c = quote_ident(c)
-                        ),
-                        &[&n],
-                    ))
-                    .map_err(q(format!("sampling {s}.{t}.{c}")))?
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect(),
-                ),
-                _ => Sample::Values(
-                    rt.block_on(client.query(
-                        &format!(
-                            "SELECT DISTINCT v FROM (SELECT ({c})::text AS v FROM {table} WHERE ctid = ANY(ARRAY(\
-                             SELECT ctid FROM {table} WHERE {c} IS NOT NULL ORDER BY random() LIMIT $1::bigint * 4))) s LIMIT $1::bigint",
-                            c = quote_ident(c)
-                        ),
-                        &[&n],
-                    ))
-                    .map_err(q(format!("sampling {s}.{t}.{c}")))?
-                    .iter()
-                    .map(|r| r.get(0))
-                    .collect(),
-                ),
-            };
-            samples.insert((s.clone(), t.clone(), c.clone()), (sample, count));
+        for (s, t) in &masked_tables {
+            let cs = prep.masked_of(s, t);
+            let counts = count_values(rt, &client, &qt(s, t), &cs)?;
+            for (c, n) in cs.iter().zip(counts) {
+                let rule = &prep.rules[&(s.clone(), t.clone())][*c];
+                let sample = take_sample(rt, &client, &qt(s, t), c, rule, m.sample)?;
+                samples.insert((s.clone(), t.clone(), (*c).clone()), (sample, n));
+            }
         }
 
         // 2. Fake mappings, drawn here from each value's HMAC.
         let mut maps: BTreeMap<(String, String, String), String> = BTreeMap::new();
         for (i, (s, t, c)) in masked.iter().enumerate() {
-            let Rule::Fake(kind) = &rules[&(s.clone(), t.clone())][c] else {
+            let Rule::Fake(kind) = &prep.rules[&(s.clone(), t.clone())][c] else {
                 continue;
             };
             let k = key.ok_or_else(|| OpsError::invalid("internal: fake without key"))?;
-            let values: Vec<String> = rt
-                .block_on(client.query(
-                    &format!(
-                        "SELECT DISTINCT ({})::text FROM {} WHERE {} IS NOT NULL ORDER BY 1",
-                        quote_ident(c),
-                        qt(s, t),
-                        quote_ident(c)
-                    ),
-                    &[],
-                ))
-                .map_err(q(format!("reading {s}.{t}.{c}")))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            let pairs = fake_map(k, *kind, &values)
-                .map_err(|e| e.context(format!("column {s}.{t}.{c}")))?;
-            let name = format!("pg_temp.hf_fake_{i}");
-            tx(
-                &format!("CREATE TEMP TABLE hf_fake_{i} (old text PRIMARY KEY, new text NOT NULL) ON COMMIT DROP"),
-                "creating a fake mapping table",
-            )?;
-            for chunk in pairs.chunks(10_000) {
-                let (olds, news): (Vec<String>, Vec<String>) = chunk.iter().cloned().unzip();
-                rt.block_on(client.execute(
-                    &format!("INSERT INTO {name} SELECT * FROM unnest($1::text[], $2::text[])"),
-                    &[&olds, &news],
-                ))
-                .map_err(q("filling a fake mapping table"))?;
-            }
-            tx(&format!("ANALYZE {name}"), "analyzing a fake mapping table")?;
+            let name = fake_table(rt, &client, &qt(s, t), c, *kind, k, &format!("hf_fake_{i}"))?;
             maps.insert((s.clone(), t.clone(), c.clone()), name);
         }
 
         // 3. Foreign keys over masked columns out, user triggers off.
-        let fks = foreign_keys(rt, &client, &masked)?;
+        let fks = foreign_keys(rt, &client, masked)?;
         for fk in &fks {
             tx(
                 &format!(
@@ -790,10 +1123,6 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
                 &format!("dropping foreign key {} for the masking", fk.name),
             )?;
         }
-        let masked_tables: BTreeSet<(String, String)> = masked
-            .iter()
-            .map(|(s, t, _)| (s.clone(), t.clone()))
-            .collect();
         let mut triggers = Vec::new();
         for (s, t) in &masked_tables {
             let names: Vec<String> = rt
@@ -849,95 +1178,21 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
         }
 
         // 5. One UPDATE per table; every expression sees the row as it was.
-        // A date shift's offsets are computed once per subject (one HMAC
-        // per subject, not per row) into a temporary table joined in.
         let mut tables = BTreeMap::new();
         for (ti, (s, t)) in masked_tables.iter().enumerate() {
-            let trules = &rules[&(s.clone(), t.clone())];
-            let mut p = Params::default();
-            let mut sets = Vec::new();
-            let mut offsets: Vec<((String, u32), String)> = Vec::new();
-            for (c, r) in trules.iter().filter(|(_, r)| r.masks()) {
-                let col = by_name[&(s.as_str(), t.as_str(), c.as_str())];
-                if let Rule::DateShift { by, max_days } = r {
-                    let k = (by.clone(), *max_days);
-                    let alias = match offsets.iter().find(|(o, _)| *o == k) {
-                        Some((_, a)) => a.clone(),
-                        None => {
-                            let a = format!("hf_off_{ti}_{}", offsets.len());
-                            let mut op = Params::default();
-                            let kkey = key.ok_or_else(|| {
-                                OpsError::invalid("internal: date_shift without a key")
-                            })?;
-                            let h = hmac_sql(&mut op, kkey, "hf_k.k");
-                            let m = i64::from(*max_days);
-                            tx(
-                                &format!("CREATE TEMP TABLE {a} (k text PRIMARY KEY, off integer NOT NULL) ON COMMIT DROP"),
-                                "creating a date shift table",
-                            )?;
-                            let sql = format!(
-                                "INSERT INTO {a} SELECT k, (v - {m} + (v >= {m})::int)::int FROM \
-                                 (SELECT k, (('x' || left(encode({h}, 'hex'), 8))::bit(32)::bigint % {}) AS v \
-                                  FROM (SELECT DISTINCT coalesce(({})::text, '') AS k FROM {}) hf_k) hf_v",
-                                2 * m,
-                                quote_ident(by),
-                                qt(s, t)
-                            );
-                            rt.block_on(client.execute(&sql, &op.refs()))
-                                .map_err(q(format!(
-                                    "computing the date shifts of {s}.{t} by {by}"
-                                )))?;
-                            tx(&format!("ANALYZE {a}"), "analyzing a date shift table")?;
-                            offsets.push((k, a.clone()));
-                            a
-                        }
-                    };
-                    let e = match col.base.as_str() {
-                        "date" => format!("(hf_t.{} + {alias}.off)", quote_ident(c)),
-                        _ => format!(
-                            "(hf_t.{} + {alias}.off * interval '86400 seconds')",
-                            quote_ident(c)
-                        ),
-                    };
-                    sets.push(format!("{} = {e}", quote_ident(c)));
-                    continue;
-                }
-                let map = maps
-                    .get(&(s.clone(), t.clone(), c.clone()))
-                    .map(String::as_str);
-                // Qualified: a fake's subquery has columns of its own.
-                let e = mask_expr(
-                    &mut p,
-                    key,
-                    col,
-                    r,
-                    &format!("hf_t.{}", quote_ident(c)),
-                    None,
-                    map,
-                )?;
-                sets.push(format!("{} = {e}", quote_ident(c)));
-            }
-            let mut sql = format!("UPDATE {} AS hf_t SET {}", qt(s, t), sets.join(", "));
-            if !offsets.is_empty() {
-                sql.push_str(&format!(
-                    " FROM {} WHERE {}",
-                    offsets
-                        .iter()
-                        .map(|(_, a)| format!("pg_temp.{a} AS {a}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    offsets
-                        .iter()
-                        .map(|((by, _), a)| format!(
-                            "{a}.k = coalesce((hf_t.{})::text, '')",
-                            quote_ident(by)
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(" AND ")
-                ));
-            }
+            let e = table_exprs(rt, &client, &prep, s, t, &qt(s, t), ti, &maps)?;
+            let sql = format!(
+                "UPDATE {} AS hf_t SET {}{}",
+                qt(s, t),
+                e.sets
+                    .iter()
+                    .map(|(c, x)| format!("{} = {x}", quote_ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.joins(" FROM ")
+            );
             let n = rt
-                .block_on(client.execute(&sql, &p.refs()))
+                .block_on(client.execute(&sql, &e.params.refs()))
                 .map_err(q(format!("masking table {s}.{t}")))?;
             tables.insert(format!("{s}.{t}"), n);
         }
@@ -993,129 +1248,20 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
         let mut reports = Vec::new();
         let mut failures = Vec::new();
         for ((s, t, c), (sample, values)) in &samples {
-            let rule = &rules[&(s.clone(), t.clone())][c];
-            let table = qt(s, t);
-            let (sampled, survivors) = match sample {
-                Sample::Values(vals) => {
-                    // Values a rule itself writes are not survivors: the
-                    // fixed value, a dictionary fake's own words.
-                    let check: Vec<String> = vals
-                        .iter()
-                        .filter(|v| match rule {
-                            Rule::Fixed(f) => *v != f,
-                            Rule::Fake(k) => !fake::in_dictionary(*k, v),
-                            _ => true,
-                        })
-                        .cloned()
-                        .collect();
-                    // Null and fixed sample nothing (checked below).
-                    let n: i64 = if check.is_empty() {
-                        0
-                    } else {
-                        rt.block_on(client.query_one(
-                            &format!(
-                                "SELECT count(*) FROM {table} WHERE ({})::text = ANY($1::text[])",
-                                quote_ident(c)
-                            ),
-                            &[&check],
-                        ))
-                        .map_err(q(format!("verifying {s}.{t}.{c}")))?
-                        .get(0)
-                    };
-                    (vals.len(), n as u64)
-                }
-                Sample::Pairs(pairs) => {
-                    let Rule::DateShift { by, .. } = rule else {
-                        continue;
-                    };
-                    let subj_col = by_name[&(s.as_str(), t.as_str(), by.as_str())];
-                    let subj_rule = rules[&(s.clone(), t.clone())]
-                        .get(by)
-                        .cloned()
-                        .unwrap_or(Rule::Keep);
-                    // One pass over the table for every sampled pair: the
-                    // subject's masked value (the same expression on the
-                    // sampled original) joined with the sampled date.
-                    let mut p = Params::default();
-                    let subjects: Vec<String> =
-                        pairs.iter().filter_map(|(s, _)| s.clone()).collect();
-                    let dates: Vec<String> = pairs
-                        .iter()
-                        .filter(|(s, _)| s.is_some())
-                        .map(|(_, d)| d.clone())
-                        .collect();
-                    let a = p.push(subjects);
-                    let b = p.push(dates);
-                    let lit = format!("CAST(hf_s.subj AS {})", subj_col.sql_type);
-                    let map = maps
-                        .get(&(s.clone(), t.clone(), by.clone()))
-                        .map(String::as_str);
-                    let subj_after = mask_expr(&mut p, key, subj_col, &subj_rule, &lit, None, map)?;
-                    let sql = format!(
-                        "SELECT count(*) FROM {table} hf_t JOIN (SELECT subj, d, {subj_after} AS after FROM unnest({a}::text[], {b}::text[]) AS hf_s(subj, d)) hf_m \
-                         ON hf_t.{} = hf_m.after AND (hf_t.{})::text = hf_m.d",
-                        quote_ident(by),
-                        quote_ident(c)
-                    );
-                    let n = rt
-                        .block_on(client.query_one(&sql, &p.refs()))
-                        .map_err(q(format!("verifying {s}.{t}.{c}")))?
-                        .get::<_, i64>(0) as u64;
-                    (pairs.len(), n)
-                }
-            };
-            if survivors > 0 {
-                failures.push(format!(
-                    "{s}.{t}.{c} ({}): {survivors} row(s) still hold one of {sampled} sampled source values",
-                    rule.describe()
-                ));
-            }
-            if let Rule::Fixed(v) = rule {
-                let col = by_name[&(s.as_str(), t.as_str(), c.as_str())];
-                let other: i64 = rt
-                    .block_on(client.query_one(
-                        &format!(
-                            "SELECT count(*) FROM {table} WHERE {} IS DISTINCT FROM CAST($1::text AS {})",
-                            quote_ident(c),
-                            col.sql_type
-                        ),
-                        &[v],
-                    ))
-                    .map_err(q(format!("verifying {s}.{t}.{c}")))?
-                    .get(0);
-                if other > 0 {
-                    failures.push(format!(
-                        "{s}.{t}.{c} (fixed): {other} value(s) are not the fixed value"
-                    ));
-                }
-            }
-            if matches!(rule, Rule::Null) {
-                let left: i64 = rt
-                    .block_on(client.query_one(
-                        &format!("SELECT count({}) FROM {table}", quote_ident(c)),
-                        &[],
-                    ))
-                    .map_err(q(format!("verifying {s}.{t}.{c}")))?
-                    .get(0);
-                if left > 0 {
-                    failures.push(format!("{s}.{t}.{c} (null): {left} value(s) are not NULL"));
-                }
-            }
-            reports.push(ColumnReport {
-                table: format!("{s}.{t}"),
-                column: c.clone(),
-                rule: rule.describe(),
-                values: *values,
-                sampled,
-                survivors,
-            });
+            let (r, f) = verify_column(
+                rt,
+                &client,
+                &prep,
+                &maps,
+                (s, t, c),
+                &qt(s, t),
+                sample,
+                *values,
+            )?;
+            reports.push(r);
+            failures.extend(f);
         }
-        if !failures.is_empty() {
-            return Err(OpsError::invalid(format!(
-                "the masking verification failed:\n  {}",
-                failures.join("\n  ")
-            )));
-        }
+        verification_failed(failures)?;
         Ok(MaskReport {
             file: m.file.path.display().to_string(),
             columns: reports,
@@ -1123,6 +1269,7 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
             foreign_keys_checked: fk_names,
             verified: true,
             vacuumed: false,
+            staged: false,
             files: Vec::new(),
         })
     })();
@@ -1136,21 +1283,17 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
     tx("COMMIT", "committing the masking")?;
     // The old row versions still hold the unmasked values: rewrite the
     // masked tables so they are gone from the heap (WAL: see README).
-    let to_vacuum: BTreeSet<(&str, &str)> = masked
-        .iter()
-        .map(|(s, t, _)| (s.as_str(), t.as_str()))
-        .collect();
-    for (s, t) in to_vacuum {
+    for (s, t) in &masked_tables {
         tx(
             &format!("VACUUM FULL {}", qt(s, t)),
             &format!("rewriting {s}.{t} after the masking"),
         )?;
         // Statistics taken before the masking (autovacuum may have run)
         // keep the masked columns' most common values: take theirs again.
-        let cols: Vec<String> = masked
-            .iter()
-            .filter(|(ms, mt, _)| ms == s && mt == t)
-            .map(|(_, _, c)| quote_ident(c))
+        let cols: Vec<String> = prep
+            .masked_of(s, t)
+            .into_iter()
+            .map(|c| quote_ident(c))
             .collect();
         tx(
             &format!("ANALYZE {} ({})", qt(s, t), cols.join(", ")),
@@ -1165,6 +1308,336 @@ pub fn apply(rt: &Handle, dsn: &Dsn, m: &Masking) -> Result<MaskReport> {
         )?;
     }
     Ok(report)
+}
+
+/// The masked restore's hook into the restore itself
+/// ([`holdfast_postgres::script`]): the rows of every table with a
+/// masked column are copied into a temporary table (the fields of `null`
+/// and `fixed` columns blanked on the way), then written into their table
+/// masked, with one `INSERT … SELECT`, and verified there; the temporary
+/// table is dropped. All of it happens before the post-data section, so
+/// indexes are built and foreign keys validated once, on masked rows (a
+/// foreign key between columns masked differently fails there), triggers
+/// do not exist yet, and materialized views are filled from masked
+/// tables. Unmasked rows are only ever in temporary tables (no WAL, gone
+/// with the transaction), so nothing needs a rewrite afterwards.
+pub struct Staged<'a> {
+    m: &'a Masking,
+    prep: Option<Prepared>,
+    /// Temporary tables made so far (names are numbered).
+    n: usize,
+    columns: Vec<ColumnReport>,
+    tables: BTreeMap<String, u64>,
+    foreign_keys: Vec<String>,
+    /// The error behind the last failed hook call (its text alone goes
+    /// through the restore).
+    pub error: Option<OpsError>,
+}
+
+impl<'a> Staged<'a> {
+    pub fn new(m: &'a Masking) -> Self {
+        Staged {
+            m,
+            prep: None,
+            n: 0,
+            columns: Vec::new(),
+            tables: BTreeMap::new(),
+            foreign_keys: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The report, once the restore committed.
+    pub fn report(self) -> MaskReport {
+        MaskReport {
+            file: self.m.file.path.display().to_string(),
+            columns: self.columns,
+            tables: self.tables,
+            foreign_keys_checked: self.foreign_keys,
+            verified: true,
+            vacuumed: false,
+            staged: true,
+            files: Vec::new(),
+        }
+    }
+
+    fn keep<T>(&mut self, r: Result<T>) -> holdfast_postgres::Result<T> {
+        r.map_err(|e| {
+            let text = e.to_string();
+            self.error = Some(e);
+            holdfast_postgres::PgError::Invalid(text)
+        })
+    }
+
+    /// The rules that apply to `t`: its own, or its partition root's.
+    fn rules_of(
+        &self,
+        rt: &Handle,
+        c: &Client,
+        t: &CopyTarget,
+    ) -> Result<Option<(String, String)>> {
+        let prep = self.prep.as_ref().ok_or_else(|| {
+            OpsError::invalid("internal: a table's rows came before the masking was prepared")
+        })?;
+        let own = (t.schema.clone(), t.table.clone());
+        if prep.rules.contains_key(&own) {
+            return Ok(Some(own));
+        }
+        let row = rt
+            .block_on(c.query_opt(
+                "SELECT n.nspname::text, r.relname::text, cl.relkind::text, cl.relispartition \
+                 FROM pg_class cl JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
+                 JOIN pg_class r ON r.oid = pg_partition_root(cl.oid) JOIN pg_namespace n ON n.oid = r.relnamespace \
+                 WHERE cn.nspname = $1 AND cl.relname = $2",
+                &[&t.schema, &t.table],
+            ))
+            .map_err(q(format!("looking up table {}.{}", t.schema, t.table)))?;
+        match row {
+            Some(r) if r.get::<_, bool>(3) => {
+                let root: (String, String) = (r.get(0), r.get(1));
+                Ok(prep.rules.contains_key(&root).then_some(root))
+            }
+            _ => Err(OpsError::invalid(format!(
+                "the dump copies rows into {}.{}, which the masking file does not cover (not an ordinary table of the restored schema): a masked restore refuses it",
+                t.schema, t.table
+            ))),
+        }
+    }
+
+    fn divert_table(&mut self, rt: &Handle, c: &Client, t: &CopyTarget) -> Result<Option<Divert>> {
+        let Some(key) = self.rules_of(rt, c, t)? else {
+            return Ok(None);
+        };
+        let prep = self
+            .prep
+            .as_ref()
+            .ok_or_else(|| OpsError::invalid("internal: unprepared"))?;
+        let trules = &prep.rules[&key];
+        if !trules.values().any(Rule::masks) {
+            return Ok(None);
+        }
+        // Every masked column must be among the copied ones (generated
+        // columns are not copied, and cannot be masked).
+        for (col, r) in trules.iter().filter(|(_, r)| r.masks()) {
+            if !t.columns.contains(col) {
+                return Err(OpsError::invalid(format!(
+                    "the dump's rows of {}.{} lack column {col}, which the masking file masks",
+                    t.schema, t.table
+                )));
+            }
+            let _ = r;
+        }
+        self.n += 1;
+        let stage = format!("hf_stage_{}", self.n);
+        let cols = t
+            .columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Same names and types, no constraints (blanked fields are NULL).
+        rt.block_on(c.batch_execute(&format!(
+            "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM ONLY {} WITH NO DATA",
+            qt(&t.schema, &t.table)
+        )))
+        .map_err(q(format!("staging the rows of {}.{}", t.schema, t.table)))?;
+        let null_fields = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| matches!(trules.get(*c), Some(Rule::Null | Rule::Fixed(_))))
+            .map(|(i, _)| i)
+            .collect();
+        Ok(Some(Divert {
+            into: format!("pg_temp.{stage}"),
+            null_fields,
+        }))
+    }
+
+    fn mask_table(
+        &mut self,
+        rt: &Handle,
+        c: &Client,
+        t: &CopyTarget,
+        d: &Divert,
+        nulled: &[u64],
+    ) -> Result<()> {
+        let (rs, rt_) = self
+            .rules_of(rt, c, t)?
+            .ok_or_else(|| OpsError::invalid("internal: a diverted table without rules"))?;
+        let prep = self
+            .prep
+            .as_ref()
+            .ok_or_else(|| OpsError::invalid("internal: unprepared"))?;
+        let key = prep.key.as_deref();
+        let stage = &d.into;
+        // A partition's rows go in through their partitioned table: a
+        // date shift of the partition key may move a row to another
+        // partition. The checks look at the whole partitioned table (its
+        // partitions only ever receive masked rows); a plain table's at
+        // its own rows (an inheritance child is masked by its own rules).
+        let partition = (rs.as_str(), rt_.as_str()) != (t.schema.as_str(), t.table.as_str());
+        let (into, target) = if partition {
+            (qt(&rs, &rt_), qt(&rs, &rt_))
+        } else {
+            (
+                qt(&t.schema, &t.table),
+                format!("ONLY {}", qt(&t.schema, &t.table)),
+            )
+        };
+        let cs = prep.masked_of(&rs, &rt_);
+        // Samples and counts from the staged rows; blanked columns were
+        // counted on the way in.
+        let counts = count_values(rt, c, stage, &cs)?;
+        let mut samples = Vec::new();
+        for (col, n) in cs.iter().zip(counts) {
+            let rule = &prep.rules[&(rs.clone(), rt_.clone())][*col];
+            let n = match t.columns.iter().position(|x| x == *col) {
+                Some(i) => match d.null_fields.iter().position(|f| *f == i) {
+                    Some(k) => nulled.get(k).copied().unwrap_or(0),
+                    None => n,
+                },
+                None => n,
+            };
+            samples.push((
+                (*col).clone(),
+                take_sample(rt, c, stage, col, rule, self.m.sample)?,
+                n,
+            ));
+        }
+        let mut maps = BTreeMap::new();
+        for col in &cs {
+            let Rule::Fake(kind) = &prep.rules[&(rs.clone(), rt_.clone())][*col] else {
+                continue;
+            };
+            let k = key.ok_or_else(|| OpsError::invalid("internal: fake without key"))?;
+            self.n += 1;
+            let name = fake_table(rt, c, stage, col, *kind, k, &format!("hf_fake_{}", self.n))?;
+            maps.insert((rs.clone(), rt_.clone(), (*col).clone()), name);
+        }
+        self.n += 1;
+        let e = table_exprs(rt, c, prep, &rs, &rt_, stage, self.n, &maps)?;
+        let select: Vec<String> = t
+            .columns
+            .iter()
+            .map(|col| match e.sets.iter().find(|(n, _)| n == col) {
+                Some((_, x)) => x.clone(),
+                None => format!("hf_t.{}", quote_ident(col)),
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {into} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {stage} AS hf_t{}",
+            t.columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            select.join(", "),
+            e.joins(", ")
+        );
+        let rows = rt
+            .block_on(c.execute(&sql, &e.params.refs()))
+            .map_err(q(format!(
+                "writing the masked rows of {}.{}",
+                t.schema, t.table
+            )))?;
+        let staged: i64 = rt
+            .block_on(c.query_one(&format!("SELECT count(*) FROM {stage}"), &[]))
+            .map_err(q("counting staged rows"))?
+            .get(0);
+        if rows != staged as u64 {
+            return Err(OpsError::invalid(format!(
+                "masking {}.{} wrote {rows} row(s) of {staged}: refused",
+                t.schema, t.table
+            )));
+        }
+        let mut failures = Vec::new();
+        for (col, sample, values) in &samples {
+            let (mut r, f) = verify_column(
+                rt,
+                c,
+                prep,
+                &maps,
+                (&rs, &rt_, col),
+                &target,
+                sample,
+                *values,
+            )?;
+            r.table = format!("{}.{}", t.schema, t.table);
+            self.columns.push(r);
+            failures.extend(f);
+        }
+        verification_failed(failures)?;
+        // The unmasked rows go now, not at commit.
+        rt.block_on(c.batch_execute(&format!("DROP TABLE {stage}")))
+            .map_err(q("dropping a staging table"))?;
+        for m in maps.values() {
+            rt.block_on(c.batch_execute(&format!("DROP TABLE {m}")))
+                .map_err(q("dropping a fake mapping table"))?;
+        }
+        for (_, a) in &e.offsets {
+            rt.block_on(c.batch_execute(&format!("DROP TABLE pg_temp.{a}")))
+                .map_err(q("dropping a date shift table"))?;
+        }
+        self.tables
+            .insert(format!("{}.{}", t.schema, t.table), rows);
+        Ok(())
+    }
+}
+
+impl DataHook for Staged<'_> {
+    fn before_data(&mut self, rt: &Handle, c: &Client) -> holdfast_postgres::Result<()> {
+        // Large objects exist by now (pre-data creates them).
+        let p = prepare(rt, c, self.m).and_then(|p| refuse_large_objects(rt, c).map(|()| p));
+        let p = self.keep(p)?;
+        self.prep = Some(p);
+        Ok(())
+    }
+
+    fn divert(
+        &mut self,
+        rt: &Handle,
+        c: &Client,
+        t: &CopyTarget,
+    ) -> holdfast_postgres::Result<Option<Divert>> {
+        let r = self.divert_table(rt, c, t);
+        self.keep(r)
+    }
+
+    fn diverted(
+        &mut self,
+        rt: &Handle,
+        c: &Client,
+        t: &CopyTarget,
+        d: &Divert,
+        _rows: u64,
+        nulled: &[u64],
+    ) -> holdfast_postgres::Result<()> {
+        let r = self.mask_table(rt, c, t, d, nulled);
+        self.keep(r)
+    }
+
+    fn finish(&mut self, rt: &Handle, c: &Client) -> holdfast_postgres::Result<()> {
+        let r = (|| {
+            // A dump without any table data never prepared.
+            if self.prep.is_none() {
+                self.prep = Some(prepare(rt, c, self.m)?);
+            }
+            refuse_large_objects(rt, c)?;
+            // The post-data section created the foreign keys, which
+            // validated them on the masked rows.
+            let prep = self
+                .prep
+                .as_ref()
+                .ok_or_else(|| OpsError::invalid("internal: unprepared"))?;
+            self.foreign_keys = foreign_keys(rt, c, &prep.masked)?
+                .into_iter()
+                .map(|fk| format!("{}.{}.{}", fk.table.0, fk.table.1, fk.name))
+                .collect();
+            Ok(())
+        })();
+        self.keep(r)
+    }
 }
 
 /// A file restore's `[[files]]` rules: every restored entry (of the

@@ -255,12 +255,53 @@ fn restore_masked(
     let mut o = opts.clone();
     o.database = tmp.clone();
     o.clean = false;
-    // The restore drops the database itself if it fails.
-    let mut r = restore_logical_chosen(repo, rt, snap, dsn, &o)?;
     let tdsn = dsn.with_dbname(&tmp);
-    let masked = plan
-        .apply_sql(rt, &tdsn, &r.report.source_database)
-        .and_then(|er| Ok((er, masking::apply(rt, &tdsn, mask)?)));
+    // Rows are masked as they are restored ([`masking::Staged`]) unless
+    // erasures must run first: they need the unmasked rows and every
+    // constraint (a cascade), so that restore completes, the erasures
+    // run, and the masking rewrites it ([`masking::apply`]).
+    let (staged, source) = staged_masking_possible(&snap, opts, plan);
+    let mut r;
+    let masked = if staged {
+        let mut hook = masking::Staged::new(mask);
+        let got = pg::restore_logical_through(repo, rt, &snap, dsn, &o, Some(&mut hook));
+        let got = match (got, hook.error.take()) {
+            (Ok(rep), _) => rep,
+            (Err(e), None) => {
+                let fk = e.to_string().contains("Type: FK CONSTRAINT");
+                let mut e = OpsError::from(e);
+                if fk {
+                    e = e.context(
+                        "a foreign key no longer holds after masking (give the referencing and the referenced columns the same rule, e.g. hash on both, and the same type)",
+                    );
+                }
+                return Err(e.context(format!(
+                    "masked restore of snapshot {} refused; the unmasked restore (database {tmp}) was never committed and was dropped, nothing was left behind",
+                    snap.id.short()
+                )));
+            }
+            // The hook's own error says what the masking refused.
+            (Err(_), Some(e)) => {
+                return Err(e.context(format!(
+                    "masked restore of snapshot {} refused; the unmasked restore (database {tmp}) was never committed and was dropped, nothing was left behind",
+                    snap.id.short()
+                )))
+            }
+        };
+        r = LogicalRestore {
+            snapshot: snap,
+            report: got,
+            erasures: ErasureReport::default(),
+            masking: None,
+        };
+        plan.apply_sql(rt, &tdsn, &source)
+            .map(|er| (er, hook.report()))
+    } else {
+        // The restore drops the database itself if it fails.
+        r = restore_logical_chosen(repo, rt, snap, dsn, &o)?;
+        plan.apply_sql(rt, &tdsn, &r.report.source_database)
+            .and_then(|er| Ok((er, masking::apply(rt, &tdsn, mask)?)))
+    };
     let (er, mr) = match masked {
         Ok(v) => v,
         Err(e) => {
@@ -319,6 +360,28 @@ fn restore_masked(
     r.erasures = er;
     r.masking = Some(mr);
     Ok(r)
+}
+
+/// Whether a masked restore can mask the rows as they are restored: the
+/// database is UTF8 (the script passes through this process as text)
+/// and no erasure of it is due. Also the source database's name.
+fn staged_masking_possible(
+    snap: &SnapshotEntry,
+    opts: &LogicalRestoreOptions,
+    plan: &erasure::Plan,
+) -> (bool, String) {
+    let Ok(dbs) = pg::logical::snapshot_databases(&snap.snapshot) else {
+        return (false, String::new());
+    };
+    let source = match &opts.source_database {
+        Some(d) => d.clone(),
+        None if dbs.len() == 1 => dbs.keys().next().cloned().unwrap_or_default(),
+        None => return (false, String::new()),
+    };
+    let utf8 = dbs
+        .get(&source)
+        .is_some_and(|i| i.encoding.eq_ignore_ascii_case("UTF8"));
+    (utf8 && !plan.runs_sql(&source), source)
 }
 
 fn restore_logical_chosen(

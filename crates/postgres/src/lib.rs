@@ -26,6 +26,7 @@ mod globals;
 pub mod logical;
 pub mod physical;
 pub mod scratch;
+pub mod script;
 mod sqltext;
 mod tool;
 pub mod wal;
@@ -34,8 +35,8 @@ pub use conn::{Dsn, PgTools};
 pub use error::{PgError, Result};
 pub use fstree::LayOutStats;
 pub use logical::{
-    backup_logical, restore_logical, table_row_counts, BackupOutcome, DatabaseInfo,
-    LogicalBackupOptions, LogicalRestoreOptions, LogicalRestoreReport, KIND_LOGICAL,
+    backup_logical, restore_logical, restore_logical_through, table_row_counts, BackupOutcome,
+    DatabaseInfo, LogicalBackupOptions, LogicalRestoreOptions, LogicalRestoreReport, KIND_LOGICAL,
 };
 pub use physical::{
     backup_end, backup_physical, choose_base_backup, recovery_points, restore_command,

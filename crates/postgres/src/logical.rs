@@ -562,6 +562,20 @@ pub fn restore_logical(
     dsn: &Dsn,
     opts: &LogicalRestoreOptions,
 ) -> Result<LogicalRestoreReport> {
+    restore_logical_through(repo, rt, snap, dsn, opts, None)
+}
+
+/// [`restore_logical`], with every table's rows passing through `hook`
+/// when one is given (see [`crate::script`]; `opts.jobs` does not apply
+/// then).
+pub fn restore_logical_through(
+    repo: &Arc<Repository>,
+    rt: &Handle,
+    snap: &SnapshotEntry,
+    dsn: &Dsn,
+    opts: &LogicalRestoreOptions,
+    hook: Option<&mut dyn crate::script::DataHook>,
+) -> Result<LogicalRestoreReport> {
     let started = Instant::now();
     if snap.snapshot.kind != KIND_LOGICAL {
         return Err(PgError::WrongKind {
@@ -649,7 +663,11 @@ pub fn restore_logical(
         rt.block_on(admin.batch_execute(&sql))
             .map_err(|e| PgError::query(format!("creating database {target}"), e))?;
     }
-    let restored = run_pg_restore(repo, &node, dsn, opts).and_then(|()| {
+    let ran = match hook {
+        Some(h) => crate::script::restore_through(repo, &rt, &node, dsn, opts, h),
+        None => run_pg_restore(repo, &node, dsn, opts),
+    };
+    let restored = ran.and_then(|()| {
         let old_name = db_entries
             .iter()
             .find(|e| e.desc == "DATABASE")
