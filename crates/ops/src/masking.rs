@@ -2,33 +2,36 @@
 //! (`holdfast_policy::masking`) applied to a restored database, and
 //! verified, before anyone can mistake it for a usable copy.
 //!
-//! Order of a masked logical restore (`postgres::restore_logical` with a
-//! [`Masking`]): the snapshot is restored into a database of its own under
-//! a temporary name, the erasure register is applied there, then
-//! [`apply`] runs in that database:
+//! A masked logical restore (`postgres::restore_logical` with a
+//! [`Masking`]) goes into a database of its own under a temporary name,
+//! renamed to the name asked for only once the masking is verified. Any
+//! failure drops the temporary database: a refusal never leaves unmasked
+//! data under a name that looks like a finished restore. Two paths:
 //!
-//! 1. the file must cover every column of every ordinary table (read from
-//!    the catalog of the restored database): a table or column it does not
-//!    name is refused, naming `schema.table.column`, and so is a rule the
-//!    column's type cannot take (a fake of a `jsonb`, `null` on a NOT NULL
-//!    column);
-//! 2. in one transaction: a sample of up to [`Masking::sample`] distinct
-//!    source values of every masked column is read into memory; foreign
-//!    keys over masked columns are dropped, the user triggers of masked
-//!    tables disabled (an audit trigger would copy the unmasked row), their
-//!    plain indexes dropped (built once at the end instead of updated per
-//!    row); one `UPDATE` per table sets every masked column (a date shift
-//!    joins a temporary table of one offset per subject); the foreign keys are
-//!    added again (which re-validates every reference: joins on hashed keys
-//!    still match, or the masking fails); the triggers are enabled again;
-//!    then no sampled source value may remain in its column;
-//! 3. commit, then `VACUUM FULL` of the masked tables, so the old row
-//!    versions holding the unmasked values are gone from the heap, and the
-//!    dropped indexes are created again.
+//! - **Staged** (no erasure due; [`Staged`]): the restore runs the dump's
+//!   script through `holdfast_postgres::script`. Once every table exists
+//!   the file must cover every column of every ordinary table (a table or
+//!   column it does not name is refused, naming `schema.table.column`, and
+//!   so is a rule the column's type cannot take: a fake of a `jsonb`,
+//!   `null` on a NOT NULL column). Each table with a masked column has
+//!   its rows copied into a temporary table (no WAL; fields of `null` and
+//!   `fixed` columns blanked on the way), sampled, written masked into the
+//!   real table by one `INSERT … SELECT`, verified (no sampled source
+//!   value remains) and the temporary table dropped; then the post-data
+//!   section builds indexes, validates foreign keys on the masked rows and
+//!   creates triggers. Nothing is rewritten afterwards.
+//! - **Update** (erasures due, which need the unmasked rows and every
+//!   constraint; [`apply`]): the complete restore, the erasures, then in
+//!   one transaction samples, foreign keys over masked columns dropped,
+//!   user triggers disabled (an audit trigger would copy the unmasked
+//!   row), plain indexes dropped, one `UPDATE` per table, foreign keys
+//!   added again (re-validated), triggers enabled, the verification;
+//!   commit, then `VACUUM FULL` of the masked tables so the old row
+//!   versions holding the unmasked values are gone from the heap, and the
+//!   dropped indexes created again.
 //!
-//! Only then is the database renamed to the name asked for. Any failure
-//! drops the temporary database: a refusal never leaves unmasked data
-//! under a name that looks like a finished restore.
+//! Both build the same expressions ([`table_exprs`]) and run the same
+//! checks ([`verify_column`]), so they mask alike.
 //!
 //! The keyed hash is HMAC-SHA256, computed by the server from `sha256()`
 //! (built in since PostgreSQL 11; pgcrypto is not needed) with the key's

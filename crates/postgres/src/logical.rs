@@ -513,8 +513,13 @@ pub struct LogicalRestoreOptions {
     /// `globals.sql`), leaving those that exist alone.
     pub with_globals: bool,
     pub tools: PgTools,
-    /// Directory for the temporary archive when `jobs > 1`.
+    /// Directory for the temporary archive when `jobs > 1` and the dump
+    /// does not fit in memory (see `Spool`).
     pub temp_dir: Option<PathBuf>,
+    /// With `jobs > 1`, keep the dump's copy in memory when it fits in a
+    /// quarter of the available memory (the default); false always writes
+    /// a temporary file.
+    pub memory_spool: bool,
 }
 
 impl LogicalRestoreOptions {
@@ -529,6 +534,7 @@ impl LogicalRestoreOptions {
             with_globals: false,
             tools: PgTools::discover(),
             temp_dir: None,
+            memory_spool: true,
         }
     }
 }
@@ -745,7 +751,42 @@ fn run_pg_restore(
         running.finish()?;
         fed.map_err(|e| PgError::io_or_repo("streaming the dump into pg_restore", e))?;
     } else {
-        let tmp = match &opts.temp_dir {
+        let spool = Spool::new(node.size, opts.memory_spool, opts.temp_dir.as_deref())?;
+        {
+            let mut reader = reader;
+            let mut w = BufWriter::with_capacity(1 << 20, spool.file());
+            std::io::copy(&mut reader, &mut w)
+                .map_err(|e| PgError::io_or_repo(format!("writing {}", spool.describe()), e))?;
+            w.flush()
+                .map_err(|e| PgError::io(format!("writing {}", spool.describe()), e))?;
+        }
+        args.push(format!("--jobs={}", opts.jobs));
+        args.push(spool.path());
+        tool::spawn(&opts.tools.pg_restore, &args, &env, false, false)?.finish()?;
+    }
+    Ok(())
+}
+
+/// The seekable copy of a dump that `pg_restore --jobs` needs (its
+/// workers open the archive by name and seek in it): in memory, a memfd
+/// that pg_restore opens through `/proc/<our pid>/fd/<fd>`, when the dump
+/// fits in a quarter of the memory available now; else a temporary file.
+/// In memory, the copy is written faster and is gone the moment it is
+/// dropped, where unlinking a gigabyte file can take seconds (a drill's
+/// teardown waited on it).
+enum Spool {
+    Memory(std::fs::File),
+    Disk(tempfile::NamedTempFile),
+}
+
+impl Spool {
+    fn new(size: u64, memory: bool, temp_dir: Option<&std::path::Path>) -> Result<Spool> {
+        if memory && mem_available().is_some_and(|m| size <= m / 4) {
+            if let Some(f) = memfd("holdfast-restore") {
+                return Ok(Spool::Memory(f));
+            }
+        }
+        let t = match temp_dir {
             Some(d) => tempfile::Builder::new()
                 .prefix("holdfast-restore-")
                 .tempfile_in(d),
@@ -754,19 +795,62 @@ fn run_pg_restore(
                 .tempfile(),
         }
         .map_err(|e| PgError::io("creating a temporary file for the parallel restore", e))?;
-        {
-            let mut reader = reader;
-            let mut w = BufWriter::with_capacity(1 << 20, tmp.as_file());
-            std::io::copy(&mut reader, &mut w)
-                .map_err(|e| PgError::io_or_repo(format!("writing {}", tmp.path().display()), e))?;
-            w.flush()
-                .map_err(|e| PgError::io(format!("writing {}", tmp.path().display()), e))?;
-        }
-        args.push(format!("--jobs={}", opts.jobs));
-        args.push(tmp.path().display().to_string());
-        tool::spawn(&opts.tools.pg_restore, &args, &env, false, false)?.finish()?;
+        Ok(Spool::Disk(t))
     }
-    Ok(())
+
+    fn file(&self) -> &std::fs::File {
+        match self {
+            Spool::Memory(f) => f,
+            Spool::Disk(t) => t.as_file(),
+        }
+    }
+
+    /// The name pg_restore opens.
+    fn path(&self) -> String {
+        match self {
+            Spool::Memory(f) => {
+                use std::os::unix::io::AsRawFd;
+                format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())
+            }
+            Spool::Disk(t) => t.path().display().to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Spool::Memory(_) => "the in-memory copy of the dump".to_string(),
+            Spool::Disk(t) => t.path().display().to_string(),
+        }
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (Linux).
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// An anonymous in-memory file (Linux `memfd_create`), closed on exec.
+fn memfd(name: &str) -> Option<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::io::FromRawFd;
+        let name = std::ffi::CString::new(name).ok()?;
+        // SAFETY: a valid C string; the returned descriptor is ours alone.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is a fresh descriptor owned by nobody else.
+        Some(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = name;
+        None
+    }
 }
 
 /// A role missing on the target, named in a tool's or the server's

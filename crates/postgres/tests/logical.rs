@@ -144,14 +144,22 @@ fn many_types_round_trip_with_row_counts_and_clean() {
     let counts = table_row_counts(tr.rt.handle(), &dsn, "copy1").unwrap();
     assert_eq!(counts, rep.expected_row_counts);
 
-    // Parallel restore through a temp file.
-    let mut ro2 = LogicalRestoreOptions::new("copy2");
-    ro2.tools = tools();
-    ro2.jobs = 2;
-    restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro2).expect("restore jobs=2");
-    assert_eq!(pg.plain_dump("copy2"), before);
-    assert_eq!(pg.psql("copy2", "SELECT app.add(2, 3)"), "5");
-    assert_eq!(pg.psql("copy2", "SELECT nextval('app.ticket_seq')"), "4001");
+    // Parallel restore through a temporary file, and through the
+    // in-memory copy (a memfd pg_restore opens by its /proc name); neither
+    // is left behind.
+    let spool_dir = tempfile::tempdir().unwrap();
+    for (db, memory) in [("copy2", false), ("copy2m", true)] {
+        let mut ro2 = LogicalRestoreOptions::new(db);
+        ro2.tools = tools();
+        ro2.jobs = 2;
+        ro2.memory_spool = memory;
+        ro2.temp_dir = Some(spool_dir.path().to_path_buf());
+        restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro2).expect("restore jobs=2");
+        assert_eq!(pg.plain_dump(db), before);
+        assert_eq!(pg.psql(db, "SELECT app.add(2, 3)"), "5");
+        assert_eq!(pg.psql(db, "SELECT nextval('app.ticket_seq')"), "4001");
+        assert_eq!(std::fs::read_dir(spool_dir.path()).unwrap().count(), 0);
+    }
 
     // An existing non-empty database is refused, then replaced with clean.
     let err = restore_logical(&repo, tr.rt.handle(), snap, &dsn, &ro).unwrap_err();
