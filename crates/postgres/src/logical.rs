@@ -520,6 +520,9 @@ pub struct LogicalRestoreOptions {
     /// quarter of the available memory (the default); false always writes
     /// a temporary file.
     pub memory_spool: bool,
+    /// The dump's seekable copy, filled ahead (see [`prepare_dump`]); used
+    /// when it is the copy of the database restored and `jobs > 1`.
+    pub prepared: Option<Arc<PreparedDump>>,
 }
 
 impl LogicalRestoreOptions {
@@ -535,6 +538,7 @@ impl LogicalRestoreOptions {
             tools: PgTools::discover(),
             temp_dir: None,
             memory_spool: true,
+            prepared: None,
         }
     }
 }
@@ -727,7 +731,7 @@ fn run_pg_restore(
     if opts.no_acl {
         args.push("--no-acl".into());
     }
-    let reader = ContentReader::new(repo.clone(), node.content.clone(), 8);
+    let reader = || ContentReader::new(repo.clone(), node.content.clone(), 8);
     if opts.jobs <= 1 {
         // A failed restore rolls back entirely rather than leaving half a database.
         args.push("--single-transaction".into());
@@ -737,6 +741,7 @@ fn run_pg_restore(
             .stdin
             .take()
             .ok_or_else(|| PgError::Invalid("pg_restore has no stdin pipe".into()))?;
+        let reader = reader();
         let feeder = std::thread::spawn(move || -> std::io::Result<u64> {
             let mut reader = reader;
             let mut w = BufWriter::with_capacity(1 << 20, stdin);
@@ -751,20 +756,92 @@ fn run_pg_restore(
         running.finish()?;
         fed.map_err(|e| PgError::io_or_repo("streaming the dump into pg_restore", e))?;
     } else {
-        let spool = Spool::new(node.size, opts.memory_spool, opts.temp_dir.as_deref())?;
-        {
-            let mut reader = reader;
-            let mut w = BufWriter::with_capacity(1 << 20, spool.file());
-            std::io::copy(&mut reader, &mut w)
-                .map_err(|e| PgError::io_or_repo(format!("writing {}", spool.describe()), e))?;
-            w.flush()
-                .map_err(|e| PgError::io(format!("writing {}", spool.describe()), e))?;
-        }
+        let filled;
+        let path = match opts.prepared.as_ref().filter(|p| p.content == node.content) {
+            Some(p) => p.spool.path(),
+            None => {
+                filled = fill_spool(reader(), node.size, opts.memory_spool, opts.temp_dir.as_deref())?;
+                filled.path()
+            }
+        };
         args.push(format!("--jobs={}", opts.jobs));
-        args.push(spool.path());
+        args.push(path);
         tool::spawn(&opts.tools.pg_restore, &args, &env, false, false)?.finish()?;
     }
     Ok(())
+}
+
+/// `reader`'s bytes in a new [`Spool`].
+fn fill_spool(
+    reader: ContentReader,
+    size: u64,
+    memory: bool,
+    temp_dir: Option<&std::path::Path>,
+) -> Result<Spool> {
+    let spool = Spool::new(size, memory, temp_dir)?;
+    {
+        let mut reader = reader;
+        let mut w = BufWriter::with_capacity(1 << 20, spool.file());
+        std::io::copy(&mut reader, &mut w)
+            .map_err(|e| PgError::io_or_repo(format!("writing {}", spool.describe()), e))?;
+        w.flush()
+            .map_err(|e| PgError::io(format!("writing {}", spool.describe()), e))?;
+    }
+    Ok(spool)
+}
+
+/// A database's dump read out of the repository (downloaded, decrypted,
+/// decompressed and verified) into its seekable copy before the restore
+/// that uses it, so that this can overlap the start of the target server
+/// (a drill's scratch cluster). Give it to the restore in
+/// [`LogicalRestoreOptions::prepared`].
+pub struct PreparedDump {
+    content: Vec<holdfast_repo::Id>,
+    spool: Spool,
+    /// How long reading it took.
+    pub seconds: f64,
+    pub bytes: u64,
+}
+
+impl std::fmt::Debug for PreparedDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedDump")
+            .field("copy", &self.spool.describe())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// Read the dump of `source_database` in `snap` into its seekable copy
+/// (in memory when `memory` and it fits, else a temporary file in
+/// `temp_dir`).
+pub fn prepare_dump(
+    repo: &Arc<Repository>,
+    snap: &SnapshotEntry,
+    source_database: &str,
+    memory: bool,
+    temp_dir: Option<&std::path::Path>,
+) -> Result<PreparedDump> {
+    let started = Instant::now();
+    let dbs = snapshot_databases(&snap.snapshot)?;
+    let info = dbs.get(source_database).ok_or_else(|| {
+        PgError::Invalid(format!(
+            "snapshot {} has no database {source_database:?}",
+            snap.id.short()
+        ))
+    })?;
+    let tree = repo.load_tree(&snap.snapshot.tree)?;
+    let node = tree.find(info.file.as_bytes()).cloned().ok_or_else(|| {
+        PgError::Invalid(format!("snapshot tree lacks the dump file {}", info.file))
+    })?;
+    let reader = ContentReader::new(repo.clone(), node.content.clone(), 8);
+    let spool = fill_spool(reader, node.size, memory, temp_dir)?;
+    Ok(PreparedDump {
+        content: node.content,
+        spool,
+        seconds: started.elapsed().as_secs_f64(),
+        bytes: node.size,
+    })
 }
 
 /// The seekable copy of a dump that `pg_restore --jobs` needs (its

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -125,18 +126,61 @@ pub(crate) fn scratch(
             return None;
         }
     };
-    let up = cluster
-        .initdb()
-        .and_then(|()| cluster.configure(""))
-        .and_then(|()| cluster.start());
+    // The first database's dump is read out of the repository (download,
+    // decrypt, decompress, verify) while the cluster is made and started.
+    let first_db = databases(snap).ok().and_then(|n| n.into_iter().next());
+    let spool_dir = cluster.root.clone();
+    let repo = ctx.repo;
+    let (up, prepared) = std::thread::scope(|s| {
+        let pre = first_db.as_deref().map(|db| {
+            let spool_dir = &spool_dir;
+            s.spawn(move || pg::prepare_dump(repo, snap, db, true, Some(spool_dir)))
+        });
+        let up = cluster
+            .initdb()
+            .and_then(|()| cluster.configure(""))
+            .and_then(|()| cluster.start());
+        let server = started.elapsed().as_secs_f64();
+        (up.map(|()| server), pre.map(|h| h.join()))
+    });
     rep.location = format!("127.0.0.1:{} ({})", cluster.port, cluster.root.display());
-    let mut phase = Phase::new("server start", started.elapsed().as_secs_f64());
+    let server_secs = match &up {
+        Ok(s) => *s,
+        Err(_) => started.elapsed().as_secs_f64(),
+    };
+    let mut phase = Phase::new("server start", server_secs);
     phase.note = Some("initdb and start of the scratch cluster".into());
     rep.phases.push(phase);
+    let prepared = match prepared {
+        None => None,
+        Some(Ok(Ok(p))) => {
+            let mut phase = Phase::new("download, decrypt and decompress", p.seconds);
+            phase.bytes = Some(p.bytes);
+            phase.note = Some(format!(
+                "the dump of database {} read out of the repository and verified, while the server started",
+                first_db.as_deref().unwrap_or_default()
+            ));
+            rep.phases.push(phase);
+            Some(Arc::new(p))
+        }
+        Some(Ok(Err(e))) => {
+            rep.error = Some(format!(
+                "restoring database {} of snapshot {}: {e}",
+                first_db.as_deref().unwrap_or_default(),
+                snap.id.short()
+            ));
+            return Some(Box::new(cluster));
+        }
+        Some(Err(_)) => {
+            rep.error = Some("the thread reading the dump panicked".into());
+            return Some(Box::new(cluster));
+        }
+    };
     if let Err(e) = up {
         rep.error = Some(format!("starting the scratch cluster: {e}"));
         return Some(Box::new(cluster));
     }
+
     let admin = match cluster.dsn("postgres") {
         Ok(d) => d,
         Err(e) => {
@@ -152,6 +196,7 @@ pub(crate) fn scratch(
         jobs: 2,
         tools: tools.clone(),
         temp_dir: Some(cluster.root.clone()),
+        prepared: prepared.clone(),
         ..LogicalRestoreOptions::new(db)
     };
     let stop_server = || cluster.stop_now();
@@ -334,7 +379,10 @@ fn restore_all(
     }
     let mut phase = Phase::new("restore", started.elapsed().as_secs_f64());
     phase.bytes = Some(bytes);
-    phase.note = Some("pg_restore -j2: download, decrypt and decompress stream into it".into());
+    phase.note = Some(
+        "pg_restore -j2 from the dump's copy (read out of the repository here, or ahead: see the download phase)"
+            .into(),
+    );
     rep.phases.push(phase);
     rep.bytes = bytes;
     Ok(Restored {
