@@ -35,8 +35,9 @@ pub use conn::{Dsn, PgTools};
 pub use error::{PgError, Result};
 pub use fstree::LayOutStats;
 pub use logical::{
-    backup_logical, prepare_dump, restore_logical, restore_logical_through, table_row_counts, BackupOutcome,
-    DatabaseInfo, LogicalBackupOptions, LogicalRestoreOptions, LogicalRestoreReport, PreparedDump, KIND_LOGICAL,
+    backup_logical, prepare_dump, restore_logical, restore_logical_through, table_row_counts,
+    BackupOutcome, DatabaseInfo, LogicalBackupOptions, LogicalRestoreOptions, LogicalRestoreReport,
+    PreparedDump, KIND_LOGICAL,
 };
 pub use physical::{
     backup_end, backup_physical, choose_base_backup, recovery_points, restore_command,

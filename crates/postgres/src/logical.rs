@@ -760,7 +760,12 @@ fn run_pg_restore(
         let path = match opts.prepared.as_ref().filter(|p| p.content == node.content) {
             Some(p) => p.spool.path(),
             None => {
-                filled = fill_spool(reader(), node.size, opts.memory_spool, opts.temp_dir.as_deref())?;
+                filled = fill_spool(
+                    reader(),
+                    node.size,
+                    opts.memory_spool,
+                    opts.temp_dir.as_deref(),
+                )?;
                 filled.path()
             }
         };

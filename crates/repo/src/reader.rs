@@ -80,8 +80,8 @@ impl ContentReader {
             let Some(l) = index.get(next) else { break };
             let last_end = u64::from(last.offset) + u64::from(last.length);
             let same_frame = l.offset == last.offset;
-            let close = u64::from(l.offset) >= last_end
-                && u64::from(l.offset) - last_end <= MAX_GAP;
+            let close =
+                u64::from(l.offset) >= last_end && u64::from(l.offset) - last_end <= MAX_GAP;
             let end = u64::from(l.offset) + u64::from(l.length);
             if l.pack != pack || !(same_frame || close) || end - start > MAX_SPAN {
                 break;
@@ -112,9 +112,9 @@ impl ContentReader {
             let Some(rx) = self.pending.pop_front() else {
                 return Ok(false);
             };
-            let got = rx.recv().unwrap_or_else(|_| {
-                vec![Err(RepoError::Invalid("blob fetch thread died".into()))]
-            });
+            let got = rx
+                .recv()
+                .unwrap_or_else(|_| vec![Err(RepoError::Invalid("blob fetch thread died".into()))]);
             self.ready = got.into();
             self.refill();
         }
