@@ -698,7 +698,7 @@ fn rows_are_masked_as_they_are_restored_whatever_the_table_shape_and_no_source_b
     // Dates moved by one offset per person: intervals within a person kept.
     let spans = "SELECT string_agg(person || ':' || span, ',' ORDER BY person) \
                  FROM (SELECT person, max(taken) - min(taken) AS span FROM lab GROUP BY person) s";
-    assert_eq!(q(&spans), src(&spans));
+    assert_eq!(q(spans), src(spans));
 
     // No byte of a source value reached the restored database's files:
     // the unmasked rows only ever sat in temporary tables.

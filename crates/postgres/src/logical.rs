@@ -736,19 +736,7 @@ fn run_pg_restore(
         // A failed restore rolls back entirely rather than leaving half a database.
         args.push("--single-transaction".into());
         let mut running = tool::spawn(&opts.tools.pg_restore, &args, &env, true, false)?;
-        let stdin = running
-            .child
-            .stdin
-            .take()
-            .ok_or_else(|| PgError::Invalid("pg_restore has no stdin pipe".into()))?;
-        let reader = reader();
-        let feeder = std::thread::spawn(move || -> std::io::Result<u64> {
-            let mut reader = reader;
-            let mut w = BufWriter::with_capacity(1 << 20, stdin);
-            let n = std::io::copy(&mut reader, &mut w)?;
-            w.flush()?;
-            Ok(n)
-        });
+        let feeder = tool::feed(&mut running, reader())?;
         let fed = feeder
             .join()
             .map_err(|_| PgError::Invalid("the restore feeder thread panicked".into()))?;

@@ -23,7 +23,7 @@
 //! - pg_restore must exit 0 before the transaction commits (a dump cut
 //!   short ends the script early, which would otherwise look complete).
 
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -102,25 +102,16 @@ pub(crate) fn restore_through(
     }
     let client = dsn.with_dbname(&opts.database).connect(rt)?;
     let mut running = tool::spawn(&opts.tools.pg_restore, &args, &env, true, true)?;
-    let stdin = running
-        .child
-        .stdin
-        .take()
-        .ok_or_else(|| PgError::Invalid("pg_restore has no stdin pipe".into()))?;
     let stdout = running
         .child
         .stdout
         .take()
         .ok_or_else(|| PgError::Invalid("pg_restore has no stdout pipe".into()))?;
     tool::widen_pipe(&stdout);
-    let reader = ContentReader::new(repo.clone(), node.content.clone(), 8);
-    let feeder = std::thread::spawn(move || -> std::io::Result<u64> {
-        let mut reader = reader;
-        let mut w = BufWriter::with_capacity(1 << 20, stdin);
-        let n = std::io::copy(&mut reader, &mut w)?;
-        w.flush()?;
-        Ok(n)
-    });
+    let feeder = tool::feed(
+        &mut running,
+        ContentReader::new(repo.clone(), node.content.clone(), 8),
+    )?;
     let ran = rt
         .block_on(client.batch_execute("BEGIN"))
         .map_err(|e| PgError::query("starting the restore transaction", e))
@@ -189,14 +180,7 @@ struct Runner<'a> {
 impl Runner<'_> {
     fn run(&mut self, mut r: impl BufRead) -> Result<()> {
         let mut line = Vec::with_capacity(4096);
-        loop {
-            line.clear();
-            let n = r
-                .read_until(b'\n', &mut line)
-                .map_err(|e| PgError::io("reading pg_restore's script", e))?;
-            if n == 0 {
-                break;
-            }
+        while next_line(&mut r, &mut line)? {
             let s = std::str::from_utf8(&line).map_err(|_| {
                 PgError::Invalid(format!(
                     "pg_restore's script is not UTF-8 (in {}): a masked restore needs a UTF8 database",
@@ -307,14 +291,7 @@ impl Runner<'_> {
         let mut buf = BytesMut::with_capacity(1 << 20);
         let mut line = Vec::with_capacity(4096);
         let mut ended = false;
-        loop {
-            line.clear();
-            let n = r
-                .read_until(b'\n', &mut line)
-                .map_err(|e| PgError::io("reading pg_restore's script", e))?;
-            if n == 0 {
-                break;
-            }
+        while next_line(r, &mut line)? {
             if line == b"\\.\n" {
                 ended = true;
                 break;
@@ -358,6 +335,15 @@ impl Runner<'_> {
             })
             .map_err(|e| PgError::query(format!("copying the rows of {what}"), e))
     }
+}
+
+/// The script's next line into `line` (with its `\n`); false at the end.
+fn next_line(r: &mut impl BufRead, line: &mut Vec<u8>) -> Result<bool> {
+    line.clear();
+    let n = r
+        .read_until(b'\n', line)
+        .map_err(|e| PgError::io("reading pg_restore's script", e))?;
+    Ok(n > 0)
 }
 
 /// Whether `text` holds no statement: blank and `--` comment lines only.

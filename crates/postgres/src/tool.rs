@@ -77,6 +77,27 @@ pub(crate) fn spawn(
     })
 }
 
+/// Copy `reader` into the tool's stdin on a thread of its own (the tool
+/// may be writing its output at the same time); join it for the bytes fed.
+pub(crate) fn feed(
+    running: &mut Running,
+    reader: impl std::io::Read + Send + 'static,
+) -> Result<JoinHandle<std::io::Result<u64>>> {
+    use std::io::Write;
+    let stdin = running
+        .child
+        .stdin
+        .take()
+        .ok_or_else(|| PgError::Invalid(format!("{} has no stdin pipe", running.tool)))?;
+    Ok(std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut reader = reader;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, stdin);
+        let n = std::io::copy(&mut reader, &mut w)?;
+        w.flush()?;
+        Ok(n)
+    }))
+}
+
 /// Grow a pipe to 1 MiB (Linux; best effort). A dump arrives through a
 /// 64 KiB pipe in many small reads, each a context switch between the tool
 /// and us; a wider pipe lets both sides work in larger batches.
