@@ -1480,7 +1480,17 @@ impl<'a> Staged<'a> {
         // partitions only ever receive masked rows); a plain table's at
         // its own rows (an inheritance child is masked by its own rules).
         let partition = (rs.as_str(), rt_.as_str()) != (t.schema.as_str(), t.table.as_str());
-        let (into, target) = if partition {
+        // A dump made with --load-via-partition-root copies into the
+        // partitioned table itself: `ONLY` of it would hold no row.
+        let partitioned: bool = rt
+            .block_on(c.query_one(
+                "SELECT c.relkind = 'p' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&t.schema, &t.table],
+            ))
+            .map_err(q(format!("looking up table {}.{}", t.schema, t.table)))?
+            .get(0);
+        let (into, target) = if partition || partitioned {
             (qt(&rs, &rt_), qt(&rs, &rt_))
         } else {
             (
