@@ -718,26 +718,6 @@ fn all_in_order_exits_zero_and_a_failure_exits_23() {
     assert_eq!(v["summary"]["fail"], 2);
 }
 
-/// Run headless Chromium with `args` and a profile of its own.
-fn chromium(profile: &Path, args: &[&str]) -> Output {
-    let out = std::process::Command::new("chromium")
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("chromium is needed for the report test: apt-get install chromium (scripts/test.sh does)");
-    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
-    out
-}
-
-/// The width in a PNG's header.
-fn png_width(png: &[u8]) -> u32 {
-    assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "not a PNG");
-    let w = png.get(16..20).expect("IHDR");
-    u32::from_be_bytes([w[0], w[1], w[2], w[3]])
-}
-
 #[test]
 fn html_report_renders_in_chromium() {
     let site = Site::new();
@@ -813,67 +793,15 @@ fn html_report_renders_in_chromium() {
         dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "text is escaped"
     );
-    // Nothing overflows sideways at phone or desktop width.
-    for width in [390, 1280] {
-        let wrap = site.env.path(&format!("wrap{width}.html"));
-        fs::write(
-            &wrap,
-            format!(
-                "<html><body><iframe id=\"f\" src=\"{url}\" style=\"width:{width}px;height:900px;border:0\"></iframe>\
-                 <script>document.getElementById('f').onload=function(){{var e=this.contentDocument.documentElement;\
-                 document.body.setAttribute('data-overflow',e.scrollWidth-e.clientWidth);}};</script></body></html>"
-            ),
-        )
-        .unwrap();
-        let dom = stdout(&chromium(
-            &profile,
-            &[
-                "--allow-file-access-from-files",
-                "--virtual-time-budget=5000",
-                "--dump-dom",
-                &format!("file://{}", wrap.display()),
-            ],
-        ));
-        assert!(
-            dom.contains("data-overflow=\"0\""),
-            "the report is wider than {width}px: {}",
-            dom.lines()
-                .find(|l| l.contains("data-overflow"))
-                .unwrap_or("(not measured)")
-        );
-    }
-    // Screenshots at both widths are pictures of something, not blank;
-    // kept in HOLDFAST_SCREENSHOTS when set, to look at.
-    let blank = site.env.path("blank.html");
-    fs::write(&blank, "<html><body></body></html>").unwrap();
-    for width in [390u32, 1280] {
-        let shot = |page: &Path, name: &str| -> Vec<u8> {
-            let png = site.env.path(name);
-            chromium(
-                &profile,
-                &[
-                    &format!("--window-size={width},2400"),
-                    &format!("--screenshot={}", png.display()),
-                    &format!("file://{}", page.display()),
-                ],
-            );
-            fs::read(&png).unwrap()
-        };
-        let report = shot(&html, &format!("report{width}.png"));
-        let empty = shot(&blank, &format!("blank{width}.png"));
-        assert_eq!(png_width(&report), width);
-        assert!(
-            report.len() > 4 * empty.len(),
-            "the {width}px screenshot looks blank ({} bytes; a blank page is {})",
-            report.len(),
-            empty.len()
-        );
+    // Nothing overflows sideways at phone or desktop width; screenshots at
+    // both widths are pictures of something, not blank; kept in
+    // HOLDFAST_SCREENSHOTS when set, to look at.
+    assert_fits_widths(site.env.dir.path(), &profile, &url, &[390, 1280]);
+    for (width, png) in
+        screenshots_not_blank(site.env.dir.path(), &profile, &html, &[390, 1280], 2400)
+    {
         if let Some(dir) = std::env::var_os("HOLDFAST_SCREENSHOTS") {
-            fs::write(
-                Path::new(&dir).join(format!("compliance{width}.png")),
-                &report,
-            )
-            .unwrap();
+            fs::write(Path::new(&dir).join(format!("compliance{width}.png")), &png).unwrap();
         }
     }
 }

@@ -219,3 +219,98 @@ pub fn packs(repo: &Path) -> Vec<PathBuf> {
     out.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).map(|m| m.len()).unwrap_or(0)));
     out
 }
+
+// ---- headless Chromium, for the HTML reports ----
+
+/// Run headless Chromium with `args` and a profile of its own.
+pub fn chromium(profile: &Path, args: &[&str]) -> Output {
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("chromium is needed for the report tests: apt-get install chromium (scripts/test.sh does)");
+    assert!(out.status.success(), "chromium failed: {}", stderr(&out));
+    out
+}
+
+/// The width in a PNG's header.
+pub fn png_width(png: &[u8]) -> u32 {
+    assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "not a PNG");
+    let w = png.get(16..20).expect("IHDR");
+    u32::from_be_bytes([w[0], w[1], w[2], w[3]])
+}
+
+/// The page at `url` does not overflow sideways at any of `widths` (it is
+/// loaded in an iframe of that width, in a wrapper page written to `dir`).
+pub fn assert_fits_widths(dir: &Path, profile: &Path, url: &str, widths: &[u32]) {
+    for width in widths {
+        let wrap = dir.join(format!("wrap{width}.html"));
+        fs::write(
+            &wrap,
+            format!(
+                "<html><body><iframe id=\"f\" src=\"{url}\" style=\"width:{width}px;height:900px;border:0\"></iframe>\
+                 <script>document.getElementById('f').onload=function(){{var e=this.contentDocument.documentElement;\
+                 document.body.setAttribute('data-overflow',e.scrollWidth-e.clientWidth);}};</script></body></html>"
+            ),
+        )
+        .unwrap();
+        let dom = stdout(&chromium(
+            profile,
+            &[
+                "--allow-file-access-from-files",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                &format!("file://{}", wrap.display()),
+            ],
+        ));
+        assert!(
+            dom.contains("data-overflow=\"0\""),
+            "the report is wider than {width}px: {}",
+            dom.lines()
+                .find(|l| l.contains("data-overflow"))
+                .unwrap_or("(not measured)")
+        );
+    }
+}
+
+/// Screenshots of `page` at each of `widths` (and `height`), each checked
+/// to be a picture of something: the right width, and more than four
+/// times the size of a blank page's. Returns them by width.
+pub fn screenshots_not_blank(
+    dir: &Path,
+    profile: &Path,
+    page: &Path,
+    widths: &[u32],
+    height: u32,
+) -> Vec<(u32, Vec<u8>)> {
+    let blank = dir.join("blank.html");
+    fs::write(&blank, "<html><body></body></html>").unwrap();
+    let mut out = Vec::new();
+    for &width in widths {
+        let shot = |page: &Path, name: &str| -> Vec<u8> {
+            let png = dir.join(name);
+            chromium(
+                profile,
+                &[
+                    &format!("--window-size={width},{height}"),
+                    &format!("--screenshot={}", png.display()),
+                    &format!("file://{}", page.display()),
+                ],
+            );
+            fs::read(&png).unwrap()
+        };
+        let report = shot(page, &format!("report{width}.png"));
+        let empty = shot(&blank, &format!("blank{width}.png"));
+        assert_eq!(png_width(&report), width);
+        assert!(
+            report.len() > 4 * empty.len(),
+            "the {width}px screenshot looks blank ({} bytes; a blank page is {})",
+            report.len(),
+            empty.len()
+        );
+        out.push((width, report));
+    }
+    out
+}
