@@ -1373,18 +1373,13 @@ impl<'a> Staged<'a> {
     }
 
     /// The rules that apply to `t`: its own, or its partition root's.
-    fn rules_of(
-        &self,
-        rt: &Handle,
-        c: &Client,
-        t: &CopyTarget,
-    ) -> Result<Option<(String, String)>> {
+    fn rules_of(&self, rt: &Handle, c: &Client, t: &CopyTarget) -> Result<(String, String)> {
         let prep = self.prep.as_ref().ok_or_else(|| {
             OpsError::invalid("internal: a table's rows came before the masking was prepared")
         })?;
         let own = (t.schema.clone(), t.table.clone());
         if prep.rules.contains_key(&own) {
-            return Ok(Some(own));
+            return Ok(own);
         }
         let row = rt
             .block_on(c.query_opt(
@@ -1396,9 +1391,18 @@ impl<'a> Staged<'a> {
             ))
             .map_err(q(format!("looking up table {}.{}", t.schema, t.table)))?;
         match row {
+            // Coverage gave every partitioned table its rules: a root
+            // without them would let rows through unmasked, so refuse.
             Some(r) if r.get::<_, bool>(3) => {
                 let root: (String, String) = (r.get(0), r.get(1));
-                Ok(prep.rules.contains_key(&root).then_some(root))
+                if prep.rules.contains_key(&root) {
+                    Ok(root)
+                } else {
+                    Err(OpsError::invalid(format!(
+                        "partition {}.{} belongs to {}.{}, which the masking file does not cover: a masked restore refuses it",
+                        t.schema, t.table, root.0, root.1
+                    )))
+                }
             }
             _ => Err(OpsError::invalid(format!(
                 "the dump copies rows into {}.{}, which the masking file does not cover (not an ordinary table of the restored schema): a masked restore refuses it",
@@ -1408,9 +1412,7 @@ impl<'a> Staged<'a> {
     }
 
     fn divert_table(&mut self, rt: &Handle, c: &Client, t: &CopyTarget) -> Result<Option<Divert>> {
-        let Some(key) = self.rules_of(rt, c, t)? else {
-            return Ok(None);
-        };
+        let key = self.rules_of(rt, c, t)?;
         let prep = self
             .prep
             .as_ref()
@@ -1463,11 +1465,10 @@ impl<'a> Staged<'a> {
         c: &Client,
         t: &CopyTarget,
         d: &Divert,
+        staged: u64,
         nulled: &[u64],
     ) -> Result<()> {
-        let (rs, rt_) = self
-            .rules_of(rt, c, t)?
-            .ok_or_else(|| OpsError::invalid("internal: a diverted table without rules"))?;
+        let (rs, rt_) = self.rules_of(rt, c, t)?;
         let prep = self
             .prep
             .as_ref()
@@ -1554,11 +1555,7 @@ impl<'a> Staged<'a> {
                 "writing the masked rows of {}.{}",
                 t.schema, t.table
             )))?;
-        let staged: i64 = rt
-            .block_on(c.query_one(&format!("SELECT count(*) FROM {stage}"), &[]))
-            .map_err(q("counting staged rows"))?
-            .get(0);
-        if rows != staged as u64 {
+        if rows != staged {
             return Err(OpsError::invalid(format!(
                 "masking {}.{} wrote {rows} row(s) of {staged}: refused",
                 t.schema, t.table
@@ -1623,10 +1620,11 @@ impl DataHook for Staged<'_> {
         c: &Client,
         t: &CopyTarget,
         d: &Divert,
-        _rows: u64,
+        rows: u64,
         nulled: &[u64],
     ) -> holdfast_postgres::Result<()> {
-        let r = self.mask_table(rt, c, t, d, nulled);
+        // `rows`: what the COPY put in the staging table.
+        let r = self.mask_table(rt, c, t, d, rows, nulled);
         self.keep(r)
     }
 

@@ -370,17 +370,11 @@ fn staged_masking_possible(
     opts: &LogicalRestoreOptions,
     plan: &erasure::Plan,
 ) -> (bool, String) {
-    let Ok(dbs) = pg::logical::snapshot_databases(&snap.snapshot) else {
+    let Ok((source, info)) = pg::logical::source_database(snap, opts.source_database.as_deref())
+    else {
         return (false, String::new());
     };
-    let source = match &opts.source_database {
-        Some(d) => d.clone(),
-        None if dbs.len() == 1 => dbs.keys().next().cloned().unwrap_or_default(),
-        None => return (false, String::new()),
-    };
-    let utf8 = dbs
-        .get(&source)
-        .is_some_and(|i| i.encoding.eq_ignore_ascii_case("UTF8"));
+    let utf8 = info.encoding.eq_ignore_ascii_case("UTF8");
     (utf8 && !plan.runs_sql(&source), source)
 }
 

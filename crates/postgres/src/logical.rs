@@ -554,6 +554,34 @@ pub struct LogicalRestoreReport {
     pub duration_secs: f64,
 }
 
+/// Which database of `snap` a restore takes, with its facts: `requested`,
+/// or the only one.
+pub fn source_database(
+    snap: &SnapshotEntry,
+    requested: Option<&str>,
+) -> Result<(String, DatabaseInfo)> {
+    let dbs = snapshot_databases(&snap.snapshot)?;
+    let name = match requested {
+        Some(d) => d.to_string(),
+        None if dbs.len() == 1 => dbs.keys().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(PgError::Invalid(format!(
+                "snapshot {} holds several databases ({}); say which one to restore",
+                snap.id.short(),
+                dbs.keys().cloned().collect::<Vec<_>>().join(", ")
+            )))
+        }
+    };
+    let info = dbs.get(&name).cloned().ok_or_else(|| {
+        PgError::Invalid(format!(
+            "snapshot {} has no database {name:?} (it has: {})",
+            snap.id.short(),
+            dbs.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    Ok((name, info))
+}
+
 /// The per-database facts of a logical snapshot.
 pub fn snapshot_databases(snap: &Snapshot) -> Result<BTreeMap<String, DatabaseInfo>> {
     let v = snap
@@ -594,25 +622,7 @@ pub fn restore_logical_through(
             expected: KIND_LOGICAL.into(),
         });
     }
-    let dbs = snapshot_databases(&snap.snapshot)?;
-    let source_db = match &opts.source_database {
-        Some(d) => d.clone(),
-        None if dbs.len() == 1 => dbs.keys().next().cloned().unwrap_or_default(),
-        None => {
-            return Err(PgError::Invalid(format!(
-                "snapshot {} holds several databases ({}); say which one to restore",
-                snap.id.short(),
-                dbs.keys().cloned().collect::<Vec<_>>().join(", ")
-            )))
-        }
-    };
-    let info = dbs.get(&source_db).cloned().ok_or_else(|| {
-        PgError::Invalid(format!(
-            "snapshot {} has no database {source_db:?} (it has: {})",
-            snap.id.short(),
-            dbs.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let (source_db, info) = source_database(snap, opts.source_database.as_deref())?;
     let tree = repo.load_tree(&snap.snapshot.tree)?;
     let node = tree.find(info.file.as_bytes()).cloned().ok_or_else(|| {
         PgError::Invalid(format!("snapshot tree lacks the dump file {}", info.file))
@@ -805,24 +815,18 @@ impl std::fmt::Debug for PreparedDump {
     }
 }
 
-/// Read the dump of `source_database` in `snap` into its seekable copy
+/// Read the dump of `database` in `snap` into its seekable copy
 /// (in memory when `memory` and it fits, else a temporary file in
 /// `temp_dir`).
 pub fn prepare_dump(
     repo: &Arc<Repository>,
     snap: &SnapshotEntry,
-    source_database: &str,
+    database: &str,
     memory: bool,
     temp_dir: Option<&std::path::Path>,
 ) -> Result<PreparedDump> {
     let started = Instant::now();
-    let dbs = snapshot_databases(&snap.snapshot)?;
-    let info = dbs.get(source_database).ok_or_else(|| {
-        PgError::Invalid(format!(
-            "snapshot {} has no database {source_database:?}",
-            snap.id.short()
-        ))
-    })?;
+    let (_, info) = source_database(snap, Some(database))?;
     let tree = repo.load_tree(&snap.snapshot.tree)?;
     let node = tree.find(info.file.as_bytes()).cloned().ok_or_else(|| {
         PgError::Invalid(format!("snapshot tree lacks the dump file {}", info.file))
