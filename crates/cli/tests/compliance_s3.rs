@@ -3,38 +3,10 @@
 //! the `object-lock` control; one without retention needs attention.
 
 mod common;
-#[path = "../../s3/tests/harness/mod.rs"]
-mod harness;
-
-use std::process::Command;
+mod s3cli;
 
 use common::*;
-use harness::Moto;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn hf(moto: &Moto, url: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("HOLDFAST_REPOSITORY", url)
-        .env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_S3_ENDPOINT", moto.endpoint())
-        .env("HOLDFAST_S3_PATH_STYLE", "true")
-        .env("HOLDFAST_S3_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("HOLDFAST_PASSWORD_FILE")
-        .env_remove("HOLDFAST_CACHE_DIR")
-        .arg("--no-cache")
-        .stdin(std::process::Stdio::null());
-    c
-}
+use s3cli::{hf_uncached as hf, runtime, Moto};
 
 fn object_lock(moto: &Moto, url: &str) -> serde_json::Value {
     let out = hf(moto, url)

@@ -4,40 +4,13 @@
 //! is a phase of its own ("retrieval") and part of the measured RTO.
 
 mod common;
-#[path = "../../s3/tests/harness/mod.rs"]
-mod harness;
+mod s3cli;
 
 use std::fs;
 use std::process::Command;
 
 use common::*;
-use harness::Moto;
-
-fn hf(moto: &Moto, url: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("HOLDFAST_REPOSITORY", url)
-        .env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_S3_ENDPOINT", moto.endpoint())
-        .env("HOLDFAST_S3_PATH_STYLE", "true")
-        .env("HOLDFAST_S3_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("HOLDFAST_PASSWORD_FILE")
-        .stdin(std::process::Stdio::null());
-    c
-}
-
-fn ok(mut c: Command, args: &[&str]) -> std::process::Output {
-    let out = c.args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "holdfast {args:?}: {}",
-        stderr(&out)
-    );
-    out
-}
+use s3cli::{hf, ok, Moto};
 
 /// `days` days before now, as RFC 3339 (GNU date: the tests run on Linux).
 fn days_ago(days: u32) -> String {

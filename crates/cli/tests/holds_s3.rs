@@ -8,40 +8,19 @@
 //! is legal-held when it commits, and `gc` leaves legal-held packs alone.
 
 mod common;
-#[path = "../../s3/tests/harness/mod.rs"]
-mod harness;
+mod s3cli;
 
 use std::fs;
 use std::process::Command;
 
 use common::*;
-use harness::Moto;
+use s3cli::{hf_uncached, runtime, Moto};
 
 const BUCKET: &str = "holds-worm";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn hf(moto: &Moto, url: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("HOLDFAST_REPOSITORY", url)
-        .env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_S3_ENDPOINT", moto.endpoint())
-        .env("HOLDFAST_S3_PATH_STYLE", "true")
-        .env("HOLDFAST_S3_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("HOLDFAST_ACTOR", "legal@clinic")
-        .env_remove("HOLDFAST_PASSWORD_FILE")
-        .env_remove("HOLDFAST_CACHE_DIR")
-        .arg("--no-cache")
-        .stdin(std::process::Stdio::null());
+    let mut c = hf_uncached(moto, url);
+    c.env("HOLDFAST_ACTOR", "legal@clinic");
     c
 }
 

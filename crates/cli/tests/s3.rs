@@ -3,48 +3,13 @@
 //! Lock repositories and restores from an archival storage class.
 
 mod common;
-#[path = "../../s3/tests/harness/mod.rs"]
-mod harness;
+mod s3cli;
 
 use std::fs;
 use std::process::Command;
 
 use common::*;
-use harness::Moto;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn hf(moto: &Moto, url: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("HOLDFAST_REPOSITORY", url)
-        .env("HOLDFAST_PASSWORD", PASSWORD)
-        .env("HOLDFAST_S3_ENDPOINT", moto.endpoint())
-        .env("HOLDFAST_S3_PATH_STYLE", "true")
-        .env("HOLDFAST_S3_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("HOLDFAST_PASSWORD_FILE")
-        .stdin(std::process::Stdio::null());
-    c
-}
-
-fn ok(mut c: Command, args: &[&str]) -> std::process::Output {
-    let out = c.args(args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "holdfast {args:?}: {}",
-        stderr(&out)
-    );
-    out
-}
+use s3cli::{hf, ok, runtime, Moto};
 
 fn tree(root: &std::path::Path) {
     fs::create_dir_all(root.join("scans")).unwrap();
@@ -278,7 +243,7 @@ fn backup_through_faults_succeeds_or_fails_cleanly() {
     let moto = Moto::start();
     let rt = runtime();
     rt.block_on(moto.create_bucket("faulty"));
-    let proxy = rt.block_on(harness::FaultProxy::start(
+    let proxy = rt.block_on(s3cli::harness::FaultProxy::start(
         moto.port,
         std::time::Duration::from_secs(4),
         7,
