@@ -7,45 +7,15 @@
 
 #[path = "../../postgres/tests/common/mod.rs"]
 mod common;
+mod pgcli;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-use common::{Cluster, PASSWORD};
+use common::Cluster;
+use pgcli::*;
 use serde_json::Value;
 
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
 impl Cli {
-    fn new() -> Cli {
-        let dir = common::shared_tempdir();
-        std::fs::write(dir.path().join("pw"), "cli repo password").unwrap();
-        common::shared_repo_dir(&dir.path().join("repo"));
-        let c = Cli { dir };
-        let out = c.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
-        assert!(out.status.success(), "init: {out:?}");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .env("HOLDFAST_REPOSITORY", self.dir.path().join("repo"))
-            .env("HOLDFAST_PASSWORD_FILE", self.dir.path().join("pw"))
-            .env("HOLDFAST_PG_BINDIR", common::BIN)
-            .env("HOLDFAST_ACTOR", "dpo@clinic.example")
-            .args(args)
-            .output()
-            .expect("run holdfast")
-    }
-
-    fn json(&self, args: &[&str], what: &str) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&ok(&self.run(&all), what)).expect("json output")
-    }
-
     /// `erasure add`; returns the new erasure's id.
     fn erase(&self, args: &[&str]) -> String {
         let mut all = vec!["erasure", "add"];
@@ -58,20 +28,6 @@ impl Cli {
         let v = self.json(&["audit", "log"], "audit log");
         v.as_array().expect("entries").clone()
     }
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The ids of `report["erasures"]["applied"]`.
@@ -96,7 +52,7 @@ fn pause() {
 
 #[test]
 fn file_restores_reapply_later_path_erasures_only_and_skipping_is_audited() {
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("dpo@clinic.example"));
     let work = common::shared_tempdir();
     let src = work.path().join("docs");
     let s = src.display().to_string();
@@ -264,13 +220,6 @@ fn file_restores_reapply_later_path_erasures_only_and_skipping_is_audited() {
     );
 }
 
-fn dsn(pg: &Cluster, db: &str) -> String {
-    format!(
-        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
-        pg.port
-    )
-}
-
 #[test]
 fn logical_restores_reapply_later_sql_erasures_and_bad_statements_are_refused() {
     let pg = Cluster::new("");
@@ -285,7 +234,7 @@ fn logical_restores_reapply_later_sql_erasures_and_bad_statements_are_refused() 
         "lab",
         "CREATE TABLE result (patient int, value text); INSERT INTO result VALUES (1, 'x'), (2, 'y')",
     );
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("dpo@clinic.example"));
     let server = dsn(&pg, "postgres");
     let backup = |db: &str| {
         cli.json(
@@ -484,7 +433,7 @@ fn physical_restores_leave_the_erasures_pending_and_apply_runs_them() {
         "postgres",
         "CREATE TABLE patient (id int PRIMARY KEY); INSERT INTO patient SELECT generate_series(1, 5)",
     );
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("dpo@clinic.example"));
     let server = dsn(&pg, "postgres");
     let pgdata = pg.datadir.display().to_string();
     let e0 = cli.erase(&[
@@ -608,7 +557,7 @@ fn physical_restores_leave_the_erasures_pending_and_apply_runs_them() {
 
 #[test]
 fn directory_drills_reapply_later_path_erasures() {
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("dpo@clinic.example"));
     let work = common::shared_tempdir();
     let src = work.path().join("docs");
     let s = src.display().to_string();
@@ -664,7 +613,7 @@ fn directory_drills_reapply_later_path_erasures() {
 
 #[test]
 fn policy_plan_lists_held_erasures_and_apply_purges_those_snapshots_first() {
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("dpo@clinic.example"));
     let work = common::shared_tempdir();
     let docs = work.path().join("docs");
     let scans = work.path().join("scans");

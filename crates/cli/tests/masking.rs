@@ -7,67 +7,14 @@
 
 #[path = "../../postgres/tests/common/mod.rs"]
 mod common;
+mod pgcli;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::{Cluster, PASSWORD};
-use serde_json::Value;
-
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new() -> Cli {
-        let dir = common::shared_tempdir();
-        std::fs::write(dir.path().join("pw"), "cli repo password").unwrap();
-        common::shared_repo_dir(&dir.path().join("repo"));
-        let c = Cli { dir };
-        let out = c.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
-        assert!(out.status.success(), "init: {out:?}");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .env("HOLDFAST_REPOSITORY", self.dir.path().join("repo"))
-            .env("HOLDFAST_PASSWORD_FILE", self.dir.path().join("pw"))
-            .env("HOLDFAST_PG_BINDIR", common::BIN)
-            .env("HOLDFAST_ACTOR", "staging@clinic.example")
-            .args(args)
-            .output()
-            .expect("run holdfast")
-    }
-
-    fn json(&self, args: &[&str], what: &str) -> Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        serde_json::from_str(&ok(&self.run(&all), what)).expect("json output")
-    }
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn err(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn dsn(pg: &Cluster, db: &str) -> String {
-    format!(
-        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
-        pg.port
-    )
-}
+use pgcli::*;
 
 /// Every value of `col` in `table` (one per line; NULLs left out).
 fn values(pg: &Cluster, db: &str, table: &str, col: &str) -> BTreeSet<String> {
@@ -128,7 +75,7 @@ fn masked_restores_leave_no_source_value_keep_joins_and_refuse_what_is_not_cover
     let pg = Cluster::new("");
     pg.psql("postgres", "CREATE DATABASE clinic");
     pg.psql("clinic", SCHEMA);
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("staging@clinic.example"));
     let work = common::shared_tempdir();
     let key: Vec<u8> = (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
     std::fs::write(work.path().join("mask.key"), &key).unwrap();
@@ -601,7 +548,7 @@ fn rows_are_masked_as_they_are_restored_whatever_the_table_shape_and_no_source_b
     let pg = Cluster::new("");
     pg.psql("postgres", "CREATE DATABASE odd");
     pg.psql("odd", ODD_SCHEMA);
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("staging@clinic.example"));
     let work = common::shared_tempdir();
     std::fs::write(work.path().join("mask.key"), [7u8; 32]).unwrap();
     let mask = work.path().join("odd.toml");
@@ -737,7 +684,7 @@ fn write(p: &Path, text: &str) {
 
 #[test]
 fn directory_restores_drop_or_replace_files_by_pattern() {
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("staging@clinic.example"));
     let work = common::shared_tempdir();
     let src = work.path().join("docs");
     write(
@@ -800,7 +747,7 @@ fn the_daemon_refreshes_a_masked_staging_database() {
     let pg = Cluster::new("");
     pg.psql("postgres", "CREATE DATABASE clinic");
     pg.psql("clinic", SCHEMA);
-    let cli = Cli::new();
+    let cli = Cli::acting_as(Some("staging@clinic.example"));
     let work = common::shared_tempdir();
     let key: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(11) ^ 0x3c).collect();
     std::fs::write(work.path().join("mask.key"), &key).unwrap();

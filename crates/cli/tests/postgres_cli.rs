@@ -3,47 +3,12 @@
 
 #[path = "../../postgres/tests/common/mod.rs"]
 mod common;
+mod pgcli;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::{Cluster, PASSWORD};
-
-struct Cli {
-    dir: tempfile::TempDir,
-}
-
-impl Cli {
-    fn new() -> Cli {
-        let dir = common::shared_tempdir();
-        std::fs::write(dir.path().join("pw"), "cli repo password").unwrap();
-        common::shared_repo_dir(&dir.path().join("repo"));
-        let c = Cli { dir };
-        let out = c.run(&["init", "--kdf-memory-mib", "1", "--kdf-iterations", "1"]);
-        assert!(out.status.success(), "init: {out:?}");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .env("HOLDFAST_REPOSITORY", self.dir.path().join("repo"))
-            .env("HOLDFAST_PASSWORD_FILE", self.dir.path().join("pw"))
-            .env("HOLDFAST_PG_BINDIR", common::BIN)
-            .args(args)
-            .output()
-            .expect("run holdfast")
-    }
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use pgcli::*;
 
 #[test]
 fn logical_backup_and_restore_round_trip() {
