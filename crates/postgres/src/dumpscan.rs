@@ -31,6 +31,10 @@
 //! Anything unexpected (another version, compression, a framing error) makes
 //! the scan give up: the caller then counts with `count(*)` as before, so a
 //! count is never guessed.
+//!
+//! The same parser, without counting, also finds where each data block
+//! starts ([`DumpScanner::locating`]), for the restore's seekable copy of the
+//! dump: see [`TocOffsets`].
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -45,6 +49,10 @@ const TAIL: usize = 16;
 
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
+
+/// Data offset flags of a TOC entry (`pg_backup_archiver.h`).
+const K_OFFSET_POS_NOT_SET: u8 = 1;
+const K_OFFSET_POS_SET: u8 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -79,10 +87,32 @@ pub(crate) struct DumpScanner {
     data_len: u64,
     tail: [u8; TAIL],
     tail_len: usize,
+    /// Count rows (the backup) or only locate blocks (the restore).
+    count_rows: bool,
+    /// Stream offset of the next byte `feed_blocks` takes.
+    pos: u64,
+    /// Stream offset of the current block's type byte.
+    block_start: u64,
+    off_size: usize,
+    offset_fields: Vec<OffsetField>,
+    /// dump id -> stream offset of its data block.
+    blocks: HashMap<i64, u64>,
 }
 
 impl DumpScanner {
+    /// A scanner that counts each table's rows.
     pub(crate) fn new() -> DumpScanner {
+        DumpScanner::with_mode(true)
+    }
+
+    /// A scanner that only records where each data block starts, for
+    /// [`DumpScanner::finish_offsets`]; it accepts compressed archives too
+    /// (their blocks are framed alike).
+    pub(crate) fn locating() -> DumpScanner {
+        DumpScanner::with_mode(false)
+    }
+
+    fn with_mode(count_rows: bool) -> DumpScanner {
         DumpScanner {
             state: State::Head,
             head: Vec::new(),
@@ -101,6 +131,12 @@ impl DumpScanner {
             data_len: 0,
             tail: [0; TAIL],
             tail_len: 0,
+            count_rows,
+            pos: 0,
+            block_start: 0,
+            off_size: 0,
+            offset_fields: Vec::new(),
+            blocks: HashMap::new(),
         }
     }
 
@@ -121,10 +157,13 @@ impl DumpScanner {
                 if self.head.len() < self.next_try {
                     return;
                 }
-                match parse_head(&self.head) {
+                match parse_head(&self.head, !self.count_rows) {
                     Ok(Some(h)) => {
                         let rest = std::mem::take(&mut self.head).split_off(h.consumed);
                         self.int_size = h.int_size;
+                        self.pos = h.consumed as u64;
+                        self.off_size = h.off_size;
+                        self.offset_fields = h.offsets;
                         for (id, name) in h.tables {
                             self.ids.insert(id, self.tables.len());
                             self.tables.push(name);
@@ -164,10 +203,15 @@ impl DumpScanner {
         }
     }
 
-    fn feed_blocks(&mut self, mut data: &[u8]) {
+    fn feed_blocks(&mut self, data: &[u8]) {
+        let start = self.pos;
+        self.pos += data.len() as u64;
+        let total = data.len() as u64;
+        let mut data = data;
         while !data.is_empty() {
             match self.state {
                 State::BlockType => {
+                    self.block_start = start + (total - data.len() as u64);
                     let t = data[0];
                     data = &data[1..];
                     self.state = match t {
@@ -181,11 +225,17 @@ impl DumpScanner {
                         continue;
                     };
                     self.in_blob = false;
+                    if self.blocks.insert(id, self.block_start).is_some() {
+                        return self.fail(format!("two data blocks for dump id {id}"));
+                    }
                     if blobs {
                         self.table = None;
                         self.state = State::BlobOid;
                     } else {
-                        self.table = self.ids.get(&id).copied();
+                        self.table = match self.count_rows {
+                            true => self.ids.get(&id).copied(),
+                            false => None,
+                        };
                         self.newlines = 0;
                         self.data_len = 0;
                         self.tail_len = 0;
@@ -290,6 +340,57 @@ impl DumpScanner {
     }
 }
 
+impl DumpScanner {
+    /// Where to write each data block's offset into the archive's TOC, for
+    /// the entries `pg_dump` could not fill in (it writes them only when its
+    /// output is seekable, never into a pipe); `Err` with the reason when
+    /// the stream could not be followed to its end.
+    pub(crate) fn finish_offsets(mut self) -> Result<TocOffsets, String> {
+        if self.state == State::Head {
+            self.next_try = 0;
+            self.feed(&[]);
+        }
+        if let Some(f) = self.failure {
+            return Err(f);
+        }
+        if self.state != State::BlockType {
+            return Err("the stream ended inside the archive header or a data block".into());
+        }
+        let mut patches = Vec::new();
+        for field in &self.offset_fields {
+            if field.flag != K_OFFSET_POS_NOT_SET {
+                continue;
+            }
+            let Some(&at) = self.blocks.get(&field.id) else {
+                continue;
+            };
+            let mut bytes = vec![0u8; 1 + self.off_size];
+            bytes[0] = K_OFFSET_POS_SET;
+            let mut v = at;
+            for b in bytes[1..].iter_mut() {
+                *b = (v & 0xff) as u8;
+                v >>= 8;
+            }
+            if v != 0 {
+                return Err(format!("offset {at} does not fit the archive's offsets"));
+            }
+            patches.push((field.at, bytes));
+        }
+        Ok(TocOffsets { patches })
+    }
+}
+
+/// The data offsets a streamed custom archive lacks, found by reading it
+/// through: written into a seekable copy, they let `pg_restore --jobs` seek
+/// straight to each table's data instead of skipping through every block
+/// before it (one length word per `COPY` row with `-Z0`), and order the
+/// tables largest first, which it can only do from the offsets.
+#[derive(Debug, Default)]
+pub(crate) struct TocOffsets {
+    /// (position of the offset field in the archive, its new bytes).
+    pub patches: Vec<(u64, Vec<u8>)>,
+}
+
 /// Rows in a `COPY` text block: its newlines, less the `\.` end line and
 /// anything after it. `tail` is the end of the data (up to [`TAIL`] bytes).
 /// `None` when the data does not end with a newline.
@@ -327,8 +428,18 @@ fn decode_int(b: &[u8]) -> i64 {
 struct Head {
     consumed: usize,
     int_size: usize,
+    off_size: usize,
     tables: Vec<(i64, String)>,
     database: Vec<TocEntry>,
+    offsets: Vec<OffsetField>,
+}
+
+/// A TOC entry's data offset field: whose, where, and its flag byte.
+#[derive(Debug, Clone, Copy)]
+struct OffsetField {
+    id: i64,
+    at: u64,
+    flag: u8,
 }
 
 /// A TOC entry about the database itself: `DATABASE` (whose owner is the
@@ -354,7 +465,7 @@ fn is_database_entry(desc: &[u8], tag: &[u8]) -> bool {
 /// The database-level TOC entries of a custom-format archive, from its
 /// first bytes: `Ok(None)` while `head` does not yet hold the whole TOC.
 pub(crate) fn database_entries(head: &[u8]) -> Result<Option<Vec<TocEntry>>, String> {
-    Ok(parse_head(head)?.map(|h| h.database))
+    Ok(parse_head(head, false)?.map(|h| h.database))
 }
 
 /// Cursor over the buffered head; `None` from a read means "need more bytes".
@@ -387,8 +498,9 @@ impl Cur<'_> {
     }
 }
 
-/// Parse header and TOC. `Ok(None)`: incomplete, feed more.
-fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
+/// Parse header and TOC. `Ok(None)`: incomplete, feed more. A compressed
+/// archive is refused unless `compressed_ok` (its rows cannot be counted).
+fn parse_head(b: &[u8], compressed_ok: bool) -> Result<Option<Head>, String> {
     if b.len() < 11 {
         return Ok(None);
     }
@@ -428,7 +540,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
     } else {
         need!(c.int())
     };
-    if compressed != 0 {
+    if compressed != 0 && !compressed_ok {
         return Err("the archive is compressed".into());
     }
     for _ in 0..7 {
@@ -443,6 +555,7 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
     }
     let mut tables = Vec::new();
     let mut database = Vec::new();
+    let mut offsets = Vec::new();
     let text = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
     for _ in 0..count {
         let id = need!(c.int());
@@ -470,7 +583,9 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
                 break;
             }
         }
-        need!(c.bytes(1 + off_size)); // data offset
+        let at = c.pos as u64;
+        let flag = need!(c.bytes(1 + off_size))[0]; // data offset
+        offsets.push(OffsetField { id, at, flag });
         if is_database_entry(
             desc.as_deref().unwrap_or_default(),
             tag.as_deref().unwrap_or_default(),
@@ -497,8 +612,10 @@ fn parse_head(b: &[u8]) -> Result<Option<Head>, String> {
     Ok(Some(Head {
         consumed: c.pos,
         int_size,
+        off_size,
         tables,
         database,
+        offsets,
     }))
 }
 
@@ -581,7 +698,7 @@ mod tests {
             a.extend(s(Some("false")));
             a.extend(s(Some("1")));
             a.extend(s(None));
-            a.push(2);
+            a.push(K_OFFSET_POS_NOT_SET);
             a.extend_from_slice(&[0; 8]);
         }
         for (id, chunks) in blocks {
@@ -647,6 +764,77 @@ mod tests {
                 assert_eq!(c.len(), 3);
             }
         }
+    }
+
+    /// The TOC entries' (dump id, flag, offset), read back.
+    fn toc_offsets(a: &[u8]) -> Vec<(i64, u8, u64)> {
+        let h = parse_head(a, true).unwrap().unwrap();
+        h.offsets
+            .iter()
+            .map(|f| {
+                let at = f.at as usize;
+                let mut v = 0u64;
+                for (i, &b) in a[at + 1..at + 9].iter().enumerate() {
+                    v |= u64::from(b) << (8 * i);
+                }
+                (f.id, a[at], v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn locates_every_data_block_across_any_split() {
+        for minor in [12, 14, 15, 16] {
+            let a = sample(minor);
+            for step in [1, 2, 3, 7, 64, 1 << 20] {
+                let mut sc = DumpScanner::locating();
+                for piece in a.chunks(step) {
+                    sc.feed(piece);
+                }
+                let offsets = sc.finish_offsets().unwrap();
+                let mut patched = a.clone();
+                for (at, bytes) in &offsets.patches {
+                    let at = *at as usize;
+                    patched[at..at + bytes.len()].copy_from_slice(bytes);
+                }
+                assert_eq!(offsets.patches.len(), 4, "minor {minor} step {step}");
+                for (id, flag, off) in toc_offsets(&patched) {
+                    if id == 1 {
+                        // The schema has no data block: left as it was.
+                        assert_eq!((flag, off), (K_OFFSET_POS_NOT_SET, 0));
+                        continue;
+                    }
+                    assert_eq!(flag, K_OFFSET_POS_SET);
+                    let at = off as usize;
+                    assert!(matches!(patched[at], BLK_DATA | BLK_BLOBS));
+                    assert_eq!(decode_int(&patched[at + 1..at + 6]), id);
+                }
+                // Nothing but offset fields changed.
+                let changed = a.iter().zip(&patched).filter(|(x, y)| x != y).count();
+                assert!(changed <= 4 * 9);
+            }
+        }
+    }
+
+    #[test]
+    fn locating_keeps_offsets_already_set_and_gives_up_on_a_cut_stream() {
+        let mut a = sample(14);
+        let fields = parse_head(&a, true).unwrap().unwrap().offsets;
+        for f in &fields {
+            a[f.at as usize] = K_OFFSET_POS_SET;
+        }
+        let mut sc = DumpScanner::locating();
+        sc.feed(&a);
+        assert!(sc.finish_offsets().unwrap().patches.is_empty());
+        let mut sc = DumpScanner::locating();
+        sc.feed(&a[..a.len() - 2]);
+        assert!(sc.finish_offsets().is_err());
+        // Compressed archives are framed alike: located, not counted.
+        let mut a = sample(14);
+        a[11 + 1] = 6;
+        let mut sc = DumpScanner::locating();
+        sc.feed(&a);
+        assert!(sc.finish_offsets().is_ok());
     }
 
     #[test]

@@ -774,7 +774,9 @@ fn run_pg_restore(
     Ok(())
 }
 
-/// `reader`'s bytes in a new [`Spool`].
+/// `reader`'s bytes in a new [`Spool`], with the data offsets that a dump
+/// streamed from `pg_dump` lacks written into its TOC
+/// ([`dumpscan::TocOffsets`]).
 fn fill_spool(
     reader: ContentReader,
     size: u64,
@@ -782,13 +784,28 @@ fn fill_spool(
     temp_dir: Option<&std::path::Path>,
 ) -> Result<Spool> {
     let spool = Spool::new(size, memory, temp_dir)?;
+    let mut reader = ScanningReader {
+        inner: reader,
+        scanner: DumpScanner::locating(),
+    };
     {
-        let mut reader = reader;
         let mut w = BufWriter::with_capacity(1 << 20, spool.file());
         std::io::copy(&mut reader, &mut w)
             .map_err(|e| PgError::io_or_repo(format!("writing {}", spool.describe()), e))?;
         w.flush()
             .map_err(|e| PgError::io(format!("writing {}", spool.describe()), e))?;
+    }
+    // A stream the scanner could not follow (an archive version it does not
+    // know) is restored as it is: pg_restore then finds each block by
+    // skipping through the ones before it, slower but the same result.
+    if let Ok(offsets) = reader.scanner.finish_offsets() {
+        use std::os::unix::fs::FileExt;
+        for (at, bytes) in &offsets.patches {
+            spool
+                .file()
+                .write_all_at(bytes, *at)
+                .map_err(|e| PgError::io(format!("writing {}", spool.describe()), e))?;
+        }
     }
     Ok(spool)
 }
