@@ -37,7 +37,7 @@ pub fn kdf(memory_mib: u32, iterations: u32) -> Result<KdfParams> {
     Ok(KdfParams {
         m_cost: memory_mib.saturating_mul(1024),
         t_cost: iterations,
-        p_cost: 1,
+        p_cost: holdfast_repo::keys::DEFAULT_LANES,
     })
 }
 
