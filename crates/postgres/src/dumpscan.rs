@@ -225,8 +225,14 @@ impl DumpScanner {
                         continue;
                     };
                     self.in_blob = false;
+                    // Two blocks for one entry would be a framing error: do
+                    // not guess (a count or an offset).
                     if self.blocks.insert(id, self.block_start).is_some() {
-                        return self.fail(format!("two data blocks for dump id {id}"));
+                        let what = match self.ids.get(&id) {
+                            Some(&t) => self.tables[t].clone(),
+                            None => format!("dump id {id}"),
+                        };
+                        return self.fail(format!("two data blocks for {what}"));
                     }
                     if blobs {
                         self.table = None;
@@ -308,29 +314,31 @@ impl DumpScanner {
             Some(r) => r,
             None => return self.fail(format!("data of {} does not end a row", self.tables[t])),
         };
-        // Two blocks for one entry would be a framing error: do not guess.
-        if self.counts[t].is_some() {
-            return self.fail(format!("two data blocks for {}", self.tables[t]));
-        }
         self.counts[t] = Some(rows);
     }
 
-    /// `schema.table` -> rows for every table whose data block was seen
-    /// whole; `Err` with the reason when the stream could not be followed.
-    pub(crate) fn finish(mut self) -> Result<HashMap<String, u64>, String> {
+    /// At the end of the stream: `Ok` only when it was followed to a block
+    /// boundary, else why not.
+    fn settle(&mut self) -> Result<(), String> {
         if self.state == State::Head {
             // Parsing backs off while the head grows: try what is left.
             self.next_try = 0;
             self.feed(&[]);
         }
-        if let Some(f) = self.failure {
+        if let Some(f) = self.failure.take() {
             return Err(f);
         }
         match self.state {
-            State::BlockType => {}
-            State::Head => return Err("the stream ended inside the archive header".into()),
-            _ => return Err("the stream ended inside a data block".into()),
+            State::BlockType => Ok(()),
+            State::Head => Err("the stream ended inside the archive header".into()),
+            _ => Err("the stream ended inside a data block".into()),
         }
+    }
+
+    /// `schema.table` -> rows for every table whose data block was seen
+    /// whole; `Err` with the reason when the stream could not be followed.
+    pub(crate) fn finish(mut self) -> Result<HashMap<String, u64>, String> {
+        self.settle()?;
         Ok(self
             .tables
             .into_iter()
@@ -338,24 +346,13 @@ impl DumpScanner {
             .filter_map(|(t, c)| c.map(|c| (t, c)))
             .collect())
     }
-}
 
-impl DumpScanner {
     /// Where to write each data block's offset into the archive's TOC, for
     /// the entries `pg_dump` could not fill in (it writes them only when its
     /// output is seekable, never into a pipe); `Err` with the reason when
     /// the stream could not be followed to its end.
     pub(crate) fn finish_offsets(mut self) -> Result<TocOffsets, String> {
-        if self.state == State::Head {
-            self.next_try = 0;
-            self.feed(&[]);
-        }
-        if let Some(f) = self.failure {
-            return Err(f);
-        }
-        if self.state != State::BlockType {
-            return Err("the stream ended inside the archive header or a data block".into());
-        }
+        self.settle()?;
         let mut patches = Vec::new();
         for field in &self.offset_fields {
             if field.flag != K_OFFSET_POS_NOT_SET {
