@@ -86,17 +86,20 @@ pub fn open(
         .repositories
         .get(name)
         .ok_or_else(|| format!("no repository {name:?} in the configuration"))?;
-    let connected = holdfast_ops::open::connect_reading(&access.location, rt, want)
+    // The password's KDF runs while the repository is read, and the slot
+    // it is for is read with the first listings (see `open::KdfAhead`).
+    let kdf = holdfast_ops::open::KdfAhead::start(
+        access.session.cache_dir.as_deref(),
+        &access.location.label(),
+        &access.credential,
+    );
+    let slot = kdf.as_ref().map(|k| k.slot().to_string());
+    let connected = holdfast_ops::open::connect_reading(&access.location, rt, want, slot)
         .map_err(|e| e.to_string())?;
     connected.probe().map_err(|e| e.to_string())?;
-    let session = holdfast_ops::open::open_connected(
-        connected,
-        rt,
-        &access.credential,
-        &access.session,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
+    let session =
+        holdfast_ops::open::open_connected(connected, rt, &access.credential, &access.session, kdf)
+            .map_err(|e| e.to_string())?;
     for w in &session.warnings {
         tracing::warn!(repository = name, "{w}");
     }

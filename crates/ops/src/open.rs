@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use holdfast_repo::keys::{Prederived, Secret, KEY_FILE_LEN};
 pub use holdfast_repo::prefetch::Prefetch;
-use holdfast_repo::prefetch::{first_reads, FirstReads};
+use holdfast_repo::prefetch::{first_reads_with_slot, FirstReads};
 use holdfast_repo::Repository;
 use holdfast_s3::{S3Backend, S3Config};
 use holdfast_storage::local::LocalBackend;
@@ -163,26 +163,40 @@ impl Connected {
 /// `holdfast_repo::prefetch`): on S3 this is one round trip with the
 /// bucket checks, where connecting, probing, opening and the first
 /// listings used to wait on one another.
-pub fn connect_reading(location: &Location, rt: &Handle, want: Prefetch) -> Result<Connected> {
+///
+/// `slot` names a key slot to read with them: the one that opened the
+/// repository last time ([`KdfAhead::slot`]), so that a password open
+/// needs no second round trip for it.
+pub fn connect_reading(
+    location: &Location,
+    rt: &Handle,
+    want: Prefetch,
+    slot: Option<String>,
+) -> Result<Connected> {
     match location {
         Location::S3(cfg) => {
             let cfg = (**cfg).clone();
             let (b, first) = rt.block_on(S3Backend::connect_with(cfg, |b| {
-                first_reads(Arc::new(b) as Arc<dyn Backend>, want)
+                first_reads_with_slot(Arc::new(b) as Arc<dyn Backend>, want, slot)
             }))?;
             Ok(Connected {
                 backend: Arc::new(b),
                 first,
             })
         }
-        Location::Local(_) => Ok(read_first(connect(location, rt, false)?, rt, want)),
+        Location::Local(_) => Ok(read_first(connect(location, rt, false)?, rt, want, slot)),
     }
 }
 
 /// [`connect_reading`] for a backend already connected (a local one, or
 /// one wrapped in a decorator): the first reads, all at once.
-pub fn read_first(backend: Arc<dyn Backend>, rt: &Handle, want: Prefetch) -> Connected {
-    let first = rt.block_on(first_reads(backend.clone(), want));
+pub fn read_first(
+    backend: Arc<dyn Backend>,
+    rt: &Handle,
+    want: Prefetch,
+    slot: Option<String>,
+) -> Connected {
+    let first = rt.block_on(first_reads_with_slot(backend.clone(), want, slot));
     Connected { backend, first }
 }
 
@@ -192,6 +206,8 @@ pub fn read_first(backend: Arc<dyn Backend>, rt: &Handle, want: Prefetch) -> Con
 /// costs max(argon2, two round trips) instead of their sum.
 pub struct KdfAhead {
     thread: std::thread::JoinHandle<Option<Prederived>>,
+    /// The slot the hint is for.
+    slot: String,
 }
 
 impl KdfAhead {
@@ -208,12 +224,19 @@ impl KdfAhead {
             return None;
         };
         let hint = holdfast_repo::cache::read_kdf_hint(cache_dir?, location)?;
+        let slot = hint.slot.clone();
         let pw = pw.clone();
         let thread = std::thread::Builder::new()
             .name("holdfast-kdf".into())
             .spawn(move || holdfast_repo::keys::prederive(&pw, &hint).ok())
             .ok()?;
-        Some(KdfAhead { thread })
+        Some(KdfAhead { thread, slot })
+    }
+
+    /// The key slot the KDF runs for: read it with the first reads (see
+    /// [`connect_reading`]).
+    pub fn slot(&self) -> &str {
+        &self.slot
     }
 
     fn finish(self) -> Option<Prederived> {

@@ -176,9 +176,15 @@ fn argon2_kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
     let params = Params::new(p.m_cost, p.t_cost, p.p_cost, Some(32))
         .map_err(|e| RepoError::Invalid(format!("argon2 parameters: {e}")))?;
     let mut out = [0u8; 32];
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
+    let blocks = params.block_count();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    // Fresh mapped memory, faulted in by the lanes as they run (see
+    // `kdfmem`); argon2's own allocation if the kernel refuses a mapping.
+    match crate::kdfmem::KdfMemory::new(blocks) {
+        Some(mem) => argon.hash_password_into_with_memory(password, salt, &mut out, mem),
+        None => argon.hash_password_into(password, salt, &mut out),
+    }
+    .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;
     Ok(out)
 }
 

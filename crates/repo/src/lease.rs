@@ -344,6 +344,35 @@ struct LeaseCore {
     state: Arc<LeaseState>,
     stop: Mutex<Option<Sender<()>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Where a drop leaves its release to finish (see [`Releases`]);
+    /// `None`: a drop waits for the delete itself.
+    releases: Option<Arc<Releases>>,
+}
+
+/// Lease releases under way: the refresh threads of dropped leases,
+/// deleting their objects. A writer drops its lease as soon as it has
+/// committed, and what it does next (its audit entry) need not wait for
+/// the delete: the two requests travel together, one round trip instead
+/// of two. Holding a lease a moment longer than needed is harmless (a GC
+/// waits or retries). [`Releases::settle`] waits for them all; the
+/// repository settles before anything that lists `locks/` or takes a
+/// lease, and when it is dropped, so that a process never exits with its
+/// delete unsent.
+#[derive(Default)]
+pub(crate) struct Releases(Mutex<Vec<JoinHandle<()>>>);
+
+impl Releases {
+    fn push(&self, t: JoinHandle<()>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    }
+
+    /// Wait until every release handed over has finished.
+    pub(crate) fn settle(&self) {
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in pending {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A held lease. Clones share it; the last one dropped stops the refresh
@@ -481,11 +510,20 @@ pub fn acquire(
     req: &LeaseRequest,
     opts: &LeaseOptions,
 ) -> Result<Lease> {
-    acquire_after(backend, rt, key, format, req, opts, None)
+    acquire_after(backend, rt, key, format, req, opts, Taking::default())
 }
 
-/// [`acquire`], with `listed`, a listing of `locks/` taken a moment ago
-/// (while the repository was being opened), in place of the first
+/// How a lease is taken, beyond what it asks for.
+#[derive(Default)]
+pub(crate) struct Taking {
+    /// A listing of `locks/` taken a moment ago (see [`acquire_after`]).
+    pub listed: Option<Vec<ObjectMeta>>,
+    /// Where a drop leaves its release to finish (see [`Releases`]).
+    pub releases: Option<Arc<Releases>>,
+}
+
+/// [`acquire`], with `how.listed`, a listing of `locks/` taken a moment
+/// ago (while the repository was being opened), in place of the first
 /// listing. That first listing only spares a write when an exclusive lease
 /// is already there; what makes the protocol safe is the listing after our
 /// write, which is always fresh.
@@ -496,8 +534,9 @@ pub(crate) fn acquire_after(
     format: u32,
     req: &LeaseRequest,
     opts: &LeaseOptions,
-    listed: Option<Vec<ObjectMeta>>,
+    how: Taking,
 ) -> Result<Lease> {
+    let Taking { listed, releases } = how;
     let location = backend.location();
     let state = Arc::new(LeaseState {
         backend,
@@ -544,6 +583,7 @@ pub(crate) fn acquire_after(
         state,
         stop: Mutex::new(Some(tx)),
         thread: Mutex::new(Some(thread)),
+        releases,
     })))
 }
 
@@ -805,8 +845,25 @@ impl LeaseCore {
 
 impl Drop for LeaseCore {
     fn drop(&mut self) {
-        // The thread deletes the lease object as it stops.
-        self.stop_thread();
+        // The thread deletes the lease object as it stops: told to stop
+        // here, waited for here or by whoever settles the releases.
+        match &self.releases {
+            // Handed over only while the repository is there to settle.
+            Some(r) if Arc::strong_count(r) > 1 => {
+                drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
+                if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    r.push(t);
+                }
+            }
+            _ => self.stop_thread(),
+        }
+    }
+}
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // No delete of a lease may be left unsent when the process exits.
+        self.releases.settle();
     }
 }
 
@@ -859,6 +916,9 @@ impl Repository {
         let lease = match held {
             Some(l) if l.check().is_ok() => l,
             _ => {
+                // Our own earlier lease, if still being deleted, is gone
+                // before the new one is written and `locks/` listed.
+                self.releases.settle();
                 let l = acquire_after(
                     self.backend().clone(),
                     self.runtime().clone(),
@@ -866,7 +926,10 @@ impl Repository {
                     self.format_version(),
                     &LeaseRequest::here(operation, LeaseMode::Shared),
                     &self.lease_options(),
-                    listed,
+                    Taking {
+                        listed,
+                        releases: Some(self.releases.clone()),
+                    },
                 )?;
                 *self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner()) =
                     Arc::downgrade(&l.0);
@@ -883,18 +946,33 @@ impl Repository {
     /// holder. Keep it for seconds: shared acquirers wait for it.
     pub fn acquire_exclusive(&self, operation: &str) -> Result<Lease> {
         self.forget_read_ahead();
-        acquire(
+        // This process's own writer lease, just dropped, must not count
+        // as another holder.
+        self.releases.settle();
+        acquire_after(
             self.backend().clone(),
             self.runtime().clone(),
             self.key().clone(),
             self.format_version(),
             &LeaseRequest::here(operation, LeaseMode::Exclusive),
             &self.lease_options(),
+            Taking {
+                listed: None,
+                releases: Some(self.releases.clone()),
+            },
         )
+    }
+
+    /// Wait until the leases this repository's writers dropped are
+    /// deleted (see [`Releases`]). Listing `locks/` and taking a lease do
+    /// this first, and so does dropping the repository.
+    pub fn settle_releases(&self) {
+        self.releases.settle();
     }
 
     /// Every object of `locks/`, readable or not.
     pub fn leases(&self) -> Result<Vec<LeaseEntry>> {
+        self.releases.settle();
         list_leases(
             self.backend(),
             self.runtime(),
@@ -905,6 +983,7 @@ impl Repository {
 
     /// Remove stale leases, or every lease with `force`.
     pub fn unlock(&self, force: bool) -> Result<Unlocked> {
+        self.releases.settle();
         remove_leases(
             self.backend(),
             self.runtime(),

@@ -33,6 +33,7 @@ pub mod gc;
 pub mod hold;
 pub mod id;
 pub mod index;
+mod kdfmem;
 pub mod keys;
 pub mod lease;
 pub mod legalhold;

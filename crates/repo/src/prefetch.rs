@@ -33,6 +33,8 @@ pub struct Prefetch {
     pub index: bool,
     pub snapshots: bool,
     pub locks: bool,
+    /// The erasure register (`erasures/`), which a restore applies again.
+    pub erasures: bool,
 }
 
 impl Prefetch {
@@ -43,15 +45,18 @@ impl Prefetch {
             index: true,
             snapshots: true,
             locks: true,
+            erasures: false,
         }
     }
 
-    /// What a restore reads first: the index and the snapshots.
+    /// What a restore reads first: the index, the snapshots and the
+    /// erasure register (whose erasures it applies again).
     pub fn restore() -> Prefetch {
         Prefetch {
             index: true,
             snapshots: true,
             locks: false,
+            erasures: true,
         }
     }
 }
@@ -65,6 +70,8 @@ pub struct FirstReads {
     pub(crate) config: StorageResult<(Bytes, bool)>,
     pub(crate) keys: StorageResult<Vec<ObjectMeta>>,
     pub(crate) listings: Listings,
+    /// The key slot read ahead, by name (see [`first_reads_with_slot`]).
+    pub(crate) slot: Option<(String, StorageResult<Bytes>)>,
 }
 
 /// Listings read ahead, with when they were taken.
@@ -74,6 +81,7 @@ pub(crate) struct Listings {
     index: Option<Vec<ObjectMeta>>,
     snapshots: Option<Vec<ObjectMeta>>,
     locks: Option<Vec<ObjectMeta>>,
+    erasures: Option<Vec<ObjectMeta>>,
 }
 
 impl Listings {
@@ -85,6 +93,7 @@ impl Listings {
             ObjectKind::Index => &mut self.index,
             ObjectKind::Snapshot => &mut self.snapshots,
             ObjectKind::Lock => &mut self.locks,
+            ObjectKind::Erasure => &mut self.erasures,
             _ => return None,
         };
         let got = slot.take();
@@ -122,19 +131,44 @@ impl FirstReads {
 /// at once. Only reads: safe to run before anything is known about the
 /// store (the S3 backend runs it beside its bucket checks).
 pub async fn first_reads(backend: Arc<dyn Backend>, want: Prefetch) -> FirstReads {
+    first_reads_with_slot(backend, want, None).await
+}
+
+/// [`first_reads`], and the key slot named `slot` read too: the slot
+/// that opened the repository last time (the name kept with the KDF hint,
+/// see `keys::KdfHint`), so that opening needs no second round trip to
+/// read it. Only the listing says which slots exist: a slot read ahead
+/// that is not listed (removed since) is never used, and one that is gone
+/// is read as missing and ignored.
+pub async fn first_reads_with_slot(
+    backend: Arc<dyn Backend>,
+    want: Prefetch,
+    slot: Option<String>,
+) -> FirstReads {
     let b = backend.as_ref();
+    let slot_read = |name: Option<String>| async move {
+        match name {
+            Some(n) => {
+                let got = b.get(ObjectKind::Key, &n, None).await;
+                Some((n, got))
+            }
+            None => None,
+        }
+    };
     let listing = |on: bool, kind: ObjectKind| async move {
         match on {
             true => Some(b.list(kind).await),
             false => None,
         }
     };
-    let (config, keys, index, snapshots, locks) = tokio::join!(
+    let (config, keys, slot, index, snapshots, locks, erasures) = tokio::join!(
         read_config(b),
         b.list(ObjectKind::Key),
+        slot_read(slot),
         listing(want.index, ObjectKind::Index),
         listing(want.snapshots, ObjectKind::Snapshot),
         listing(want.locks, ObjectKind::Lock),
+        listing(want.erasures, ObjectKind::Erasure),
     );
     // A listing that failed is simply not used: its reader lists again
     // and reports the error then.
@@ -146,7 +180,9 @@ pub async fn first_reads(backend: Arc<dyn Backend>, want: Prefetch) -> FirstRead
             index: index.and_then(Result::ok),
             snapshots: snapshots.and_then(Result::ok),
             locks: locks.and_then(Result::ok),
+            erasures: erasures.and_then(Result::ok),
         },
+        slot,
     }
 }
 

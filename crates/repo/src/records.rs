@@ -22,11 +22,9 @@ pub(crate) fn read_all<T: DeserializeOwned>(
     repo: &Repository,
     kind: ObjectKind,
 ) -> Result<Records<T>> {
-    let names: Vec<String> = repo
-        .block_on(repo.backend().list(kind))?
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
+    // A listing read while opening serves (a restore reads `erasures/`
+    // with the index and the snapshots); otherwise a fresh one.
+    let names: Vec<String> = repo.list_ahead(kind)?.into_iter().map(|m| m.name).collect();
     let fetched = repo.fetch_all(kind, names);
     let mut good = Vec::new();
     let mut bad = Vec::new();

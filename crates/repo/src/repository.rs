@@ -68,6 +68,8 @@ pub struct Repository {
     pub(crate) lease_opts: RwLock<LeaseOptions>,
     /// The shared lease this process's writers hold, while any does.
     pub(crate) writer_slot: WriterSlot,
+    /// Leases dropped and still being deleted (see `lease::Releases`).
+    pub(crate) releases: Arc<crate::lease::Releases>,
     /// Names of the index objects the in-memory index was loaded from.
     index_names: std::sync::Mutex<Option<Vec<String>>>,
     /// Listings read while opening, for their first readers (see
@@ -170,6 +172,7 @@ impl Repository {
             warnings: Vec::new(),
             lease_opts: Default::default(),
             writer_slot: Default::default(),
+            releases: Default::default(),
             index_names: Default::default(),
             ahead: Default::default(),
             kdf_hint: None,
@@ -260,6 +263,7 @@ impl Repository {
             config: cfg_got,
             keys: slots,
             listings,
+            slot: slot_ahead,
         } = first;
         let (cfg_bytes, staged) = match cfg_got {
             Ok(b) => b,
@@ -284,21 +288,33 @@ impl Repository {
         }
         // The slot that opened: its name, the key and the config.
         let mut opened: Option<(String, MasterKey, RepoConfig, Option<KdfHint>)> = None;
-        // Every slot small enough to be one, read at once.
+        // Every slot small enough to be one, read at once; the one read
+        // ahead with the listing (see `first_reads_with_slot`) is used
+        // if the listing names it and it was read whole.
+        let small = |name: &str| {
+            slots
+                .iter()
+                .any(|m| m.name == name && m.size <= keys::MAX_SLOT_BYTES)
+        };
+        let ahead: Option<(String, StorageResult<Bytes>)> = slot_ahead.filter(|(n, got)| {
+            small(n) && matches!(got, Ok(b) if b.len() as u64 <= keys::MAX_SLOT_BYTES)
+        });
         let wanted: Vec<String> = slots
             .iter()
             .filter(|m| m.size <= keys::MAX_SLOT_BYTES)
+            .filter(|m| ahead.as_ref().is_none_or(|(n, _)| *n != m.name))
             .map(|m| m.name.clone())
             .collect();
-        let mut fetched: std::collections::HashMap<String, StorageResult<Bytes>> = wanted
-            .clone()
-            .into_iter()
-            .zip(rt.block_on(crate::prefetch::get_many(
+        let fetched_now = match wanted.is_empty() {
+            true => Vec::new(),
+            false => rt.block_on(crate::prefetch::get_many(
                 backend.clone(),
                 ObjectKind::Key,
-                wanted,
-            )))
-            .collect();
+                wanted.clone(),
+            )),
+        };
+        let mut fetched: std::collections::HashMap<String, StorageResult<Bytes>> =
+            wanted.into_iter().zip(fetched_now).chain(ahead).collect();
         let pre = pre();
         for meta in &slots {
             let slot_key = ObjectKind::Key.key(&meta.name);
@@ -390,6 +406,7 @@ impl Repository {
                 warnings,
                 lease_opts: Default::default(),
                 writer_slot: Default::default(),
+                releases: Default::default(),
                 index_names: Default::default(),
                 ahead: Ahead::new(listings),
                 kdf_hint,

@@ -311,7 +311,10 @@ async fn upload_part(
                 .body(ByteStream::from(part.clone()))
                 .content_length(part.len() as i64)
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
-                .checksum_crc32_c(&crc);
+                .checksum_crc32_c(&crc)
+                // Unsigned body, CRC32C checked (see `backend::put`).
+                .customize()
+                .disable_payload_signing();
             async move { req.send().await.map_err(Failure::from_sdk) }
         })
         .await;
