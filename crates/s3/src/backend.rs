@@ -375,7 +375,7 @@ impl Inner {
                 .map(|_| ())
                 .map_err(Failure::from_sdk)
         };
-        let out = self
+        let mut out = self
             .retrier
             .run_limited(
                 PROBE_ATTEMPTS.min(self.cfg.max_attempts),
@@ -383,6 +383,17 @@ impl Inner {
                 &mut attempt,
             )
             .await;
+        // A server that answers 5xx (500, 503 SlowDown) is reachable: the
+        // quick give-up is for wrong endpoints, so such a server gets the
+        // attempts every other request gets.
+        let server_busy = matches!(&out.result, Err(f) if f.status.is_some_and(|c| c >= 500));
+        let rest = self.cfg.max_attempts.saturating_sub(PROBE_ATTEMPTS);
+        if server_busy && rest > 0 {
+            out = self
+                .retrier
+                .run_limited(rest, Some(self.cfg.request_timeout), &mut attempt)
+                .await;
+        }
         let f = match &out.result {
             Ok(()) => return Ok(()),
             Err(f) => f.clone(),
