@@ -141,8 +141,7 @@ pub fn open_for(g: &Global, rt: &Runtime, want: Prefetch) -> Result<Arc<Reposito
         Some(Ok(c)) => KdfAhead::start(opts.cache_dir.as_deref(), &loc.label(), c),
         _ => None,
     };
-    let slot = kdf.as_ref().map(|k| k.slot().to_string());
-    let connected = holdfast_ops::open::connect_reading(&loc, rt.handle(), want, slot)?;
+    let connected = holdfast_ops::open::connect_reading(&loc, rt.handle(), want, kdf.as_ref())?;
     // Check it is a repository of a readable version before asking for a password.
     connected.probe()?;
     let cred = match early {

@@ -93,8 +93,7 @@ pub fn open(
         &access.location.label(),
         &access.credential,
     );
-    let slot = kdf.as_ref().map(|k| k.slot().to_string());
-    let connected = holdfast_ops::open::connect_reading(&access.location, rt, want, slot)
+    let connected = holdfast_ops::open::connect_reading(&access.location, rt, want, kdf.as_ref())
         .map_err(|e| e.to_string())?;
     connected.probe().map_err(|e| e.to_string())?;
     let session =

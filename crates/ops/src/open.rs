@@ -164,15 +164,16 @@ impl Connected {
 /// bucket checks, where connecting, probing, opening and the first
 /// listings used to wait on one another.
 ///
-/// `slot` names a key slot to read with them: the one that opened the
-/// repository last time ([`KdfAhead::slot`]), so that a password open
-/// needs no second round trip for it.
+/// With `kdf` (a password's KDF run ahead), the key slot it runs for is
+/// read with them too: the one that opened the repository last time, so
+/// that a password open needs no second round trip for it.
 pub fn connect_reading(
     location: &Location,
     rt: &Handle,
     want: Prefetch,
-    slot: Option<String>,
+    kdf: Option<&KdfAhead>,
 ) -> Result<Connected> {
+    let slot = kdf.map(|k| k.slot.clone());
     match location {
         Location::S3(cfg) => {
             let cfg = (**cfg).clone();
@@ -184,7 +185,7 @@ pub fn connect_reading(
                 first,
             })
         }
-        Location::Local(_) => Ok(read_first(connect(location, rt, false)?, rt, want, slot)),
+        Location::Local(_) => Ok(read_first(connect(location, rt, false)?, rt, want, kdf)),
     }
 }
 
@@ -194,8 +195,9 @@ pub fn read_first(
     backend: Arc<dyn Backend>,
     rt: &Handle,
     want: Prefetch,
-    slot: Option<String>,
+    kdf: Option<&KdfAhead>,
 ) -> Connected {
+    let slot = kdf.map(|k| k.slot.clone());
     let first = rt.block_on(first_reads_with_slot(backend.clone(), want, slot));
     Connected { backend, first }
 }
@@ -206,7 +208,8 @@ pub fn read_first(
 /// costs max(argon2, two round trips) instead of their sum.
 pub struct KdfAhead {
     thread: std::thread::JoinHandle<Option<Prederived>>,
-    /// The slot the hint is for.
+    /// The slot the hint is for: read with the first reads (see
+    /// [`connect_reading`]).
     slot: String,
 }
 
@@ -231,12 +234,6 @@ impl KdfAhead {
             .spawn(move || holdfast_repo::keys::prederive(&pw, &hint).ok())
             .ok()?;
         Some(KdfAhead { thread, slot })
-    }
-
-    /// The key slot the KDF runs for: read it with the first reads (see
-    /// [`connect_reading`]).
-    pub fn slot(&self) -> &str {
-        &self.slot
     }
 
     fn finish(self) -> Option<Prederived> {

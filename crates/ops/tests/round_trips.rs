@@ -103,8 +103,7 @@ impl Fixture {
     ) -> Result<Arc<Repository>, OpsError> {
         let cred = Credential::Password(password.to_vec());
         let kdf = KdfAhead::start(Some(&self.cache), &backend.location(), &cred);
-        let slot = kdf.as_ref().map(|k| k.slot().to_string());
-        let connected = read_first(backend.clone(), self.rt.handle(), want, slot);
+        let connected = read_first(backend.clone(), self.rt.handle(), want, kdf.as_ref());
         connected.probe()?;
         let opts = SessionOptions {
             cache_dir: Some(self.cache.clone()),
@@ -133,6 +132,18 @@ impl Fixture {
         };
         restore_files(repo, &cfg, &Progress::default()).expect("restore");
     }
+}
+
+/// Change the password to "new password": a new slot (cheap KDF), the
+/// old slot `old` removed.
+fn change_password(repo: &Repository, old: &str) {
+    let kdf = KdfParams {
+        m_cost: 512,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    repo.add_key(b"new password", kdf, "new").expect("add");
+    repo.remove_key(old, true).expect("remove");
 }
 
 /// The requests of each round, as "OP kind" strings, sorted.
@@ -296,13 +307,7 @@ fn a_kdf_hint_never_changes_what_opens() {
     }
 
     // The password changed: the hint names a slot that is gone.
-    let kdf = KdfParams {
-        m_cost: 512,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    repo.add_key(b"new password", kdf, "new").expect("add");
-    repo.remove_key(&first_slot, true).expect("remove");
+    change_password(&repo, &first_slot);
     drop(repo);
     let repo = f
         .open(f.plain(), Prefetch::default(), b"new password")
@@ -351,13 +356,7 @@ fn the_slot_read_ahead_follows_the_listing() {
     let repo = f
         .open(f.plain(), Prefetch::default(), PASSWORD)
         .expect("open");
-    let kdf = KdfParams {
-        m_cost: 512,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    repo.add_key(b"new password", kdf, "new").expect("add");
-    repo.remove_key(&old_slot, true).expect("remove");
+    change_password(&repo, &old_slot);
     drop(repo);
     match f.open(f.plain(), Prefetch::default(), PASSWORD) {
         Err(OpsError::Repo(RepoError::WrongPassword { .. })) => {}

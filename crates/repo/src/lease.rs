@@ -860,13 +860,6 @@ impl Drop for LeaseCore {
     }
 }
 
-impl Drop for Repository {
-    fn drop(&mut self) {
-        // No delete of a lease may be left unsent when the process exits.
-        self.releases.settle();
-    }
-}
-
 /// The shared lease of this process's writers, while one is held: writers
 /// of one process (a daemon running several jobs) share one lease.
 #[derive(Default)]

@@ -82,6 +82,14 @@ pub struct Repository {
     pub(crate) audit: crate::audit::State,
 }
 
+impl Drop for Repository {
+    fn drop(&mut self) {
+        // No delete of a dropped lease may be left unsent when the process
+        // exits (see `lease::Releases`).
+        self.releases.settle();
+    }
+}
+
 /// The key slots of a repository: (id, slot) of the readable ones, oldest
 /// first, and (id, why) of those that cannot be read.
 #[derive(Debug, Clone, Default)]
