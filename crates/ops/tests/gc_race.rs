@@ -301,3 +301,180 @@ fn without_a_new_snapshot_the_same_packs_are_deleted() {
     }
     check_clean(&repo);
 }
+
+/// A hooked repository whose first lease write first runs a whole GC
+/// (mark and sweep) on the plain backend, after `before` (on it too).
+fn gc_at_first_lease(
+    plain: &Arc<dyn Backend>,
+    before: impl FnOnce(&Arc<dyn Backend>) + Send + 'static,
+) -> Arc<dyn Backend> {
+    let hook: Hook = {
+        let plain = plain.clone();
+        Box::new(move || {
+            before(&plain);
+            let rt = runtime();
+            let repo = open_repo(plain, &rt);
+            gc(&repo, &GcOptions::default(), &|_, _, _| {}).unwrap();
+        })
+    };
+    Arc::new(BeforeFirstLock {
+        inner: plain.clone(),
+        hook: Arc::new(Mutex::new(Some(hook))),
+    })
+}
+
+fn restore_one(repo: &Arc<Repository>, id: &str, work: &Path, src: &Path, file: &str) -> Vec<u8> {
+    let target = work.join(format!("out-{id}"));
+    holdfast_ops::restore::restore_files(
+        repo,
+        &holdfast_ops::restore::FileRestoreConfig {
+            snapshot: holdfast_ops::restore::SnapshotSpec {
+                spec: id.to_string(),
+                filter: Default::default(),
+            },
+            target: target.clone(),
+            includes: Vec::new(),
+            cwd: work.to_path_buf(),
+            options: Default::default(),
+        },
+        &Progress::default(),
+    )
+    .unwrap();
+    std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(file)).unwrap()
+}
+
+/// A backup walks while its lease is being taken, deduplicating against
+/// the index it loaded; a GC sweeps the packs it deduplicated against
+/// before the lease is written. The backup must notice (an index object
+/// it loaded is gone), throw its walk away and store the data again:
+/// otherwise its snapshot would name deleted packs.
+#[test]
+fn a_sweep_before_the_lease_makes_the_walk_run_again() {
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let again = s.dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    let repo = open_repo(gc_at_first_lease(&plain, |_| {}), &s.rt);
+    let mut cfg = FileBackupConfig::new(vec![again.clone()]);
+    cfg.source = Some("again".into());
+    let done = backup_files(&repo, &cfg, &Progress::default()).unwrap();
+    // The sweep ran: the dropped snapshot's data packs are gone...
+    for p in &s.doomed_data {
+        assert!(!p.exists(), "{} survived the sweep", p.display());
+    }
+    // ...so the backup stored its 3 MiB again instead of reusing them.
+    let stored = done.outcome.snapshot.summary.stored_added;
+    assert!(stored >= 3 << 20, "stored only {stored} bytes");
+    let id = done.outcome.id.to_hex();
+    let repo = open_repo(plain, &s.rt);
+    check_clean(&repo);
+    let got = restore_one(&repo, &id, s.dir.path(), &again, "d.bin");
+    assert!(got == noise(3 << 20, 2));
+}
+
+/// The same with the parent: a backup reuses its parent's data for
+/// unchanged files while its lease is being taken; the parent is purged
+/// and its packs swept before the lease is written. The backup must read
+/// its files again, not name the swept data.
+#[test]
+fn a_parent_purged_before_the_lease_is_not_reused() {
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let src = s.dir.path().join("p");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("p.bin"), noise(3 << 20, 3)).unwrap();
+    let parent = {
+        let repo = open_repo(plain.clone(), &s.rt);
+        backup(&repo, &src, "p")
+    };
+    let purge = parent.clone();
+    // Purged as `policy apply` does: a deletion record, then the delete.
+    let hooked = gc_at_first_lease(&plain, move |plain| {
+        let rt = runtime();
+        let repo = open_repo(plain.clone(), &rt);
+        let entry = repo
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id.to_hex() == purge)
+            .unwrap();
+        let tomb = holdfast_repo::forget::Tombstone::new(
+            &entry,
+            "policy apply",
+            None,
+            "test",
+            chrono::Utc::now(),
+        );
+        repo.forget_snapshot(&tomb).unwrap();
+    });
+    let repo = open_repo(hooked, &s.rt);
+    let mut cfg = FileBackupConfig::new(vec![src.clone()]);
+    cfg.source = Some("p".into());
+    let done = backup_files(&repo, &cfg, &Progress::default()).unwrap();
+    assert_eq!(done.parent.map(|p| p.to_hex()), Some(parent.clone()));
+    let summary = &done.outcome.snapshot.summary;
+    assert_eq!(summary.files_unchanged, 0, "{summary:?}");
+    assert!(summary.stored_added >= 3 << 20, "{summary:?}");
+    assert_eq!(done.outcome.snapshot.parent, None);
+    let id = done.outcome.id.to_hex();
+    let repo = open_repo(plain, &s.rt);
+    check_clean(&repo);
+    let got = restore_one(&repo, &id, s.dir.path(), &src, "p.bin");
+    assert!(got == noise(3 << 20, 3));
+}
+
+/// The walk runs before the lease is held, but nothing it produces may be
+/// stored without the lease: with a stuck GC holding the exclusive lease
+/// (refreshing it, never done), the backup fails naming it, and stores no
+/// pack and no index object although its walk filled a whole pack (24 MiB
+/// of new data; packs are 16 MiB) long before the lease gave up.
+#[test]
+fn without_its_lease_a_backup_stores_nothing() {
+    use holdfast_repo::lease::{self, LeaseMode, LeaseOptions, LeaseRequest};
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let short = LeaseOptions {
+        shared_duration: std::time::Duration::from_millis(1500),
+        exclusive_duration: std::time::Duration::from_millis(1500),
+        exclusive_wait: std::time::Duration::from_millis(300),
+    };
+    let repo = open_repo(plain.clone(), &s.rt);
+    repo.set_lease_options(short);
+    let stuck = lease::acquire(
+        plain.clone(),
+        s.rt.handle().clone(),
+        repo.key().clone(),
+        repo.format_version(),
+        &LeaseRequest {
+            operation: "gc".into(),
+            mode: LeaseMode::Exclusive,
+            host: "other-host".into(),
+            user: "someone".into(),
+            pid: 4_000_000,
+        },
+        &short,
+    )
+    .unwrap();
+    let before = packs(&repo_dir);
+    let index_before = s.rt.block_on(plain.list(ObjectKind::Index)).unwrap().len();
+    let fresh = s.dir.path().join("fresh");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::fs::write(fresh.join("f.bin"), noise(24 << 20, 9)).unwrap();
+    let mut cfg = FileBackupConfig::new(vec![fresh]);
+    cfg.source = Some("fresh".into());
+    let err = backup_files(&repo, &cfg, &Progress::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("exclusive") && msg.contains("gc"), "{msg}");
+    assert_eq!(
+        packs(&repo_dir),
+        before,
+        "a pack was stored without a lease"
+    );
+    let index_after = s.rt.block_on(plain.list(ObjectKind::Index)).unwrap().len();
+    assert_eq!(index_after, index_before);
+    drop(stuck);
+}

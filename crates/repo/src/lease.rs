@@ -860,6 +860,27 @@ impl Drop for LeaseCore {
     }
 }
 
+/// What a writer that walked before its lease learns once it holds it
+/// ([`Repository::writer_lease_validating`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseCheck {
+    /// Whether the parent snapshot asked about still exists (`None`: none
+    /// was asked about).
+    pub parent_exists: Option<bool>,
+    /// No index object the in-memory index was loaded from has gone (no
+    /// GC sweep ran since it was loaded).
+    pub index_current: bool,
+}
+
+impl LeaseCheck {
+    /// The writer's decisions stand: nothing it deduplicated against can
+    /// have been swept, and the parent it reused (if `used_parent`) is
+    /// still a root.
+    pub fn holds(&self, used_parent: bool) -> bool {
+        self.index_current && (!used_parent || self.parent_exists == Some(true))
+    }
+}
+
 /// The shared lease of this process's writers, while one is held: writers
 /// of one process (a daemon running several jobs) share one lease.
 #[derive(Default)]
@@ -898,6 +919,39 @@ impl Repository {
         operation: &str,
         parent: Option<&Id>,
     ) -> Result<(Lease, Option<bool>)> {
+        let lease = self.take_writer_lease(operation)?;
+        let exists = self.reload_index_if_swept(parent)?;
+        Ok((lease, exists))
+    }
+
+    /// For a writer that began deciding what to deduplicate against
+    /// before its lease (see `docs/format.md`, "Garbage collection": a
+    /// backup walks while its lease is being taken): take the lease, then
+    /// say whether those decisions still hold. Unlike
+    /// [`Repository::writer_lease_checking`], nothing is reloaded, since
+    /// the writer's threads are still using the index: when
+    /// [`LeaseCheck::holds`] is false, the writer throws its unsent work
+    /// away and runs again under the lease it now holds (which reloads).
+    /// Meant to run on a thread of its own beside the writer.
+    pub fn writer_lease_validating(
+        &self,
+        operation: &str,
+        parent: Option<&Id>,
+    ) -> Result<(Lease, LeaseCheck)> {
+        let lease = self.take_writer_lease(operation)?;
+        let seen = self.sweep_check(parent)?;
+        Ok((
+            lease,
+            LeaseCheck {
+                parent_exists: seen.parent_exists,
+                index_current: seen.swept.is_none(),
+            },
+        ))
+    }
+
+    /// The shared lease of this process's writers: the one held, if still
+    /// good, or a new one.
+    fn take_writer_lease(&self, operation: &str) -> Result<Lease> {
         let held = {
             let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
             slot.upgrade().map(Lease)
@@ -929,8 +983,7 @@ impl Repository {
                 l
             }
         };
-        let exists = self.reload_index_if_swept(parent)?;
-        Ok((lease, exists))
+        Ok(lease)
     }
 
     /// An exclusive lease for the deleting phases of GC (see

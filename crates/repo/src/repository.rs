@@ -82,6 +82,15 @@ pub struct Repository {
     pub(crate) audit: crate::audit::State,
 }
 
+/// What [`Repository::sweep_check`] found.
+pub(crate) struct SweepCheck {
+    /// Whether the snapshot asked about exists (`None`: none was asked).
+    pub parent_exists: Option<bool>,
+    /// The fresh listing of `index/`, when an object the in-memory index
+    /// was loaded from is missing from it (a GC sweep ran).
+    pub swept: Option<Vec<ObjectMeta>>,
+}
+
 impl Drop for Repository {
     fn drop(&mut self) {
         // No delete of a dropped lease may be left unsent when the process
@@ -752,6 +761,17 @@ impl Repository {
     /// Also asks whether snapshot `parent` exists, in the same round trip
     /// (see [`Repository::writer_lease_checking`]).
     pub(crate) fn reload_index_if_swept(&self, parent: Option<&Id>) -> Result<Option<bool>> {
+        let seen = self.sweep_check(parent)?;
+        if let Some(listing) = seen.swept {
+            // Reloaded from this fresh listing, never from one read ahead.
+            self.load_index_listed(false, Some(listing))?;
+        }
+        Ok(seen.parent_exists)
+    }
+
+    /// List `index/` (if an index is loaded) and ask whether `parent`
+    /// exists, in one round trip; changes nothing.
+    pub(crate) fn sweep_check(&self, parent: Option<&Id>) -> Result<SweepCheck> {
         let loaded = self
             .index_names
             .lock()
@@ -775,19 +795,21 @@ impl Repository {
             };
             tokio::join!(list, head)
         });
-        let exists = exists.transpose()?;
+        let parent_exists = exists.transpose()?;
         let (Some(loaded), Some(listing)) = (loaded, listing) else {
-            return Ok(exists);
+            return Ok(SweepCheck {
+                parent_exists,
+                swept: None,
+            });
         };
         let listing = listing?;
         let now: std::collections::HashSet<&str> =
             listing.iter().map(|m| m.name.as_str()).collect();
-        if loaded.iter().all(|n| now.contains(n.as_str())) {
-            return Ok(exists);
-        }
-        // Reloaded from this fresh listing, never from one read ahead.
-        self.load_index_listed(false, Some(listing))?;
-        Ok(exists)
+        let gone = !loaded.iter().all(|n| now.contains(n.as_str()));
+        Ok(SweepCheck {
+            parent_exists,
+            swept: gone.then_some(listing),
+        })
     }
 
     pub fn index(&self) -> Arc<Index> {

@@ -2,10 +2,20 @@
 //!
 //! Callers (file walkers, database dump readers) chunk their input and
 //! [`BlobWriter::submit`] each chunk. A pool of worker threads, one per core,
-//! hashes, deduplicates, compresses and encrypts chunks into per-worker packs;
+//! hashes, deduplicates and compresses chunks, each into a buffer of its
+//! own, then appends them, encrypted, to the one data pack being filled;
 //! full packs are uploaded as tokio tasks, at most `parallelism` at a time.
+//! One shared pack rather than one per worker: a pack fills (and its upload
+//! starts) after `pack size` new bytes rather than `workers × pack size`,
+//! so less is left to upload once the input ends (with per-worker packs, a
+//! backup of 2 × 16 MiB of new data on two cores uploaded everything after
+//! its walk), for the same number of packs.
 //! Every queue is bounded, so memory stays bounded whatever the input size:
-//! roughly (workers + uploads in flight) × pack size, plus the queued chunks.
+//! roughly (1 + uploads in flight) × pack size, plus an encoded chunk per
+//! worker and the queued chunks.
+//!
+//! An [`UploadGate`] holds uploads back until the caller lets them go (a
+//! backup that walks while its lease is being taken).
 //!
 //! Crash safety: index objects are written only for packs whose upload
 //! finished, and the caller writes its snapshot only after [`BlobWriter::finish`]
@@ -21,7 +31,7 @@ use bytes::Bytes;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use holdfast_storage::{Backend, ObjectKind, PutOptions, StorageError};
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::cache::{Cache, CacheKind};
 use crate::chunker::{ChunkerParams, StreamChunker};
@@ -109,8 +119,66 @@ struct Shared {
     stored_added: AtomicU64,
     packs_added: AtomicU64,
     tree_packer: Mutex<(Option<PackWriter>, Option<Encoder>)>,
+    /// The data pack the workers are filling.
+    data_packer: Mutex<Option<PackWriter>>,
     /// Buffers of uploaded packs, reused for new packs (see `new_pack`).
     spare: Mutex<Vec<Vec<u8>>>,
+    /// Uploads wait for it to open, when there is one.
+    gate: Option<UploadGate>,
+}
+
+/// Holds a writer's uploads back until its caller says they may go. A
+/// backup walks (reads, deduplicates, compresses) while its lease is being
+/// taken, but nothing may be stored before the lease is held and the
+/// walk's decisions are known to stand (see `docs/format.md`, "Garbage
+/// collection"). Sealed packs wait in memory meanwhile; the upload limit
+/// bounds how many, and the workers wait when it is reached.
+#[derive(Debug, Clone)]
+pub struct UploadGate(Arc<watch::Sender<Gate>>);
+
+#[derive(Debug, Clone)]
+enum Gate {
+    Shut,
+    Open,
+    Refused(RepoError),
+}
+
+impl Default for UploadGate {
+    fn default() -> Self {
+        UploadGate(Arc::new(watch::channel(Gate::Shut).0))
+    }
+}
+
+impl UploadGate {
+    /// A shut gate.
+    pub fn new() -> UploadGate {
+        UploadGate::default()
+    }
+
+    /// Let every upload, waiting or to come, go.
+    pub fn open(&self) {
+        self.0.send_replace(Gate::Open);
+    }
+
+    /// Store nothing: every upload, waiting or to come, fails with `why`
+    /// (so the writer fails with it too).
+    pub fn refuse(&self, why: RepoError) {
+        self.0.send_replace(Gate::Refused(why));
+    }
+
+    /// Wait until the gate opens (`Ok`) or is refused (`Err`).
+    async fn passed(&self) -> Result<()> {
+        let mut rx = self.0.subscribe();
+        let state = match rx.wait_for(|g| !matches!(g, Gate::Shut)).await {
+            Ok(g) => g.clone(),
+            // The sender lives in `self`: not reached.
+            Err(_) => Gate::Refused(RepoError::Invalid("upload gate dropped".into())),
+        };
+        match state {
+            Gate::Refused(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A blob id that a worker is still computing.
@@ -176,6 +244,15 @@ impl BlobWriter {
     }
 
     pub fn with_options(repo: &Repository, opts: WriterOptions) -> BlobWriter {
+        BlobWriter::build(repo, opts, None)
+    }
+
+    /// A writer whose uploads wait for `gate` to open (see [`UploadGate`]).
+    pub fn gated(repo: &Repository, opts: WriterOptions, gate: UploadGate) -> BlobWriter {
+        BlobWriter::build(repo, opts, Some(gate))
+    }
+
+    fn build(repo: &Repository, opts: WriterOptions, gate: Option<UploadGate>) -> BlobWriter {
         let threads = opts.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -209,7 +286,9 @@ impl BlobWriter {
             stored_added: AtomicU64::new(0),
             packs_added: AtomicU64::new(0),
             tree_packer: Mutex::new((None, None)),
+            data_packer: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
+            gate,
         });
         let (tx, rx) = bounded::<Job>(threads * 2);
         let workers = (0..threads)
@@ -376,6 +455,16 @@ impl BlobWriter {
             }
         }
         let s = self.shared.clone();
+        let data = s
+            .data_packer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = data {
+            if !p.is_empty() {
+                s.upload(p, false);
+            }
+        }
         let tree = {
             let mut g = s.tree_packer.lock().unwrap_or_else(|e| e.into_inner());
             g.0.take()
@@ -444,8 +533,10 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             return;
         }
     };
-    let mut packer: Option<PackWriter> = None;
     let mut frame: Vec<u8> = Vec::new();
+    // Encoded here, outside the pack's lock; only the copy into the pack
+    // and its encryption (whose nonce is the offset) happen under it.
+    let mut encoded: Vec<u8> = Vec::new();
     for job in rx {
         match job {
             Job::Blob {
@@ -455,8 +546,13 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             } => {
                 let id = s.key.blob_id(&data);
                 if s.claim(&id) {
-                    let p = packer.get_or_insert_with(|| s.new_pack());
-                    p.add_with(blob_type, id, data.len(), |buf| enc.encode_into(&data, buf));
+                    encoded.clear();
+                    enc.encode_into(&data, &mut encoded);
+                    s.add_data(|p| {
+                        p.add_with(blob_type, id, data.len(), |buf| {
+                            buf.extend_from_slice(&encoded)
+                        })
+                    });
                     s.count(blob_type, data.len());
                 }
                 let _ = reply.send(Ok(id));
@@ -470,54 +566,66 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                 // Claimed in block order, so a block repeated inside the
                 // frame (zero pages) is stored once.
                 let new: Vec<usize> = (0..blocks.len()).filter(|&i| s.claim(&ids[i])).collect();
-                if !new.is_empty() {
-                    let p = packer.get_or_insert_with(|| s.new_pack());
-                    if new.len() == 1 || !s.frames || !p.takes_frames() {
-                        for &i in &new {
-                            let data = &blocks[i];
+                // Packs take frames exactly when the repository does
+                // (`new_pack`).
+                if new.len() == 1 || (!new.is_empty() && !s.frames) {
+                    for &i in &new {
+                        let data = &blocks[i];
+                        encoded.clear();
+                        enc.encode_into(data, &mut encoded);
+                        s.add_data(|p| {
                             p.add_with(blob_type, ids[i], data.len(), |buf| {
-                                enc.encode_into(data, buf)
-                            });
-                        }
-                    } else {
-                        frame.clear();
-                        let list: Vec<(Id, usize)> = new
-                            .iter()
-                            .map(|&i| {
-                                frame.extend_from_slice(&blocks[i]);
-                                (ids[i], blocks[i].len())
+                                buf.extend_from_slice(&encoded)
                             })
-                            .collect();
-                        let lzma = s.lzma_frames;
-                        p.add_frame(blob_type, &list, |buf| {
-                            if lzma {
-                                enc.encode_frame_into(&frame, buf)
-                            } else {
-                                enc.encode_into(&frame, buf)
-                            }
                         });
                     }
-                    for &i in &new {
-                        s.count(blob_type, blocks[i].len());
+                } else if !new.is_empty() {
+                    frame.clear();
+                    let list: Vec<(Id, usize)> = new
+                        .iter()
+                        .map(|&i| {
+                            frame.extend_from_slice(&blocks[i]);
+                            (ids[i], blocks[i].len())
+                        })
+                        .collect();
+                    encoded.clear();
+                    if s.lzma_frames {
+                        enc.encode_frame_into(&frame, &mut encoded)
+                    } else {
+                        enc.encode_into(&frame, &mut encoded)
                     }
+                    s.add_data(|p| {
+                        p.add_frame(blob_type, &list, |buf| buf.extend_from_slice(&encoded))
+                    });
+                }
+                for &i in &new {
+                    s.count(blob_type, blocks[i].len());
                 }
                 let _ = reply.send(Ok(ids));
             }
-        }
-        if packer.as_ref().is_some_and(|p| p.len() >= s.pack_size) {
-            if let Some(full) = packer.take() {
-                s.upload(full, false);
-            }
-        }
-    }
-    if let Some(p) = packer {
-        if !p.is_empty() {
-            s.upload(p, false);
         }
     }
 }
 
 impl Shared {
+    /// Append to the data pack being filled (a new one if none is), and
+    /// upload it once full.
+    fn add_data(self: &Arc<Self>, add: impl FnOnce(&mut PackWriter)) {
+        let full = {
+            let mut g = self.data_packer.lock().unwrap_or_else(|e| e.into_inner());
+            let p = g.get_or_insert_with(|| self.new_pack());
+            add(p);
+            if p.len() >= self.pack_size {
+                g.take()
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            self.upload(p, false);
+        }
+    }
+
     /// True if this blob is new to the repository and this session: the
     /// caller must store it. Exactly one caller wins per id.
     fn claim(&self, id: &Id) -> bool {
@@ -644,6 +752,12 @@ impl Shared {
         };
         let s = self.clone();
         let h = self.rt.spawn(async move {
+            if let Some(gate) = &s.gate {
+                if let Err(e) = gate.passed().await {
+                    drop(permit);
+                    return s.fail(e);
+                }
+            }
             let name = info.id.to_hex();
             let opts = PutOptions {
                 metadata,

@@ -64,7 +64,7 @@ use holdfast_repo::pack::BlobType;
 use holdfast_repo::repository::Commit;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, Summary};
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Tree};
-use holdfast_repo::writer::{BlobWriter, PendingBlob};
+use holdfast_repo::writer::{BlobWriter, PendingBlob, UploadGate, WriterOptions};
 use holdfast_repo::{Id, RepoError, Repository};
 
 use crate::error::{SourceError, SourceResult};
@@ -253,12 +253,60 @@ struct Trie {
 }
 
 /// Back up `paths` into a new snapshot.
+///
+/// The walk starts while the writer's lease is being taken, on a thread of
+/// its own (three round trips on remote storage: the walk would otherwise
+/// wait for them). Nothing is uploaded until the lease is held and the
+/// walk's decisions are known to stand: no index object the index was
+/// loaded from is gone (no GC sweep ran since) and the parent whose data
+/// it reused still exists. Otherwise the walk's work is thrown away, unsent,
+/// and the backup runs again under the lease it now holds, which reloads
+/// the index and drops a purged parent (see `docs/format.md`, "Garbage
+/// collection").
 pub fn backup(
     repo: &Repository,
     paths: &[PathBuf],
     opts: &BackupOptions,
     progress: &Progress,
 ) -> SourceResult<BackupOutcome> {
+    match backup_once(repo, paths, opts, progress, Order::WalkWhileLeasing)? {
+        Attempt::Done(outcome) => Ok(*outcome),
+        Attempt::Again(_held) => {
+            progress.restart();
+            match backup_once(repo, paths, opts, progress, Order::LeaseFirst)? {
+                Attempt::Done(outcome) => Ok(*outcome),
+                Attempt::Again(_) => Err(RepoError::Invalid(
+                    "a backup under its lease was asked to run again (a bug)".into(),
+                )
+                .into()),
+            }
+        }
+    }
+}
+
+/// When a backup takes its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Beside the walk, uploads held back until it is held (see [`backup`]).
+    WalkWhileLeasing,
+    /// Before the walk, which then decides under it.
+    LeaseFirst,
+}
+
+enum Attempt {
+    Done(Box<BackupOutcome>),
+    /// The walk's decisions did not stand; the lease, held, is kept for
+    /// the next attempt.
+    Again(#[allow(dead_code)] holdfast_repo::lease::Lease),
+}
+
+fn backup_once(
+    repo: &Repository,
+    paths: &[PathBuf],
+    opts: &BackupOptions,
+    progress: &Progress,
+    order: Order,
+) -> SourceResult<Attempt> {
     let started = Instant::now();
     if paths.is_empty() {
         return Err(RepoError::Invalid("nothing to back up: give at least one path".into()).into());
@@ -297,12 +345,28 @@ pub fn backup(
     // nothing protects data a writer took from a snapshot that is gone.
     // (The parent's existence is asked with the lease's index listing: one
     // round trip.)
-    let (_lease, parent_exists) =
-        repo.writer_lease_checking("backup", opts.parent.as_ref().map(|p| &p.id))?;
-    let parent_root = match (&opts.parent, parent_exists) {
-        (Some(p), Some(true)) => Some(repo.load_tree(&p.snapshot.tree)?),
-        _ => None,
+    let parent_id = opts.parent.as_ref().map(|p| p.id);
+    // Walking first trusts the parent's trees before the lease: if they
+    // cannot even be read (a purge and a sweep got there), take the lease
+    // first instead, which asks whether the parent still exists.
+    let early = match (order, &opts.parent) {
+        (Order::LeaseFirst, _) => None,
+        (Order::WalkWhileLeasing, None) => Some(None),
+        (Order::WalkWhileLeasing, Some(p)) => repo.load_tree(&p.snapshot.tree).ok().map(Some),
     };
+    let (mut lease, parent_root) = match early {
+        Some(root) => (None, root),
+        None => {
+            let (lease, parent_exists) =
+                repo.writer_lease_checking("backup", parent_id.as_ref())?;
+            let root = match (&opts.parent, parent_exists) {
+                (Some(p), Some(true)) => Some(repo.load_tree(&p.snapshot.tree)?),
+                _ => None,
+            };
+            (Some(lease), root)
+        }
+    };
+    let walk_first = lease.is_none();
     let parent_used = parent_root.is_some();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -320,11 +384,37 @@ pub fn backup(
         .build()
         .map_err(|e| RepoError::Invalid(format!("starting the reader threads: {e}")))?;
     let cpu_start = (cputime::process(), cputime::thread());
-    let writer = BlobWriter::with_threads(repo, writers);
+    let gate = UploadGate::new();
+    let writer_opts = WriterOptions {
+        threads: Some(writers),
+        ..WriterOptions::default()
+    };
+    let writer = match walk_first {
+        true => BlobWriter::gated(repo, writer_opts, gate.clone()),
+        false => BlobWriter::with_options(repo, writer_opts),
+    };
     let segments = SegmentPool::new(par.split_budget);
     let walked = AtomicBool::new(false);
     let mut scanner_cpu = Duration::ZERO;
-    let (root_tree, tally) = std::thread::scope(|scope| {
+    let (root_tree, tally, taken) = std::thread::scope(|scope| {
+        let taking = walk_first.then(|| {
+            let gate = &gate;
+            std::thread::Builder::new()
+                .name("holdfast-lease".into())
+                .spawn_scoped(scope, move || {
+                    let taken = repo.writer_lease_validating("backup", parent_id.as_ref());
+                    match &taken {
+                        Ok((_, check)) if check.holds(parent_used) => gate.open(),
+                        Ok(_) => gate.refuse(RepoError::Invalid(
+                            "the walk runs again under the lease (a GC sweep ran, or the parent \
+                             snapshot is gone)"
+                                .into(),
+                        )),
+                        Err(e) => gate.refuse(e.clone()),
+                    }
+                    taken
+                })
+        });
         let scanner = if opts.scan {
             let (excluder, walked) = (&excluder, &walked);
             std::thread::Builder::new()
@@ -358,8 +448,33 @@ pub fn backup(
         if let Some(h) = scanner {
             scanner_cpu = h.join().unwrap_or_default();
         }
-        (root, tally)
+        let taken = taking.map(|spawned| match spawned {
+            Ok(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(RepoError::Invalid("the lease thread panicked".into()))),
+            Err(e) => Err(RepoError::Invalid(format!(
+                "starting the lease thread: {e}"
+            ))),
+        });
+        (root, tally, taken)
     });
+    // A walk that ran before its lease counts only if its decisions stand;
+    // a failure to take the lease is the cause of anything the walk then
+    // reports (its uploads were refused).
+    if let Some(taken) = taken {
+        match taken {
+            Ok((held, check)) if check.holds(parent_used) => lease = Some(held),
+            Ok((held, _)) => {
+                drop(writer);
+                return Ok(Attempt::Again(held));
+            }
+            Err(e) => {
+                drop(writer);
+                return Err(e.into());
+            }
+        }
+    }
+    let _lease = lease;
     // Every reader thread's CPU time so far (they live as long as `pool`).
     let readers_cpu: Duration = pool.broadcast(|_| cputime::thread()).into_iter().sum();
     drop(pool);
@@ -439,13 +554,13 @@ pub fn backup(
         split_files,
         seam_bytes,
     };
-    Ok(BackupOutcome {
+    Ok(Attempt::Done(Box::new(BackupOutcome {
         id,
         snapshot,
         warnings,
         changing,
         cpu,
-    })
+    })))
 }
 
 /// Count the files and bytes a backup of `paths` will visit (same excludes),

@@ -66,6 +66,20 @@ impl Progress {
     pub fn add_file(&self) {
         self.files.fetch_add(1, Ordering::Relaxed);
     }
+    /// The operation starts over (a backup whose walk ran before its
+    /// lease and has to run again): counts and totals go back to zero.
+    pub fn restart(&self) {
+        for n in [
+            &self.files,
+            &self.bytes,
+            &self.total_bytes,
+            &self.total_files,
+            &self.errors,
+        ] {
+            n.store(0, Ordering::Relaxed);
+        }
+        self.scan_done.store(false, Ordering::Relaxed);
+    }
     pub fn get(&self) -> (u64, u64, u64) {
         (
             self.files.load(Ordering::Relaxed),
