@@ -106,7 +106,8 @@ pub struct BackupOptions {
 /// cannot get two segments from the budget is read as a stream instead, so
 /// the budget is never exceeded), plus the chunk being submitted by each
 /// reader; the blob writer holds its bounded job queue (`2 × writers`
-/// chunks) and a pack per worker and per upload in flight (see
+/// chunks), an encoded chunk per worker, the pack being filled and one
+/// per upload in flight (see
 /// `holdfast_repo::writer`). None of it grows with file sizes or counts of
 /// cores beyond these configured numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
