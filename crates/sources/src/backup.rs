@@ -339,13 +339,14 @@ fn backup_once(
             excluder.allow_device(m.dev());
         }
     }
-    // Held until the snapshot is written: a GC sweep cannot run meanwhile
-    // (see `holdfast_repo::lease`), and save_snapshot refuses if it lapsed.
-    // Taken before the parent's data is trusted: a parent purged (and its
-    // packs swept) between choosing it and this moment is not reused, since
-    // nothing protects data a writer took from a snapshot that is gone.
-    // (The parent's existence is asked with the lease's index listing: one
-    // round trip.)
+    // The lease is held until the snapshot is written: a GC sweep cannot
+    // run meanwhile (see `holdfast_repo::lease`), and save_snapshot refuses
+    // if it lapsed. Nothing the walk took from the parent or the index is
+    // stored before it is held and they are known to be still there: a
+    // parent purged (and its packs swept) between choosing it and this
+    // moment is not reused, since nothing protects data a writer took from
+    // a snapshot that is gone. (The parent's existence is asked with the
+    // lease's index listing: one round trip.)
     let parent_id = opts.parent.as_ref().map(|p| p.id);
     // Walking first trusts the parent's trees before the lease: if they
     // cannot even be read (a purge and a sweep got there), take the lease
@@ -400,7 +401,7 @@ fn backup_once(
     let (root_tree, tally, taken) = std::thread::scope(|scope| {
         let taking = walk_first.then(|| {
             let gate = &gate;
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("holdfast-lease".into())
                 .spawn_scoped(scope, move || {
                     let taken = repo.writer_lease_validating("backup", parent_id.as_ref());
@@ -414,7 +415,14 @@ fn backup_once(
                         Err(e) => gate.refuse(e.clone()),
                     }
                     taken
-                })
+                });
+            // Uploads would otherwise wait for a gate nobody opens.
+            if let Err(e) = &spawned {
+                gate.refuse(RepoError::Invalid(format!(
+                    "starting the lease thread: {e}"
+                )));
+            }
+            spawned
         });
         let scanner = if opts.scan {
             let (excluder, walked) = (&excluder, &walked);
