@@ -884,7 +884,13 @@ impl LeaseCheck {
 /// The shared lease of this process's writers, while one is held: writers
 /// of one process (a daemon running several jobs) share one lease.
 #[derive(Default)]
-pub(crate) struct WriterSlot(Mutex<std::sync::Weak<LeaseCore>>);
+pub(crate) struct WriterSlot(
+    Mutex<std::sync::Weak<LeaseCore>>,
+    /// Held while a writer lease is being taken, so that writers starting
+    /// together (a daemon's jobs, a backup's lease thread beside another
+    /// backup) take one lease between them, not one each.
+    Mutex<()>,
+);
 
 impl Repository {
     /// Use these durations for the leases this session takes.
@@ -952,6 +958,7 @@ impl Repository {
     /// The shared lease of this process's writers: the one held, if still
     /// good, or a new one.
     fn take_writer_lease(&self, operation: &str) -> Result<Lease> {
+        let _taking = self.writer_slot.1.lock().unwrap_or_else(|e| e.into_inner());
         let held = {
             let slot = self.writer_slot.0.lock().unwrap_or_else(|e| e.into_inner());
             slot.upgrade().map(Lease)

@@ -462,3 +462,22 @@ fn confirm_sees_a_removal_before_any_refresh() {
     assert!(matches!(err, RepoError::LeaseLost { .. }), "{err}");
     l.check().unwrap_err();
 }
+
+/// Writers of one process share one lease, also when they start at the
+/// same moment (a daemon's jobs; a backup's lease thread beside another
+/// writer): one lock object, not one each.
+#[test]
+fn writers_starting_together_share_one_lease() {
+    for _ in 0..5 {
+        let f = fixture(short());
+        let repo = &f.repo;
+        let leases: Vec<lease::Lease> = std::thread::scope(|s| {
+            let taking: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| repo.writer_lease("backup").unwrap()))
+                .collect();
+            taking.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert_eq!(lock_names(&f).len(), 1, "{:?}", lock_names(&f));
+        drop(leases);
+    }
+}
