@@ -114,14 +114,18 @@ fn open_repo(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime) -> Arc<Rep
     .unwrap()
 }
 
-fn backup(repo: &Repository, src: &Path, source: &str) -> String {
+fn try_backup(
+    repo: &Repository,
+    src: &Path,
+    source: &str,
+) -> Result<holdfast_ops::backup::FileBackup, holdfast_ops::OpsError> {
     let mut cfg = FileBackupConfig::new(vec![src.to_path_buf()]);
     cfg.source = Some(source.into());
     backup_files(repo, &cfg, &Progress::default())
-        .unwrap()
-        .outcome
-        .id
-        .to_hex()
+}
+
+fn backup(repo: &Repository, src: &Path, source: &str) -> String {
+    try_backup(repo, src, source).unwrap().outcome.id.to_hex()
 }
 
 fn packs(repo: &Path) -> Vec<PathBuf> {
@@ -265,26 +269,7 @@ fn a_snapshot_committed_between_mark_and_sweep_keeps_the_data_it_reuses() {
             p.display()
         );
     }
-    let repo = open_repo(plain.clone(), &s.rt);
-    check_clean(&repo);
-    let target = s.dir.path().join("out");
-    holdfast_ops::restore::restore_files(
-        &repo,
-        &holdfast_ops::restore::FileRestoreConfig {
-            snapshot: holdfast_ops::restore::SnapshotSpec {
-                spec: id,
-                filter: Default::default(),
-            },
-            target: target.clone(),
-            includes: Vec::new(),
-            cwd: s.dir.path().to_path_buf(),
-            options: Default::default(),
-        },
-        &Progress::default(),
-    )
-    .unwrap();
-    let restored = target.join(again.strip_prefix("/").unwrap()).join("d.bin");
-    assert!(std::fs::read(restored).unwrap() == noise(3 << 20, 2));
+    assert_restores(plain, &s, &id, &again, "d.bin", &noise(3 << 20, 2));
 }
 
 #[test]
@@ -323,10 +308,22 @@ fn gc_at_first_lease(
     })
 }
 
-fn restore_one(repo: &Arc<Repository>, id: &str, work: &Path, src: &Path, file: &str) -> Vec<u8> {
+/// Opened afresh on the plain backend: the repository checks clean and
+/// snapshot `id` restores `src/file` as `want`.
+fn assert_restores(
+    plain: Arc<dyn Backend>,
+    s: &Setup,
+    id: &str,
+    src: &Path,
+    file: &str,
+    want: &[u8],
+) {
+    let repo = open_repo(plain, &s.rt);
+    check_clean(&repo);
+    let work = s.dir.path();
     let target = work.join(format!("out-{id}"));
     holdfast_ops::restore::restore_files(
-        repo,
+        &repo,
         &holdfast_ops::restore::FileRestoreConfig {
             snapshot: holdfast_ops::restore::SnapshotSpec {
                 spec: id.to_string(),
@@ -340,7 +337,8 @@ fn restore_one(repo: &Arc<Repository>, id: &str, work: &Path, src: &Path, file: 
         &Progress::default(),
     )
     .unwrap();
-    std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(file)).unwrap()
+    let got = std::fs::read(target.join(src.strip_prefix("/").unwrap()).join(file)).unwrap();
+    assert!(got == want, "{file} restored wrong");
 }
 
 /// A backup walks while its lease is being taken, deduplicating against
@@ -357,9 +355,7 @@ fn a_sweep_before_the_lease_makes_the_walk_run_again() {
     std::fs::create_dir_all(&again).unwrap();
     std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
     let repo = open_repo(gc_at_first_lease(&plain, |_| {}), &s.rt);
-    let mut cfg = FileBackupConfig::new(vec![again.clone()]);
-    cfg.source = Some("again".into());
-    let done = backup_files(&repo, &cfg, &Progress::default()).unwrap();
+    let done = try_backup(&repo, &again, "again").unwrap();
     // The sweep ran: the dropped snapshot's data packs are gone...
     for p in &s.doomed_data {
         assert!(!p.exists(), "{} survived the sweep", p.display());
@@ -368,10 +364,7 @@ fn a_sweep_before_the_lease_makes_the_walk_run_again() {
     let stored = done.outcome.snapshot.summary.stored_added;
     assert!(stored >= 3 << 20, "stored only {stored} bytes");
     let id = done.outcome.id.to_hex();
-    let repo = open_repo(plain, &s.rt);
-    check_clean(&repo);
-    let got = restore_one(&repo, &id, s.dir.path(), &again, "d.bin");
-    assert!(got == noise(3 << 20, 2));
+    assert_restores(plain, &s, &id, &again, "d.bin", &noise(3 << 20, 2));
 }
 
 /// The same with the parent: a backup reuses its parent's data for
@@ -411,19 +404,14 @@ fn a_parent_purged_before_the_lease_is_not_reused() {
         repo.forget_snapshot(&tomb).unwrap();
     });
     let repo = open_repo(hooked, &s.rt);
-    let mut cfg = FileBackupConfig::new(vec![src.clone()]);
-    cfg.source = Some("p".into());
-    let done = backup_files(&repo, &cfg, &Progress::default()).unwrap();
+    let done = try_backup(&repo, &src, "p").unwrap();
     assert_eq!(done.parent.map(|p| p.to_hex()), Some(parent.clone()));
     let summary = &done.outcome.snapshot.summary;
     assert_eq!(summary.files_unchanged, 0, "{summary:?}");
     assert!(summary.stored_added >= 3 << 20, "{summary:?}");
     assert_eq!(done.outcome.snapshot.parent, None);
     let id = done.outcome.id.to_hex();
-    let repo = open_repo(plain, &s.rt);
-    check_clean(&repo);
-    let got = restore_one(&repo, &id, s.dir.path(), &src, "p.bin");
-    assert!(got == noise(3 << 20, 3));
+    assert_restores(plain, &s, &id, &src, "p.bin", &noise(3 << 20, 3));
 }
 
 /// The walk runs before the lease is held, but nothing it produces may be
@@ -464,9 +452,7 @@ fn without_its_lease_a_backup_stores_nothing() {
     let fresh = s.dir.path().join("fresh");
     std::fs::create_dir_all(&fresh).unwrap();
     std::fs::write(fresh.join("f.bin"), noise(24 << 20, 9)).unwrap();
-    let mut cfg = FileBackupConfig::new(vec![fresh]);
-    cfg.source = Some("fresh".into());
-    let err = backup_files(&repo, &cfg, &Progress::default()).unwrap_err();
+    let err = try_backup(&repo, &fresh, "fresh").unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("exclusive") && msg.contains("gc"), "{msg}");
     assert_eq!(

@@ -118,7 +118,9 @@ struct Shared {
     meta_added: AtomicU64,
     stored_added: AtomicU64,
     packs_added: AtomicU64,
-    tree_packer: Mutex<(Option<PackWriter>, Option<Encoder>)>,
+    /// The tree pack being filled, and the encoder of trees (taken first).
+    tree_packer: Mutex<Option<PackWriter>>,
+    tree_encoder: Mutex<Option<Encoder>>,
     /// The data pack the workers are filling.
     data_packer: Mutex<Option<PackWriter>>,
     /// Buffers of uploaded packs, reused for new packs (see `new_pack`).
@@ -285,7 +287,8 @@ impl BlobWriter {
             meta_added: AtomicU64::new(0),
             stored_added: AtomicU64::new(0),
             packs_added: AtomicU64::new(0),
-            tree_packer: Mutex::new((None, None)),
+            tree_packer: Mutex::new(None),
+            tree_encoder: Mutex::new(None),
             data_packer: Mutex::new(None),
             spare: Mutex::new(Vec::new()),
             gate,
@@ -378,26 +381,17 @@ impl BlobWriter {
         if !s.claim(&id) {
             return Ok(id);
         }
-        let full = {
-            let mut guard = s.tree_packer.lock().unwrap_or_else(|e| e.into_inner());
-            let (packer, enc) = &mut *guard;
-            if enc.is_none() {
-                *enc = Some(Encoder::new(s.level)?);
-            }
-            let p = packer.get_or_insert_with(|| s.new_pack());
-            if let Some(e) = enc.as_mut() {
-                p.add_with(blob_type, id, data.len(), |buf| e.encode_into(data, buf));
-            }
-            s.count(blob_type, data.len());
-            if p.len() >= s.pack_size {
-                packer.take()
-            } else {
-                None
-            }
-        };
-        if let Some(p) = full {
-            s.upload(p, true);
+        let mut enc = s.tree_encoder.lock().unwrap_or_else(|e| e.into_inner());
+        if enc.is_none() {
+            *enc = Some(Encoder::new(s.level)?);
         }
+        if let Some(e) = enc.as_mut() {
+            // Trees are small: encoded straight into the pack, under both locks.
+            s.append(&s.tree_packer, true, |p| {
+                p.add_with(blob_type, id, data.len(), |buf| e.encode_into(data, buf))
+            });
+        }
+        s.count(blob_type, data.len());
         Ok(id)
     }
 
@@ -455,25 +449,8 @@ impl BlobWriter {
             }
         }
         let s = self.shared.clone();
-        let data = s
-            .data_packer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(p) = data {
-            if !p.is_empty() {
-                s.upload(p, false);
-            }
-        }
-        let tree = {
-            let mut g = s.tree_packer.lock().unwrap_or_else(|e| e.into_inner());
-            g.0.take()
-        };
-        if let Some(p) = tree {
-            if !p.is_empty() {
-                s.upload(p, true);
-            }
-        }
+        s.flush(&s.data_packer, false);
+        s.flush(&s.tree_packer, true);
         let handles: Vec<_> =
             std::mem::take(&mut *s.uploads.lock().unwrap_or_else(|e| e.into_inner()));
         s.rt.block_on(async {
@@ -546,14 +523,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             } => {
                 let id = s.key.blob_id(&data);
                 if s.claim(&id) {
-                    encoded.clear();
-                    enc.encode_into(&data, &mut encoded);
-                    s.add_data(|p| {
-                        p.add_with(blob_type, id, data.len(), |buf| {
-                            buf.extend_from_slice(&encoded)
-                        })
-                    });
-                    s.count(blob_type, data.len());
+                    s.store_blob(&mut enc, &mut encoded, blob_type, id, &data);
                 }
                 let _ = reply.send(Ok(id));
             }
@@ -570,14 +540,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                 // (`new_pack`).
                 if new.len() == 1 || (!new.is_empty() && !s.frames) {
                     for &i in &new {
-                        let data = &blocks[i];
-                        encoded.clear();
-                        enc.encode_into(data, &mut encoded);
-                        s.add_data(|p| {
-                            p.add_with(blob_type, ids[i], data.len(), |buf| {
-                                buf.extend_from_slice(&encoded)
-                            })
-                        });
+                        s.store_blob(&mut enc, &mut encoded, blob_type, ids[i], &blocks[i]);
                     }
                 } else if !new.is_empty() {
                     frame.clear();
@@ -594,12 +557,12 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                     } else {
                         enc.encode_into(&frame, &mut encoded)
                     }
-                    s.add_data(|p| {
+                    s.append(&s.data_packer, false, |p| {
                         p.add_frame(blob_type, &list, |buf| buf.extend_from_slice(&encoded))
                     });
-                }
-                for &i in &new {
-                    s.count(blob_type, blocks[i].len());
+                    for &i in &new {
+                        s.count(blob_type, blocks[i].len());
+                    }
                 }
                 let _ = reply.send(Ok(ids));
             }
@@ -608,11 +571,34 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
 }
 
 impl Shared {
-    /// Append to the data pack being filled (a new one if none is), and
-    /// upload it once full.
-    fn add_data(self: &Arc<Self>, add: impl FnOnce(&mut PackWriter)) {
+    /// Encode one new data blob outside the pack's lock (into `encoded`,
+    /// a worker's own buffer), then append it to the data pack.
+    fn store_blob(
+        self: &Arc<Self>,
+        enc: &mut Encoder,
+        encoded: &mut Vec<u8>,
+        blob_type: BlobType,
+        id: Id,
+        data: &[u8],
+    ) {
+        encoded.clear();
+        enc.encode_into(data, encoded);
+        self.append(&self.data_packer, false, |p| {
+            p.add(blob_type, id, encoded, data.len())
+        });
+        self.count(blob_type, data.len());
+    }
+
+    /// Append to the pack being filled in `slot` (a new one if none is),
+    /// and upload it once full. `metadata` marks the tree pack.
+    fn append(
+        self: &Arc<Self>,
+        slot: &Mutex<Option<PackWriter>>,
+        metadata: bool,
+        add: impl FnOnce(&mut PackWriter),
+    ) {
         let full = {
-            let mut g = self.data_packer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
             let p = g.get_or_insert_with(|| self.new_pack());
             add(p);
             if p.len() >= self.pack_size {
@@ -622,7 +608,15 @@ impl Shared {
             }
         };
         if let Some(p) = full {
-            self.upload(p, false);
+            self.upload(p, metadata);
+        }
+    }
+
+    /// Upload what the pack in `slot` holds, if anything.
+    fn flush(self: &Arc<Self>, slot: &Mutex<Option<PackWriter>>, metadata: bool) {
+        let left = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = left.filter(|p| !p.is_empty()) {
+            self.upload(p, metadata);
         }
     }
 
