@@ -80,26 +80,15 @@ impl Encoder {
     /// pack writer to encode straight into the pack buffer: on the backup
     /// hot path every avoided copy of a 1 MiB chunk counts.
     pub fn encode_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        let start = out.len();
         // Up to two samples' worth, probing would cost about as much as
         // compressing outright (a 16 KiB database block would be compressed
         // twice): just try, and keep the raw form if it does not shrink.
         let small = data.len() <= 2 * SAMPLE;
-        if self.level > 0 && data.len() >= 64 && (small || self.worth_compressing(data)) {
-            let bound = zstd::zstd_safe::compress_bound(data.len());
-            out.push(FLAG_ZSTD);
-            out.resize(start + 1 + bound, 0);
-            if let Ok(n) = self.full.compress_to_buffer(data, &mut out[start + 1..]) {
-                if n < data.len() {
-                    out.truncate(start + 1 + n);
-                    return;
-                }
-            }
-            out.truncate(start);
+        if small || self.worth_compressing(data) {
+            self.zstd_or_raw_into(data, out);
+        } else {
+            push_raw(data, out);
         }
-        out.reserve(data.len() + 1);
-        out.push(FLAG_RAW);
-        out.extend_from_slice(data);
     }
 
     /// Append the encoding of a frame (the concatenated data of several
@@ -123,6 +112,35 @@ impl Encoder {
         }
     }
 
+    /// Append the encoding of a frame of unrelated blobs (small files
+    /// gathered together): zstd over the whole frame without the sample
+    /// probe, since one sample cannot speak for files that differ (a scan
+    /// beside a note); zstd passes incompressible stretches at GB/s and
+    /// the raw form is still kept if the whole does not shrink. No LZMA2:
+    /// its gain is for database pages, not for documents.
+    pub fn encode_mixed_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        self.zstd_or_raw_into(data, out);
+    }
+
+    /// zstd at the configured level, or the raw form when that does not
+    /// shrink `data` (or the level is 0, or `data` is tiny).
+    fn zstd_or_raw_into(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        if self.level > 0 && data.len() >= 64 {
+            let bound = zstd::zstd_safe::compress_bound(data.len());
+            out.push(FLAG_ZSTD);
+            out.resize(start + 1 + bound, 0);
+            if let Ok(n) = self.full.compress_to_buffer(data, &mut out[start + 1..]) {
+                if n < data.len() {
+                    out.truncate(start + 1 + n);
+                    return;
+                }
+            }
+            out.truncate(start);
+        }
+        push_raw(data, out);
+    }
+
     fn worth_compressing(&mut self, data: &[u8]) -> bool {
         if data.len() < 64 {
             return false;
@@ -144,6 +162,13 @@ impl Encoder {
     pub fn level(&self) -> i32 {
         self.level
     }
+}
+
+/// Append `data` stored as it is (flag 0).
+fn push_raw(data: &[u8], out: &mut Vec<u8>) {
+    out.reserve(data.len() + 1);
+    out.push(FLAG_RAW);
+    out.extend_from_slice(data);
 }
 
 /// LZMA2 (`.xz`, no check) of `data`, or `None` if it is not shorter than

@@ -74,6 +74,9 @@ enum Job {
     Frame {
         blob_type: BlobType,
         blocks: Vec<Vec<u8>>,
+        /// Unrelated blobs (small files), not consecutive parts of one
+        /// source: see [`BlobWriter::submit_mixed_frame`].
+        mixed: bool,
         reply: Sender<Result<Vec<Id>>>,
     },
 }
@@ -342,10 +345,33 @@ impl BlobWriter {
     /// compress as well as the whole file would. In a format-1 repository
     /// (no frames) each new block is stored alone. Blocks by the caller.
     pub fn submit_frame(&self, blob_type: BlobType, blocks: Vec<Vec<u8>>) -> Result<PendingFrame> {
+        self.frame_job(blob_type, blocks, false)
+    }
+
+    /// Queue unrelated small blobs (whole small files) to be stored as one
+    /// frame: each is its own blob, deduplicated on its own, and the new
+    /// ones are compressed together so that a note of 3 KiB gets the
+    /// context of its neighbours instead of compressing alone. Encoded by
+    /// [`Encoder::encode_mixed_into`]. Blocks by the caller.
+    pub fn submit_mixed_frame(
+        &self,
+        blob_type: BlobType,
+        blocks: Vec<Vec<u8>>,
+    ) -> Result<PendingFrame> {
+        self.frame_job(blob_type, blocks, true)
+    }
+
+    fn frame_job(
+        &self,
+        blob_type: BlobType,
+        blocks: Vec<Vec<u8>>,
+        mixed: bool,
+    ) -> Result<PendingFrame> {
         let (reply, rx) = bounded(1);
         self.send(Job::Frame {
             blob_type,
             blocks,
+            mixed,
             reply,
         })?;
         Ok(PendingFrame(rx))
@@ -530,6 +556,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
             Job::Frame {
                 blob_type,
                 blocks,
+                mixed,
                 reply,
             } => {
                 let ids: Vec<Id> = blocks.iter().map(|b| s.key.blob_id(b)).collect();
@@ -552,7 +579,9 @@ fn worker(s: Arc<Shared>, rx: Receiver<Job>) {
                         })
                         .collect();
                     encoded.clear();
-                    if s.lzma_frames {
+                    if mixed {
+                        enc.encode_mixed_into(&frame, &mut encoded)
+                    } else if s.lzma_frames {
                         enc.encode_frame_into(&frame, &mut encoded)
                     } else {
                         enc.encode_into(&frame, &mut encoded)

@@ -64,11 +64,12 @@ use holdfast_repo::pack::BlobType;
 use holdfast_repo::repository::Commit;
 use holdfast_repo::snapshot::{Snapshot, SnapshotEntry, SnapshotFilter, Summary};
 use holdfast_repo::tree::{Node, NodeKind, NodeName, Tree};
-use holdfast_repo::writer::{BlobWriter, PendingBlob, UploadGate, WriterOptions};
+use holdfast_repo::writer::{BlobWriter, UploadGate, WriterOptions};
 use holdfast_repo::{Id, RepoError, Repository};
 
 use crate::error::{SourceError, SourceResult};
 use crate::exclude::{ExcludeRules, Excluder, Verdict};
+use crate::gather::{Gatherer, PendingContent, GATHERED_FILE_MAX};
 use crate::meta::{self, NameCache};
 use crate::split::{self, SegmentPool, SplitFail};
 use crate::{cputime, Progress};
@@ -450,6 +451,7 @@ fn backup_once(
             segments: &segments,
             split_min: par.split_min.max(1),
             segment: par.segment,
+            gather: repo.takes_frames().then(|| Gatherer::new(&writer)),
         };
         let mut tally = Tally::default();
         let root = pool.install(|| a.root(&trie, parent_root, &mut tally));
@@ -650,7 +652,7 @@ impl Stamp {
 /// A node whose file content ids are still being computed.
 struct PendingNode {
     node: Node,
-    blobs: Vec<PendingBlob>,
+    blobs: Vec<PendingContent>,
 }
 
 /// What one part of the walk found besides nodes: counts and messages.
@@ -725,6 +727,9 @@ struct Archiver<'a> {
     segments: &'a SegmentPool,
     split_min: u64,
     segment: u64,
+    /// Small files on their way into shared frames; `None` in a format-1
+    /// repository, which has no frames.
+    gather: Option<Gatherer<'a>>,
 }
 
 impl Archiver<'_> {
@@ -789,7 +794,7 @@ impl Archiver<'_> {
             let pnode = parent.and_then(|t| t.find(name));
             if child.target {
                 if let Some(pn) = self.entry(&p, name, &m, pnode, t)? {
-                    nodes.push(resolve(pn)?);
+                    nodes.push(self.resolve(pn)?);
                 }
             } else {
                 let ptree = self.parent_subtree(pnode);
@@ -905,7 +910,7 @@ impl Archiver<'_> {
         for (p, ct) in children {
             t.merge(ct);
             if let Some(p) = p {
-                nodes.push(resolve(p)?);
+                nodes.push(self.resolve(p)?);
             }
         }
         node.subtree = Some(self.save_tree(Tree::new(nodes))?);
@@ -1007,7 +1012,7 @@ impl Archiver<'_> {
         &self,
         path: &Path,
         t: &mut Tally,
-    ) -> SourceResult<Option<(Vec<PendingBlob>, u64, Stamp)>> {
+    ) -> SourceResult<Option<(Vec<PendingContent>, u64, Stamp)>> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -1049,7 +1054,7 @@ impl Archiver<'_> {
         &self,
         path: &Path,
         t: &mut Tally,
-    ) -> Result<(Vec<PendingBlob>, u64, Stamp, Stamp), ReadFail> {
+    ) -> Result<(Vec<PendingContent>, u64, Stamp, Stamp), ReadFail> {
         let f = File::open(path).map_err(ReadFail::Io)?;
         let before = Stamp::of(&f.metadata().map_err(ReadFail::Io)?);
         let (blobs, read) = self.read_file(&f, before.size, t)?;
@@ -1062,7 +1067,7 @@ impl Archiver<'_> {
         mut f: &File,
         size: u64,
         t: &mut Tally,
-    ) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
+    ) -> Result<(Vec<PendingContent>, u64), ReadFail> {
         if size <= u64::from(self.params.min) {
             // Small file: one chunk, no chunker buffer.
             let mut data = Vec::with_capacity(size as usize + 1);
@@ -1073,10 +1078,7 @@ impl Archiver<'_> {
                 if n == 0 {
                     return Ok((Vec::new(), 0));
                 }
-                let p = self
-                    .writer
-                    .submit(BlobType::Data, data)
-                    .map_err(ReadFail::Repo)?;
+                let p = self.store_small(data).map_err(ReadFail::Repo)?;
                 return Ok((vec![p], n));
             }
             // It grew past the chunking threshold while we looked: chunk it.
@@ -1105,7 +1107,7 @@ impl Archiver<'_> {
         f: &File,
         size: u64,
         t: &mut Tally,
-    ) -> Result<(Vec<PendingBlob>, u64), SplitFail<RepoError>> {
+    ) -> Result<(Vec<PendingContent>, u64), SplitFail<RepoError>> {
         let cpu0 = cputime::thread();
         let r = split::chunk_split(
             f,
@@ -1116,7 +1118,9 @@ impl Archiver<'_> {
             || self.progress.stop_requested(),
             |chunk| {
                 self.progress.add_bytes(chunk.len() as u64);
-                self.writer.submit(BlobType::Data, chunk.to_vec())
+                self.writer
+                    .submit(BlobType::Data, chunk.to_vec())
+                    .map(PendingContent::Alone)
             },
         );
         // Only the seam work is serial; its share of this thread's time is
@@ -1132,7 +1136,30 @@ impl Archiver<'_> {
         Ok((r.items, r.bytes))
     }
 
-    fn chunk<R: Read>(&self, r: R) -> Result<(Vec<PendingBlob>, u64), ReadFail> {
+    /// Wait for a node's content ids.
+    fn resolve(&self, p: PendingNode) -> SourceResult<Node> {
+        let PendingNode { mut node, blobs } = p;
+        if !blobs.is_empty() {
+            node.content = blobs
+                .into_iter()
+                .map(|b| b.wait(self.writer))
+                .collect::<Result<Vec<_>, _>>()?;
+        }
+        Ok(node)
+    }
+
+    /// Store one whole small file's content: gathered with others into a
+    /// frame when it is small enough (see [`crate::gather`]), else alone.
+    fn store_small(&self, data: Vec<u8>) -> Result<PendingContent, RepoError> {
+        match &self.gather {
+            Some(g) if data.len() <= GATHERED_FILE_MAX => Ok(g.add(data)),
+            _ => Ok(PendingContent::Alone(
+                self.writer.submit(BlobType::Data, data)?,
+            )),
+        }
+    }
+
+    fn chunk<R: Read>(&self, r: R) -> Result<(Vec<PendingContent>, u64), ReadFail> {
         let buf = STREAM_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let mut c = StreamChunker::with_buffer(r, self.gear.clone(), self.params, buf);
         let mut blobs = Vec::new();
@@ -1146,7 +1173,7 @@ impl Archiver<'_> {
                     total += chunk.len() as u64;
                     self.progress.add_bytes(chunk.len() as u64);
                     match self.writer.submit(BlobType::Data, chunk) {
-                        Ok(p) => blobs.push(p),
+                        Ok(p) => blobs.push(PendingContent::Alone(p)),
                         Err(e) => break Err(ReadFail::Repo(e)),
                     }
                 }
@@ -1158,18 +1185,6 @@ impl Archiver<'_> {
         STREAM_BUF.with(|b| *b.borrow_mut() = buf);
         res.map(|()| (blobs, total))
     }
-}
-
-/// Wait for a node's content ids.
-fn resolve(p: PendingNode) -> SourceResult<Node> {
-    let PendingNode { mut node, blobs } = p;
-    if !blobs.is_empty() {
-        node.content = blobs
-            .into_iter()
-            .map(PendingBlob::wait)
-            .collect::<Result<Vec<_>, _>>()?;
-    }
-    Ok(node)
 }
 
 enum ReadFail {

@@ -15,6 +15,7 @@ pub mod cputime;
 pub mod diff;
 mod error;
 pub mod exclude;
+mod gather;
 pub mod meta;
 pub mod restore;
 mod split;
