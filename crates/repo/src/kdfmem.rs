@@ -6,11 +6,20 @@
 //! first pass starts. On the virtual machines we run on, a first-touch page
 //! fault costs microseconds, and that serial zeroing took 60 ms of the
 //! 155 ms a password open spent in the KDF. An anonymous mapping is zero
-//! already; asked for transparent huge pages (`MADV_HUGEPAGE`; the common
-//! `madvise` setting of `transparent_hugepage` honours it), 64 MiB is 32
-//! faults, taken by the lanes' threads as they first write. Without huge
-//! pages the faults still spread over those threads. The bytes are the
-//! same either way: only where the memory comes from changes.
+//! already, and its pages are faulted in by the lanes' threads as they
+//! first write, in parallel.
+//!
+//! Base pages, not transparent huge pages (`MADV_NOHUGEPAGE`): such a VM
+//! hands free 2 MiB blocks back to its host after a few seconds (free page
+//! reporting), so a huge page is then a fresh host allocation too. Faulting
+//! 64 MiB in from two threads took 53-64 ms as huge pages and 26-32 ms as
+//! base pages after a few idle seconds (only right after another process
+//! freed its huge pages were they faster, 7 ms); 10 interleaved opens
+//! (`holdfast snapshots`, mostly this KDF), each after 5 idle seconds as
+//! between scheduled backups: median 0.136 s and 0.065 s of system CPU
+//! with base pages, 0.150 s and 0.102 s with huge pages. On bare metal both
+//! cost a few milliseconds. The bytes are the same either way: only where
+//! the memory comes from changes.
 //!
 //! Unmapping returns the pages to the kernel, which zeroes them before any
 //! other use, so the password-derived state does not outlive the KDF in
@@ -18,17 +27,11 @@
 
 use argon2::Block;
 
-/// Huge page size on x86-64 and arm64 (4 KiB base pages): the mapping is
-/// aligned to it so that every 2 MiB of it can be one huge page.
-const HUGE: usize = 2 << 20;
-
 /// `blocks` argon2 blocks in a private anonymous mapping.
 pub(crate) struct KdfMemory {
-    /// The whole mapping (what `munmap` gets).
+    /// The mapping (page aligned; what `munmap` gets).
     map: *mut libc::c_void,
-    map_len: usize,
-    /// Where the blocks start inside it (huge-page aligned).
-    start: *mut Block,
+    len: usize,
     blocks: usize,
 }
 
@@ -44,13 +47,12 @@ impl KdfMemory {
         if len == 0 {
             return None;
         }
-        let map_len = len.checked_add(HUGE)?;
         // SAFETY: a fresh private anonymous mapping; the result is checked
         // before use.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                map_len,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -60,32 +62,22 @@ impl KdfMemory {
         if map == libc::MAP_FAILED {
             return None;
         }
-        let offset = (HUGE - (map as usize) % HUGE) % HUGE;
-        // SAFETY: offset < HUGE, and the mapping is len + HUGE long, so
-        // [start, start + len) lies inside it.
-        let start = unsafe { map.cast::<u8>().add(offset) };
-        // Advice only: refused (huge pages off), the mapping works as is.
-        // SAFETY: advice on a range inside the mapping just made.
+        // Advice only (see the module docs); refused, the mapping works as is.
+        // SAFETY: advice on exactly the mapping just made.
         unsafe {
-            libc::madvise(start.cast(), len, libc::MADV_HUGEPAGE);
+            libc::madvise(map, len, libc::MADV_NOHUGEPAGE);
         }
-        Some(KdfMemory {
-            map,
-            map_len,
-            start: start.cast(),
-            blocks,
-        })
+        Some(KdfMemory { map, len, blocks })
     }
 }
 
 impl AsMut<[Block]> for KdfMemory {
     fn as_mut(&mut self) -> &mut [Block] {
-        // SAFETY: `start` is page aligned (more than a Block's 64 bytes),
-        // the range holds `blocks` blocks inside the mapping, which lives as
-        // long as `self`; anonymous memory reads as zeros, and all-zero
-        // bytes are a valid Block (an array of u64). `&mut self` makes the
-        // borrow unique.
-        unsafe { std::slice::from_raw_parts_mut(self.start, self.blocks) }
+        // SAFETY: the mapping is page aligned (more than a Block's 64
+        // bytes) and exactly `blocks` blocks long, and lives as long as
+        // `self`; anonymous memory reads as zeros, and all-zero bytes are a
+        // valid Block (an array of u64). `&mut self` makes the borrow unique.
+        unsafe { std::slice::from_raw_parts_mut(self.map.cast::<Block>(), self.blocks) }
     }
 }
 
@@ -94,7 +86,7 @@ impl Drop for KdfMemory {
         // SAFETY: unmapping exactly the mapping made in `new`, once; no
         // borrow of it outlives `self`.
         unsafe {
-            libc::munmap(self.map, self.map_len);
+            libc::munmap(self.map, self.len);
         }
     }
 }
