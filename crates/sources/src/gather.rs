@@ -13,7 +13,7 @@
 //! a restore of one file decodes its frame, at most about 1 MiB.
 //!
 //! A batch is submitted when it is full, or by the first node that needs
-//! one of its ids ([`Gathered::wait`]), so no waiter depends on files that
+//! one of its ids ([`PendingContent::wait`]), so no waiter depends on files that
 //! have not been read yet: the walk resolves a directory's nodes only
 //! after reading them, and whoever resolves first sends the batch.
 //!
