@@ -13,7 +13,6 @@ use holdfast_ops::init::{init, InitConfig};
 use holdfast_ops::open::{open, Credential};
 use holdfast_ops::restore::{restore_files, FileRestoreConfig, SnapshotSpec};
 use holdfast_ops::OpsError;
-use holdfast_repo::check::CheckOptions;
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::{Class, Repository};
 use holdfast_sources::restore::RestoreOptions;
@@ -23,15 +22,10 @@ use holdfast_storage::local::LocalBackend;
 use holdfast_storage::{Backend, ErrorClass, ObjectKind};
 use tokio::runtime::Runtime;
 
-const PASSWORD: &[u8] = b"crash test password";
+mod common;
+use common::check_clean;
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
+const PASSWORD: &[u8] = b"crash test password";
 
 fn cheap_kdf() -> KdfParams {
     KdfParams {
@@ -84,7 +78,7 @@ impl Fixture {
             src: dir.path().join("src"),
             work: dir.path().join("work"),
             _dir: dir,
-            rt: runtime(),
+            rt: common::runtime(2),
         };
         std::fs::create_dir_all(&f.work).expect("mkdir");
         f
@@ -152,19 +146,6 @@ impl Fixture {
             .join(self.src.strip_prefix("/").expect("absolute"));
         assert_same_tree(expected, &restored);
     }
-
-    fn check_clean(&self, repo: &Repository) {
-        let report = holdfast_ops::check::check(
-            repo,
-            &CheckOptions {
-                read_data: true,
-                read_data_subset: None,
-            },
-            &|_, _| {},
-        )
-        .expect("check");
-        assert!(report.ok(), "check found errors: {:?}", report.errors);
-    }
 }
 
 fn assert_same_tree(a: &Path, b: &Path) {
@@ -217,11 +198,11 @@ fn crash_during_second_backup(rule: Rule) -> (Fixture, Arc<FaultyBackend>) {
     // The process is gone; a new one opens what is left.
     let repo = f.open();
     assert_eq!(repo.snapshots().expect("snapshots").len(), 1);
-    f.check_clean(&repo);
+    check_clean(&repo);
     f.restores_exactly(&repo, &first.outcome.id.to_hex(), &first_copy);
     let third = f.backup(&repo).expect("backup after the crash");
     f.restores_exactly(&repo, &third.outcome.id.to_hex(), &f.src);
-    f.check_clean(&repo);
+    check_clean(&repo);
     (f, faulty)
 }
 
@@ -282,7 +263,7 @@ fn crash_after_the_index_before_the_snapshot_and_the_next_backup_dedups() {
     drop(repo);
     let repo = f.open();
     assert!(repo.snapshots().expect("snapshots").is_empty());
-    f.check_clean(&repo);
+    check_clean(&repo);
     let next = f.backup(&repo).expect("backup after the crash");
     let s = &next.outcome.snapshot.summary;
     assert!(
@@ -311,7 +292,7 @@ fn crash_while_writing_the_snapshot_after_it_is_durable() {
     drop(repo);
     let repo = f.open();
     assert_eq!(repo.snapshots().expect("snapshots").len(), 1);
-    f.check_clean(&repo);
+    check_clean(&repo);
     f.restores_exactly(&repo, "latest", &f.src);
 }
 
@@ -395,7 +376,7 @@ fn write_failure_keeps_its_class(kind: ObjectKind, class: ErrorClass) {
     );
     drop(repo);
     let repo = f.open();
-    f.check_clean(&repo);
+    check_clean(&repo);
     f.backup(&repo).expect("backup after the failure");
     f.restores_exactly(&repo, "latest", &f.src);
 }

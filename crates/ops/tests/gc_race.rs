@@ -15,13 +15,15 @@ use bytes::Bytes;
 use holdfast_ops::backup::{backup_files, FileBackupConfig};
 use holdfast_ops::init::{init, InitConfig};
 use holdfast_ops::open::{open, Credential};
-use holdfast_repo::check::CheckOptions;
 use holdfast_repo::gc::{gc, GcOptions};
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::Repository;
 use holdfast_sources::Progress;
 use holdfast_storage::local::LocalBackend;
 use holdfast_storage::{Backend, Capabilities, ObjectKind, ObjectMeta, PutOptions, StorageResult};
+
+mod common;
+use common::{check_clean, noise};
 
 const PASSWORD: &[u8] = b"gc race password";
 
@@ -85,26 +87,6 @@ impl Backend for BeforeFirstLock {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(3)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn open_repo(backend: Arc<dyn Backend>, rt: &tokio::runtime::Runtime) -> Arc<Repository> {
     open(
         backend,
@@ -158,7 +140,7 @@ struct Setup {
 /// Two sources; the first one's snapshot removed, so its packs are garbage.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
+    let rt = common::runtime(3);
     let repo_dir = dir.path().join("repo");
     let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
     init(
@@ -203,19 +185,6 @@ fn setup() -> Setup {
     }
 }
 
-fn check_clean(repo: &Repository) {
-    let report = holdfast_repo::check::check(
-        repo,
-        &CheckOptions {
-            read_data: true,
-            read_data_subset: None,
-        },
-        &|_, _| {},
-    )
-    .unwrap();
-    assert!(report.ok(), "{:?}", report.errors);
-}
-
 #[test]
 fn a_snapshot_committed_between_mark_and_sweep_keeps_the_data_it_reuses() {
     let s = setup();
@@ -231,7 +200,7 @@ fn a_snapshot_committed_between_mark_and_sweep_keeps_the_data_it_reuses() {
         let (plain, again, committed) = (plain.clone(), again.clone(), committed.clone());
         let repo_dir = repo_dir.clone();
         Box::new(move || {
-            let rt = runtime();
+            let rt = common::runtime(3);
             let repo = open_repo(plain, &rt);
             let before = packs(&repo_dir);
             let id = backup(&repo, &again, "again");
@@ -297,7 +266,7 @@ fn gc_at_first_lease(
         let plain = plain.clone();
         Box::new(move || {
             before(&plain);
-            let rt = runtime();
+            let rt = common::runtime(3);
             let repo = open_repo(plain, &rt);
             gc(&repo, &GcOptions::default(), &|_, _, _| {}).unwrap();
         })
@@ -386,7 +355,7 @@ fn a_parent_purged_before_the_lease_is_not_reused() {
     let purge = parent.clone();
     // Purged as `policy apply` does: a deletion record, then the delete.
     let hooked = gc_at_first_lease(&plain, move |plain| {
-        let rt = runtime();
+        let rt = common::runtime(3);
         let repo = open_repo(plain.clone(), &rt);
         let entry = repo
             .snapshots()

@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use holdfast_ops::backup::{backup_files, FileBackupConfig};
 use holdfast_ops::restore::{restore_files, FileRestoreConfig, SnapshotSpec};
-use holdfast_repo::check::CheckOptions;
 use holdfast_repo::config::RepoConfig;
 use holdfast_repo::keys::KdfParams;
 use holdfast_repo::tree::NodeKind;
@@ -19,6 +18,9 @@ use holdfast_repo::{Id, Repository};
 use holdfast_sources::Progress;
 use holdfast_storage::local::LocalBackend;
 use holdfast_storage::Backend;
+
+mod common;
+use common::{check_clean, noise, rng};
 
 const PASSWORD: &[u8] = b"small files password";
 const KDF: KdfParams = KdfParams {
@@ -28,29 +30,6 @@ const KDF: KdfParams = KdfParams {
 };
 /// The gathering threshold (`GATHERED_FILE_MAX`).
 const SMALL: usize = 64 * 1024;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed.wrapping_mul(6364136223846793005) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut r = rng(seed);
-    (0..len).map(|_| r() as u8).collect()
-}
 
 /// JSON records of a shared vocabulary, as clinical forms are: each file
 /// alone compresses somewhat, files together much better.
@@ -93,7 +72,7 @@ struct Repo {
 }
 
 fn new_repo(dir: &Path, format: u32) -> Repo {
-    let rt = runtime();
+    let rt = common::runtime(2);
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir));
     let repo = Repository::init_format(
         backend,
@@ -253,16 +232,7 @@ fn small_files_share_frames_and_restore_exactly() {
         );
     }
 
-    let report = holdfast_repo::check::check(
-        &r.repo,
-        &CheckOptions {
-            read_data: true,
-            read_data_subset: None,
-        },
-        &|_, _| {},
-    )
-    .unwrap();
-    assert!(report.ok(), "{:?}", report.errors);
+    check_clean(&r.repo);
 
     // The whole tree, then one small file alone (its frame is decoded for it).
     let id = done.outcome.id.to_hex();
