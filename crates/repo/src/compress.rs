@@ -129,10 +129,12 @@ impl Encoder {
         if self.level > 0 && data.len() >= 64 {
             let bound = zstd::zstd_safe::compress_bound(data.len());
             out.push(FLAG_ZSTD);
-            out.resize(start + 1 + bound, 0);
-            if let Ok(n) = self.full.compress_to_buffer(data, &mut out[start + 1..]) {
+            out.reserve(bound);
+            // Into the spare room as it is: zeroing the bound first cost a
+            // memset of every byte a backup compresses.
+            let mut tail = Tail::after(out);
+            if let Ok(n) = self.full.compress_to_buffer(data, &mut tail) {
                 if n < data.len() {
-                    out.truncate(start + 1 + n);
                     return;
                 }
             }
@@ -161,6 +163,47 @@ impl Encoder {
 
     pub fn level(&self) -> i32 {
         self.level
+    }
+}
+
+/// The spare capacity of a `Vec` past its current length, as a zstd
+/// output buffer: what zstd writes is appended to the vector.
+struct Tail<'a> {
+    vec: &'a mut Vec<u8>,
+    /// The vector's length when this began: zstd's byte 0.
+    start: usize,
+}
+
+impl<'a> Tail<'a> {
+    fn after(vec: &'a mut Vec<u8>) -> Tail<'a> {
+        let start = vec.len();
+        Tail { vec, start }
+    }
+}
+
+// SAFETY: `as_mut_ptr` and `capacity` describe exactly the vector's
+// allocation past `start` (allocated, possibly uninitialised, bytes zstd
+// may write), and `filled_until(n)` is called by zstd-safe only after zstd
+// wrote `n <= capacity()` bytes there, so the new length covers
+// initialised bytes inside the allocation.
+unsafe impl zstd::zstd_safe::WriteBuf for Tail<'_> {
+    fn as_slice(&self) -> &[u8] {
+        &self.vec[self.start..]
+    }
+
+    fn capacity(&self) -> usize {
+        self.vec.capacity() - self.start
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        // In bounds: `start` is at most the length, which is at most the
+        // capacity (one past the end is allowed).
+        self.vec.as_mut_ptr().wrapping_add(self.start)
+    }
+
+    unsafe fn filled_until(&mut self, n: usize) {
+        // SAFETY: see the impl's comment.
+        unsafe { self.vec.set_len(self.start + n) }
     }
 }
 
@@ -347,6 +390,32 @@ mod tests {
         assert_eq!(decode(&enc.encode(&tiny), 2, "x").unwrap(), tiny);
         assert!(decode(&[], 0, "x").is_err());
         assert!(decode(&[9, 1], 1, "x").is_err());
+    }
+
+    /// Encodings are appended after what the buffer already holds (a
+    /// pack being filled), whichever form wins, and leave it untouched.
+    #[test]
+    fn encodings_append_to_what_is_there() {
+        let mut enc = Encoder::new(1).unwrap();
+        let text = "observation ".repeat(20_000).into_bytes();
+        let random: Vec<u8> = (0..70_000).map(|_| rand::random::<u8>()).collect();
+        let mut out = b"earlier blobs".to_vec();
+        let mut ends = vec![out.len()];
+        for (i, d) in [&text, &random, &text].into_iter().enumerate() {
+            // Spare room of old bytes, as a reused pack buffer has.
+            if i == 1 {
+                out.reserve(1 << 20);
+            }
+            enc.encode_into(d, &mut out);
+            ends.push(out.len());
+        }
+        assert_eq!(&out[..13], b"earlier blobs");
+        assert_eq!(out[ends[0]], FLAG_ZSTD);
+        assert_eq!(out[ends[1]], FLAG_RAW);
+        for (i, d) in [&text, &random, &text].into_iter().enumerate() {
+            let e = &out[ends[i]..ends[i + 1]];
+            assert_eq!(decode(e, d.len(), "t").unwrap(), d.as_slice());
+        }
     }
 
     /// A frame of structured pages (fixed-stride records, as in a heap

@@ -71,6 +71,19 @@ impl KdfMemory {
     }
 }
 
+impl KdfMemory {
+    /// Unmap on a thread of its own: handing 16,384 pages back to the
+    /// kernel took about 10 ms, which the open waiting for this key need
+    /// not wait for.
+    pub(crate) fn release_in_background(self) {
+        // Should no thread start, the closure (and this memory with it)
+        // is dropped, so unmapped, right here.
+        let _ = std::thread::Builder::new()
+            .name("holdfast-kdf-unmap".into())
+            .spawn(move || drop(self));
+    }
+}
+
 impl AsMut<[Block]> for KdfMemory {
     fn as_mut(&mut self) -> &mut [Block] {
         // SAFETY: the mapping is page aligned (more than a Block's 64

@@ -181,7 +181,11 @@ fn argon2_kek(password: &[u8], salt: &[u8], p: KdfParams) -> Result<[u8; 32]> {
     // Fresh mapped memory, faulted in by the lanes as they run (see
     // `kdfmem`); argon2's own allocation if the kernel refuses a mapping.
     match crate::kdfmem::KdfMemory::new(blocks) {
-        Some(mem) => argon.hash_password_into_with_memory(password, salt, &mut out, mem),
+        Some(mut mem) => {
+            let done = argon.hash_password_into_with_memory(password, salt, &mut out, &mut mem);
+            mem.release_in_background();
+            done
+        }
         None => argon.hash_password_into(password, salt, &mut out),
     }
     .map_err(|e| RepoError::Invalid(format!("argon2: {e}")))?;

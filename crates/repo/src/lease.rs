@@ -926,6 +926,10 @@ impl Repository {
         parent: Option<&Id>,
     ) -> Result<(Lease, Option<bool>)> {
         let lease = self.take_writer_lease(operation)?;
+        // Only now, not beside the listing of `locks/` that follows the
+        // lease's write: a GC whose exclusive phase began before our write
+        // and ended between a concurrent listing of `index/` and that
+        // listing of `locks/` would have swept unseen by both.
         let exists = self.reload_index_if_swept(parent)?;
         Ok((lease, exists))
     }
@@ -945,6 +949,8 @@ impl Repository {
         parent: Option<&Id>,
     ) -> Result<(Lease, LeaseCheck)> {
         let lease = self.take_writer_lease(operation)?;
+        // After, not beside, the lease's last listing of `locks/` (see
+        // `writer_lease_checking`).
         let seen = self.sweep_check(parent)?;
         Ok((
             lease,
