@@ -101,3 +101,80 @@ fn packs_enter_the_index_as_their_index_objects_are_written() {
         assert!(ids.iter().all(|id| again.index().contains(id)));
     }
 }
+
+/// A writer's last data pack is uploaded in two halves when it is big
+/// enough (see `writer::SPLIT_LAST_FROM`): both are indexed and every blob
+/// reads back, from this session and from storage alone; a small last
+/// pack stays whole.
+#[test]
+fn a_big_last_pack_is_stored_in_two_halves() {
+    let rt = runtime();
+    for (blobs, want_packs) in [(12u32, 2u64), (3, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let kdf = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let repo = Repository::init(
+            Arc::new(LocalBackend::new(dir.path())),
+            rt.handle().clone(),
+            b"pw",
+            kdf,
+            RepoConfig::new(),
+        )
+        .unwrap();
+        let w = BlobWriter::with_threads(&repo, 2);
+        let blob = |i: u32| -> Vec<u8> {
+            // Incompressible 512 KiB: 12 make a 6 MiB last pack, 3 one of 1.5 MiB.
+            let mut b = vec![0u8; 512 * 1024];
+            blake3::Hasher::new()
+                .update(&i.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut b);
+            b
+        };
+        let ids: Vec<Id> = (0..blobs)
+            .map(|i| w.submit(BlobType::Data, blob(i)).unwrap().wait().unwrap())
+            .collect();
+        let stats = w.finish(&repo).unwrap();
+        assert_eq!(stats.packs_added, want_packs, "{blobs} blobs");
+        let packs = walk_files(&dir.path().join("data"));
+        assert_eq!(packs.len() as u64, want_packs);
+        if want_packs == 2 {
+            let sizes: Vec<u64> = packs
+                .iter()
+                .map(|p| std::fs::metadata(p).unwrap().len())
+                .collect();
+            // Halves: neither holds much more than the other.
+            assert!(
+                sizes[0] < 2 * sizes[1] && sizes[1] < 2 * sizes[0],
+                "{sizes:?}"
+            );
+        }
+        let again = Repository::open(
+            Arc::new(LocalBackend::new(dir.path())),
+            rt.handle().clone(),
+            b"pw",
+        )
+        .unwrap();
+        again.load_index().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(repo.read_blob(id).unwrap(), blob(i as u32));
+            assert_eq!(again.read_blob(id).unwrap(), blob(i as u32));
+        }
+    }
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
