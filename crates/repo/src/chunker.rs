@@ -356,7 +356,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_error_is_returned_after_the_bytes_before_it() {
+    fn a_read_error_mid_fill_is_returned_as_it_is() {
         struct Failing(usize);
         impl Read for Failing {
             fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {

@@ -69,9 +69,7 @@ impl KdfMemory {
         }
         Some(KdfMemory { map, len, blocks })
     }
-}
 
-impl KdfMemory {
     /// Unmap on a thread of its own: handing 16,384 pages back to the
     /// kernel took about 10 ms, which the open waiting for this key need
     /// not wait for.
