@@ -19,6 +19,41 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A repository in `dir` with a cheap KDF and `cfg`.
+fn init_repo(dir: &std::path::Path, rt: &tokio::runtime::Runtime, cfg: RepoConfig) -> Repository {
+    let kdf = KdfParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    Repository::init(
+        Arc::new(LocalBackend::new(dir)),
+        rt.handle().clone(),
+        b"pw",
+        kdf,
+        cfg,
+    )
+    .unwrap()
+}
+
+/// The repository in `dir` opened afresh, its index loaded from storage.
+fn reopen(dir: &std::path::Path, rt: &tokio::runtime::Runtime) -> Repository {
+    let again =
+        Repository::open(Arc::new(LocalBackend::new(dir)), rt.handle().clone(), b"pw").unwrap();
+    again.load_index().unwrap();
+    again
+}
+
+/// `len` incompressible bytes from `seed`.
+fn noise(seed: u32, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut b);
+    b
+}
+
 #[test]
 fn packs_enter_the_index_as_their_index_objects_are_written() {
     let rt = runtime();
@@ -26,31 +61,11 @@ fn packs_enter_the_index_as_their_index_objects_are_written() {
     let mut cfg = RepoConfig::new();
     // About one blob per pack: 64 packs (an index object) come quickly.
     cfg.pack_size = 64 * 1024;
-    let kdf = KdfParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
-    let repo = Repository::init(
-        Arc::new(LocalBackend::new(dir.path())),
-        rt.handle().clone(),
-        b"pw",
-        kdf,
-        cfg,
-    )
-    .unwrap();
+    let repo = init_repo(dir.path(), &rt, cfg);
     for reload_midway in [false, true] {
         let w = BlobWriter::with_threads(&repo, 2);
-        let blob = |i: u32| -> Vec<u8> {
-            let seed = i + if reload_midway { 1_000_000 } else { 0 };
-            // Incompressible: one blob fills a pack.
-            let mut b = vec![0u8; 70_000];
-            blake3::Hasher::new()
-                .update(&seed.to_le_bytes())
-                .finalize_xof()
-                .fill(&mut b);
-            b
-        };
+        // Incompressible: one blob fills a pack.
+        let blob = |i: u32| noise(i + if reload_midway { 1_000_000 } else { 0 }, 70_000);
         let mut ids: Vec<Id> = Vec::new();
         for i in 0..150 {
             ids.push(w.submit(BlobType::Data, blob(i)).unwrap().wait().unwrap());
@@ -91,13 +106,7 @@ fn packs_enter_the_index_as_their_index_objects_are_written() {
             assert!(repo.read_blob(id).is_ok());
         }
         // And from storage alone.
-        let again = Repository::open(
-            Arc::new(LocalBackend::new(dir.path())),
-            rt.handle().clone(),
-            b"pw",
-        )
-        .unwrap();
-        again.load_index().unwrap();
+        let again = reopen(dir.path(), &rt);
         assert!(ids.iter().all(|id| again.index().contains(id)));
     }
 }
@@ -111,29 +120,10 @@ fn a_big_last_pack_is_stored_in_two_halves() {
     let rt = runtime();
     for (blobs, want_packs) in [(12u32, 2u64), (3, 1)] {
         let dir = tempfile::tempdir().unwrap();
-        let kdf = KdfParams {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let repo = Repository::init(
-            Arc::new(LocalBackend::new(dir.path())),
-            rt.handle().clone(),
-            b"pw",
-            kdf,
-            RepoConfig::new(),
-        )
-        .unwrap();
+        let repo = init_repo(dir.path(), &rt, RepoConfig::new());
         let w = BlobWriter::with_threads(&repo, 2);
-        let blob = |i: u32| -> Vec<u8> {
-            // Incompressible 512 KiB: 12 make a 6 MiB last pack, 3 one of 1.5 MiB.
-            let mut b = vec![0u8; 512 * 1024];
-            blake3::Hasher::new()
-                .update(&i.to_le_bytes())
-                .finalize_xof()
-                .fill(&mut b);
-            b
-        };
+        // Incompressible 512 KiB: 12 make a 6 MiB last pack, 3 one of 1.5 MiB.
+        let blob = |i: u32| noise(i, 512 * 1024);
         let ids: Vec<Id> = (0..blobs)
             .map(|i| w.submit(BlobType::Data, blob(i)).unwrap().wait().unwrap())
             .collect();
@@ -152,13 +142,7 @@ fn a_big_last_pack_is_stored_in_two_halves() {
                 "{sizes:?}"
             );
         }
-        let again = Repository::open(
-            Arc::new(LocalBackend::new(dir.path())),
-            rt.handle().clone(),
-            b"pw",
-        )
-        .unwrap();
-        again.load_index().unwrap();
+        let again = reopen(dir.path(), &rt);
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(repo.read_blob(id).unwrap(), blob(i as u32));
             assert_eq!(again.read_blob(id).unwrap(), blob(i as u32));
