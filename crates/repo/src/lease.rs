@@ -24,6 +24,7 @@
 //! clock runs ahead is believed for at most [`MAX_CLOCK_SKEW`] past what the
 //! store's clock says.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -881,6 +882,15 @@ impl LeaseCheck {
     }
 }
 
+/// What [`Repository::writer_lease_validating`] hands back.
+pub struct ValidatedLease {
+    pub lease: Lease,
+    pub check: LeaseCheck,
+    /// The lease's confirmation, already under way when the writer had
+    /// decided everything before its lease was held.
+    pub confirmation: Option<Confirmation>,
+}
+
 /// The shared lease of this process's writers, while one is held: writers
 /// of one process (a daemon running several jobs) share one lease.
 #[derive(Default)]
@@ -943,22 +953,38 @@ impl Repository {
     /// [`LeaseCheck::holds`] is false, the writer throws its unsent work
     /// away and runs again under the lease it now holds (which reloads).
     /// Meant to run on a thread of its own beside the writer.
+    ///
+    /// `decided` is set by the writer once it has decided everything (its
+    /// walk is over). If it already is when the lease is held, the lease's
+    /// confirmation ([`Lease::start_confirm`]) is sent beside the check
+    /// and handed back, so that a writer with nothing left to upload (an
+    /// unchanged backup) does not wait a round trip of its own for it
+    /// before it commits. That `head` is as late as the writer's own would
+    /// be: it follows every moment the writer could have stalled while
+    /// deciding, and the uploads, index and commit still to come are what
+    /// the writer's own confirmation overlaps too ([`Confirmation::finish`]
+    /// checks the lease's expiry again when the writer commits).
     pub fn writer_lease_validating(
         &self,
         operation: &str,
         parent: Option<&Id>,
-    ) -> Result<(Lease, LeaseCheck)> {
+        decided: &AtomicBool,
+    ) -> Result<ValidatedLease> {
         let lease = self.take_writer_lease(operation)?;
+        let confirmation = decided
+            .load(Ordering::Acquire)
+            .then(|| lease.start_confirm());
         // After, not beside, the lease's last listing of `locks/` (see
         // `writer_lease_checking`).
         let seen = self.sweep_check(parent)?;
-        Ok((
+        Ok(ValidatedLease {
             lease,
-            LeaseCheck {
+            check: LeaseCheck {
                 parent_exists: seen.parent_exists,
                 index_current: seen.swept.is_none(),
             },
-        ))
+            confirmation,
+        })
     }
 
     /// The shared lease of this process's writers: the one held, if still

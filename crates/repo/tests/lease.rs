@@ -481,3 +481,72 @@ fn writers_starting_together_share_one_lease() {
         drop(leases);
     }
 }
+
+/// A writer that had decided everything (its walk was over) by the time
+/// its lease is held gets the lease's confirmation started beside the
+/// sweep check, and that confirmation judges the lease as `confirm` does:
+/// a lease object gone when it was asked about is a lost lease, which the
+/// writer must not commit under. A writer still deciding gets none (it
+/// confirms once it is done).
+#[test]
+fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
+    use holdfast_storage::fault::{Action, FaultPlan, FaultyBackend, Op, Rule};
+    use holdfast_storage::ErrorClass;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    // The second `head` of a lock object answers "not there", as after an
+    // `unlock --force` that came before it.
+    let plan = FaultPlan::default().rule(Rule::new(
+        Op::Head,
+        Some(ObjectKind::Lock),
+        2,
+        Action::Fail(ErrorClass::NotFound),
+    ));
+    let faulty = Arc::new(FaultyBackend::new(local, plan));
+    let rt = runtime();
+    let repo = Repository::init(
+        faulty.clone(),
+        rt.handle().clone(),
+        b"pw",
+        FAST_KDF,
+        RepoConfig::default(),
+    )
+    .unwrap();
+    repo.set_lease_options(LeaseOptions {
+        shared_duration: Duration::from_secs(60),
+        ..short()
+    });
+
+    let still_walking = repo
+        .writer_lease_validating("backup", None, &AtomicBool::new(false))
+        .unwrap();
+    assert!(still_walking.check.holds(false));
+    assert!(
+        still_walking.confirmation.is_none(),
+        "no head before the walk is over"
+    );
+    assert_eq!(faulty.count(Op::Head, ObjectKind::Lock), 0);
+    drop(still_walking);
+
+    let done = repo
+        .writer_lease_validating("backup", None, &AtomicBool::new(true))
+        .unwrap();
+    let confirmation = done.confirmation.expect("started with the check");
+    confirmation.finish().unwrap();
+    assert_eq!(faulty.count(Op::Head, ObjectKind::Lock), 1);
+
+    // The same lease (writers of one process share it), confirmed again
+    // by a writer done deciding: this time its object is "gone".
+    let again = repo
+        .writer_lease_validating("backup", None, &AtomicBool::new(true))
+        .unwrap();
+    let err = again
+        .confirmation
+        .expect("started with the check")
+        .finish()
+        .unwrap_err();
+    assert!(matches!(err, RepoError::LeaseLost { .. }), "{err}");
+    assert!(again.lease.check().is_err(), "the lease now counts as lost");
+}

@@ -401,13 +401,13 @@ fn backup_once(
     let mut scanner_cpu = Duration::ZERO;
     let (root_tree, tally, taken) = std::thread::scope(|scope| {
         let taking = walk_first.then(|| {
-            let gate = &gate;
+            let (gate, walked) = (&gate, &walked);
             let spawned = std::thread::Builder::new()
                 .name("holdfast-lease".into())
                 .spawn_scoped(scope, move || {
-                    let taken = repo.writer_lease_validating("backup", parent_id.as_ref());
+                    let taken = repo.writer_lease_validating("backup", parent_id.as_ref(), walked);
                     match &taken {
-                        Ok((_, check)) if check.holds(parent_used) => gate.open(),
+                        Ok(v) if v.check.holds(parent_used) => gate.open(),
                         Ok(_) => gate.refuse(RepoError::Invalid(
                             "the walk runs again under the lease (a GC sweep ran, or the parent \
                              snapshot is gone)"
@@ -455,7 +455,7 @@ fn backup_once(
         };
         let mut tally = Tally::default();
         let root = pool.install(|| a.root(&trie, parent_root, &mut tally));
-        walked.store(true, Ordering::Relaxed);
+        walked.store(true, Ordering::Release);
         if let Some(h) = scanner {
             scanner_cpu = h.join().unwrap_or_default();
         }
@@ -472,12 +472,16 @@ fn backup_once(
     // A walk that ran before its lease counts only if its decisions stand;
     // a failure to take the lease is the cause of anything the walk then
     // reports (its uploads were refused).
+    let mut confirmation = None;
     if let Some(taken) = taken {
         match taken {
-            Ok((held, check)) if check.holds(parent_used) => lease = Some(held),
-            Ok((held, _)) => {
+            Ok(v) if v.check.holds(parent_used) => {
+                lease = Some(v.lease);
+                confirmation = v.confirmation;
+            }
+            Ok(v) => {
                 drop(writer);
-                return Ok(Attempt::Again(held));
+                return Ok(Attempt::Again(v.lease));
             }
             Err(e) => {
                 drop(writer);
@@ -516,8 +520,9 @@ fn backup_once(
         }
         Err(e) => return Err(e),
     };
-    // The lease's `head` rides along with the last uploads.
-    let confirmation = repo.start_writer_confirm();
+    // The lease's `head` rides along with the last uploads (or went out
+    // with the lease's own check, when the walk was over by then).
+    let confirmation = confirmation.or_else(|| repo.start_writer_confirm());
     let stats = writer.finish(repo)?;
     summary.blobs_added = stats.blobs_added;
     summary.data_added = stats.data_added;
