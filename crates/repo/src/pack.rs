@@ -206,58 +206,6 @@ impl PackWriter {
         }
     }
 
-    /// Move the sealed regions from about the middle of this pack's bytes
-    /// on into `into`, a fresh pack of the same version: each is decrypted
-    /// and sealed again under `into`'s key at its new offset (a blob's
-    /// nonce is its offset, so bytes can never be moved as they are). This
-    /// pack keeps the regions before. Returns whether anything moved:
-    /// nothing does when the first region already reaches the middle, or
-    /// when the versions differ. On an error (this pack's own bytes fail
-    /// to authenticate) this pack is left whole and `into` must be thrown
-    /// away.
-    ///
-    /// Used for a backup's last data pack (see `writer`): two halves are
-    /// uploaded at once while nothing else is left to do.
-    pub fn split_into(&mut self, into: &mut PackWriter) -> Result<bool> {
-        if into.version != self.version || self.entries.is_empty() {
-            return Ok(false);
-        }
-        let middle = HEADER_LEN + (self.buf.len() - HEADER_LEN) / 2;
-        // The first entry of the first region starting at or past the
-        // middle (entries are in offset order; a frame's share one).
-        let Some(cut) = self
-            .entries
-            .iter()
-            .position(|e| e.offset as usize >= middle && e.offset as usize > HEADER_LEN)
-        else {
-            return Ok(false);
-        };
-        let mut at = cut;
-        while at < self.entries.len() {
-            let first = self.entries[at];
-            let end = self.entries[at..]
-                .iter()
-                .position(|e| e.offset != first.offset)
-                .map_or(self.entries.len(), |n| at + n);
-            let region = &self.buf[first.offset as usize..(first.offset + first.length) as usize];
-            let plain = self.cipher.open(
-                u64::from(first.offset),
-                &[first.blob_type as u8],
-                region,
-                "a blob of the pack being written",
-            )?;
-            let blobs: Vec<(Id, u32, u32)> = self.entries[at..end]
-                .iter()
-                .map(|e| (e.id, e.raw_len, e.inner))
-                .collect();
-            into.add_region(first.blob_type, &blobs, &plain);
-            at = end;
-        }
-        self.buf.truncate(self.entries[cut].offset as usize);
-        self.entries.truncate(cut);
-        Ok(true)
-    }
-
     pub fn len(&self) -> usize {
         self.buf.len()
     }
@@ -447,66 +395,6 @@ mod tests {
         assert!(open_blob(&c, e.blob_type, e.offset, s, "b").is_err());
         assert!(read_trailer(&key, &bytes[..bytes.len() - 3], "p").is_err());
         assert!(read_trailer(&MasterKey::generate(), &bytes, "p").is_err());
-    }
-
-    /// Splitting moves whole regions (a frame stays together) from the
-    /// middle on into a pack with its own key; both halves read back as
-    /// the blobs that went in, and a pack of one region does not split.
-    #[test]
-    fn split_moves_whole_regions_under_a_new_key() {
-        let key = MasterKey::generate();
-        let mut w = PackWriter::new(&key, 1 << 20);
-        let mut want = Vec::new();
-        for i in 0u8..6 {
-            let body: Vec<u8> = std::iter::once(0)
-                .chain((0..1000 * (i as usize + 1)).map(|j| (j as u8) ^ i))
-                .collect();
-            if i == 3 {
-                let blobs = [(Id([30; 32]), 10), (Id([31; 32]), body.len() - 11)];
-                w.add_frame(BlobType::Data, &blobs, |buf| buf.extend_from_slice(&body));
-                want.push((Id([30; 32]), body.clone()));
-                want.push((Id([31; 32]), body));
-            } else {
-                let t = if i == 5 {
-                    BlobType::Tree
-                } else {
-                    BlobType::Data
-                };
-                w.add(t, Id([i; 32]), &body, body.len() - 1);
-                want.push((Id([i; 32]), body));
-            }
-        }
-        let mut second = PackWriter::new(&key, 1 << 20);
-        assert!(w.split_into(&mut second).unwrap());
-        let (a, ia) = w.finish();
-        let (b, ib) = second.finish();
-        assert!(!ia.entries.is_empty() && !ib.entries.is_empty());
-        assert_ne!(ia.salt, ib.salt);
-        let mut got = Vec::new();
-        for (bytes, info) in [(&a, &ia), (&b, &ib)] {
-            assert_eq!(&read_info(&key, bytes, "p").unwrap(), info);
-            let c = header_cipher(&key, &bytes[..HEADER_LEN], "p").unwrap();
-            for e in &info.entries {
-                let s = &bytes[e.offset as usize..(e.offset + e.length) as usize];
-                got.push((e.id, open_blob(&c, e.blob_type, e.offset, s, "b").unwrap()));
-            }
-        }
-        assert_eq!(got, want);
-        // The frame's two entries moved together (or stayed together).
-        let frame: Vec<_> = ib
-            .entries
-            .iter()
-            .chain(&ia.entries)
-            .filter(|e| e.id.0[0] >= 30)
-            .collect();
-        assert!(frame[0].offset == frame[1].offset && frame[1].inner == 10);
-
-        let mut one = PackWriter::new(&key, 1 << 20);
-        one.add(BlobType::Data, Id([9; 32]), &[0; 5000], 4999);
-        let mut none = PackWriter::new(&key, 1 << 20);
-        assert!(!one.split_into(&mut none).unwrap());
-        assert!(none.is_empty());
-        assert_eq!(one.finish().1.entries.len(), 1);
     }
 
     /// A frame's entries share its sealed region; each has its own `inner`

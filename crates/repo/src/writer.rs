@@ -49,15 +49,6 @@ use crate::retention::{Clock, RetentionPolicy};
 /// usable for dedup, without an extra request per few hundred MiB.
 const INDEX_EVERY_PACKS: usize = 64;
 
-/// The last data pack of a writer, flushed when its input ends, is
-/// uploaded in two halves when it holds at least this much. Nothing else
-/// is left to do then, and the snapshot waits for that upload: on a WAN
-/// link two requests carry the bytes sooner than one (on S3 at 25 ms, a
-/// 15 MiB last pack took 150 ms of the 850 ms of an incremental backup).
-/// Costs one more pack per backup, half a pack's re-encryption (a few
-/// milliseconds), and nothing below this size, where the wait is short.
-const SPLIT_LAST_FROM: usize = 4 << 20;
-
 /// What a writer added to the repository.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -653,17 +644,7 @@ impl Shared {
     /// Upload what the pack in `slot` holds, if anything.
     fn flush(self: &Arc<Self>, slot: &Mutex<Option<PackWriter>>, metadata: bool) {
         let left = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut p) = left.filter(|p| !p.is_empty()) {
-            if !metadata && p.len() >= SPLIT_LAST_FROM {
-                let mut half = self.new_pack();
-                match p.split_into(&mut half) {
-                    Ok(true) => self.upload(half, false),
-                    Ok(false) => {}
-                    // Our own bytes failed to authenticate: memory is not
-                    // what we wrote, so nothing of this backup may commit.
-                    Err(e) => return self.fail(e),
-                }
-            }
+        if let Some(p) = left.filter(|p| !p.is_empty()) {
             self.upload(p, metadata);
         }
     }
