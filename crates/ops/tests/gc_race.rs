@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -80,6 +81,87 @@ impl Backend for BeforeFirstLock {
         self.inner.head(kind, name).await
     }
     async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        self.inner.list(kind).await
+    }
+    async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
+        self.inner.delete(kind, name).await
+    }
+}
+
+/// Forwards everything, but holds a writer's sweep check (its first
+/// listing of `index/` after a lock object was written) until a pack has
+/// been stored, or 30 s have passed: whatever the walk stores between its
+/// lease and that check is then stored for certain, not by luck of timing.
+#[derive(Debug)]
+struct CheckAfterAPack {
+    inner: Arc<dyn Backend>,
+    lock_written: AtomicBool,
+    packs_stored: AtomicUsize,
+    /// Packs stored when the held listing was let go.
+    packs_before_check: AtomicUsize,
+}
+
+impl CheckAfterAPack {
+    fn new(inner: Arc<dyn Backend>) -> CheckAfterAPack {
+        CheckAfterAPack {
+            inner,
+            lock_written: AtomicBool::new(false),
+            packs_stored: AtomicUsize::new(0),
+            packs_before_check: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for CheckAfterAPack {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn put(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        data: Bytes,
+        opts: &PutOptions,
+    ) -> StorageResult<()> {
+        let r = self.inner.put(kind, name, data, opts).await;
+        match kind {
+            ObjectKind::Lock => self.lock_written.store(true, Ordering::SeqCst),
+            ObjectKind::Pack if r.is_ok() => {
+                self.packs_stored.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        r
+    }
+    async fn get(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        range: Option<Range<u64>>,
+    ) -> StorageResult<Bytes> {
+        self.inner.get(kind, name, range).await
+    }
+    async fn head(&self, kind: ObjectKind, name: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(kind, name).await
+    }
+    async fn list(&self, kind: ObjectKind) -> StorageResult<Vec<ObjectMeta>> {
+        let first_check = kind == ObjectKind::Index
+            && self.lock_written.load(Ordering::SeqCst)
+            && self.packs_before_check.load(Ordering::SeqCst) == usize::MAX;
+        if first_check {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while self.packs_stored.load(Ordering::SeqCst) == 0
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            self.packs_before_check
+                .store(self.packs_stored.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
         self.inner.list(kind).await
     }
     async fn delete(&self, kind: ObjectKind, name: &str) -> StorageResult<()> {
@@ -334,6 +416,52 @@ fn a_sweep_before_the_lease_makes_the_walk_run_again() {
     assert!(stored >= 3 << 20, "stored only {stored} bytes");
     let id = done.outcome.id.to_hex();
     assert_restores(plain, &s, &id, &again, "d.bin", &noise(3 << 20, 2));
+}
+
+/// A writer's uploads may go once its lease is held, before the check
+/// that says whether its walk's decisions stand (no sweep can run while
+/// the lease is held, so what it stores stays). When the check then
+/// fails, the packs stored meanwhile are what a killed writer leaves:
+/// never indexed, removed by the next GC. The walk that runs again stores
+/// what it needs anew and commits a snapshot that checks clean and
+/// restores.
+#[test]
+fn packs_stored_before_a_failed_check_are_never_indexed() {
+    let s = setup();
+    let repo_dir = s.dir.path().join("repo");
+    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
+    let again = s.dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    // More than a pack (16 MiB) of new data: the walk seals one while its
+    // lease is being taken.
+    std::fs::write(again.join("new.bin"), noise(20 << 20, 11)).unwrap();
+    let held = Arc::new(CheckAfterAPack::new(gc_at_first_lease(&plain, |_| {})));
+    let repo = open_repo(held.clone(), &s.rt);
+    let done = try_backup(&repo, &again, "again").unwrap();
+    let early = held.packs_before_check.load(Ordering::SeqCst);
+    assert!(
+        (1..usize::MAX).contains(&early),
+        "no pack was stored between the lease and its check ({early})"
+    );
+    // The walk ran again: everything stored anew, the swept data too.
+    let stored = done.outcome.snapshot.summary.stored_added;
+    assert!(stored >= 23 << 20, "stored only {stored} bytes");
+    let id = done.outcome.id.to_hex();
+    drop(repo);
+    let repo = open_repo(plain.clone(), &s.rt);
+    check_clean(&repo);
+    let report = gc(&repo, &GcOptions::default(), &|_, _, _| {}).unwrap();
+    assert!(
+        report.unindexed_deleted >= early,
+        "the {early} pack(s) stored before the failed check were indexed ({} unindexed deleted)",
+        report.unindexed_deleted
+    );
+    drop(repo);
+    assert_restores(plain, &s, &id, &again, "new.bin", &noise(20 << 20, 11));
+    let out = s.dir.path().join(format!("out-{id}"));
+    let d = std::fs::read(out.join(again.strip_prefix("/").unwrap()).join("d.bin")).unwrap();
+    assert!(d == noise(3 << 20, 2), "d.bin restored wrong");
 }
 
 /// The same with the parent: a backup reuses its parent's data for

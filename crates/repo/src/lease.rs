@@ -41,6 +41,7 @@ use crate::error::{RepoError, Result};
 use crate::id::Id;
 use crate::object::{self, Binding};
 use crate::repository::Repository;
+use crate::writer::UploadGate;
 
 /// Version of the lease record written inside lease objects.
 pub const LEASE_VERSION: u32 = 1;
@@ -950,9 +951,19 @@ impl Repository {
     /// say whether those decisions still hold. Unlike
     /// [`Repository::writer_lease_checking`], nothing is reloaded, since
     /// the writer's threads are still using the index: when
-    /// [`LeaseCheck::holds`] is false, the writer throws its unsent work
-    /// away and runs again under the lease it now holds (which reloads).
+    /// [`LeaseCheck::holds`] is false, the writer throws its work away and
+    /// runs again under the lease it now holds (which reloads).
     /// Meant to run on a thread of its own beside the writer.
+    ///
+    /// `gate` holds the writer's uploads back; it is opened as soon as the
+    /// lease is held, before the check. From then until the lease ends no
+    /// sweep can run (an exclusive acquirer would see the lease; one that
+    /// began before it was seen by the listing that made it held), so
+    /// what is stored stays stored. Only the writer's commit (its last
+    /// index object, its snapshot) depends on the check, and comes after
+    /// it. When the check fails, what was stored meanwhile is a killed
+    /// writer's leftovers: packs of new blobs that GC removes unless a
+    /// snapshot comes to use them.
     ///
     /// `decided` is set by the writer once it has decided everything (its
     /// walk is over). If it already is when the lease is held, the lease's
@@ -968,9 +979,11 @@ impl Repository {
         &self,
         operation: &str,
         parent: Option<&Id>,
+        gate: &UploadGate,
         decided: &AtomicBool,
     ) -> Result<ValidatedLease> {
         let lease = self.take_writer_lease(operation)?;
+        gate.open();
         let confirmation = decided
             .load(Ordering::Acquire)
             .then(|| lease.start_confirm());

@@ -134,10 +134,12 @@ struct Shared {
 
 /// Holds a writer's uploads back until its caller says they may go. A
 /// backup walks (reads, deduplicates, compresses) while its lease is being
-/// taken, but nothing may be stored before the lease is held and the
-/// walk's decisions are known to stand (see `docs/format.md`, "Garbage
-/// collection"). Sealed packs wait in memory meanwhile; the upload limit
-/// bounds how many, and the workers wait when it is reached.
+/// taken, but nothing may be stored before the lease is held (see
+/// `docs/format.md`, "Garbage collection"); its commit waits until the
+/// walk's decisions are known to stand, which the caller checks before
+/// [`BlobWriter::finish`]. Sealed packs wait in memory meanwhile;
+/// the upload limit bounds how many, and the workers wait when it is
+/// reached.
 #[derive(Debug, Clone)]
 pub struct UploadGate(Arc<watch::Sender<Gate>>);
 
@@ -463,10 +465,13 @@ impl BlobWriter {
             .cloned()
     }
 
-    /// Flush every pack, wait for uploads, write the index and add the new
-    /// packs to the repository's in-memory index. Only after this returns
-    /// `Ok` may a snapshot refer to the blobs.
-    pub fn finish(mut self, repo: &Repository) -> Result<WriteStats> {
+    /// Once no more blobs will come: encode what is queued, then seal the
+    /// packs still being filled and send them (through the gate, if there
+    /// is one), so that their uploads start now rather than when
+    /// [`BlobWriter::finish`] is called (a backup seals as its walk ends,
+    /// and finishes once its lease is validated). Submitting after this
+    /// fails. Calling it again does nothing.
+    pub fn seal(&mut self) {
         drop(self.jobs.take());
         for w in self.workers.drain(..) {
             if w.join().is_err() {
@@ -477,6 +482,14 @@ impl BlobWriter {
         let s = self.shared.clone();
         s.flush(&s.data_packer, false);
         s.flush(&s.tree_packer, true);
+    }
+
+    /// Seal (see [`BlobWriter::seal`]), wait for uploads, write the index
+    /// and add the new packs to the repository's in-memory index. Only
+    /// after this returns `Ok` may a snapshot refer to the blobs.
+    pub fn finish(mut self, repo: &Repository) -> Result<WriteStats> {
+        self.seal();
+        let s = self.shared.clone();
         let handles: Vec<_> =
             std::mem::take(&mut *s.uploads.lock().unwrap_or_else(|e| e.into_inner()));
         s.rt.block_on(async {

@@ -490,6 +490,7 @@ fn writers_starting_together_share_one_lease() {
 /// confirms once it is done).
 #[test]
 fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
+    use holdfast_repo::writer::UploadGate;
     use holdfast_storage::fault::{Action, FaultPlan, FaultyBackend, Op, Rule};
     use holdfast_storage::ErrorClass;
     use std::sync::atomic::AtomicBool;
@@ -519,8 +520,9 @@ fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
         ..short()
     });
 
+    let gate = UploadGate::new();
     let still_walking = repo
-        .writer_lease_validating("backup", None, &AtomicBool::new(false))
+        .writer_lease_validating("backup", None, &gate, &AtomicBool::new(false))
         .unwrap();
     assert!(still_walking.check.holds(false));
     assert!(
@@ -531,7 +533,7 @@ fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
     drop(still_walking);
 
     let done = repo
-        .writer_lease_validating("backup", None, &AtomicBool::new(true))
+        .writer_lease_validating("backup", None, &gate, &AtomicBool::new(true))
         .unwrap();
     let confirmation = done.confirmation.expect("started with the check");
     confirmation.finish().unwrap();
@@ -540,7 +542,7 @@ fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
     // The same lease (writers of one process share it), confirmed again
     // by a writer done deciding: this time its object is "gone".
     let again = repo
-        .writer_lease_validating("backup", None, &AtomicBool::new(true))
+        .writer_lease_validating("backup", None, &gate, &AtomicBool::new(true))
         .unwrap();
     let err = again
         .confirmation

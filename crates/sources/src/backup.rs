@@ -392,7 +392,7 @@ fn backup_once(
         threads: Some(writers),
         ..WriterOptions::default()
     };
-    let writer = match walk_first {
+    let mut writer = match walk_first {
         true => BlobWriter::gated(repo, writer_opts, gate.clone()),
         false => BlobWriter::with_options(repo, writer_opts),
     };
@@ -405,9 +405,11 @@ fn backup_once(
             let spawned = std::thread::Builder::new()
                 .name("holdfast-lease".into())
                 .spawn_scoped(scope, move || {
-                    let taken = repo.writer_lease_validating("backup", parent_id.as_ref(), walked);
+                    // Opens the gate as soon as the lease is held.
+                    let taken =
+                        repo.writer_lease_validating("backup", parent_id.as_ref(), gate, walked);
                     match &taken {
-                        Ok(v) if v.check.holds(parent_used) => gate.open(),
+                        Ok(v) if v.check.holds(parent_used) => {}
                         Ok(_) => gate.refuse(RepoError::Invalid(
                             "the walk runs again under the lease (a GC sweep ran, or the parent \
                              snapshot is gone)"
@@ -455,7 +457,14 @@ fn backup_once(
         };
         let mut tally = Tally::default();
         let root = pool.install(|| a.root(&trie, parent_root, &mut tally));
+        drop(a);
         walked.store(true, Ordering::Release);
+        // The last packs go now, beside the lease's check if it is still
+        // under way, not after it (see `writer_lease_validating`). A walk
+        // that failed sends nothing more.
+        if root.is_ok() {
+            writer.seal();
+        }
         if let Some(h) = scanner {
             scanner_cpu = h.join().unwrap_or_default();
         }
