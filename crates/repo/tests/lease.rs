@@ -36,8 +36,16 @@ struct Fixture {
 }
 
 fn fixture(opts: LeaseOptions) -> Fixture {
+    fixture_with(opts, |local| local)
+}
+
+/// [`fixture`] on the local backend as `wrap` decorates it.
+fn fixture_with(
+    opts: LeaseOptions,
+    wrap: impl FnOnce(Arc<dyn Backend>) -> Arc<dyn Backend>,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    let backend = wrap(Arc::new(LocalBackend::new(dir.path().join("repo"))));
     let rt = runtime();
     let repo = Repository::init(
         backend.clone(),
@@ -495,8 +503,6 @@ fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
     use holdfast_storage::ErrorClass;
     use std::sync::atomic::AtomicBool;
 
-    let dir = tempfile::tempdir().unwrap();
-    let local: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
     // The second `head` of a lock object answers "not there", as after an
     // `unlock --force` that came before it.
     let plan = FaultPlan::default().rule(Rule::new(
@@ -505,20 +511,17 @@ fn a_writer_done_deciding_gets_its_lease_confirmed_beside_the_check() {
         2,
         Action::Fail(ErrorClass::NotFound),
     ));
-    let faulty = Arc::new(FaultyBackend::new(local, plan));
-    let rt = runtime();
-    let repo = Repository::init(
-        faulty.clone(),
-        rt.handle().clone(),
-        b"pw",
-        FAST_KDF,
-        RepoConfig::default(),
-    )
-    .unwrap();
-    repo.set_lease_options(LeaseOptions {
+    let mut faulty = None;
+    let opts = LeaseOptions {
         shared_duration: Duration::from_secs(60),
         ..short()
+    };
+    let f = fixture_with(opts, |local| {
+        let b = Arc::new(FaultyBackend::new(local, plan));
+        faulty = Some(b.clone());
+        b
     });
+    let (faulty, repo) = (faulty.expect("wrapped"), &f.repo);
 
     let gate = UploadGate::new();
     let still_walking = repo
