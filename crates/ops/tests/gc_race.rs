@@ -187,6 +187,18 @@ struct Setup {
     doomed_data: Vec<PathBuf>,
 }
 
+impl Setup {
+    /// The plain backend of the repository, and a new source `again`
+    /// holding the dropped snapshot's file (its data is in doomed packs).
+    fn again_with_dropped_data(&self) -> (Arc<dyn Backend>, PathBuf) {
+        let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(self.dir.path().join("repo")));
+        let again = self.dir.path().join("again");
+        std::fs::create_dir_all(&again).unwrap();
+        std::fs::copy(self.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+        (plain, again)
+    }
+}
+
 /// Two sources; the first one's snapshot removed, so its packs are garbage.
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
@@ -238,13 +250,10 @@ fn setup() -> Setup {
 #[test]
 fn a_snapshot_committed_between_mark_and_sweep_keeps_the_data_it_reuses() {
     let s = setup();
-    let repo_dir = s.dir.path().join("repo");
-    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
     // The same content as the dropped snapshot, under a new source: the
     // backup deduplicates against the doomed packs.
-    let again = s.dir.path().join("again");
-    std::fs::create_dir_all(&again).unwrap();
-    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    let (plain, again) = s.again_with_dropped_data();
+    let repo_dir = s.dir.path().join("repo");
     let committed = Arc::new(Mutex::new(None::<String>));
     let hook: Hook = {
         let (plain, again, committed) = (plain.clone(), again.clone(), committed.clone());
@@ -380,11 +389,7 @@ fn assert_restores(
 #[test]
 fn a_sweep_before_the_lease_makes_the_walk_run_again() {
     let s = setup();
-    let repo_dir = s.dir.path().join("repo");
-    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
-    let again = s.dir.path().join("again");
-    std::fs::create_dir_all(&again).unwrap();
-    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    let (plain, again) = s.again_with_dropped_data();
     let repo = open_repo(gc_at_first_lease(&plain, |_| {}), &s.rt);
     let done = try_backup(&repo, &again, "again").unwrap();
     // The sweep ran: the dropped snapshot's data packs are gone...
@@ -408,11 +413,7 @@ fn a_sweep_before_the_lease_makes_the_walk_run_again() {
 #[test]
 fn packs_stored_before_a_failed_check_are_never_indexed() {
     let s = setup();
-    let repo_dir = s.dir.path().join("repo");
-    let plain: Arc<dyn Backend> = Arc::new(LocalBackend::new(&repo_dir));
-    let again = s.dir.path().join("again");
-    std::fs::create_dir_all(&again).unwrap();
-    std::fs::copy(s.dropped_src.join("d.bin"), again.join("d.bin")).unwrap();
+    let (plain, again) = s.again_with_dropped_data();
     // More than a pack (16 MiB) of new data: the walk seals one while its
     // lease is being taken.
     std::fs::write(again.join("new.bin"), noise(20 << 20, 11)).unwrap();
