@@ -481,23 +481,21 @@ fn backup_once(
     // A walk that ran before its lease counts only if its decisions stand;
     // a failure to take the lease is the cause of anything the walk then
     // reports (its uploads were refused).
-    let mut confirmation = None;
-    if let Some(taken) = taken {
-        match taken {
-            Ok(v) if v.check.holds(parent_used) => {
-                lease = Some(v.lease);
-                confirmation = v.confirmation;
-            }
-            Ok(v) => {
-                drop(writer);
-                return Ok(Attempt::Again(v.lease));
-            }
-            Err(e) => {
-                drop(writer);
-                return Err(e.into());
-            }
+    let early_confirmation = match taken {
+        None => None,
+        Some(Ok(v)) if v.check.holds(parent_used) => {
+            lease = Some(v.lease);
+            v.confirmation
         }
-    }
+        Some(Ok(v)) => {
+            drop(writer);
+            return Ok(Attempt::Again(v.lease));
+        }
+        Some(Err(e)) => {
+            drop(writer);
+            return Err(e.into());
+        }
+    };
     let _lease = lease;
     // Every reader thread's CPU time so far (they live as long as `pool`).
     let readers_cpu: Duration = pool.broadcast(|_| cputime::thread()).into_iter().sum();
@@ -531,7 +529,7 @@ fn backup_once(
     };
     // The lease's `head` rides along with the last uploads (or went out
     // with the lease's own check, when the walk was over by then).
-    let confirmation = confirmation.or_else(|| repo.start_writer_confirm());
+    let confirmation = early_confirmation.or_else(|| repo.start_writer_confirm());
     let stats = writer.finish(repo)?;
     summary.blobs_added = stats.blobs_added;
     summary.data_added = stats.data_added;
